@@ -1,0 +1,1 @@
+//! Runs the cometmesh engine on tokio over TCP.

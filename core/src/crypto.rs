@@ -1,0 +1,1 @@
+//! The few cryptographic primitives of the SecretConnection, behind one small interface.

@@ -1,0 +1,157 @@
+//! Identifier newtypes shared by every layer: [`NodeId`], [`ConnId`] and [`ChannelId`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+/// A node's identity: the first 20 bytes of SHA-256 of its Ed25519 public key (spec 1.1).
+///
+/// Displayed and parsed as 40 lower-case hex characters; parsing also accepts upper case,
+/// as Go's decoder does, but printing is always lower case.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub [u8; 20]);
+
+impl NodeId {
+    /// Derives the id of an Ed25519 public key.
+    #[must_use]
+    pub fn from_public_key(public_key: &[u8; 32]) -> Self {
+        let digest = Sha256::digest(public_key);
+        let mut id = [0u8; 20];
+        id.copy_from_slice(&digest[..20]);
+        NodeId(id)
+    }
+
+    /// The 20 raw bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+
+    /// The id as 40 lower-case hex characters, the form used on the wire and in files.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+/// Why a string is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeIdError {
+    /// The string is empty.
+    #[error("node id is empty")]
+    Empty,
+    /// The string is not hex.
+    #[error("node id {0:?} is not hexadecimal")]
+    NotHex(String),
+    /// The string decodes to the wrong number of bytes.
+    #[error("node id {id:?} has {len} bytes, expected 20 (40 hex characters)")]
+    WrongLength {
+        /// The offending string.
+        id: String,
+        /// How many bytes it decodes to.
+        len: usize,
+    },
+}
+
+impl FromStr for NodeId {
+    type Err = NodeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(NodeIdError::Empty);
+        }
+        let bytes = s.as_bytes();
+        if bytes.len() % 2 != 0 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return Err(NodeIdError::NotHex(s.to_owned()));
+        }
+        if bytes.len() != 40 {
+            return Err(NodeIdError::WrongLength {
+                id: s.to_owned(),
+                len: bytes.len() / 2,
+            });
+        }
+        let mut id = [0u8; 20];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            id[i] = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
+        }
+        Ok(NodeId(id))
+    }
+}
+
+fn hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+/// One connection's handle, allocated by the engine, increasing and never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// An MConnection channel id (spec 4.2): one byte, 0x00 is PEX.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ChannelId(pub u8);
+
+impl ChannelId {
+    /// The PEX reactor's channel.
+    pub const PEX: ChannelId = ChannelId(0x00);
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:02x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_round_trips_and_prints_lower_case() {
+        let id: NodeId = "7627DE929814C7484DC6BF94F60166AB3115B316".parse().unwrap();
+        assert_eq!(id.to_string(), "7627de929814c7484dc6bf94f60166ab3115b316");
+        assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
+    }
+
+    #[test]
+    fn node_id_rejects_malformed_strings() {
+        assert_eq!("".parse::<NodeId>(), Err(NodeIdError::Empty));
+        assert!(matches!(
+            "zz".parse::<NodeId>(),
+            Err(NodeIdError::NotHex(_))
+        ));
+        assert!(matches!(
+            "abc".parse::<NodeId>(),
+            Err(NodeIdError::NotHex(_))
+        ));
+        assert!(matches!(
+            "abcd".parse::<NodeId>(),
+            Err(NodeIdError::WrongLength { len: 2, .. })
+        ));
+    }
+}

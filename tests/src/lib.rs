@@ -1,0 +1,1 @@
+//! Cross-crate tests: simulated networks, loopback networks on both runtimes, interop with a real CometBFT.
