@@ -79,6 +79,7 @@ mod real {
     }
 
     /// One direction's ChaCha20-Poly1305 key (RFC 8439), `ring`'s implementation.
+    #[derive(Clone)]
     pub(crate) struct FrameKey(ring::aead::LessSafeKey);
 
     impl FrameKey {
@@ -146,6 +147,7 @@ mod shim {
     }
 
     /// Identity AEAD whose tag is 16 zero bytes.
+    #[derive(Clone)]
     pub(crate) struct FrameKey;
 
     impl FrameKey {

@@ -12,7 +12,7 @@ pub(crate) enum PrefixError {
 }
 
 /// Reads one delimited message fed in arbitrary pieces.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct DelimitedReader {
     limit: usize,
     /// The uvarint length read so far.

@@ -26,7 +26,9 @@ pub enum FrameError {
         nonce: u64,
     },
     /// The frame authenticates under an earlier nonce: the peer (or a middlebox) sent it again.
-    #[error("replayed SecretConnection frame: expected nonce {expected}, frame is from nonce {found}")]
+    #[error(
+        "replayed SecretConnection frame: expected nonce {expected}, frame is from nonce {found}"
+    )]
     Replayed {
         /// The receive nonce counter the frame was expected at.
         expected: u64,
@@ -34,7 +36,9 @@ pub enum FrameError {
         found: u64,
     },
     /// The frame authenticates under a later nonce: frames arrived out of order or one is missing.
-    #[error("reordered SecretConnection frame: expected nonce {expected}, frame is from nonce {found}")]
+    #[error(
+        "reordered SecretConnection frame: expected nonce {expected}, frame is from nonce {found}"
+    )]
     Reordered {
         /// The receive nonce counter the frame was expected at.
         expected: u64,
@@ -56,6 +60,7 @@ pub enum FrameError {
 }
 
 /// Builds and seals outgoing frames with the send key and its nonce counter.
+#[derive(Clone)]
 pub struct Sealer {
     key: FrameKey,
     nonce: u64,
@@ -116,12 +121,15 @@ impl Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("nonce", &self.nonce).finish()
+        f.debug_struct("Sealer")
+            .field("nonce", &self.nonce)
+            .finish()
     }
 }
 
 /// Opens incoming frames with the receive key and its nonce counter; a byte stream in, a byte
 /// stream out (frame boundaries carry no meaning, spec 2.3).
+#[derive(Clone)]
 pub struct Opener {
     key: FrameKey,
     nonce: u64,

@@ -162,6 +162,7 @@ pub fn auth_sig_message(public_key: &[u8; 32], signature: &[u8; 64]) -> Vec<u8> 
     .encode_length_delimited_to_vec()
 }
 
+#[derive(Clone)]
 enum State {
     /// Waiting for the peer's cleartext ephemeral key.
     AwaitingEphemeral { reader: DelimitedReader },
@@ -189,6 +190,8 @@ enum State {
 ///
 /// Drive it by sending what [`Handshake::poll_transmit`] yields and feeding what arrives to
 /// [`Handshake::handle_received`], until [`Handshake::is_complete`]; then take the session.
+/// `Clone` lets tests and fuzzers branch a handshake; a clone holds the same secrets.
+#[derive(Clone)]
 pub struct Handshake {
     local: NodeKey,
     ephemeral_secret: [u8; 32],
@@ -205,7 +208,9 @@ impl Handshake {
     pub fn new(local: &NodeKey, ephemeral_secret: [u8; 32]) -> Handshake {
         let ephemeral_public = crypto::x25519_public(&ephemeral_secret);
         let mut transmit = VecDeque::with_capacity(2);
-        transmit.push_back(Bytes::copy_from_slice(&ephemeral_message(&ephemeral_public)));
+        transmit.push_back(Bytes::copy_from_slice(&ephemeral_message(
+            &ephemeral_public,
+        )));
         Handshake {
             local: local.clone(),
             ephemeral_secret,
@@ -422,8 +427,8 @@ fn prefix_error(err: PrefixError, what: &'static str) -> HandshakeError {
 
 /// Decodes and checks the peer's AuthSigMessage (spec 2.2 step 12); returns its public key.
 fn verify_auth_sig(body: &[u8], challenge: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
-    let msg =
-        AuthSigMessage::decode(body).map_err(|e| HandshakeError::MalformedAuthSig(e.to_string()))?;
+    let msg = AuthSigMessage::decode(body)
+        .map_err(|e| HandshakeError::MalformedAuthSig(e.to_string()))?;
     let key = match msg.pub_key.and_then(|k| k.sum) {
         Some(public_key::Sum::Ed25519(key)) => key,
         Some(public_key::Sum::Secp256k1(_)) => {
