@@ -491,7 +491,7 @@ fn too_much_early_data() {
         .unwrap();
     victim.handle_received(&wire).unwrap();
     let mut more = BytesMut::new();
-    sealer.seal(&vec![0u8; 1 << 20], &mut more).unwrap();
+    sealer.seal(&vec![0u8; (1 << 20) + 1], &mut more).unwrap();
     assert_eq!(
         victim.handle_received(&more),
         Err(HandshakeError::TooMuchEarlyData)

@@ -15,7 +15,7 @@ use crate::wire::proto::{AuthSigMessage, BytesValue, PublicKey, public_key};
 /// Largest accepted delimited handshake message, each of the two (spec 2.1).
 pub const MAX_HANDSHAKE_MSG_SIZE: usize = 1 << 20;
 
-/// Most bytes buffered after the AuthSig before the caller takes the session.
+/// Most plaintext bytes buffered after the AuthSig before the caller takes the session.
 const MAX_EARLY_DATA: usize = 1 << 20;
 
 /// Why a handshake failed. The connection must then be closed.
@@ -180,7 +180,6 @@ enum State {
         sealer: Sealer,
         opener: Opener,
         plaintext: BytesMut,
-        early_bytes: usize,
     },
     /// A previous call failed.
     Failed,
@@ -337,8 +336,7 @@ impl Handshake {
                     });
                 };
                 let remote_public_key = verify_auth_sig(&body, &challenge)?;
-                let early_bytes = plaintext.len();
-                if early_bytes > MAX_EARLY_DATA {
+                if plaintext.len() > MAX_EARLY_DATA {
                     return Err(HandshakeError::TooMuchEarlyData);
                 }
                 Ok(State::Authenticated {
@@ -346,7 +344,6 @@ impl Handshake {
                     sealer,
                     opener,
                     plaintext,
-                    early_bytes,
                 })
             }
             State::Authenticated {
@@ -354,19 +351,17 @@ impl Handshake {
                 sealer,
                 mut opener,
                 mut plaintext,
-                early_bytes,
             } => {
-                let early_bytes = early_bytes.saturating_add(data.len());
-                if early_bytes > MAX_EARLY_DATA {
+                // Decrypting never grows the data, so this holds at most what we were given.
+                opener.open(data, &mut plaintext)?;
+                if plaintext.len() > MAX_EARLY_DATA {
                     return Err(HandshakeError::TooMuchEarlyData);
                 }
-                opener.open(data, &mut plaintext)?;
                 Ok(State::Authenticated {
                     remote_public_key,
                     sealer,
                     opener,
                     plaintext,
-                    early_bytes,
                 })
             }
             State::Failed => Err(HandshakeError::AlreadyFailed),
