@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::nodeinfo::NodeInfoError;
 use crate::ids::ChannelId;
+use crate::secret::{FrameError, HandshakeError};
 use crate::wire::codec::CodecError;
 
 /// Which deadline expired.
@@ -71,6 +72,12 @@ pub enum ProtocolViolation {
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloseReason {
+    /// The SecretConnection handshake failed.
+    #[error("secret connection handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// A SecretConnection frame could not be opened or sealed.
+    #[error("secret connection: {0}")]
+    Frame(FrameError),
     /// A deadline expired.
     #[error("{0}")]
     Timeout(TimeoutKind),

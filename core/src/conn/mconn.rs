@@ -162,6 +162,12 @@ impl MConnection {
         self.rbuf.len()
     }
 
+    /// The receive buffer, for an opener to append plaintext to without a copy; follow with
+    /// [`Self::handle_plaintext`] (with an empty slice) to process it.
+    pub(crate) fn recv_buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
     /// Takes received plaintext and processes as many packets as the receive rate allows.
     pub fn handle_plaintext(&mut self, now: Instant, data: &[u8]) -> Result<(), CloseReason> {
         self.rbuf.extend_from_slice(data);

@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod mconn;
 pub mod nodeinfo;
@@ -14,6 +15,7 @@ pub mod ratelimit;
 
 pub use channel::ChannelDescriptor;
 pub use config::ConnectionConfig;
+pub use connection::{ConnEvent, Direction, PeerConnection};
 pub use error::{CloseReason, ProtocolViolation, SendError, TimeoutKind};
 pub use mconn::{ChannelStats, ConnStats, MConnection};
 pub use nodeinfo::{NodeInfo, NodeInfoError, ProtocolVersion};
