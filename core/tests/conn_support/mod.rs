@@ -149,6 +149,12 @@ impl Pair {
         }
     }
 
+    /// Sets the largest chunk the pipes hand over at once (default 4096).
+    pub fn set_max_chunk(&mut self, max: usize) {
+        self.ab.max_chunk = max.max(1);
+        self.ba.max_chunk = max.max(1);
+    }
+
     /// Moves bytes both ways until neither side has anything to send now. Returns whether
     /// anything moved.
     pub fn step(&mut self) -> bool {
