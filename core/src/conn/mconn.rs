@@ -207,7 +207,8 @@ impl MConnection {
             self.recv_bucket.consume(total);
             self.handle_packet(body)?;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > FLUSH_THRESHOLD {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            // Delivered messages may share this allocation; do not keep it alive when idle.
             self.rbuf = BytesMut::new();
         }
         Ok(())
@@ -398,7 +399,8 @@ impl MConnection {
         }
         self.flush_now = false;
         self.flush_at = None;
-        Some(self.wbuf.split())
+        // Hand over the whole buffer: keeping a view into it would pin the allocation.
+        Some(std::mem::take(&mut self.wbuf))
     }
 
     /// Like [`Self::poll_plaintext`] but flushes whatever is written, ignoring the throttle
