@@ -559,4 +559,32 @@ mod tests {
         let plain = m.poll_plaintext(now, usize::MAX).unwrap();
         assert_eq!(&plain[..], &[0x02, 0x12, 0x00]);
     }
+
+    #[test]
+    fn packets_match_the_spec_examples_byte_for_byte() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x00, 1), (0x20, 1)]);
+        // A PexRequest (`0a 00`) on channel 0: the channel id is omitted as the proto3 default.
+        m.send(ChannelId(0x00), Bytes::from_static(&[0x0a, 0x00]))
+            .unwrap();
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(
+            &plain[..],
+            &[0x08, 0x1a, 0x06, 0x10, 0x01, 0x1a, 0x02, 0x0a, 0x00][..]
+        );
+        m.send(ChannelId(0x20), Bytes::from_static(&[0xaa; 3]))
+            .unwrap();
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(
+            &plain[..],
+            &[
+                0x0b, 0x1a, 0x09, 0x08, 0x20, 0x10, 0x01, 0x1a, 0x03, 0xaa, 0xaa, 0xaa
+            ][..]
+        );
+        // Ping after the interval.
+        let plain = m
+            .poll_plaintext(now + Duration::from_secs(60), usize::MAX)
+            .unwrap();
+        assert_eq!(&plain[..], &[0x02, 0x0a, 0x00]);
+    }
 }
