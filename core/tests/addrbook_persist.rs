@@ -17,7 +17,7 @@ fn small_book(seed: u64) -> AddrBook {
         let a = netaddr(random_ip(&mut r), &mut r);
         if b.add(a, random_ip(&mut r), T0, &mut r).is_ok() {
             let _ = b.add(a, random_ip(&mut r), T0 + 1, &mut r);
-            if r.next_u32() % 3 == 0 {
+            if r.next_u32().is_multiple_of(3) {
                 let _ = b.mark_good(a.addr, T0 + 2, &mut r);
             }
         }

@@ -60,7 +60,10 @@ fn node(id: u8) -> NodeId {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn op_sequences_keep_the_book_consistent(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..200)) {
