@@ -661,6 +661,21 @@ mod tests {
     }
 
     #[test]
+    fn real_cometbft_config_files_read_as_defaults() {
+        for text in [
+            include_str!("../tests/fixtures/cometbft-v0.38-home/config/config.toml"),
+            include_str!("../tests/fixtures/cometbft-v0.34-home/config/config.toml"),
+        ] {
+            let config = Config::parse(text).unwrap();
+            let expected = Config {
+                moniker: "vm".into(),
+                ..Config::default()
+            };
+            assert_eq!(config, expected);
+        }
+    }
+
+    #[test]
     fn unknown_sections_and_keys_are_ignored() {
         let text = "proxy_app = \"kvstore\"\nfoo = 1\n[p2p]\nupnp = false\npex = false\n\
                     [mempool]\nsize = 5000\n[consensus]\ntimeout_commit = \"1s\"\n";

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node_key;
 pub mod settings;
+pub mod start;
 
 pub use error::CliError;
 
