@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node_key;
 pub mod settings;
 pub mod start;
+pub mod testnet_view;
 
 pub use error::CliError;
 
