@@ -4,12 +4,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use cometmesh_core::identity::NodeKey;
-
-/// Amino type name of an Ed25519 private key in CometBFT's JSON.
-const KEY_TYPE: &str = "tendermint/PrivKeyEd25519";
 
 /// Why a node key file cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -44,50 +39,16 @@ pub enum NodeKeyError {
     },
 }
 
-/// Encodes a key as CometBFT does: `{"priv_key":{"type":...,"value":base64(seed||pub)}}`,
-/// without whitespace or a final newline.
+/// The file's contents: `{"priv_key":{"type":...,"value":base64(seed||pub)}}`, compact and
+/// without a final newline, as CometBFT writes it.
 #[must_use]
 pub fn encode(key: &NodeKey) -> String {
-    let mut bytes = [0u8; 64];
-    bytes[..32].copy_from_slice(&key.seed());
-    bytes[32..].copy_from_slice(&key.public_key());
-    format!(
-        r#"{{"priv_key":{{"type":"{KEY_TYPE}","value":"{}"}}}}"#,
-        STANDARD.encode(bytes)
-    )
+    key.to_json()
 }
 
 /// Decodes CometBFT's `node_key.json` text; the error says what is wrong.
 pub fn decode(text: &str) -> Result<NodeKey, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
-    let priv_key = value
-        .get("priv_key")
-        .ok_or_else(|| "no \"priv_key\" field".to_owned())?;
-    let key_type = priv_key.get("type").and_then(serde_json::Value::as_str);
-    if key_type != Some(KEY_TYPE) {
-        return Err(format!(
-            "key type is {}, expected {KEY_TYPE:?} (only Ed25519 node keys exist)",
-            key_type.map_or_else(|| "missing".to_owned(), |t| format!("{t:?}"))
-        ));
-    }
-    let encoded = priv_key
-        .get("value")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| "no \"priv_key.value\" string".to_owned())?;
-    let bytes = STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("priv_key.value is not base64 ({e})"))?;
-    let bytes: [u8; 64] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("priv_key.value has {} bytes, expected 64", b.len()))?;
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(&bytes[..32]);
-    let key = NodeKey::from_seed(seed);
-    if key.public_key()[..] != bytes[32..] {
-        return Err("the public half does not match the private half".to_owned());
-    }
-    Ok(key)
+    NodeKey::from_json(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// Reads a node key file.
@@ -137,11 +98,12 @@ pub fn create(path: &Path, key: &NodeKey) -> Result<(), NodeKeyError> {
 /// Draws a new key from the operating system's random generator.
 pub fn generate() -> Result<NodeKey, std::io::Error> {
     use rand_core::RngCore as _;
-    let mut seed = [0u8; 32];
+    // Probe the OS generator first: `NodeKey::generate` cannot report its failure.
+    let mut probe = [0u8; 1];
     rand_core::OsRng
-        .try_fill_bytes(&mut seed)
+        .try_fill_bytes(&mut probe)
         .map_err(std::io::Error::other)?;
-    Ok(NodeKey::from_seed(seed))
+    Ok(NodeKey::generate(&mut rand_core::OsRng))
 }
 
 #[cfg(test)]
@@ -174,19 +136,17 @@ mod tests {
 
     #[test]
     fn decode_reports_what_is_wrong() {
-        assert!(decode("nope").unwrap_err().contains("not JSON"));
+        assert!(decode("nope").unwrap_err().contains("not valid json"));
         assert!(decode("{}").unwrap_err().contains("priv_key"));
         let secp = r#"{"priv_key":{"type":"tendermint/PrivKeySecp256k1","value":"AA=="}}"#;
         assert!(decode(secp).unwrap_err().contains("Ed25519"));
         let short = r#"{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":"AAAA"}}"#;
         assert!(decode(short).unwrap_err().contains("expected 64"));
-        let mut bytes = [0u8; 64];
-        bytes[..32].copy_from_slice(&[1u8; 32]);
-        let bad = format!(
+        let zeros = format!(
             r#"{{"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-            STANDARD.encode(bytes)
+            "A".repeat(86) + "=="
         );
-        assert!(decode(&bad).unwrap_err().contains("does not match"));
+        assert!(decode(&zeros).unwrap_err().contains("does not match"));
     }
 
     #[test]

@@ -7,15 +7,15 @@ use std::path::PathBuf;
 use std::str::FromStr as _;
 
 use cometmesh_core::NodeId;
-use cometmesh_core::addr::NetAddr;
+use cometmesh_core::addr::{Host, NetAddr, PeerAddr};
 
 use crate::config::Config;
 
 /// Why a configured value cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    /// An `id@host:port` entry does not parse or resolve.
-    #[error("{key}: cannot use peer address {value:?}: {reason}")]
+    /// An `id@host:port` entry does not parse or resolve; `reason` names the entry.
+    #[error("{key}: {reason}")]
     PeerAddress {
         /// The dotted key or flag, e.g. `p2p.seeds`.
         key: String,
@@ -161,25 +161,23 @@ pub fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsE
     resolve(host, port).map_err(err)
 }
 
-/// Parses one `[scheme://]id@host:port`, resolving a DNS name at parse time (as CometBFT does).
+/// Parses one `[scheme://]id@host:port` (the core's [`PeerAddr`] syntax), resolving a DNS
+/// name at parse time, as CometBFT does.
 pub fn parse_peer(key: &str, value: &str) -> Result<NetAddr, SettingsError> {
     let err = |reason: String| SettingsError::PeerAddress {
         key: key.to_owned(),
         value: value.to_owned(),
         reason,
     };
-    let stripped = strip_scheme(value.trim());
-    let mut parts = stripped.split('@');
-    let (Some(id), Some(host_port), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(err("expected id@host:port".to_owned()));
-    };
-    let id = NodeId::from_str(id).map_err(|e| err(e.to_string()))?;
-    let (host, port) = split_host_port(host_port).map_err(err)?;
-    if host.is_empty() {
-        return Err(err("the host is empty".to_owned()));
+    let peer = PeerAddr::from_str(value.trim()).map_err(|e| err(e.to_string()))?;
+    match &peer.host {
+        Host::Ip(ip) => Ok(NetAddr::new(peer.id, SocketAddr::new(*ip, peer.port))),
+        Host::Dns(name) => {
+            let addr =
+                resolve(name, peer.port).map_err(|r| err(format!("address {value:?}: {r}")))?;
+            Ok(NetAddr::new(peer.id, addr))
+        }
     }
-    let addr = resolve(host, port).map_err(err)?;
-    Ok(NetAddr::new(id, addr))
 }
 
 /// Parses a comma-separated list of peer addresses.
@@ -291,9 +289,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.starts_with(&format!(
-                    "p2p.persistent_peers: cannot use peer address {bad:?}"
-                )),
+                err.starts_with("p2p.persistent_peers: ") && err.contains(&format!("{bad:?}")),
                 "{err}"
             );
         }

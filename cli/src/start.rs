@@ -91,10 +91,8 @@ mod tests {
         let mut a = args(&dir);
         a.p2p.persistent_peers = Some("nope@127.0.0.1:1".into());
         let err = prepare(&a).unwrap_err().to_string();
-        assert!(
-            err.starts_with("p2p.persistent_peers: cannot use peer address \"nope@127.0.0.1:1\""),
-            "{err}"
-        );
+        assert!(err.starts_with("p2p.persistent_peers: "), "{err}");
+        assert!(err.contains("\"nope@127.0.0.1:1\""), "{err}");
         let mut a = args(&dir);
         a.p2p.laddr = Some("tcp://127.0.0.1".into());
         let err = prepare(&a).unwrap_err().to_string();
