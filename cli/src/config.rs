@@ -259,6 +259,14 @@ impl Config {
 
     /// Checks values whose type is right but whose content is not usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // NodeInfo.Validate: the moniker is sent to peers and must be printable ASCII.
+        if self.moniker.trim().is_empty() || !self.moniker.bytes().all(|b| (32..=126).contains(&b))
+        {
+            return Err(invalid(
+                "moniker",
+                &format!("{:?} must be non-empty printable ASCII", self.moniker),
+            ));
+        }
         if self.p2p.max_packet_msg_payload_size == 0 {
             return Err(invalid(
                 "p2p.max_packet_msg_payload_size",
@@ -710,6 +718,8 @@ mod tests {
                 "p2p.max_packet_msg_payload_size",
             ),
             ("moniker = 5", "moniker"),
+            ("moniker = \"caf\u{e9}\"", "moniker"),
+            ("moniker = \"\"", "moniker"),
             ("p2p = 5", "p2p"),
             (
                 "[instrumentation]\nprometheus = \"yes\"",

@@ -209,10 +209,12 @@ pub fn init(home: &Home, chain_id: &str, moniker: &str) -> Result<InitReport, Ho
     let config = if config_path.exists() {
         home.load_config()?
     } else {
-        Config {
+        let config = Config {
             moniker: moniker.to_owned(),
             ..Config::default()
-        }
+        };
+        config.validate()?;
+        config
     };
     let key_path = home.resolve(&config.node_key_file);
     if key_path.exists() {
