@@ -103,11 +103,11 @@ pub struct P2pOverrides {
     pub private_peer_ids: Option<String>,
     /// Run as a seed node (crawler); `--p2p.seed_mode=false` turns it off.
     #[arg(long = "p2p.seed_mode", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true")]
+          require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
     pub seed_mode: Option<bool>,
     /// Run the peer-exchange reactor; `--p2p.pex=false` turns it off.
     #[arg(long = "p2p.pex", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true")]
+          require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
     pub pex: Option<bool>,
     /// Most inbound peers.
     #[arg(long = "p2p.max_num_inbound_peers", value_name = "N")]
@@ -115,6 +115,15 @@ pub struct P2pOverrides {
     /// Outbound peers to keep.
     #[arg(long = "p2p.max_num_outbound_peers", value_name = "N")]
     pub max_num_outbound_peers: Option<u32>,
+}
+
+/// A boolean flag value as Go's `strconv.ParseBool` (and so CometBFT's flags) takes it.
+pub fn parse_go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
 }
 
 impl P2pOverrides {
@@ -188,7 +197,7 @@ mod tests {
             "--p2p.laddr",
             "tcp://127.0.0.1:1",
             "--p2p.seed_mode",
-            "--p2p.pex=false",
+            "--p2p.pex=F",
             "--p2p.max_num_inbound_peers",
             "3",
             "--chain-id",
