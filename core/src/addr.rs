@@ -133,10 +133,7 @@ impl FromStr for PeerAddr {
     /// names are kept rather than resolved.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let owned = || input.to_owned();
-        let rest = match input.find("://") {
-            Some(at) => input.get(at + 3..).unwrap_or_default(),
-            None => input,
-        };
+        let rest = strip_scheme(input);
         if rest.is_empty() {
             return Err(AddrError::Empty);
         }
@@ -163,6 +160,24 @@ impl FromStr for PeerAddr {
             host: host.to_owned(),
         })?;
         Ok(PeerAddr { id, host, port })
+    }
+}
+
+/// Removes a `scheme://` prefix as Go's `removeProtocolIfDefined` does: if the string contains
+/// `://`, the result is the part between the first and the second `://` (so
+/// `tcp://id@1.2.3.4:1` gives `id@1.2.3.4:1`, and a second `://` and everything after it are
+/// dropped); otherwise the string is returned unchanged.
+#[must_use]
+pub fn strip_scheme(input: &str) -> &str {
+    input.split("://").nth(1).unwrap_or(input)
+}
+
+impl PeerAddr {
+    /// The address a peer claims in its NodeInfo: Go's
+    /// `NewNetAddressString(IDAddressString(id, listen_addr))`, i.e. the scheme is stripped from
+    /// `listen_addr` before `id@` is put in front (spec 3.5 rule 1, 3.7 and 5.2).
+    pub fn from_id_and_listen_addr(id: &str, listen_addr: &str) -> Result<Self, AddrError> {
+        format!("{id}@{}", strip_scheme(listen_addr)).parse()
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use cometmesh_core::addr::{AddrError, Host, NetAddr, PeerAddr, PeerListError, parse_peer_list};
+use cometmesh_core::addr::{
+    AddrError, Host, NetAddr, PeerAddr, PeerListError, parse_peer_list, strip_scheme,
+};
 use cometmesh_core::ids::{NodeId, NodeIdError};
 use cometmesh_core::wire::proto::NetAddress;
 use proptest::prelude::*;
@@ -41,6 +43,36 @@ fn strips_any_scheme() {
         let addr = parse(&format!("{scheme}{ID}@1.2.3.4:26656")).unwrap();
         assert_eq!(addr.to_string(), format!("{ID}@1.2.3.4:26656"));
     }
+}
+
+#[test]
+fn strips_the_scheme_exactly_like_go() {
+    assert_eq!(strip_scheme("tcp://a@b:1"), "a@b:1");
+    assert_eq!(strip_scheme("a@b:1"), "a@b:1");
+    // Go keeps the part between the first and the second `://`.
+    assert_eq!(strip_scheme("tcp://a@b:1://junk"), "a@b:1");
+    assert_eq!(
+        parse(&format!("tcp://{ID}@1.2.3.4:1://junk"))
+            .unwrap()
+            .to_string(),
+        format!("{ID}@1.2.3.4:1")
+    );
+}
+
+#[test]
+fn node_info_listen_addresses() {
+    let addr = PeerAddr::from_id_and_listen_addr(ID, "tcp://0.0.0.0:26656").unwrap();
+    assert_eq!(addr.to_string(), format!("{ID}@0.0.0.0:26656"));
+    let addr = PeerAddr::from_id_and_listen_addr(ID, "[::1]:26656").unwrap();
+    assert_eq!(addr.to_string(), format!("{ID}@[::1]:26656"));
+    assert!(matches!(
+        PeerAddr::from_id_and_listen_addr("nope", "tcp://0.0.0.0:26656"),
+        Err(AddrError::BadId { .. })
+    ));
+    assert!(matches!(
+        PeerAddr::from_id_and_listen_addr(ID, "tcp://0.0.0.0"),
+        Err(AddrError::MissingPort(_))
+    ));
 }
 
 #[test]

@@ -131,3 +131,41 @@ pub fn address(data: &[u8]) {
         assert_eq!(parse_peer_list(&printed.join(",")).as_ref(), Ok(&list));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs at the edges of each decoder: each entry point must accept them without a finding.
+    #[test]
+    fn edge_inputs_pass_every_entry_point() {
+        let inputs: &[&[u8]] = &[
+            &[],
+            &[0x00],
+            &[0x02, 0x0a, 0x00],
+            // Non-canonical length prefix (2 as `82 00`) before a ping.
+            &[0x82, 0x00, 0x0a, 0x00],
+            // PacketMsg with channel -1 as a 5-byte varint: grows to 10 bytes when re-encoded.
+            &[
+                0x09, 0x1a, 0x07, 0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x10, 0x01,
+            ],
+            // The same oneof field twice (prost merges the two PacketMsgs).
+            &[0x08, 0x1a, 0x02, 0x08, 0x05, 0x1a, 0x02, 0x10, 0x01],
+            // A length prefix of u64::MAX and an overlong varint.
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[0x80; 12],
+            br#"{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":""}}"#,
+            b"7627de929814c7484dc6bf94f60166ab3115b316@[::ffff:1.2.3.4]:1,,",
+            b"tcp://7627de929814c7484dc6bf94f60166ab3115b316@EXAMPLE.com.:0://x",
+        ];
+        for input in inputs {
+            packet(input);
+            node_info(input);
+            pex_message(input);
+            auth_sig(input);
+            bytes_value(input);
+            node_key_json(input);
+            address(input);
+        }
+    }
+}

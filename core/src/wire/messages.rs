@@ -365,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn repeated_oneof_fields_merge() {
+        // `packet_msg{channel_id: 5}` then `packet_msg{eof: true}` in one Packet. Protobuf (and
+        // prost) merge the two; gogoproto, which Go uses, keeps only the last one, so a Go node
+        // would read channel 0. Honest encoders never repeat a field, so only crafted input sees
+        // the difference.
+        let wire = hex("08 1a 02 08 05 1a 02 10 01");
+        let (sum, _) = decode_packet(&wire, MAX_PACKET_SIZE).unwrap().unwrap();
+        assert_eq!(
+            sum,
+            packet::Sum::PacketMsg(PacketMsg {
+                channel_id: 5,
+                eof: true,
+                data: Bytes::new()
+            })
+        );
+    }
+
+    #[test]
     fn out_of_range_channel_is_visible() {
         let msg = PacketMsg {
             channel_id: 256,
