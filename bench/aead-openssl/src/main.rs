@@ -100,6 +100,12 @@ fn main() {
             tag.copy_from_slice(t.as_ref());
         })
     });
-    assert_eq!(out, sealed_by_openssl, "both implementations must agree byte for byte");
-    println!("ring / openssl-through-our-framing: {:.0} %", 100.0 * ring_mbs / ossl);
+    assert_eq!(
+        out, sealed_by_openssl,
+        "both implementations must agree byte for byte"
+    );
+    println!(
+        "ring / openssl-through-our-framing: {:.0} %",
+        100.0 * ring_mbs / ossl
+    );
 }
