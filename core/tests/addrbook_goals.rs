@@ -604,3 +604,37 @@ fn rejections_are_typed() {
     assert!(b.is_empty() && b.needs_more());
     b.check().unwrap();
 }
+
+/// G10: six hours with our uplink down (every dial fails, no success anywhere): no tried entry
+/// becomes terrible or leaves tried, and attempt counters rise by at most 1 per entry.
+#[test]
+fn g10_our_outage_is_not_their_failure() {
+    let mut r = rng(1000);
+    let mut b = book(10);
+    let mut all = Vec::new();
+    while b.len() < 400 {
+        let a = netaddr(random_ip(&mut r), &mut r);
+        if b.add(a, random_ip(&mut r), T0, &mut r).is_ok() {
+            let _ = b.mark_good(a.addr, T0, &mut r);
+            all.push(a.addr);
+        }
+    }
+    let tried_before: BTreeSet<SocketAddr> =
+        all.iter().copied().filter(|a| b.is_tried(a)).collect();
+    assert!(tried_before.len() > 300);
+    let start = T0 + 60;
+    for step in 0..36u64 {
+        let now = start + step * 600;
+        for a in &all {
+            b.mark_attempt(*a, now);
+            b.mark_failed(*a, now + 5);
+        }
+    }
+    let end = start + 6 * 3600 + 120;
+    for a in &tried_before {
+        assert!(b.is_tried(a), "{a} left tried");
+        assert!(!b.is_terrible(a, end), "{a} became terrible");
+        assert!(b.attempts(a).unwrap() <= 1);
+    }
+    b.check_full().unwrap();
+}

@@ -20,6 +20,9 @@
 //! of new buckets (1) and each bucket index (2). Ban: node id, IP, until (8), number of saved
 //! entries (1) and each saved address and source.
 //!
+//! Not persisted: buffered tried collisions (re-found by the next `mark_good`), the hourly
+//! reinstatement budget, and our own, private and persistent addresses (configuration).
+//!
 //! The checksum is verified before anything is parsed, so a truncated or bit-flipped file is
 //! rejected as a whole; a file whose group map or geometry differs from the configuration is
 //! rebucketed from each entry's source (G6); the rebuilt book must pass [`AddrBook::check`].
