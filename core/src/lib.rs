@@ -28,3 +28,5 @@ pub mod wire;
 
 pub use ids::{ChannelId, ConnId, NodeId};
 pub mod engine;
+#[cfg(feature = "sim")]
+pub mod sim;
