@@ -122,9 +122,10 @@ impl PexPeer {
         self.requests = self.requests.saturating_add(1);
         if self.requests >= 3
             && let Some(last) = self.last_request
-                && now.saturating_duration_since(last) < min_interval {
-                    return Err(PexViolation::TooFrequentRequests);
-                }
+            && now.saturating_duration_since(last) < min_interval
+        {
+            return Err(PexViolation::TooFrequentRequests);
+        }
         if self.requests >= 2 {
             self.last_request = Some(now);
         }

@@ -528,9 +528,10 @@ impl Engine {
                     // A connection whose deadline did not move would spin: push it forward.
                     if !closed
                         && let Some(c) = self.conns.get(&id)
-                            && c.timer.is_some_and(|t| t <= now) {
-                                self.set_conn_timer(id, Some(now + Duration::from_millis(1)));
-                            }
+                        && c.timer.is_some_and(|t| t <= now)
+                    {
+                        self.set_conn_timer(id, Some(now + Duration::from_millis(1)));
+                    }
                 }
                 Timer::DialTimeout(id) => {
                     if let Some(c) = self.conns.get_mut(&id) {
@@ -578,10 +579,11 @@ impl Engine {
 
     fn mark_dirty(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id)
-            && !c.dirty {
-                c.dirty = true;
-                self.dirty.push_back(id);
-            }
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push_back(id);
+        }
     }
 
     /// Drains events and transmits of every dirty connection.
@@ -754,9 +756,10 @@ impl Engine {
             self.inbound_open = self.inbound_open.saturating_sub(1);
         }
         if let Some(a) = c.dialed
-            && self.pending_out.get(&a.id) == Some(&id) {
-                self.pending_out.remove(&a.id);
-            }
+            && self.pending_out.get(&a.id) == Some(&id)
+        {
+            self.pending_out.remove(&a.id);
+        }
     }
 
     fn ip_map(&mut self, slot: IpSlot) -> Option<&mut hashbrown::HashMap<IpAddr, u32>> {
@@ -770,12 +773,13 @@ impl Engine {
 
     fn release_ip(&mut self, ip: IpAddr, slot: IpSlot) {
         if let Some(map) = self.ip_map(slot)
-            && let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
+            && let Some(n) = map.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
             }
+        }
     }
 
     fn take_ip(&mut self, ip: IpAddr, slot: IpSlot) {
@@ -938,9 +942,10 @@ impl Engine {
         let dialed = c.dialed;
         c.phase = Phase::Closing;
         if let Some(pc) = c.pc.as_mut()
-            && !pc.is_closed() {
-                pc.close(CloseReason::Local);
-            }
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
         self.set_conn_timer(id, None);
         self.set_dial_deadline(id, None);
         if emit_close {
@@ -986,9 +991,10 @@ impl Engine {
         };
         c.phase = Phase::Closing;
         if let Some(pc) = c.pc.as_mut()
-            && !pc.is_closed() {
-                pc.close(CloseReason::Local);
-            }
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
         self.set_conn_timer(id, None);
         self.move_ip(id, IpSlot::None);
         if emit_close {
@@ -1442,7 +1448,7 @@ impl Engine {
                 if picked.len() >= need {
                     break;
                 }
-                let (peers, pending, up_ips, pend_ips, bans, backoff, allow_dup, our) = (
+                let (peers, pending, up_ips, pend_ips, bans, backoff, allow_dup, our, persistent) = (
                     &self.peers,
                     &self.pending_out,
                     &self.up_ips,
@@ -1451,11 +1457,13 @@ impl Engine {
                     &self.backoff,
                     self.cfg.allow_duplicate_ip,
                     self.our_id,
+                    &self.persistent,
                 );
                 let picked_ref = &picked;
                 let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
                     let ip = a.addr.ip();
                     a.id != our
+                        && !persistent.contains_key(&a.id)
                         && !peers.contains_key(&a.id)
                         && !pending.contains_key(&a.id)
                         && !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
