@@ -129,9 +129,9 @@ struct Pipe {
     open: bool,
 }
 
+/// A live endpoint (removed at its terminal input).
 #[derive(Default)]
 struct EpState {
-    terminal: bool,
     close_out: bool,
 }
 
@@ -569,7 +569,7 @@ impl Sim {
     }
 
     fn terminal(&self, ep: &Ep) -> bool {
-        self.eps.get(ep).is_none_or(|s| s.terminal)
+        !self.eps.contains_key(ep)
     }
 
     fn input(&mut self, ep: Ep, input: Input) {
@@ -706,10 +706,11 @@ impl Sim {
     }
 
     fn mark_terminal(&mut self, ep: Ep) {
-        let s = self.eps.entry(ep).or_default();
-        assert!(!s.terminal, "{ep:?} got two terminal inputs");
-        s.terminal = true;
-        // Terminal endpoints need no state beyond the flag; drop the pipe.
+        // Only live endpoints are kept: a second terminal input for `ep` can never be
+        // delivered (`terminal()` is true for unknown endpoints), and an output naming it
+        // afterwards is caught in `drain`.
+        let known = self.eps.remove(&ep).is_some();
+        assert!(known, "{ep:?} got a terminal input but was not live");
         self.pipes.remove(&ep);
     }
 
@@ -760,10 +761,12 @@ impl Sim {
                 Output::Close { conn } => {
                     self.trace_u64(&[2, i as u64, conn.0]);
                     let ep = (i, conn);
-                    let s = self.eps.entry(ep).or_default();
+                    let Some(s) = self.eps.get_mut(&ep) else {
+                        panic!("node {i} closed {conn}, which is unknown or already closed");
+                    };
                     assert!(!s.close_out, "node {i} closed {conn} twice");
                     s.close_out = true;
-                    if !s.terminal {
+                    {
                         if let Some(p) = self.pipes.get_mut(&ep) {
                             if p.open {
                                 p.open = false;
