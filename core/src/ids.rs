@@ -77,7 +77,7 @@ impl FromStr for NodeId {
             return Err(NodeIdError::Empty);
         }
         let bytes = s.as_bytes();
-        if bytes.len() % 2 != 0 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+        if !bytes.len().is_multiple_of(2) || !bytes.iter().all(u8::is_ascii_hexdigit) {
             return Err(NodeIdError::NotHex(s.to_owned()));
         }
         if bytes.len() != 40 {
