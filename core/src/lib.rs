@@ -28,5 +28,5 @@ pub mod wire;
 
 pub use ids::{ChannelId, ConnId, NodeId};
 pub mod engine;
-#[cfg(feature = "sim")]
+#[cfg(any(feature = "sim", feature = "fuzzing"))]
 pub mod sim;

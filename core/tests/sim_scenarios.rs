@@ -208,10 +208,10 @@ fn graph_connected(sim: &Sim) -> bool {
     let mut stack = vec![0usize];
     while let Some(i) = stack.pop() {
         for p in sim.engine(i).unwrap().peers() {
-            if let Some(j) = ids.iter().position(|id| *id == p.id) {
-                if seen.insert(j) {
-                    stack.push(j);
-                }
+            if let Some(j) = ids.iter().position(|id| *id == p.id)
+                && seen.insert(j)
+            {
+                stack.push(j);
             }
         }
     }

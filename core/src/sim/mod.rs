@@ -43,11 +43,12 @@ pub fn node_addr(i: usize) -> SocketAddr {
 /// otherwise CometBFT's defaults.
 #[must_use]
 pub fn node_config(i: usize) -> EngineConfig {
-    let mut c = EngineConfig::default();
-    c.chain_id = "sim".to_owned();
-    c.moniker = format!("node{i}");
-    c.listen_addr = node_addr(i);
-    c
+    EngineConfig {
+        chain_id: "sim".to_owned(),
+        moniker: format!("node{i}"),
+        listen_addr: node_addr(i),
+        ..EngineConfig::default()
+    }
 }
 
 /// Simulator settings.
@@ -418,6 +419,29 @@ impl Sim {
         );
     }
 
+    /// Resets the `n`-th open connection (modulo their number, in endpoint order); false if
+    /// there is none.
+    pub fn reset_nth(&mut self, n: usize) -> bool {
+        let mut open: Vec<Ep> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.open)
+            .map(|(ep, _)| *ep)
+            .collect();
+        if open.is_empty() {
+            return false;
+        }
+        open.sort();
+        let ep = open[n % open.len()];
+        self.reset_ep(ep);
+        true
+    }
+
+    /// Sets the refusal rate of dials to reachable nodes (per million).
+    pub fn set_refuse_ppm(&mut self, ppm: u32) {
+        self.cfg.refuse_ppm = ppm;
+    }
+
     /// Makes node `i` a slow reader: send credit returns `delay` late.
     pub fn set_slow_reader(&mut self, i: usize, delay: Duration) {
         self.nodes[i].sent_delay = delay;
@@ -431,13 +455,13 @@ impl Sim {
     /// Flips one byte of the next pending delivery (fuzzing).
     pub fn corrupt_next_delivery(&mut self, xor: u8) {
         for ev in self.queue.values_mut() {
-            if let Ev::Deliver { bytes, .. } = ev {
-                if !bytes.is_empty() {
-                    let mut v = bytes.to_vec();
-                    v[0] ^= xor | 1;
-                    *bytes = Bytes::from(v);
-                    return;
-                }
+            if let Ev::Deliver { bytes, .. } = ev
+                && !bytes.is_empty()
+            {
+                let mut v = bytes.to_vec();
+                v[0] ^= xor | 1;
+                *bytes = Bytes::from(v);
+                return;
             }
         }
     }
@@ -686,19 +710,19 @@ impl Sim {
                     return;
                 }
                 self.mark_terminal(ep);
-                if let Some(p) = self.pipes.get_mut(&ep) {
-                    if p.open {
-                        p.open = false;
-                        let to = p.to;
-                        let at = (self.now + p.latency).max(p.last);
-                        self.push(
-                            at,
-                            Ev::Closed {
-                                ep: to,
-                                cause: CloseCause::Eof,
-                            },
-                        );
-                    }
+                if let Some(p) = self.pipes.get_mut(&ep)
+                    && p.open
+                {
+                    p.open = false;
+                    let to = p.to;
+                    let at = (self.now + p.latency).max(p.last);
+                    self.push(
+                        at,
+                        Ev::Closed {
+                            ep: to,
+                            cause: CloseCause::Eof,
+                        },
+                    );
                 }
                 self.input(ep, Input::Closed { conn: ep.1, cause });
             }
@@ -767,19 +791,19 @@ impl Sim {
                     assert!(!s.close_out, "node {i} closed {conn} twice");
                     s.close_out = true;
                     {
-                        if let Some(p) = self.pipes.get_mut(&ep) {
-                            if p.open {
-                                p.open = false;
-                                let to = p.to;
-                                let at = (now + p.latency).max(p.last);
-                                self.push(
-                                    at,
-                                    Ev::Closed {
-                                        ep: to,
-                                        cause: CloseCause::Eof,
-                                    },
-                                );
-                            }
+                        if let Some(p) = self.pipes.get_mut(&ep)
+                            && p.open
+                        {
+                            p.open = false;
+                            let to = p.to;
+                            let at = (now + p.latency).max(p.last);
+                            self.push(
+                                at,
+                                Ev::Closed {
+                                    ep: to,
+                                    cause: CloseCause::Eof,
+                                },
+                            );
                         }
                         self.push(
                             now,
