@@ -95,7 +95,7 @@ pub use pex::PexViolation;
 pub use switch::Engine;
 
 use crate::addr::NetAddr;
-pub use crate::conn::{ChannelDescriptor, CloseReason, Direction, NodeInfo};
+pub use crate::conn::{ChannelDescriptor, CloseReason, ConnStats, Direction, NodeInfo};
 use crate::ids::{ChannelId, ConnId, NodeId};
 
 /// Something that happened on a socket, reported by the adapter.
