@@ -1,5 +1,5 @@
 //! The PEX reactor's per-peer rules (spec 5.2): message encoding, request rate limiting and
-//! the "one outstanding request" bookkeeping. The engine owns one [`PexPeer`] per connected
+//! the "one outstanding request" bookkeeping. The engine owns one `PexPeer` per connected
 //! peer and drives it with decoded messages and injected time.
 
 use std::net::{IpAddr, SocketAddr};

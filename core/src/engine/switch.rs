@@ -1589,7 +1589,7 @@ impl Engine {
             self.drop_conn(now, conn, DisconnectReason::SeedExpired, true);
         }
         // 2. Crawl: the seeds at first, then a selection of the book.
-        if self.book.len() == 0 {
+        if self.book.is_empty() {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
