@@ -251,11 +251,9 @@ fn network_partition_heals() {
 fn seed_mode_node_crawls_200_node_network() {
     let mut sim = sim(16);
     let n = 200;
-    // A lighter network (4 outbound peers each) keeps the debug-build test quick; the crawler
-    // still has to find 190 nodes through PEX replies of at most 23 % of a book.
-    seeded_network(&mut sim, n, |c| c.max_num_outbound_peers = 4);
+    seeded_network(&mut sim, n, |_| {});
     sim.run_until(
-        |s| (1..s.len()).all(|i| s.engine(i).unwrap().num_peers().1 >= 4),
+        |s| (1..s.len()).all(|i| s.engine(i).unwrap().num_peers().1 >= 10),
         5_000_000,
     )
     .expect("network bootstrapped");
