@@ -27,3 +27,4 @@ pub mod secret;
 pub mod wire;
 
 pub use ids::{ChannelId, ConnId, NodeId};
+pub mod engine;
