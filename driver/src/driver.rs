@@ -16,6 +16,7 @@ use cometmesh_core::engine::{
     CloseCause, DialError, DialFailure, Engine, Event, Input, Output, SendError,
 };
 use cometmesh_core::{ChannelId, ConnId, NodeId};
+use futures::channel::mpsc::TryRecvError;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, Either, select};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -246,9 +247,9 @@ pub(crate) fn spawn<R: Runtime>(
     let (io_tx, io_rx) = mpsc::channel(cfg.io_capacity);
     let (listener_abort, reg) = AbortHandle::new_pair();
     let tasks = FuturesUnordered::new();
-    tasks.push(rt.spawn(
-        Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ()),
-    ));
+    tasks.push(
+        rt.spawn(Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ())),
+    );
     let timer = rt.timer(Instant::now() + Duration::from_secs(3600));
     let driver = Driver {
         engine,
@@ -306,19 +307,19 @@ impl<R: Runtime> Driver<R> {
                 Wake::Timer | Wake::Task => {}
             }
             for _ in 0..BATCH {
-                match self.io_rx.try_next() {
-                    Ok(Some(ev)) => self.on_io(now, ev),
-                    _ => break,
+                match self.io_rx.try_recv() {
+                    Ok(ev) => self.on_io(now, ev),
+                    Err(_) => break,
                 }
             }
             for _ in 0..BATCH {
                 if !self.cmd_open {
                     break;
                 }
-                match self.cmd_rx.try_next() {
-                    Ok(Some(cmd)) => self.on_cmd(now, cmd),
-                    Ok(None) => self.cmd_open = false,
-                    Err(_) => break,
+                match self.cmd_rx.try_recv() {
+                    Ok(cmd) => self.on_cmd(now, cmd),
+                    Err(TryRecvError::Closed) => self.cmd_open = false,
+                    Err(TryRecvError::Empty) => break,
                 }
             }
             self.on_timers(now);
@@ -490,9 +491,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
-        let _ = self
-            .engine
-            .handle_input(now, Input::Closed { conn, cause });
+        let _ = self.engine.handle_input(now, Input::Closed { conn, cause });
     }
 
     /// Spawns the reader and the writer of a connection.
@@ -838,7 +837,7 @@ async fn read_loop<R: Runtime>(
     let mut have = window;
     let mut buf = vec![0u8; READ_MIN];
     loop {
-        while let Ok(Some(())) = credits.try_next() {
+        while let Ok(()) = credits.try_recv() {
             have += 1;
         }
         if have == 0 {
@@ -902,7 +901,7 @@ async fn write_loop<R: Runtime>(
             if len >= WRITE_BATCH {
                 break;
             }
-            next = rx.try_next().ok().flatten();
+            next = rx.try_recv().ok();
         }
         let written = async {
             match batch.as_slice() {

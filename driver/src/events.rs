@@ -61,14 +61,15 @@ impl Subscribers {
     /// Offers `event` to every subscriber; drops it for those that are full, forgets those
     /// that went away.
     pub(crate) fn publish(&mut self, event: &Event) {
-        self.subs.retain_mut(|(tx, lagged)| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(e) if e.is_full() => {
-                lagged.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
-        });
+        self.subs
+            .retain_mut(|(tx, lagged)| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(e) if e.is_full() => {
+                    lagged.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(_) => false,
+            });
     }
 
     /// Ends every stream.

@@ -29,7 +29,9 @@ pub mod persist;
 mod runtime;
 
 pub use events::EventStream;
-pub use node::{Handle, Node, NodeBuilder, NodeError, NodeStatus, PeerStats, PeerStatus, StartError};
+pub use node::{
+    Handle, Node, NodeBuilder, NodeError, NodeStatus, PeerStats, PeerStatus, StartError,
+};
 pub use runtime::{BoxFuture, Runtime};
 
 pub use cometmesh_core as core;
