@@ -102,6 +102,9 @@ pub(crate) enum Command {
     Subscribe {
         reply: oneshot::Sender<EventStream>,
     },
+    KnownAddrs {
+        reply: oneshot::Sender<Vec<NetAddr>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -659,6 +662,9 @@ impl<R: Runtime> Driver<R> {
             }
             Command::Subscribe { reply } => {
                 let _ = reply.send(self.subs.subscribe());
+            }
+            Command::KnownAddrs { reply } => {
+                let _ = reply.send(self.engine.addr_book().entries().map(|(a, _)| a).collect());
             }
             Command::Shutdown { reply } => self.begin_stop(now, Some(reply)),
         }

@@ -372,6 +372,11 @@ impl Handle {
         self.call(|reply| Command::Status { reply }).await
     }
 
+    /// The addresses in the address book.
+    pub async fn known_addrs(&self) -> Result<Vec<NetAddr>, NodeError> {
+        self.call(|reply| Command::KnownAddrs { reply }).await
+    }
+
     /// Subscribes to the node's events from now on.
     pub async fn events(&self) -> Result<EventStream, NodeError> {
         self.call(|reply| Command::Subscribe { reply }).await
