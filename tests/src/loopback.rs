@@ -174,7 +174,9 @@ pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
     b.shutdown().await;
 }
 
-/// Ten nodes find each other through one seed: every book learns the other nine.
+/// Ten nodes find each other through one seed: every node's book learns every other
+/// non-seed node (nobody gossips the seed itself: CometBFT books learn addresses from PEX and
+/// from inbound peers), and every node has peers.
 pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
     let seed = start(&rt, config(), key(10)).await;
     let mut nodes = Vec::new();
@@ -183,19 +185,30 @@ pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
         c.seeds = vec![seed.net_addr()];
         nodes.push(start(&rt, c, key(11 + i)).await);
     }
-    let all: Vec<NodeId> = std::iter::once(seed.node_id())
-        .chain(nodes.iter().map(|n| n.node_id()))
-        .collect();
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    let end = Instant::now() + Duration::from_secs(30);
     for n in nodes.iter().chain(std::iter::once(&seed)) {
         let me = n.node_id();
-        wait_until(&rt, Duration::from_secs(30), "every node knows the other nine", || async {
-            let known = n.known_addrs().await.unwrap_or_default();
-            all.iter()
-                .filter(|id| **id != me)
-                .all(|id| known.iter().any(|a| a.id == *id))
-        })
-        .await;
-        assert!(!n.peers().await.expect("peers").is_empty(), "{me} has peers");
+        let missing = |known: &[cometmesh_driver::NetAddr]| -> Vec<NodeId> {
+            ids.iter()
+                .filter(|id| **id != me && !known.iter().any(|a| a.id == **id))
+                .copied()
+                .collect()
+        };
+        loop {
+            let known = n.known_addrs().await.expect("book");
+            let left = missing(&known);
+            let peers = n.peers().await.expect("peers").len();
+            if left.is_empty() && peers > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{me}: {peers} peers, book of {} misses {left:?}",
+                known.len()
+            );
+            sleep(&rt, Duration::from_millis(50)).await;
+        }
     }
     for n in nodes {
         n.shutdown().await;
@@ -207,10 +220,10 @@ pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
 pub async fn restart_reloads_book<R: Runtime>(rt: R) {
     let dir = scratch_dir(&format!("reload-{}", std::any::type_name::<R>().len()));
     let path = dir.join("addrbook.bin");
+    // b dials a: a records its inbound peer's address in the book.
     let b = start(&rt, config(), key(21)).await;
-    let mut c = config();
-    c.seeds = vec![b.net_addr()];
-    let a = start_with(&rt, c, key(20), Some(path.clone())).await;
+    let a = start_with(&rt, config(), key(20), Some(path.clone())).await;
+    b.dial(a.net_addr()).await.expect("dial");
     let bid = b.node_id();
     wait_until(&rt, Duration::from_secs(10), "a has b in its book", || async {
         a.known_addrs().await.is_ok_and(|k| k.iter().any(|x| x.id == bid))
