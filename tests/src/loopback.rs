@@ -177,11 +177,16 @@ pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
 /// Ten nodes find each other through one seed: every node's book learns every other
 /// non-seed node (nobody gossips the seed itself: CometBFT books learn addresses from PEX and
 /// from inbound peers), and every node has peers.
+///
+/// The address book keeps at most 4 ports per IP (eclipse goal G5), so ten nodes sharing
+/// 127.0.0.1 cannot all be remembered: the nine nodes listen on 127.0.0.2–127.0.0.10, still
+/// loopback (all of 127/8 is, on Linux). The seed listens on 127.0.0.1.
 pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
     let seed = start(&rt, config(), key(10)).await;
     let mut nodes = Vec::new();
     for i in 0..9 {
         let mut c = config();
+        c.listen_addr = ([127, 0, 0, 2 + i], 0).into();
         c.seeds = vec![seed.net_addr()];
         nodes.push(start(&rt, c, key(11 + i)).await);
     }
