@@ -180,13 +180,18 @@ pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
 ///
 /// The address book keeps at most 4 ports per IP (eclipse goal G5), so ten nodes sharing
 /// 127.0.0.1 cannot all be remembered: the nine nodes listen on 127.0.0.2–127.0.0.10, still
-/// loopback (all of 127/8 is, on Linux). The seed listens on 127.0.0.1.
+/// loopback (all of 127/8 is, on Linux), and an IPv4 group is one address (`/32`) so the
+/// nine addresses do not compete for the slots of one group's buckets. The seed listens on
+/// 127.0.0.1.
 pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
-    let seed = start(&rt, config(), key(10)).await;
+    let mut c = config();
+    c.addr_book.ipv4_group_bits = 32;
+    let seed = start(&rt, c, key(10)).await;
     let mut nodes = Vec::new();
     for i in 0..9 {
         let mut c = config();
         c.listen_addr = ([127, 0, 0, 2 + i], 0).into();
+        c.addr_book.ipv4_group_bits = 32;
         c.seeds = vec![seed.net_addr()];
         nodes.push(start(&rt, c, key(11 + i)).await);
     }
