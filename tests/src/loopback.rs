@@ -22,7 +22,8 @@ use futures::{Stream, StreamExt};
 pub const APP: ChannelId = ChannelId(0x60);
 
 /// A configuration for loopback tests: 127.0.0.1 port 0, duplicate IPs allowed, non-strict
-/// book, short handshake (500 ms) and fast PEX/redial timers.
+/// book, fast PEX/redial timers. The handshake deadline is 2 s (debug builds on a loaded
+/// machine); the hostile-client test shortens it to 500 ms.
 #[must_use]
 pub fn config() -> EngineConfig {
     let mut c = EngineConfig::default();
@@ -30,7 +31,7 @@ pub fn config() -> EngineConfig {
     c.listen_addr = ([127, 0, 0, 1], 0).into();
     c.allow_duplicate_ip = true;
     c.addr_book_strict = false;
-    c.handshake_timeout = Duration::from_millis(500);
+    c.handshake_timeout = Duration::from_secs(2);
     c.dial_timeout = Duration::from_secs(1);
     c.ensure_peers_period = Duration::from_millis(300);
     c.persistent_redial_cap = Duration::from_secs(1);
@@ -340,7 +341,9 @@ fn cut_off_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
 /// A client that sends garbage and one that stays silent are cut off (the handshake
 /// deadline is 500 ms) while the node keeps serving a real peer.
 pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
-    let n = start(&rt, config(), key(40)).await;
+    let mut c = config();
+    c.handshake_timeout = Duration::from_millis(500);
+    let n = start(&rt, c, key(40)).await;
     let addr = n.listen_addr();
     let garbage = rt.spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).ok()?;
