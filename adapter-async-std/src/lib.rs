@@ -114,28 +114,21 @@ impl Runtime for AsyncStdRuntime {
         timer.0.set_at(at);
     }
 
-    fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(TcpStream, TcpStream)>> + Send {
-        async move { TcpStream::connect(addr).await.map(split) }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<(TcpStream, TcpStream)> {
+        TcpStream::connect(addr).await.map(split)
     }
 
-    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
-        async move { TcpListener::bind(addr).await }
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr).await
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
         listener.local_addr()
     }
 
-    fn accept(
-        listener: &TcpListener,
-    ) -> impl Future<Output = io::Result<(TcpStream, TcpStream, SocketAddr)>> + Send {
-        async move {
-            let (stream, remote) = listener.accept().await?;
-            let (r, w) = split(stream);
-            Ok((r, w, remote))
-        }
+    async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream, SocketAddr)> {
+        let (stream, remote) = listener.accept().await?;
+        let (r, w) = split(stream);
+        Ok((r, w, remote))
     }
 }

@@ -168,11 +168,8 @@ impl Runtime for TokioRuntime {
         timer.0.as_mut().reset(at.into());
     }
 
-    fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Reader, Writer)>> + Send {
-        async move { TcpStream::connect(addr).await.map(split) }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<(Reader, Writer)> {
+        TcpStream::connect(addr).await.map(split)
     }
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
@@ -183,13 +180,9 @@ impl Runtime for TokioRuntime {
         listener.local_addr()
     }
 
-    fn accept(
-        listener: &TcpListener,
-    ) -> impl Future<Output = io::Result<(Reader, Writer, SocketAddr)>> + Send {
-        async move {
-            let (stream, remote) = listener.accept().await?;
-            let (r, w) = split(stream);
-            Ok((r, w, remote))
-        }
+    async fn accept(listener: &TcpListener) -> io::Result<(Reader, Writer, SocketAddr)> {
+        let (stream, remote) = listener.accept().await?;
+        let (r, w) = split(stream);
+        Ok((r, w, remote))
     }
 }

@@ -81,7 +81,11 @@ pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
 }
 
 /// `fut`, or `None` after `d`.
-pub async fn timeout<R: Runtime, T>(rt: &R, d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+pub async fn timeout<R: Runtime, T>(
+    rt: &R,
+    d: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
     match select(pin!(fut), pin!(sleep(rt, d))).await {
         Either::Left((t, _)) => Some(t),
         Either::Right(_) => None,
@@ -99,7 +103,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
         sleep(rt, Duration::from_millis(50)).await;
     }
 }
@@ -133,10 +140,7 @@ pub async fn next_message<R: Runtime>(
 /// A fresh scratch directory for book files.
 #[must_use]
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cometmesh-loopback-{}-{name}",
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("cometmesh-loopback-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
@@ -152,10 +156,14 @@ pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
         has_peer(a, idb).await && has_peer(b, ida).await
     })
     .await;
-    a.send(idb, APP, Bytes::from_static(b"ping")).await.expect("send");
+    a.send(idb, APP, Bytes::from_static(b"ping"))
+        .await
+        .expect("send");
     let (from, msg) = next_message(ra, &mut eb).await.expect("b gets ping");
     assert_eq!((from, &msg[..]), (ida, &b"ping"[..]));
-    b.send(ida, APP, Bytes::from_static(b"pong")).await.expect("send");
+    b.send(ida, APP, Bytes::from_static(b"pong"))
+        .await
+        .expect("send");
     let (from, msg) = next_message(ra, &mut ea).await.expect("a gets pong");
     assert_eq!((from, &msg[..]), (idb, &b"pong"[..]));
     let stats = a.peers().await.expect("peers");
@@ -170,7 +178,10 @@ pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
     let a = start(&rt, config(), key(1)).await;
     let b = start(&rt, config(), key(2)).await;
     exchange::<R, R>(&rt, &a, &b).await;
-    assert_eq!(a.broadcast(APP, Bytes::from_static(b"all")).await.ok(), Some(1));
+    assert_eq!(
+        a.broadcast(APP, Bytes::from_static(b"all")).await.ok(),
+        Some(1)
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -236,9 +247,16 @@ pub async fn restart_reloads_book<R: Runtime>(rt: R) {
     let a = start_with(&rt, config(), key(20), Some(path.clone())).await;
     b.dial(a.net_addr()).await.expect("dial");
     let bid = b.node_id();
-    wait_until(&rt, Duration::from_secs(10), "a has b in its book", || async {
-        a.known_addrs().await.is_ok_and(|k| k.iter().any(|x| x.id == bid))
-    })
+    wait_until(
+        &rt,
+        Duration::from_secs(10),
+        "a has b in its book",
+        || async {
+            a.known_addrs()
+                .await
+                .is_ok_and(|k| k.iter().any(|x| x.id == bid))
+        },
+    )
     .await;
     a.shutdown().await;
     assert!(path.exists(), "book saved at shutdown");
@@ -246,10 +264,16 @@ pub async fn restart_reloads_book<R: Runtime>(rt: R) {
     // Restart without seeds: the book alone leads back to b.
     let a = start_with(&rt, config(), key(20), Some(path.clone())).await;
     let known = a.known_addrs().await.expect("book");
-    assert!(known.iter().any(|x| x.id == bid), "book reloaded: {known:?}");
-    wait_until(&rt, Duration::from_secs(15), "a reconnects to b from its book", || async {
-        has_peer(&a, bid).await
-    })
+    assert!(
+        known.iter().any(|x| x.id == bid),
+        "book reloaded: {known:?}"
+    );
+    wait_until(
+        &rt,
+        Duration::from_secs(15),
+        "a reconnects to b from its book",
+        || async { has_peer(&a, bid).await },
+    )
     .await;
     a.shutdown().await;
     b.shutdown().await;
@@ -263,9 +287,12 @@ pub async fn restart_reloads_book<R: Runtime>(rt: R) {
         std::fs::read(dir.join("addrbook.bin.corrupt")).expect("moved aside"),
         b"definitely not an address book"
     );
-    wait_until(&rt, Duration::from_secs(15), "a reaches its seed", || async {
-        has_peer(&a, bid).await
-    })
+    wait_until(
+        &rt,
+        Duration::from_secs(15),
+        "a reaches its seed",
+        || async { has_peer(&a, bid).await },
+    )
     .await;
     a.shutdown().await;
     b.shutdown().await;
@@ -359,11 +386,19 @@ pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
     exchange::<R, R>(&rt, &good, &n).await;
     let g = garbage.await.expect("garbage client cut off within 5 s");
     let s = silent.await.expect("silent client cut off within 5 s");
-    assert!(s >= Duration::from_millis(300), "silent client cut by the deadline, not at once: {s:?}");
-    assert!(s < Duration::from_secs(3), "silent client cut near the 500 ms deadline: {s:?}");
+    assert!(
+        s >= Duration::from_millis(300),
+        "silent client cut by the deadline, not at once: {s:?}"
+    );
+    assert!(
+        s < Duration::from_secs(3),
+        "silent client cut near the 500 ms deadline: {s:?}"
+    );
     assert!(g < Duration::from_secs(3), "garbage client cut: {g:?}");
     // Still serving.
-    good.send(n.node_id(), APP, Bytes::from_static(b"still there")).await.expect("send");
+    good.send(n.node_id(), APP, Bytes::from_static(b"still there"))
+        .await
+        .expect("send");
     assert!(has_peer(&n, good.node_id()).await);
     good.shutdown().await;
     n.shutdown().await;
@@ -401,13 +436,30 @@ pub async fn slow_reader_backpressure<R: Runtime>(rt: R) {
             sleep(&rt, Duration::from_millis(5)).await;
         }
     }
-    assert!(full, "send never reported a full queue ({accepted} accepted)");
+    assert!(
+        full,
+        "send never reported a full queue ({accepted} accepted)"
+    );
     // Bound: the channel queue (16) + the send budget (512 KiB) + kernel socket buffers.
-    assert!(accepted < 512, "{accepted} messages of 64 KiB accepted before Full");
+    assert!(
+        accepted < 512,
+        "{accepted} messages of 64 KiB accepted before Full"
+    );
     let p = a.peers().await.expect("peers");
-    let sent = p.iter().find(|p| p.info.id == bid).expect("b up").stats.bytes_sent;
-    assert!(sent < (accepted as u64 + 1) * 70 * 1024, "flushed {sent} bytes");
-    assert!(has_peer(&b, a.node_id()).await, "the slow reader was not disconnected");
+    let sent = p
+        .iter()
+        .find(|p| p.info.id == bid)
+        .expect("b up")
+        .stats
+        .bytes_sent;
+    assert!(
+        sent < (accepted as u64 + 1) * 70 * 1024,
+        "flushed {sent} bytes"
+    );
+    assert!(
+        has_peer(&b, a.node_id()).await,
+        "the slow reader was not disconnected"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -19,8 +19,7 @@ fn tokio_and_async_std_nodes_exchange() {
         exchange::<_, cometmesh_tokio::TokioRuntime>(&rt, &a, &t).await;
         a.shutdown().await;
     });
-    let stopped = tokio_rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), t.shutdown()).await
-    });
+    let stopped = tokio_rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), t.shutdown()).await });
     assert!(stopped.is_ok(), "tokio node stops");
 }
