@@ -432,7 +432,7 @@ pub async fn slow_reader_backpressure<R: Runtime>(rt: R) {
             Err(e) => panic!("unexpected send error: {e}"),
         }
         // Let the writer run; this is still far faster than the reader.
-        if accepted % 16 == 0 {
+        if accepted.is_multiple_of(16) {
             sleep(&rt, Duration::from_millis(5)).await;
         }
     }
