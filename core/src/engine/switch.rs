@@ -1585,3 +1585,15 @@ fn listen_addr_of(info: &NodeInfo) -> Option<SocketAddr> {
     let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     s.parse().ok()
 }
+
+impl Engine {
+    /// Whether the adapter should keep reading `conn`'s socket: false while received data
+    /// waits for the receive rate limit (read again after the next `handle_timeout`), and for
+    /// a connection that is unknown or closing.
+    #[must_use]
+    pub fn wants_read(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            c.phase != Phase::Closing && c.pc.as_ref().is_none_or(PeerConnection::wants_read)
+        })
+    }
+}
