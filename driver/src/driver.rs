@@ -71,10 +71,26 @@ const READ_MAX: usize = 64 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Most queued IO results or commands handled per wake, after the one that woke us.
 const BATCH: usize = 256;
+/// Most `send_wait` calls parked at once; more are answered `Full`.
+const MAX_WAITING: usize = 4096;
+
+/// A `send_wait` whose channel queue was full: retried, in order, as the queue drains.
+struct Waiting {
+    peer: NodeId,
+    channel: ChannelId,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<(), SendError>>,
+}
 
 /// A request from a [`Handle`](crate::Handle).
 pub(crate) enum Command {
     Send {
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    SendWait {
         peer: NodeId,
         channel: ChannelId,
         payload: Bytes,
@@ -230,6 +246,7 @@ struct Driver<R: Runtime> {
     conns: hashbrown::HashMap<ConnId, Slot>,
     lingers: BTreeSet<(Instant, ConnId)>,
     paused: Vec<ConnId>,
+    waiting: VecDeque<Waiting>,
     tasks: FuturesUnordered<R::JoinHandle>,
     subs: Subscribers,
     timer: R::Timer,
@@ -264,6 +281,7 @@ pub(crate) fn spawn<R: Runtime>(
         conns: hashbrown::HashMap::new(),
         lingers: BTreeSet::new(),
         paused: Vec::new(),
+        waiting: VecDeque::new(),
         tasks,
         timer,
         book: book_path.map(|path| BookSaver {
@@ -326,6 +344,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             self.on_timers(now);
+            self.retry_waiting(now);
         }
         self.teardown().await;
     }
@@ -612,6 +631,27 @@ impl<R: Runtime> Driver<R> {
                 let r = self.send(now, peer, channel, payload);
                 let _ = reply.send(r);
             }
+            Command::SendWait {
+                peer,
+                channel,
+                payload,
+                reply,
+            } => {
+                let queued_before = self
+                    .waiting
+                    .iter()
+                    .any(|w| w.peer == peer && w.channel == channel);
+                if queued_before {
+                    self.park(peer, channel, payload, reply);
+                } else {
+                    match self.send(now, peer, channel, payload) {
+                        Err(SendError::Full(payload)) => self.park(peer, channel, payload, reply),
+                        r => {
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            }
             Command::Broadcast {
                 channel,
                 payload,
@@ -685,6 +725,55 @@ impl<R: Runtime> Driver<R> {
             o.stats.messages_sent += 1;
         }
         Ok(())
+    }
+
+    fn park(
+        &mut self,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    ) {
+        if self.waiting.len() >= MAX_WAITING {
+            let _ = reply.send(Err(SendError::Full(payload)));
+            return;
+        }
+        self.waiting.push_back(Waiting {
+            peer,
+            channel,
+            payload,
+            reply,
+        });
+    }
+
+    /// Retries parked `send_wait`s in order; one still full blocks those behind it on the
+    /// same peer and channel.
+    fn retry_waiting(&mut self, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut blocked: Vec<(NodeId, ChannelId)> = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        while let Some(w) = self.waiting.pop_front() {
+            if w.reply.is_canceled() {
+                continue;
+            }
+            if blocked.contains(&(w.peer, w.channel)) {
+                keep.push_back(w);
+                continue;
+            }
+            match self.send(now, w.peer, w.channel, w.payload) {
+                Err(SendError::Full(payload)) => {
+                    blocked.push((w.peer, w.channel));
+                    keep.push_back(Waiting { payload, ..w });
+                }
+                r => {
+                    let _ = w.reply.send(r);
+                }
+            }
+        }
+        self.waiting = keep;
+        self.drain(now);
     }
 
     /// Gives read credit back to connections the engine wants to read again.

@@ -342,6 +342,26 @@ impl Handle {
         Ok(())
     }
 
+    /// Like [`send`](Self::send), but a full channel queue makes it wait (in order with other
+    /// waiting sends to the same peer and channel) until the queue has room: back-pressure by
+    /// waiting. Fails if the peer goes away. At most 4096 sends wait per node; beyond that
+    /// it returns `Full` at once.
+    pub async fn send_wait(
+        &self,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
+        self.call(|reply| Command::SendWait {
+            peer,
+            channel,
+            payload,
+            reply,
+        })
+        .await??;
+        Ok(())
+    }
+
     /// Queues `payload` on `channel` for every peer that accepts it; returns how many did.
     pub async fn broadcast(&self, channel: ChannelId, payload: Bytes) -> Result<usize, NodeError> {
         self.call(|reply| Command::Broadcast {
