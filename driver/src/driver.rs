@@ -665,12 +665,10 @@ impl<R: Runtime> Driver<R> {
                 let _ = reply.send(n);
             }
             Command::Dial { addr, reply } => {
-                let r = if self.stopping.is_some() {
-                    Err(DialError::Banned)
-                } else {
-                    self.engine.dial(now, addr)
-                };
-                let _ = reply.send(r);
+                // While stopping, the reply is dropped: the caller sees `NodeError::Stopped`.
+                if self.stopping.is_none() {
+                    let _ = reply.send(self.engine.dial(now, addr));
+                }
             }
             Command::Disconnect { peer, reply } => {
                 self.engine.disconnect(now, peer);
