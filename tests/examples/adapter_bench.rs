@@ -87,7 +87,6 @@ async fn node<R: Runtime>(rt: &R, c: EngineConfig, seed: u64) -> Node<R> {
     NodeBuilder::new(rt.clone(), c, NodeKey::from_seed(k))
         .channel(channel())
         .event_capacity(1 << 16)
-        .seed([1; 32])
         .start()
         .await
         .expect("node starts")
