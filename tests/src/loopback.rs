@@ -259,9 +259,12 @@ pub async fn restart_reloads_book<R: Runtime>(rt: R) {
     )
     .await;
     // Saved on change (debounced, 200 ms here), before any shutdown.
-    wait_until(&rt, Duration::from_secs(5), "the book saved on change", || async {
-        path.exists()
-    })
+    wait_until(
+        &rt,
+        Duration::from_secs(5),
+        "the book saved on change",
+        || async { path.exists() },
+    )
     .await;
     a.shutdown().await;
     assert!(path.exists(), "book saved at shutdown");
