@@ -7,8 +7,9 @@
 //! async-std-specific beyond `task::spawn`/`spawn_blocking` and `net::{TcpStream,
 //! TcpListener}`: sockets are used only through the `futures-io` traits (`AsyncRead`,
 //! `AsyncWrite`) and the timer is [`async_io::Timer`], the reactor async-std and smol share.
-//! The same code runs on smol by swapping those four calls for `smol::spawn`,
-//! `smol::unblock` and `smol::net` — a [`Runtime`] impl of the same few lines.
+//! The same driver runs on smol: a [`Runtime`] impl of the same few lines over smol's parts
+//! (`async-executor`, `async-io`'s `Async<TcpStream>` and `Timer`, `blocking::unblock`) passes
+//! the whole loopback suite (`tests/tests/loopback_smol.rs` in the repository).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -472,6 +472,31 @@ pub async fn slow_reader_backpressure<R: Runtime>(rt: R) {
     b.shutdown().await;
 }
 
+/// Dropping every handle stops the node: the listener closes and calls fail with `Stopped`.
+pub async fn dropping_every_handle_stops_the_node<R: Runtime>(rt: R) {
+    let n = start(&rt, config(), key(70)).await;
+    let addr = n.listen_addr();
+    let h = n.handle();
+    drop(n);
+    assert!(h.status().await.is_ok(), "a handle keeps the node running");
+    let h2 = h.clone();
+    drop(h);
+    h2.shutdown().await;
+    assert!(matches!(h2.status().await, Err(NodeError::Stopped)));
+    let n = start(&rt, config(), key(71)).await;
+    let addr2 = n.listen_addr();
+    drop(n);
+    for a in [addr, addr2] {
+        wait_until(
+            &rt,
+            Duration::from_secs(5),
+            "the listener closed",
+            || async { TcpStream::connect(a).is_err() },
+        )
+        .await;
+    }
+}
+
 /// Expands the loopback suite as `#[test]`s for runtime `$rt`, run with `$block_on`.
 #[macro_export]
 macro_rules! loopback_suite {
@@ -495,6 +520,10 @@ macro_rules! loopback_suite {
         #[test]
         fn hostile_clients_cut_off() {
             $block_on($crate::loopback::hostile_clients_cut_off($rt));
+        }
+        #[test]
+        fn dropping_every_handle_stops_the_node() {
+            $block_on($crate::loopback::dropping_every_handle_stops_the_node($rt));
         }
         #[test]
         fn slow_reader_backpressure() {
