@@ -57,11 +57,11 @@ fn channels_register_before_start_and_pex_is_reserved() {
     let t0 = Instant::now();
     let mut e = engine(config(), t0);
     let mut d = ChannelDescriptor::pex();
-    assert_eq!(e.add_channel(d.clone()), Err(ConfigError::ReservedChannel));
+    assert_eq!(e.add_channel(d), Err(ConfigError::ReservedChannel));
     d.id = ChannelId(0x20);
-    e.add_channel(d.clone()).unwrap();
+    e.add_channel(d).unwrap();
     assert_eq!(
-        e.add_channel(d.clone()),
+        e.add_channel(d),
         Err(ConfigError::DuplicateChannel(ChannelId(0x20)))
     );
     // Advertised in registration order, PEX last.

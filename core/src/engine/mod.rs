@@ -95,7 +95,7 @@ pub use pex::PexViolation;
 pub use switch::Engine;
 
 use crate::addr::NetAddr;
-pub use crate::conn::{ChannelDescriptor, CloseReason, Direction, NodeInfo};
+pub use crate::conn::{ChannelDescriptor, CloseReason, ConnStats, Direction, NodeInfo};
 use crate::ids::{ChannelId, ConnId, NodeId};
 
 /// Something that happened on a socket, reported by the adapter.
@@ -174,6 +174,9 @@ pub enum CloseCause {
 }
 
 /// Something for the adapter to do.
+// `Event` (with a NodeInfo) is the large variant; outputs are drained at once, so the queue
+// never holds many and boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Output {

@@ -1,5 +1,5 @@
 //! The PEX reactor's per-peer rules (spec 5.2): message encoding, request rate limiting and
-//! the "one outstanding request" bookkeeping. The engine owns one [`PexPeer`] per connected
+//! the "one outstanding request" bookkeeping. The engine owns one `PexPeer` per connected
 //! peer and drives it with decoded messages and injected time.
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,12 +10,10 @@ use prost::Message as _;
 
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
+use crate::wire::CodecError;
+use crate::wire::limits::MAX_PEX_ADDRS;
+use crate::wire::messages::{WireError, decode_pex_message};
 use crate::wire::proto::{NetAddress, PexAddrs, PexMessage, PexRequest, pex_message};
-
-/// At most this many addresses in one `PexAddrs` (spec 9).
-pub const MAX_PEX_ADDRS: usize = 250;
-/// The largest PEX message accepted (the channel's receive capacity, spec 5.1).
-pub const MAX_PEX_MESSAGE: usize = 64_000;
 
 /// A peer's provable PEX misbehaviour; each one bans the peer and disconnects it (G14).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +25,12 @@ pub enum PexViolation {
     /// Addresses arrived without an outstanding request.
     #[error("unsolicited pex addresses")]
     UnsolicitedAddrs,
-    /// A reply carried more than 250 addresses or exceeded 64000 bytes.
-    #[error("pex reply too large ({0} addresses)")]
+    /// A reply carried more than 250 addresses.
+    #[error("pex reply with {0} addresses (at most 250)")]
     TooManyAddrs(usize),
+    /// A message exceeded 64000 bytes.
+    #[error("pex message of {0} bytes (at most 64000)")]
+    TooLarge(usize),
     /// A reply carried an invalid IP or port.
     #[error("pex address with invalid ip or port")]
     BadAddress,
@@ -49,16 +50,14 @@ pub(crate) enum PexMsg {
 
 /// Decodes one PEX channel message.
 pub(crate) fn decode(bytes: &[u8]) -> Result<PexMsg, PexViolation> {
-    if bytes.len() > MAX_PEX_MESSAGE {
-        return Err(PexViolation::TooManyAddrs(0));
-    }
-    let msg = PexMessage::decode(bytes).map_err(|_| PexViolation::Malformed)?;
-    match msg.sum {
-        Some(pex_message::Sum::PexRequest(_)) => Ok(PexMsg::Request),
-        Some(pex_message::Sum::PexAddrs(addrs)) => {
-            if addrs.addrs.len() > MAX_PEX_ADDRS {
-                return Err(PexViolation::TooManyAddrs(addrs.addrs.len()));
-            }
+    let sum = decode_pex_message(bytes).map_err(|e| match e {
+        WireError::TooManyPexAddrs { count, .. } => PexViolation::TooManyAddrs(count),
+        WireError::Codec(CodecError::TooLarge { .. }) => PexViolation::TooLarge(bytes.len()),
+        _ => PexViolation::Malformed,
+    })?;
+    match sum {
+        pex_message::Sum::PexRequest(_) => Ok(PexMsg::Request),
+        pex_message::Sum::PexAddrs(addrs) => {
             let mut out = Vec::with_capacity(addrs.addrs.len());
             for a in &addrs.addrs {
                 let ip: IpAddr = a.ip.parse().map_err(|_| PexViolation::BadAddress)?;
@@ -69,7 +68,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PexMsg, PexViolation> {
             }
             Ok(PexMsg::Addrs(out))
         }
-        None => Err(PexViolation::Malformed),
     }
 }
 
@@ -210,6 +208,10 @@ mod tests {
         assert_eq!(decode(&many), Err(PexViolation::TooManyAddrs(251)));
         assert_eq!(decode(&[0xff, 0xff]), Err(PexViolation::Malformed));
         assert_eq!(decode(&[]), Err(PexViolation::Malformed));
+        assert_eq!(
+            decode(&vec![0u8; 64_001]),
+            Err(PexViolation::TooLarge(64_001))
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
 use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, Group};
 use crate::conn::{
-    ChannelDescriptor, CloseReason, ConnEvent, ConnectionConfig, Direction, NodeInfo,
+    ChannelDescriptor, CloseReason, ConnEvent, ConnStats, ConnectionConfig, Direction, NodeInfo,
     PeerConnection, SendError as ConnSendError,
 };
 use crate::identity::NodeKey;
@@ -64,6 +64,8 @@ struct Conn {
     dial_deadline: Option<Instant>,
     dirty: bool,
     pex: PexPeer,
+    /// Why we asked the connection to close after flushing (reported when it closes).
+    hangup: Option<DisconnectReason>,
     /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
     ip_slot: IpSlot,
 }
@@ -164,7 +166,9 @@ impl Engine {
             book.add_our_address(ext);
         }
         book.set_private_ids(cfg.private_peer_ids.iter().copied());
-        book.set_persistent(cfg.persistent_peers.iter().map(|a| a.id));
+        for a in &cfg.persistent_peers {
+            book.set_persistent(*a);
+        }
         let unix_now_book = unix_now;
         let src = cfg.external_address.unwrap_or(cfg.listen_addr).ip();
         for a in &cfg.persistent_peers {
@@ -280,14 +284,16 @@ impl Engine {
         if self.next_conn != 1 {
             return Err(ConfigError::AlreadyStarted);
         }
-        let mut book = AddrBook::decode(bytes, self.cfg.addr_book.clone(), &mut self.rng)
+        let mut book = AddrBook::decode(bytes, self.cfg.addr_book.clone())
             .map_err(|e| ConfigError::AddrBook(e.to_string()))?;
         book.add_our_address(self.cfg.listen_addr);
         if let Some(ext) = self.cfg.external_address {
             book.add_our_address(ext);
         }
         book.set_private_ids(self.cfg.private_peer_ids.iter().copied());
-        book.set_persistent(self.cfg.persistent_peers.iter().map(|a| a.id));
+        for a in &self.cfg.persistent_peers {
+            book.set_persistent(*a);
+        }
         self.book = book;
         Ok(())
     }
@@ -393,6 +399,27 @@ impl Engine {
     #[must_use]
     pub fn has_conn(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)
+    }
+
+    /// Whether the adapter should keep reading from `conn` (false while received data waits
+    /// for the receive rate limit; read again after the next timeout). True for unknown ids.
+    #[must_use]
+    pub fn wants_read(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.pc.as_ref())
+            .is_none_or(PeerConnection::wants_read)
+    }
+
+    /// Traffic counters of the connection carrying `peer`.
+    #[must_use]
+    pub fn conn_stats(&self, peer: &NodeId) -> Option<ConnStats> {
+        let conn = self.peers.get(peer)?.conn;
+        self.conns
+            .get(&conn)?
+            .pc
+            .as_ref()
+            .map(PeerConnection::stats)
     }
 
     /// The address group of `ip`, as the book computes it (for G7 checks).
@@ -845,6 +872,7 @@ impl Engine {
                 dial_deadline: None,
                 dirty: false,
                 pex: PexPeer::default(),
+                hangup: None,
                 ip_slot: IpSlot::None,
             },
         );
@@ -910,6 +938,7 @@ impl Engine {
                 dial_deadline: None,
                 dirty: false,
                 pex: PexPeer::default(),
+                hangup: None,
                 ip_slot: IpSlot::None,
             },
         );
@@ -1077,8 +1106,8 @@ impl Engine {
         let pc = c.pc.as_mut().ok_or(SendError::Closed)?;
         let r = pc.send(now, ch, msg).map_err(|e| match e {
             ConnSendError::Full(b) => SendError::Full(b),
-            ConnSendError::UnknownChannel => SendError::UnknownChannel,
-            ConnSendError::NotAdvertisedByPeer => SendError::NotAdvertisedByPeer,
+            ConnSendError::UnknownChannel(_) => SendError::UnknownChannel,
+            ConnSendError::NotAdvertisedByPeer(_) => SendError::NotAdvertisedByPeer,
             _ => SendError::Closed,
         });
         self.mark_dirty(conn);
@@ -1128,9 +1157,20 @@ impl Engine {
                 let Some(phase) = self.conns.get(&id).map(|c| c.phase) else {
                     return;
                 };
+                let reason = match (
+                    reason,
+                    self.conns.get_mut(&id).and_then(|c| c.hangup.take()),
+                ) {
+                    (CloseReason::Local, Some(ours)) => ours,
+                    (reason, _) => DisconnectReason::Conn(reason),
+                };
                 match phase {
-                    Phase::Up(_) => self.drop_conn(now, id, DisconnectReason::Conn(reason), true),
+                    Phase::Up(_) => self.drop_conn(now, id, reason, true),
                     Phase::Handshaking | Phase::Dialing => {
+                        let reason = match reason {
+                            DisconnectReason::Conn(r) => r,
+                            _ => CloseReason::Local,
+                        };
                         self.fail_conn(now, id, DialFailReason::Handshake(reason), true);
                     }
                     Phase::Closing => {}
@@ -1349,10 +1389,7 @@ impl Engine {
                         self.counters.pex_requests_answered += 1;
                     }
                     // Hang up once the reply is flushed.
-                    if let Some(pc) = self.conns.get_mut(&id).and_then(|c| c.pc.as_mut()) {
-                        pc.close_after_flush();
-                    }
-                    self.mark_dirty(id);
+                    self.hang_up(id, DisconnectReason::SeedDone);
                     return;
                 }
                 let min = self.cfg.ensure_peers_period / 3;
@@ -1412,6 +1449,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Closes `id` gracefully once its queued bytes are flushed; `reason` is reported then.
+    fn hang_up(&mut self, id: ConnId, reason: DisconnectReason) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.hangup = Some(reason);
+            if let Some(pc) = c.pc.as_mut() {
+                pc.close_after_flush();
+            }
+        }
+        self.mark_dirty(id);
     }
 
     /// Groups of automatic outbound peers and automatic dials in progress (G7).
@@ -1541,7 +1589,7 @@ impl Engine {
             self.drop_conn(now, conn, DisconnectReason::SeedExpired, true);
         }
         // 2. Crawl: the seeds at first, then a selection of the book.
-        if self.book.len() == 0 {
+        if self.book.is_empty() {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
@@ -1584,16 +1632,4 @@ fn listen_addr_of(info: &NodeInfo) -> Option<SocketAddr> {
     let s = info.listen_addr.as_str();
     let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     s.parse().ok()
-}
-
-impl Engine {
-    /// Whether the adapter should keep reading `conn`'s socket: false while received data
-    /// waits for the receive rate limit (read again after the next `handle_timeout`), and for
-    /// a connection that is unknown or closing.
-    #[must_use]
-    pub fn wants_read(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| {
-            c.phase != Phase::Closing && c.pc.as_ref().is_none_or(PeerConnection::wants_read)
-        })
-    }
 }
