@@ -683,6 +683,7 @@ impl<R: Runtime> Driver<R> {
                             Some(Slot::Open(o)) => o.stats,
                             _ => PeerStats::default(),
                         },
+                        conn: self.engine.conn_stats(&p.id).unwrap_or_default(),
                         info: p.clone(),
                     })
                     .collect();

@@ -36,6 +36,7 @@ pub use runtime::{BoxFuture, Runtime};
 
 pub use cometmesh_core as core;
 pub use cometmesh_core::addr::NetAddr;
+pub use cometmesh_core::conn::{ChannelStats, ConnStats};
 pub use cometmesh_core::engine::{ChannelDescriptor, EngineConfig, Event, SendError};
 pub use cometmesh_core::identity::NodeKey;
 pub use cometmesh_core::{ChannelId, ConnId, NodeId};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cometmesh_core::addr::NetAddr;
+use cometmesh_core::conn::ConnStats;
 use cometmesh_core::engine::{
     ChannelDescriptor, ConfigError, Counters, DialError, Engine, EngineConfig, PeerInfo, SendError,
 };
@@ -80,8 +81,10 @@ pub struct PeerStats {
 pub struct PeerStatus {
     /// The engine's record, with the peer's NodeInfo.
     pub info: PeerInfo,
-    /// Traffic counters.
+    /// Traffic counters of the driver.
     pub stats: PeerStats,
+    /// The connection's own counters: per channel (bytes, queued messages) and on the wire.
+    pub conn: ConnStats,
 }
 
 /// A summary of the node.

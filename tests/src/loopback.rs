@@ -171,6 +171,13 @@ pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
     assert_eq!(p.info.info.moniker, "cometmesh");
     assert!(p.stats.messages_sent >= 1 && p.stats.messages_received >= 1);
     assert!(p.stats.bytes_sent > 0 && p.stats.bytes_received > 0);
+    let app = p
+        .conn
+        .channels
+        .iter()
+        .find(|c| c.id == APP)
+        .expect("channel stats");
+    assert!(app.bytes_sent >= 4 && app.bytes_received >= 4);
 }
 
 /// Two nodes on the same runtime exchange messages both ways.
