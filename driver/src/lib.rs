@@ -17,8 +17,26 @@
 //! - the address book is loaded at start and saved atomically on change (debounced) and at
 //!   shutdown ([`NodeBuilder::addr_book_path`]).
 //!
-//! Applications talk to the node through a cloneable [`Handle`]: send, broadcast, dial,
-//! disconnect, peers, events (a bounded broadcast [`EventStream`]) and graceful shutdown.
+//! Applications talk to the node through a cloneable [`Handle`]: send (or `send_wait`, which
+//! waits for room), broadcast, dial, disconnect, peers with their NodeInfo and traffic, events
+//! (a bounded broadcast [`EventStream`]: a subscriber that lags loses events, the node never
+//! buffers more) and graceful shutdown (peers disconnected, book saved, tasks joined).
+//! Application channels are registered on the [`NodeBuilder`].
+//!
+//! # Runtimes
+//!
+//! A [`Runtime`] is a few dozen lines: spawn, spawn_blocking, one resettable timer, and TCP
+//! connect/bind/accept yielding `futures-io` halves. `cometmesh-tokio` and
+//! `cometmesh-async-std` are such impls plus a `builder()`; the repository's loopback suite
+//! also runs on smol's parts (`tests/tests/loopback_smol.rs`) with an impl written in the test.
+//!
+//! # Bounded memory
+//!
+//! Every queue is bounded: commands (256), IO results into the engine task (1024 plus one
+//! slot per IO task), each writer (64 transmits; beyond that the driver keeps the engine's
+//! transmits, which the engine's per-connection send budget bounds), each reader (4 reads in
+//! flight, and none while the engine's receive rate limit holds data), each event
+//! subscriber (1024 by default), parked `send_wait`s (4096).
 
 #![forbid(unsafe_code)]
 
