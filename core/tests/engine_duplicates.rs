@@ -76,7 +76,7 @@ fn simultaneous_cross_dials_end_as_one_connection() {
 
 #[test]
 fn automatic_outbound_peers_never_share_a_group() {
-    // 24 nodes in only 4 /16 groups: every node can have at most 4 automatic outbound peers
+    // 40 nodes in only 4 /16 groups: every node can have at most 4 automatic outbound peers
     // (one per group, G7); the simulator asserts the invariant after every step.
     let mut cfg = SimConfig::default();
     cfg.seed = 5;
@@ -97,7 +97,7 @@ fn automatic_outbound_peers_never_share_a_group() {
     let key = sim.gen_key();
     let seed = sim.add_node(sc, key);
     let seed_addr = sim.net_addr(seed);
-    for i in 0..24 {
+    for i in 0..40 {
         let mut c = node_config(i + 1);
         c.listen_addr = addr(i);
         c.seeds = vec![seed_addr];
@@ -105,7 +105,7 @@ fn automatic_outbound_peers_never_share_a_group() {
         let key = sim.gen_key();
         sim.add_node(c, key);
     }
-    sim.run_for(Duration::from_secs(300), 3_000_000).unwrap();
+    sim.run_for(Duration::from_secs(600), 3_000_000).unwrap();
     let mut full = 0;
     for i in 1..sim.len() {
         let e = sim.engine(i).unwrap();
@@ -117,7 +117,7 @@ fn automatic_outbound_peers_never_share_a_group() {
         full += usize::from(auto >= 3);
     }
     assert!(
-        full > 12,
+        full > 20,
         "diversity should still let most nodes fill 3+ groups ({full})"
     );
 }

@@ -177,7 +177,7 @@ mod tests {
         let cases: u64 = std::env::var("ENGINE_SIM_CASES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(4);
+            .unwrap_or(12);
         for case in 0..cases {
             let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(case);
             let mut prog = vec![0u8; 64 + (rng.next_u32() % 400) as usize];
