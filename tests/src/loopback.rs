@@ -147,7 +147,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// `a` and `b` connect (a dials b) and exchange one application message each way.
-pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
+pub async fn exchange<R: Runtime>(ra: &R, a: &Handle, b: &Handle) {
     let mut ea = a.events().await.expect("events");
     let mut eb = b.events().await.expect("events");
     a.dial(b.net_addr()).await.expect("dial");
@@ -184,7 +184,7 @@ pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
 pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
     let a = start(&rt, config(), key(1)).await;
     let b = start(&rt, config(), key(2)).await;
-    exchange::<R, R>(&rt, &a, &b).await;
+    exchange(&rt, &a, &b).await;
     assert_eq!(
         a.broadcast(APP, Bytes::from_static(b"all")).await.ok(),
         Some(1)
@@ -398,7 +398,7 @@ pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
     });
     // Meanwhile a real peer connects and talks.
     let good = start(&rt, config(), key(41)).await;
-    exchange::<R, R>(&rt, &good, &n).await;
+    exchange(&rt, &good, &n).await;
     let g = garbage.await.expect("garbage client cut off within 5 s");
     let s = silent.await.expect("silent client cut off within 5 s");
     assert!(
