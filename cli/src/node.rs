@@ -52,6 +52,11 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.connection.recv_rate = p.recv_rate;
     c.connection.max_packet_payload = p.max_packet_msg_payload_size as usize;
     c.addr_book.strict = p.addr_book_strict;
+    if p.seed_mode {
+        // A seed exists to hand out addresses: give CometBFT's smallest reply (32) rather than
+        // the engine's 23 %-of-the-book cap, which leaves a young seed answering with nothing.
+        c.addr_book.min_selection = 32;
+    }
     c
 }
 
@@ -211,5 +216,54 @@ async fn feed_metrics(handle: adapter::Handle, m: P2pMetrics) {
             m.remove_peer(gone);
         }
         known = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::home::Home;
+
+    #[test]
+    fn every_p2p_key_reaches_the_engine() {
+        let id = "7627de929814c7484dc6bf94f60166ab3115b316";
+        let mut config = Config::default();
+        let p = &mut config.p2p;
+        p.laddr = "tcp://127.0.0.1:5".into();
+        p.external_address = "1.2.3.4:6".into();
+        p.seeds = format!("{id}@1.2.3.4:7");
+        p.persistent_peers = format!("{id}@1.2.3.4:8");
+        p.unconditional_peer_ids = id.into();
+        p.private_peer_ids = id.into();
+        p.max_num_inbound_peers = 3;
+        p.max_num_outbound_peers = 4;
+        p.seed_mode = true;
+        p.pex = false;
+        p.allow_duplicate_ip = true;
+        p.addr_book_strict = false;
+        p.flush_throttle_timeout = Duration::from_millis(7);
+        p.max_packet_msg_payload_size = 2048;
+        p.send_rate = 11;
+        p.recv_rate = 12;
+        p.persistent_peers_max_dial_period = Duration::from_secs(9);
+        let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
+        let c = engine_config(&s);
+        assert_eq!(c.listen_addr, "127.0.0.1:5".parse().unwrap());
+        assert_eq!(c.external_address, Some("1.2.3.4:6".parse().unwrap()));
+        assert_eq!(c.seeds.len(), 1);
+        assert_eq!(c.persistent_peers[0].addr.port(), 8);
+        assert_eq!(c.unconditional_peer_ids.len(), 1);
+        assert_eq!(c.private_peer_ids.len(), 1);
+        assert_eq!((c.max_num_inbound_peers, c.max_num_outbound_peers), (3, 4));
+        assert!(c.seed_mode && !c.pex && c.allow_duplicate_ip && !c.addr_book_strict);
+        assert!(!c.addr_book.strict);
+        assert_eq!(c.addr_book.min_selection, 32);
+        assert_eq!(c.connection.flush_throttle, Duration::from_millis(7));
+        assert_eq!(c.connection.max_packet_payload, 2048);
+        assert_eq!((c.connection.send_rate, c.connection.recv_rate), (11, 12));
+        assert_eq!(c.persistent_redial_cap, Duration::from_secs(9));
+        assert_eq!(c.chain_id, "chain");
+        assert_eq!(c.handshake_timeout, Duration::from_secs(20));
     }
 }
