@@ -69,7 +69,7 @@
 //!   `PeerUp` on the new connection.
 //! - **Limits.** Inbound and outbound peers are counted separately; `unconditional_peer_ids` are
 //!   not counted. Admission refuses inbound connections beyond `max_num_inbound_peers +
-//!   |unconditional|` open at once, banned IPs and, unless `allow_duplicate_ip`, an IP that
+//!   |unconditional| + |persistent|` open at once, banned IPs and, unless `allow_duplicate_ip`, an IP that
 //!   already has a peer; after the handshake an inbound peer beyond `max_num_inbound_peers` is
 //!   dropped, except a persistent peer, which evicts the newest ordinary inbound peer.
 //!   Automatic dials keep `outbound + dialing ≤ max_num_outbound_peers`; no two automatic

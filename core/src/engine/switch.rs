@@ -834,7 +834,7 @@ impl Engine {
         let ip = remote.ip();
         let refused = if self.bans.ip_banned(&ip, now) {
             Some(Refused::Banned)
-        } else if self.inbound_open >= self.cfg.max_num_inbound_peers + self.unconditional.len() {
+        } else if self.inbound_open >= self.inbound_conn_limit() {
             Some(Refused::TooManyInbound)
         } else if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
@@ -885,6 +885,13 @@ impl Engine {
         self.mark_dirty(id);
         self.finish(now);
         Ok(id)
+    }
+
+    /// Inbound connections open at once: `max_num_inbound_peers + |unconditional| +
+    /// |persistent|` (Go counts the unconditional ids; the persistent ones are added so a
+    /// persistent peer can still complete its handshake when inbound is full, G18).
+    fn inbound_conn_limit(&self) -> usize {
+        self.cfg.max_num_inbound_peers + self.unconditional.len() + self.persistent.len()
     }
 
     /// Dials `addr` on the application's behalf.
