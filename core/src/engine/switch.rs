@@ -169,12 +169,11 @@ impl Engine {
         for a in &cfg.persistent_peers {
             book.set_persistent(*a);
         }
-        let unix_now_book = unix_now;
         let src = cfg.external_address.unwrap_or(cfg.listen_addr).ip();
         for a in &cfg.persistent_peers {
             // Failures to add (private, unroutable, ...) are fine: the engine dials persistent
             // peers from its own table.
-            let _ = book.add(*a, src, unix_now_book, &mut rng);
+            let _ = book.add(*a, src, unix_now, &mut rng);
         }
         let channels = if cfg.pex {
             vec![ChannelDescriptor::pex()]
