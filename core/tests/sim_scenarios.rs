@@ -420,3 +420,34 @@ fn persistent_and_unconditional_peers_get_in_over_the_inbound_limit() {
             }
         )));
 }
+
+#[test]
+fn seed_hangs_up_even_when_its_reply_is_never_flushed() {
+    let mut sim = sim(20);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let a = add(&mut sim, node_config(1));
+    let s_addr = sim.net_addr(s);
+    // The seed's socket never reports its bytes as flushed.
+    sim.set_slow_reader(s, Duration::from_secs(3600));
+    sim.with_engine(a, |e, now| e.dial(now, s_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|x| connected(x, s, a), 100_000).unwrap();
+    let up = sim.elapsed();
+    sim.run_until(|x| !connected(x, s, a), 100_000).unwrap();
+    let held = sim.elapsed() - up;
+    assert!(
+        held >= Duration::from_secs(9) && held < Duration::from_secs(12),
+        "{held:?}"
+    );
+    assert!(sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedDone,
+                ..
+            }
+        )));
+}

@@ -78,6 +78,12 @@
 //!   schedule documented in [`backoff`]; they are never banned by the engine and always admitted.
 //! - **Seed mode** crawls: it dials addresses from the book (each at most every 2 min), asks for
 //!   addresses and hangs up on the reply; inbound peers get one answer, then the seed hangs up.
+//!   A hang-up is graceful (the reply is flushed first) but takes at most 10 s.
+//! - **PEX** (spec 5) runs on channel 0x00: one outstanding request per peer; requests faster
+//!   than every `ensure_peers_period / 3` (from the third on), unsolicited or oversized replies
+//!   and malformed messages ban the peer (id and IP, 24 h) and disconnect it with
+//!   [`DisconnectReason::Pex`]. Failed dials never ban (G14). Sending on 0x00 through
+//!   [`Engine::send`] bypasses the reactor (meant for tests).
 
 pub mod backoff;
 mod config;
