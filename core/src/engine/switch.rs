@@ -1362,7 +1362,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if !c.pex.start_request() {
+        if !c.pex.start_request(now) {
             return;
         }
         if self
