@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// cometmesh: a CometBFT-compatible peer-to-peer node.
 #[derive(Debug, Parser)]
-#[command(name = "cometmesh", version, about, long_about = None)]
+#[command(
+    name = "cometmesh",
+    version,
+    about = "cometmesh: a CometBFT-compatible peer-to-peer node",
+    long_about = None
+)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]

@@ -126,7 +126,7 @@ pub fn render_table(nodes: &[NodeSnapshot], target: usize, elapsed: Duration) ->
     let others = nodes.iter().filter(|n| !n.is_seed).count();
     let _ = writeln!(
         out,
-        "{:.1}s: {done}/{others} nodes connected to {target} others",
+        "{:.1}s: {done}/{others} nodes connected to at least {target} others",
         elapsed.as_secs_f64()
     );
     out
@@ -172,7 +172,7 @@ pub fn render_summary(
         Some(t) => {
             let _ = writeln!(
                 out,
-                "full discovery in {:.2}s: each of the {others} nodes is connected to {target} others",
+                "full discovery in {:.2}s: each of the {others} nodes is connected to at least {target} others",
                 t.as_secs_f64()
             );
         }
