@@ -553,3 +553,108 @@ fn testnet_reaches_full_discovery() {
     // Not a terminal: plain progress lines, no escape codes.
     assert!(!text.contains('\x1b'), "{text}");
 }
+
+/// A port free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// CometBFT nodes started by tests/interop/cometbft-node.sh, killed by PID on drop.
+struct CometbftNodes(Vec<u32>);
+
+impl Drop for CometbftNodes {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// A CometBFT node's RPC `/net_info` answer, if it answers.
+fn cometbft_net_info(rpc_port: u16) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", rpc_port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET /net_info HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    Some(body)
+}
+
+#[test]
+fn seed_mode_serves_cometbft_nodes() {
+    let Some(cometbft) = cometbft_binary() else {
+        eprintln!("skipped: no cometbft binary ($COMETBFT or ~/.cache/cometmesh/bin/cometbft)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/cometbft-node.sh");
+    let tmp = TempDir::new("cmtseed");
+    let seed_home = tmp.path().join("seed");
+    let seed_id = init(&seed_home, "interop-seed");
+    loopback_home(&seed_home);
+    let mut seed = Running::start(&[
+        "start",
+        "--home",
+        seed_home.to_str().unwrap(),
+        "--p2p.seed_mode",
+        "--p2p.laddr",
+        "tcp://127.0.0.1:0",
+    ]);
+    let (seed_addr, _) = seed.listening();
+    let seeds = format!("{seed_id}@{seed_addr}");
+    let mut nodes = CometbftNodes(Vec::new());
+    let mut rpc_ports = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["c1", "c2"] {
+        let (p2p, rpc) = (free_port(), free_port());
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["--home", tmp.path().join(name).to_str().unwrap()])
+            .args(["--chain-id", "interop-seed", "--seeds", &seeds])
+            .args([
+                "--p2p-port",
+                &p2p.to_string(),
+                "--rpc-port",
+                &rpc.to_string(),
+            ])
+            .args(["--bin", cometbft.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cometbft {name}: {}", stderr(&out));
+        nodes.0.push(stdout(&out).trim().parse().unwrap());
+        rpc_ports.push(rpc);
+        let id = Command::new(&cometbft)
+            .args([
+                "show-node-id",
+                "--home",
+                tmp.path().join(name).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        ids.push(stdout(&id).trim().to_owned());
+    }
+    // Each CometBFT node learns the other from our seed and connects (the seed hangs up).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let c1 = cometbft_net_info(rpc_ports[0]).unwrap_or_default();
+        let c2 = cometbft_net_info(rpc_ports[1]).unwrap_or_default();
+        if c1.contains(&format!("\"{}\"", ids[1])) && c2.contains(&format!("\"{}\"", ids[0])) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cometbft nodes did not meet through the seed:\n{c1}\n{c2}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    seed.stderr
+        .wait_for(&["seed hung up"], std::time::Duration::from_secs(10));
+    drop(nodes);
+    assert!(seed.interrupt().success());
+}
