@@ -108,6 +108,10 @@ async fn run_async(args: &TestnetArgs) -> Result<(), CliError> {
     let mut last_line = None::<Instant>;
     let mut discovery = None;
     let mut traffic = Traffic::new();
+    // Ctrl-C ends the watch early: summary, nodes shut down, then exit.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
     let snapshots = loop {
         let snapshots = snapshot(&nodes, &mut traffic).await;
         let elapsed = started.elapsed();
@@ -130,10 +134,13 @@ async fn run_async(args: &TestnetArgs) -> Result<(), CliError> {
             discovery = Some(elapsed);
             break snapshots;
         }
-        if elapsed >= timeout {
+        if elapsed >= timeout || interrupted {
             break snapshots;
         }
-        tokio::time::sleep(REFRESH).await;
+        tokio::select! {
+            () = tokio::time::sleep(REFRESH) => {}
+            _ = &mut ctrl_c => interrupted = true,
+        }
     };
     let elapsed = started.elapsed();
     print!("{}", render_summary(&snapshots, target, discovery, elapsed));
@@ -154,9 +161,13 @@ async fn run_async(args: &TestnetArgs) -> Result<(), CliError> {
                     )
                 })
                 .collect();
+            let when = if interrupted {
+                format!("before Ctrl-C at {:.1}s", elapsed.as_secs_f64())
+            } else {
+                format!("within {}s", timeout.as_secs())
+            };
             Err(CliError::Testnet(format!(
-                "not every node reached {target} peers within {}s: {}",
-                timeout.as_secs(),
+                "not every node reached {target} peers {when}: {}",
                 behind.join(", ")
             )))
         }
