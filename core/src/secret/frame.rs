@@ -1,0 +1,314 @@
+//! The 1044-byte encrypted frames of an established SecretConnection (spec 2.3, 2.4).
+
+use bytes::BytesMut;
+
+use crate::crypto::{FrameKey, TAG_LEN, frame_nonce};
+
+/// Most data bytes in one frame (`dataMaxSize`).
+pub const DATA_MAX_SIZE: usize = 1024;
+/// Plaintext frame size: LE32 length prefix plus [`DATA_MAX_SIZE`] bytes (`totalFrameSize`).
+pub const TOTAL_FRAME_SIZE: usize = 4 + DATA_MAX_SIZE;
+/// Size of every sealed frame on the wire.
+pub const SEALED_FRAME_SIZE: usize = TOTAL_FRAME_SIZE + TAG_LEN;
+
+/// How far around the expected nonce a frame that fails to decrypt is tried again, only to
+/// name the failure (replayed or reordered); the connection is closed either way.
+const DIAGNOSIS_WINDOW: u64 = 8;
+
+/// Why a frame could not be sealed or opened. Every error is fatal for the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame does not authenticate under any nearby nonce: it was altered in transit or
+    /// sealed with another key.
+    #[error("failed to decrypt SecretConnection frame {nonce}: tampered or foreign data")]
+    Tampered {
+        /// The receive nonce counter the frame was expected at.
+        nonce: u64,
+    },
+    /// The frame authenticates under an earlier nonce: the peer (or a middlebox) sent it again.
+    #[error(
+        "replayed SecretConnection frame: expected nonce {expected}, frame is from nonce {found}"
+    )]
+    Replayed {
+        /// The receive nonce counter the frame was expected at.
+        expected: u64,
+        /// The earlier nonce it authenticates under.
+        found: u64,
+    },
+    /// The frame authenticates under a later nonce: frames arrived out of order or one is missing.
+    #[error(
+        "reordered SecretConnection frame: expected nonce {expected}, frame is from nonce {found}"
+    )]
+    Reordered {
+        /// The receive nonce counter the frame was expected at.
+        expected: u64,
+        /// The later nonce it authenticates under.
+        found: u64,
+    },
+    /// The stream ended inside a frame.
+    #[error("SecretConnection stream ended inside a frame ({buffered} of 1044 bytes received)")]
+    Truncated {
+        /// How many bytes of the frame arrived.
+        buffered: usize,
+    },
+    /// The decrypted length prefix is above 1024.
+    #[error("SecretConnection frame claims {0} data bytes, more than 1024")]
+    ChunkTooLong(u32),
+    /// The 64-bit nonce counter is used up; the connection must be closed (it never wraps).
+    #[error("SecretConnection nonce counter exhausted; the connection must be closed")]
+    NonceExhausted,
+}
+
+/// Builds and seals outgoing frames with the send key and its nonce counter.
+#[derive(Clone)]
+pub struct Sealer {
+    key: FrameKey,
+    nonce: u64,
+}
+
+impl Sealer {
+    /// A sealer for the send key `key`, nonce counter at 0. The handshake builds this; it is
+    /// public for benchmarks and tests that work on raw keys.
+    #[must_use]
+    pub fn new(key: &[u8; 32]) -> Sealer {
+        Sealer::with_nonce_counter(key, 0)
+    }
+
+    /// A sealer whose nonce counter starts at `counter` (tests of nonce exhaustion only).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_nonce_counter(key: &[u8; 32], counter: u64) -> Sealer {
+        Sealer {
+            key: FrameKey::new(key),
+            nonce: counter,
+        }
+    }
+
+    /// The nonce counter the next frame will use.
+    #[must_use]
+    pub fn nonce_counter(&self) -> u64 {
+        self.nonce
+    }
+
+    /// Splits `plaintext` into chunks of at most 1024 bytes and appends one whole 1044-byte frame
+    /// per chunk to `out` (nothing for an empty `plaintext`). Padding is zero.
+    ///
+    /// Nonce exhaustion is an error before any frame is appended, never a wrap: the counter
+    /// value `2^64-1` is never used (spec 2.4).
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+        let frames = plaintext.len().div_ceil(DATA_MAX_SIZE);
+        let frames_u64 = u64::try_from(frames).map_err(|_| FrameError::NonceExhausted)?;
+        // Every frame needs a nonce strictly below u64::MAX.
+        if frames_u64 > u64::MAX - self.nonce {
+            return Err(FrameError::NonceExhausted);
+        }
+        out.reserve(frames * SEALED_FRAME_SIZE);
+        for chunk in plaintext.chunks(DATA_MAX_SIZE) {
+            let start = out.len();
+            out.resize(start + SEALED_FRAME_SIZE, 0);
+            let frame = &mut out[start..];
+            let (body, tag_out) = frame.split_at_mut(TOTAL_FRAME_SIZE);
+            // chunk.len() ≤ 1024, so it fits in a u32.
+            body[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+            body[4..4 + chunk.len()].copy_from_slice(chunk);
+            let tag = self.key.seal(frame_nonce(self.nonce), body);
+            tag_out.copy_from_slice(&tag);
+            self.nonce += 1;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+/// Opens incoming frames with the receive key and its nonce counter; a byte stream in, a byte
+/// stream out (frame boundaries carry no meaning, spec 2.3).
+#[derive(Clone)]
+pub struct Opener {
+    key: FrameKey,
+    nonce: u64,
+    /// A partial frame: `partial[..partial_len]`.
+    partial: Box<[u8; SEALED_FRAME_SIZE]>,
+    partial_len: usize,
+    /// Decryption work space.
+    work: Box<[u8; SEALED_FRAME_SIZE]>,
+    /// Plaintext recovered during the handshake and not yet handed out.
+    pending: BytesMut,
+    /// Set after the first error: the stream cannot be resynchronised.
+    failed: Option<FrameError>,
+}
+
+impl Opener {
+    /// An opener for the receive key `key`, nonce counter at 0. The handshake builds this; it is
+    /// public for benchmarks and tests that work on raw keys.
+    #[must_use]
+    pub fn new(key: &[u8; 32]) -> Opener {
+        Opener::with_nonce_counter(key, 0)
+    }
+
+    /// An opener whose nonce counter starts at `counter` (tests of nonce exhaustion only).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_nonce_counter(key: &[u8; 32], counter: u64) -> Opener {
+        Opener {
+            key: FrameKey::new(key),
+            nonce: counter,
+            partial: Box::new([0u8; SEALED_FRAME_SIZE]),
+            partial_len: 0,
+            work: Box::new([0u8; SEALED_FRAME_SIZE]),
+            pending: BytesMut::new(),
+            failed: None,
+        }
+    }
+
+    /// The nonce counter the next frame must have been sealed with.
+    #[must_use]
+    pub fn nonce_counter(&self) -> u64 {
+        self.nonce
+    }
+
+    /// How many bytes of an incomplete frame are buffered (at most 1043).
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.partial_len
+    }
+
+    /// Plaintext received before the session started (kept by the handshake).
+    pub(crate) fn set_pending(&mut self, pending: BytesMut) {
+        self.pending = pending;
+    }
+
+    /// Feeds ciphertext in any chunking; appends the recovered plaintext to `out`. A partial
+    /// frame (at most 1043 bytes) is buffered until the rest arrives. After an error every
+    /// further call fails with the same error.
+    pub fn open(&mut self, mut ciphertext: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        if !self.pending.is_empty() {
+            out.extend_from_slice(&self.pending);
+            self.pending = BytesMut::new();
+        }
+        if self.partial_len > 0 {
+            let take = (SEALED_FRAME_SIZE - self.partial_len).min(ciphertext.len());
+            let (head, rest) = ciphertext.split_at(take);
+            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(head);
+            self.partial_len += take;
+            ciphertext = rest;
+            if self.partial_len < SEALED_FRAME_SIZE {
+                return Ok(());
+            }
+            self.partial_len = 0;
+            let frame = *self.partial;
+            self.open_frame(&frame, out)?;
+        }
+        let mut frames = ciphertext.chunks_exact(SEALED_FRAME_SIZE);
+        for frame in &mut frames {
+            self.open_frame(frame, out)?;
+        }
+        let rest = frames.remainder();
+        self.partial[..rest.len()].copy_from_slice(rest);
+        self.partial_len = rest.len();
+        Ok(())
+    }
+
+    /// Call at end of stream: an error if the stream stopped inside a frame.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        match self.partial_len {
+            0 => Ok(()),
+            buffered => Err(FrameError::Truncated { buffered }),
+        }
+    }
+
+    /// Opens one whole sealed frame (`frame.len() == SEALED_FRAME_SIZE`).
+    fn open_frame(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+        let result = self.try_open_frame(frame, out);
+        if let Err(err) = &result {
+            self.failed = Some(err.clone());
+        }
+        result
+    }
+
+    fn try_open_frame(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+        if self.nonce == u64::MAX {
+            return Err(FrameError::NonceExhausted);
+        }
+        let (body, tag) = frame.split_at(TOTAL_FRAME_SIZE);
+        let mut tag_bytes = [0u8; TAG_LEN];
+        tag_bytes.copy_from_slice(tag);
+        let work = &mut self.work[..TOTAL_FRAME_SIZE];
+        work.copy_from_slice(body);
+        if !self.key.open(frame_nonce(self.nonce), work, &tag_bytes) {
+            return Err(self.diagnose(body, &tag_bytes));
+        }
+        self.nonce += 1;
+        let len = u32::from_le_bytes([work[0], work[1], work[2], work[3]]);
+        if len as usize > DATA_MAX_SIZE {
+            return Err(FrameError::ChunkTooLong(len));
+        }
+        out.extend_from_slice(&work[4..4 + len as usize]);
+        Ok(())
+    }
+
+    /// Names a frame that failed to authenticate at the expected nonce by trying a few nonces
+    /// before and after it. Runs only on the failure path (the connection then closes).
+    fn diagnose(&mut self, body: &[u8], tag: &[u8; TAG_LEN]) -> FrameError {
+        let expected = self.nonce;
+        let work = &mut self.work[..TOTAL_FRAME_SIZE];
+        for distance in 1..=DIAGNOSIS_WINDOW {
+            if let Some(found) = expected.checked_sub(distance) {
+                work.copy_from_slice(body);
+                if self.key.open(frame_nonce(found), work, tag) {
+                    return FrameError::Replayed { expected, found };
+                }
+            }
+            if let Some(found) = expected.checked_add(distance).filter(|n| *n < u64::MAX) {
+                work.copy_from_slice(body);
+                if self.key.open(frame_nonce(found), work, tag) {
+                    return FrameError::Reordered { expected, found };
+                }
+            }
+        }
+        FrameError::Tampered { nonce: expected }
+    }
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("nonce", &self.nonce)
+            .field("buffered", &self.partial_len)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(fuzzing)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_any_size() {
+        let mut sealer = Sealer::new(&[1u8; 32]);
+        let mut opener = Opener::new(&[1u8; 32]);
+        for len in [0usize, 1, 1023, 1024, 1025, 5000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut wire = BytesMut::new();
+            sealer.seal(&data, &mut wire).unwrap();
+            assert_eq!(wire.len(), len.div_ceil(1024) * SEALED_FRAME_SIZE);
+            let mut plain = BytesMut::new();
+            opener.open(&wire, &mut plain).unwrap();
+            assert_eq!(&plain[..], &data[..]);
+        }
+        assert_eq!(sealer.nonce_counter(), opener.nonce_counter());
+    }
+}
