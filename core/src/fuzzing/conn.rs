@@ -1,1 +1,166 @@
 //! Fuzz entry points for `conn`.
+//!
+//! - [`conn_packets`]: arbitrary bytes into the MConnection layer directly (below the crypto), and
+//!   the same bytes sealed into an established [`PeerConnection`] (a real SecretConnection
+//!   handshake first; under `cfg(fuzzing)` its crypto is the cheap insecure shim).
+//! - [`nodeinfo`]: the NodeInfo decoder, validator and compatibility check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+
+use crate::conn::{
+    ChannelDescriptor, ConnEvent, ConnectionConfig, Direction, MConnection, NodeInfo,
+    PeerConnection,
+};
+use crate::identity::NodeKey;
+use crate::ids::ChannelId;
+use crate::secret::Handshake;
+use crate::wire::codec::{decode_delimited, encode_delimited};
+use crate::wire::limits::MAX_NODE_INFO_SIZE;
+use crate::wire::proto::DefaultNodeInfo;
+
+/// The base of the fuzzer's virtual clock; only durations are added to it.
+#[allow(clippy::disallowed_methods)]
+fn base() -> Instant {
+    Instant::now()
+}
+
+fn channels() -> Arc<[ChannelDescriptor]> {
+    let mut small = ChannelDescriptor::new(ChannelId(0x20), 6);
+    small.recv_message_capacity = 4096;
+    small.send_queue_capacity = 4;
+    vec![ChannelDescriptor::pex(), small].into()
+}
+
+fn info(key: &NodeKey) -> NodeInfo {
+    NodeInfo::new(
+        key.node_id(),
+        "fuzz",
+        "tcp://127.0.0.1:26656",
+        "fuzz",
+        [ChannelId(0x00), ChannelId(0x20)],
+    )
+}
+
+/// Feeds `data` to an MConnection in chunks whose sizes come from the data, interleaving
+/// timeouts, sends and polls; then the same bytes, sealed, to an established PeerConnection.
+pub fn conn_packets(data: &[u8]) {
+    let now = base();
+    let config = Arc::new(ConnectionConfig::default());
+    let chans = channels();
+    let mut m = MConnection::new(
+        now,
+        config.clone(),
+        chans.clone(),
+        &[ChannelId(0x00), ChannelId(0x20)],
+    );
+    let mut t = now;
+    let mut rest = data;
+    while let Some((&ctl, tail)) = rest.split_first() {
+        let n = usize::from(ctl & 0x3f).min(tail.len());
+        let (chunk, tail) = tail.split_at(n);
+        rest = tail;
+        if ctl & 0x40 != 0 {
+            t += Duration::from_secs(u64::from(ctl & 0x3f));
+            if m.handle_timeout(t).is_err() {
+                return;
+            }
+            let _ = m.send(ChannelId(0x20), Bytes::copy_from_slice(chunk));
+        }
+        if m.handle_plaintext(t, chunk).is_err() {
+            break;
+        }
+        while m.poll_message().is_some() {}
+        if ctl & 0x80 != 0 {
+            let _ = m.poll_plaintext(t, usize::from(ctl) * 64);
+        }
+        let _ = m.poll_timeout();
+    }
+
+    // The full pipeline: handshake with a hand-driven peer, NodeInfo, then the fuzz bytes.
+    let ours = NodeKey::from_seed([1; 32]);
+    let theirs = NodeKey::from_seed([2; 32]);
+    let mut conn = PeerConnection::new(
+        now,
+        config,
+        chans,
+        Arc::new(info(&ours)),
+        &ours,
+        [3; 32],
+        Direction::Inbound,
+        None,
+    );
+    let mut hs = Handshake::new(&theirs, [4; 32]);
+    for _ in 0..8 {
+        while let Some(b) = hs.poll_transmit() {
+            conn.handle_received(now, &b);
+        }
+        while let Some(b) = conn.poll_transmit(now) {
+            conn.handle_sent(now, b.len());
+            if !hs.is_complete() && hs.handle_received(&b).is_err() {
+                return;
+            }
+        }
+        if hs.is_complete() {
+            break;
+        }
+    }
+    let Ok(mut session) = hs.into_session() else {
+        return;
+    };
+    let mut plain = BytesMut::new();
+    encode_delimited(&info(&theirs).to_proto(), &mut plain);
+    plain.extend_from_slice(data);
+    let mut sealed = BytesMut::new();
+    if session.sealer.seal(&plain, &mut sealed).is_err() {
+        return;
+    }
+    for chunk in sealed.chunks(700) {
+        conn.handle_received(now, chunk);
+    }
+    let mut established = false;
+    while let Some(event) = conn.poll_event() {
+        if let ConnEvent::Established { .. } = event {
+            established = true;
+        }
+    }
+    assert!(
+        established,
+        "a valid NodeInfo must establish the connection"
+    );
+    let _ = conn.send(now, ChannelId(0x20), Bytes::from_static(b"x"));
+    let later = now + Duration::from_secs(100);
+    conn.handle_timeout(later);
+    while let Some(b) = conn.poll_transmit(later) {
+        conn.handle_sent(later, b.len());
+    }
+    while conn.poll_event().is_some() {}
+}
+
+/// Decodes `data` as a delimited and as a bare NodeInfo, validates it and checks compatibility;
+/// whatever converts must survive a round trip.
+pub fn nodeinfo(data: &[u8]) {
+    let local = info(&NodeKey::from_seed([1; 32]));
+    let mut candidates = Vec::new();
+    if let Ok(Some((p, _))) = decode_delimited::<DefaultNodeInfo>(data, MAX_NODE_INFO_SIZE) {
+        candidates.push(p);
+    }
+    if data.len() <= MAX_NODE_INFO_SIZE
+        && let Ok(p) = DefaultNodeInfo::decode(data)
+    {
+        candidates.push(p);
+    }
+    for p in candidates {
+        let Ok(ni) = NodeInfo::from_proto(p) else {
+            continue;
+        };
+        let valid = ni.validate();
+        let _ = local.compatible_with(&ni);
+        let again = NodeInfo::from_proto(ni.to_proto()).expect("a converted NodeInfo re-converts");
+        assert_eq!(again, ni);
+        assert_eq!(again.validate(), valid);
+    }
+}

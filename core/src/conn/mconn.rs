@@ -1,0 +1,456 @@
+//! The MConnection (spec 4) over the plaintext byte stream: packets in and out, channel
+//! scheduling, keep-alive, flush throttle and rate limits. It sits below nothing and above the
+//! SecretConnection; [`super::PeerConnection`] seals what it produces and feeds it what was opened.
+//! It is usable alone (tests and the `conn_packets` fuzz target drive it directly).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+
+use super::channel::{ChannelDescriptor, RecvChannel, SendChannel};
+use super::config::ConnectionConfig;
+use super::error::{CloseReason, ProtocolViolation, SendError, TimeoutKind};
+use crate::ids::{ChannelId, NodeId};
+use crate::wire::codec::{CodecError, encode_delimited, read_length_prefix};
+use crate::wire::limits::max_packet_size;
+use crate::wire::proto::{self, Packet, PacketMsg, packet};
+
+/// Written packets are flushed at once when this many bytes are waiting (Go's 64 KiB writer).
+pub const FLUSH_THRESHOLD: usize = 64 * 1024;
+/// `recently_sent` decays by ×0.8 this often.
+pub const DECAY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Traffic counters of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// The channel.
+    pub id: ChannelId,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Messages waiting in the send queue (not counting the one in progress).
+    pub queued_messages: usize,
+    /// Payload bytes accepted by `send` and not yet packetised.
+    pub pending_bytes: usize,
+}
+
+/// Traffic counters of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Per registered channel, in registration order.
+    pub channels: Vec<ChannelStats>,
+    /// Bytes handed out by `poll_transmit` (including handshake and encryption overhead).
+    pub wire_bytes_sent: u64,
+    /// Bytes passed to `handle_received`.
+    pub wire_bytes_received: u64,
+    /// Bytes produced but not yet reported taken by `handle_sent`.
+    pub unflushed_bytes: usize,
+}
+
+/// The MConnection state machine on plaintext.
+#[derive(Debug)]
+pub struct MConnection {
+    config: Arc<ConnectionConfig>,
+    channels: Arc<[ChannelDescriptor]>,
+    send: Vec<SendChannel>,
+    recv: Vec<RecvChannel>,
+    /// Bitmap of the channel ids the peer advertised.
+    peer_channels: [u64; 4],
+    max_packet: usize,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    flush_at: Option<Instant>,
+    flush_now: bool,
+    send_bucket: super::ratelimit::TokenBucket,
+    recv_bucket: super::ratelimit::TokenBucket,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+    pong_pending: bool,
+    next_decay: Instant,
+    messages: VecDeque<(ChannelId, Bytes)>,
+}
+
+fn bit(set: &[u64; 4], ch: ChannelId) -> bool {
+    set[usize::from(ch.0 >> 6)] & (1 << (ch.0 & 63)) != 0
+}
+
+impl MConnection {
+    /// A fresh MConnection; `peer_channels` are the channels the peer advertised (we only send
+    /// on those).
+    #[must_use]
+    pub fn new(
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        channels: Arc<[ChannelDescriptor]>,
+        peer_channels: &[ChannelId],
+    ) -> Self {
+        let mut set = [0u64; 4];
+        for ch in peer_channels {
+            set[usize::from(ch.0 >> 6)] |= 1 << (ch.0 & 63);
+        }
+        MConnection {
+            send: channels.iter().map(|_| SendChannel::new()).collect(),
+            recv: channels.iter().map(|_| RecvChannel::new()).collect(),
+            peer_channels: set,
+            max_packet: max_packet_size(config.max_packet_payload),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            flush_at: None,
+            flush_now: false,
+            send_bucket: super::ratelimit::TokenBucket::new(now, config.send_rate),
+            recv_bucket: super::ratelimit::TokenBucket::new(now, config.recv_rate),
+            next_ping: now + config.ping_interval,
+            pong_deadline: None,
+            pong_pending: false,
+            next_decay: now + DECAY_INTERVAL,
+            messages: VecDeque::new(),
+            config,
+            channels,
+        }
+    }
+
+    fn index(&self, ch: ChannelId) -> Option<usize> {
+        self.channels.iter().position(|d| d.id == ch)
+    }
+
+    /// Queues `msg` on `channel`; a full queue hands the message back.
+    pub fn send(&mut self, channel: ChannelId, msg: Bytes) -> Result<(), SendError> {
+        let idx = self
+            .index(channel)
+            .ok_or(SendError::UnknownChannel(channel))?;
+        if !bit(&self.peer_channels, channel) {
+            return Err(SendError::NotAdvertisedByPeer(channel));
+        }
+        let desc = &self.channels[idx];
+        let ch = &mut self.send[idx];
+        if ch.queue.len() >= desc.effective_queue() {
+            return Err(SendError::Full(msg));
+        }
+        ch.pending_bytes += msg.len();
+        ch.queue.push_back(msg);
+        Ok(())
+    }
+
+    /// Whether a send on `channel` would be accepted now (registered, advertised, queue room).
+    #[must_use]
+    pub fn can_send(&self, channel: ChannelId) -> bool {
+        self.index(channel).is_some_and(|i| {
+            bit(&self.peer_channels, channel)
+                && self.send[i].queue.len() < self.channels[i].effective_queue()
+        })
+    }
+
+    /// Whether the peer advertised `channel`.
+    #[must_use]
+    pub fn peer_has_channel(&self, channel: ChannelId) -> bool {
+        bit(&self.peer_channels, channel)
+    }
+
+    /// Whether any message is queued or partly sent, or packets wait to be flushed.
+    #[must_use]
+    pub fn has_pending_send(&self) -> bool {
+        !self.wbuf.is_empty() || self.pong_pending || self.send.iter().any(|c| c.has_pending())
+    }
+
+    /// Received plaintext waiting for the receive rate limit.
+    #[must_use]
+    pub fn recv_backlog(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// The receive buffer, for an opener to append plaintext to without a copy; follow with
+    /// [`Self::handle_plaintext`] (with an empty slice) to process it.
+    pub(crate) fn recv_buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// Takes received plaintext and processes as many packets as the receive rate allows.
+    pub fn handle_plaintext(&mut self, now: Instant, data: &[u8]) -> Result<(), CloseReason> {
+        self.rbuf.extend_from_slice(data);
+        self.process(now)?;
+        if self.rbuf.len() > self.config.recv_backlog {
+            return Err(CloseReason::RecvBacklog {
+                limit: self.config.recv_backlog,
+            });
+        }
+        Ok(())
+    }
+
+    /// Expires the pong deadline and resumes receive processing held back by the rate limit.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), CloseReason> {
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            return Err(CloseReason::Timeout(TimeoutKind::Pong));
+        }
+        self.process(now)
+    }
+
+    fn process(&mut self, now: Instant) -> Result<(), CloseReason> {
+        while !self.rbuf.is_empty() && self.recv_bucket.ready(now) {
+            let (body_len, prefix_len) = match read_length_prefix(&self.rbuf, self.max_packet) {
+                Ok(Some(v)) => v,
+                Ok(None) => break,
+                Err(CodecError::TooLarge { len, max }) => {
+                    return Err(ProtocolViolation::OversizedPacket { len, max }.into());
+                }
+                Err(e) => return Err(ProtocolViolation::Undecodable(e).into()),
+            };
+            let total = prefix_len + body_len;
+            if self.rbuf.len() < total {
+                break;
+            }
+            let frame = self.rbuf.split_to(total).freeze();
+            let body = frame.slice(prefix_len..);
+            self.recv_bucket.consume(total);
+            self.handle_packet(body)?;
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > FLUSH_THRESHOLD {
+            self.rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn handle_packet(&mut self, body: Bytes) -> Result<(), CloseReason> {
+        let packet = match Packet::decode(body.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                if looks_like_node_info(&body) {
+                    return Err(ProtocolViolation::SecondNodeInfo.into());
+                }
+                return Err(ProtocolViolation::Undecodable(CodecError::Decode(e)).into());
+            }
+        };
+        match packet.sum {
+            None => {
+                if looks_like_node_info(&body) {
+                    return Err(ProtocolViolation::SecondNodeInfo.into());
+                }
+                Err(ProtocolViolation::EmptyPacket.into())
+            }
+            Some(packet::Sum::PacketPing(_)) | Some(packet::Sum::PacketPong(_))
+                if body.len() > 2 && looks_like_node_info(&body) =>
+            {
+                Err(ProtocolViolation::SecondNodeInfo.into())
+            }
+            Some(packet::Sum::PacketPing(_)) => {
+                self.pong_pending = true;
+                Ok(())
+            }
+            Some(packet::Sum::PacketPong(_)) => {
+                self.pong_deadline = None;
+                Ok(())
+            }
+            Some(packet::Sum::PacketMsg(msg)) => self.handle_msg(msg),
+        }
+    }
+
+    fn handle_msg(&mut self, msg: PacketMsg) -> Result<(), CloseReason> {
+        let Some(idx) = u8::try_from(msg.channel_id)
+            .ok()
+            .and_then(|c| self.index(ChannelId(c)))
+        else {
+            return Err(ProtocolViolation::UnknownChannel(msg.channel_id).into());
+        };
+        let desc = &self.channels[idx];
+        match self.recv[idx].push(desc, msg.data, msg.eof) {
+            Ok(Some(message)) => {
+                self.messages.push_back((desc.id, message));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(o) => Err(ProtocolViolation::OversizedMessage {
+                channel: desc.id,
+                size: o.size,
+                max: o.max,
+            }
+            .into()),
+        }
+    }
+
+    /// The next complete message received.
+    #[must_use]
+    pub fn poll_message(&mut self) -> Option<(ChannelId, Bytes)> {
+        self.messages.pop_front()
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let mut periods = 0;
+        while now >= self.next_decay {
+            periods += 1;
+            if periods > 64 {
+                for ch in &mut self.send {
+                    ch.recently_sent = 0;
+                }
+                self.next_decay = now + DECAY_INTERVAL;
+                return;
+            }
+            for ch in &mut self.send {
+                ch.recently_sent = ch.recently_sent * 8 / 10;
+            }
+            self.next_decay += DECAY_INTERVAL;
+        }
+    }
+
+    /// The channel to serve next: pending data, least `recently_sent / priority`, ties by
+    /// registration order.
+    fn select(&self) -> Option<usize> {
+        let mut best: Option<(usize, u64, u64)> = None;
+        for (i, ch) in self.send.iter().enumerate() {
+            if !ch.has_pending() {
+                continue;
+            }
+            let prio = self.channels[i].effective_priority();
+            let better = match best {
+                None => true,
+                Some((_, bs, bp)) => {
+                    u128::from(ch.recently_sent) * u128::from(bp)
+                        < u128::from(bs) * u128::from(prio)
+                }
+            };
+            if better {
+                best = Some((i, ch.recently_sent, prio));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+
+    fn write_packet(&mut self, packet: &Packet) -> usize {
+        let before = self.wbuf.len();
+        encode_delimited(packet, &mut self.wbuf);
+        self.wbuf.len() - before
+    }
+
+    /// Produces plaintext to seal and send, if any is due. `room` is how many more unflushed bytes
+    /// the send budget allows; no packet is written once the written bytes reach it.
+    #[must_use]
+    pub fn poll_plaintext(&mut self, now: Instant, room: usize) -> Option<BytesMut> {
+        self.decay(now);
+        const CONTROL_LEN: usize = 3;
+        if now >= self.next_ping && self.wbuf.len() + CONTROL_LEN <= room {
+            self.write_packet(&Packet {
+                sum: Some(packet::Sum::PacketPing(proto::PacketPing {})),
+            });
+            self.flush_now = true;
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = Some(now + self.config.pong_timeout);
+            }
+            self.next_ping = now + self.config.ping_interval;
+        }
+        if self.pong_pending && self.wbuf.len() + CONTROL_LEN <= room {
+            self.write_packet(&Packet {
+                sum: Some(packet::Sum::PacketPong(proto::PacketPong {})),
+            });
+            self.pong_pending = false;
+            self.flush_now = true;
+        }
+        let payload = self.config.max_packet_payload;
+        let batch = self.config.packets_per_batch.max(1);
+        'batches: while self.wbuf.len() < room
+            && self.wbuf.len() < FLUSH_THRESHOLD
+            && self.send_bucket.ready(now)
+        {
+            let mut written = 0;
+            let mut wrote_any = false;
+            for _ in 0..batch {
+                if self.wbuf.len() >= room {
+                    break;
+                }
+                let Some(idx) = self.select() else {
+                    break;
+                };
+                let id = self.channels[idx].id;
+                let Some((data, eof)) = self.send[idx].next_chunk(payload) else {
+                    break;
+                };
+                let n = self.write_packet(&Packet {
+                    sum: Some(packet::Sum::PacketMsg(PacketMsg {
+                        channel_id: i32::from(id.0),
+                        eof,
+                        data,
+                    })),
+                });
+                self.send[idx].recently_sent += n as u64;
+                written += n;
+                wrote_any = true;
+            }
+            self.send_bucket.consume(written);
+            if !wrote_any {
+                break 'batches;
+            }
+            if self.flush_at.is_none() {
+                self.flush_at = Some(now + self.config.flush_throttle);
+            }
+        }
+        if self.wbuf.is_empty() {
+            self.flush_now = false;
+            self.flush_at = None;
+            return None;
+        }
+        let due = self.flush_now
+            || self.wbuf.len() >= FLUSH_THRESHOLD
+            || self.wbuf.len() >= room
+            || self.flush_at.is_some_and(|t| now >= t);
+        if !due {
+            return None;
+        }
+        self.flush_now = false;
+        self.flush_at = None;
+        Some(self.wbuf.split())
+    }
+
+    /// Like [`Self::poll_plaintext`] but flushes whatever is written, ignoring the throttle
+    /// (used when closing after a flush).
+    #[must_use]
+    pub fn poll_plaintext_now(&mut self, now: Instant, room: usize) -> Option<BytesMut> {
+        self.flush_now = true;
+        self.poll_plaintext(now, room)
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] or [`Self::poll_plaintext`] has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_ping);
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        min(self.pong_deadline);
+        if !self.wbuf.is_empty() {
+            min(self.flush_at);
+        }
+        if self.send.iter().any(SendChannel::has_pending) {
+            min(self.send_bucket.ready_at());
+        }
+        if !self.rbuf.is_empty() {
+            min(self.recv_bucket.ready_at());
+        }
+        t
+    }
+
+    /// Per-channel counters.
+    #[must_use]
+    pub fn channel_stats(&self) -> Vec<ChannelStats> {
+        self.channels
+            .iter()
+            .zip(self.send.iter().zip(&self.recv))
+            .map(|(d, (s, r))| ChannelStats {
+                id: d.id,
+                bytes_sent: s.bytes_sent,
+                bytes_received: r.bytes_received,
+                queued_messages: s.queue.len(),
+                pending_bytes: s.pending_bytes,
+            })
+            .collect()
+    }
+}
+
+/// Whether a Packet body is really a `DefaultNodeInfo` (a node id in field 2): what a peer that
+/// sends its NodeInfo twice puts on the Packet stream.
+fn looks_like_node_info(body: &[u8]) -> bool {
+    proto::DefaultNodeInfo::decode(body)
+        .is_ok_and(|ni| ni.default_node_id.parse::<NodeId>().is_ok())
+}
