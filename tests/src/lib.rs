@@ -1,1 +1,4 @@
 //! Cross-crate tests: simulated networks, loopback networks on both runtimes, interop with a real CometBFT.
+
+pub mod blocking;
+pub mod cometbft;

@@ -1,0 +1,536 @@
+//! Interop with real CometBFT nodes (v0.38.26 and v0.34.35), on loopback.
+//!
+//! Every test starts its own CometBFT processes in temporary homes (`CometBft` guards kill them
+//! by process id when dropped, pass or fail, and print their log tail on failure). The tests need
+//! the `cometbft` binaries, so they are ignored in a plain `cargo test`; run them with
+//!
+//! ```sh
+//! tests/interop/install-cometbft.sh
+//! cargo test -p cometmesh-tests --test interop -- --ignored --test-threads=1
+//! ```
+//!
+//! `.ci/run` does exactly that. What each test found about the spec is written down in
+//! `tests/interop/README.md` ("Spec vs node").
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cometmesh_core::ChannelId;
+use cometmesh_core::conn::{CloseReason, ConnEvent, ConnectionConfig, NodeInfo, NodeInfoError};
+use cometmesh_core::identity::NodeKey;
+use cometmesh_core::ids::NodeId;
+use cometmesh_core::secret::{Handshake, Opener, SEALED_FRAME_SIZE};
+use cometmesh_core::wire::codec::encode_delimited;
+use cometmesh_core::wire::messages::decode_pex_message;
+use cometmesh_core::wire::proto::{self, Packet, PexMessage, packet, pex_message};
+use cometmesh_tests::blocking::{BlockingConn, End, Local, Stop, now};
+use cometmesh_tests::cometbft::{CometBft, NodeOptions, Version, free_port};
+use prost::Message as _;
+
+const CHAIN: &str = "interop-chain";
+
+/// Party A of `secret_connection_handshake_kat.derived.json` (shared/reference/cometbft):
+/// Ed25519 seed, X25519 ephemeral secret, and the 35-byte ephemeral message the vector gives.
+const KAT_A_SEED: &str = "a62d75665a4ade0ff35b9f9601f252f41be5a1fd6e1fbbd9221865a9c9ff44e6";
+const KAT_A_EPH: &str = "4925d8191b778537db07115e762e3ab810b1c6907a6e61a2f0bce2f943725fe9";
+const KAT_A_EPH_MSG: &str =
+    "220a20b5b629af0a1250474f6d7159d6af8c902b160f0ce8e7ac2ab0c40f3dec22fa55";
+const KAT_A_ID: &str = "7627de929814c7484dc6bf94f60166ab3115b316";
+/// Party B of the same vector: its `node_key.json` (given to the CometBFT node) and its id.
+const KAT_B_NODE_KEY_JSON: &str = r#"{"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": "iJJmG06SXZaxlB2/QLj4bDlqB6JfMCt2GSTnBym6bCQxYIL/JSqivbgwJPJxJbu1l6aUmcjboEpIB7Ily5qqSA=="}}"#;
+const KAT_B_ID: &str = "b270a6f185a79d09f21d193994149623d5fcfcf9";
+const KAT_B_PUBKEY: &str = "316082ff252aa2bdb83024f27125bbb597a69499c8dba04a4807b225cb9aaa48";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn unhex32(s: &str) -> [u8; 32] {
+    unhex(s).try_into().expect("32 bytes")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn secs(n: u64) -> Instant {
+    now() + Duration::from_secs(n)
+}
+
+fn start(opts: &NodeOptions) -> CometBft {
+    CometBft::start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An address CometBFT can keep in its book but never reach: a fixed id on a closed port.
+fn unreachable_peer() -> (NodeId, u16, String) {
+    let id = NodeKey::from_seed([0xee; 32]).node_id();
+    let port = free_port();
+    (id, port, format!("{id}@127.0.0.1:{port}"))
+}
+
+/// Our side for conn-level tests: only the PEX channel, fast keep-alive (ping every second,
+/// pong due within 800 ms), so several ping rounds fit in a few seconds.
+fn local(seed: u8, chain: &str) -> Local {
+    let mut l = Local::pex_only(
+        NodeKey::from_seed([seed; 32]),
+        chain,
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        &format!("cometmesh-{seed}"),
+    );
+    l.config = Arc::new(ConnectionConfig {
+        ping_interval: Duration::from_secs(1),
+        pong_timeout: Duration::from_millis(800),
+        ..ConnectionConfig::default()
+    });
+    l
+}
+
+fn pex_request() -> Bytes {
+    PexMessage::request().encode_to_vec().into()
+}
+
+// ------------------------------------------------------------------------------------------
+// cometmesh dials CometBFT (conn level, blocking driver)
+// ------------------------------------------------------------------------------------------
+
+/// SecretConnection, NodeInfo and MConnection complete against the node; our PEX request is
+/// answered with the address the node knows; our pings (every 1 s, pong due in 800 ms) are
+/// answered for 6 s; the node's `/net_info` lists us.
+fn conn_dial(version: Version) {
+    let (fake_id, fake_port, fake) = unreachable_peer();
+    let mut opts = NodeOptions::new("dialled", version, CHAIN);
+    // CometBFT puts its persistent peers into its address book at start (spec 7.4), so it has
+    // an address to answer our PEX request with.
+    opts.persistent_peers = fake;
+    let node = start(&opts);
+    let me = local(1, CHAIN);
+
+    let mut c = BlockingConn::dial(&me, node.p2p_addr(), Some(node.id()), [7; 32]).expect("dial");
+    let remote = c.establish(secs(10)).expect("established");
+    assert_eq!(remote.id, node.id());
+    assert_eq!(remote.network, CHAIN);
+    assert_eq!((remote.protocol.p2p, remote.protocol.block), (8, 11));
+    assert!(remote.has_channel(ChannelId::PEX), "{remote:?}");
+    assert!(
+        remote.version.starts_with(version.pinned()),
+        "{}",
+        remote.version
+    );
+
+    c.send(ChannelId::PEX, pex_request())
+        .expect("send pex request");
+    let reply = match c.run_until(
+        secs(10),
+        |e| matches!(e, ConnEvent::Message { channel, .. } if *channel == ChannelId::PEX),
+    ) {
+        Stop::Event(ConnEvent::Message { payload, .. }) => payload,
+        other => panic!("no PEX reply: {other:?}, end {:?}", c.end()),
+    };
+    let addrs = match decode_pex_message(&reply).expect("pex reply decodes") {
+        pex_message::Sum::PexAddrs(a) => a.addrs,
+        other => panic!("expected PexAddrs, got {other:?}"),
+    };
+    assert!(
+        addrs.iter().any(|a| a.id == fake_id.to_string()
+            && a.ip == "127.0.0.1"
+            && a.port == u32::from(fake_port)),
+        "reply {addrs:?} lacks the node's persistent peer {fake_id}@127.0.0.1:{fake_port}"
+    );
+
+    // Six of our ping intervals: each ping must be answered within 800 ms or the connection
+    // closes with a pong timeout. Each pong arrives in a 1044-byte frame of its own.
+    let before = c.bytes_in;
+    let stop = c.run_until(secs(6), |_| false);
+    assert!(
+        matches!(stop, Stop::Deadline),
+        "connection ended during the ping rounds: {:?}",
+        c.end()
+    );
+    let frames = (c.bytes_in - before) / SEALED_FRAME_SIZE as u64;
+    assert!(
+        frames >= 5,
+        "only {frames} frames (pongs) in 6 s of 1 s pings"
+    );
+
+    assert!(
+        node.lists_peer(me.info.id).expect("net_info"),
+        "/net_info lacks us"
+    );
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_dials_cometbft_v038() {
+    conn_dial(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_dials_cometbft_v034() {
+    conn_dial(Version::V034);
+}
+
+// ------------------------------------------------------------------------------------------
+// Frame level: the derived handshake vector against the node, and what the node puts in frames
+// ------------------------------------------------------------------------------------------
+
+fn read_frame(s: &mut TcpStream) -> [u8; SEALED_FRAME_SIZE] {
+    let mut f = [0u8; SEALED_FRAME_SIZE];
+    s.read_exact(&mut f).expect("read a 1044-byte frame");
+    f
+}
+
+/// Opens one frame and returns its plaintext (the opener keeps the stream's nonce).
+fn open_frame(opener: &mut Opener, f: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    opener.open(f, &mut out).expect("frame opens");
+    out
+}
+
+/// Drives the handshake by hand with party A of the derived vector (its node key and its
+/// ephemeral secret) against a node that runs with party B's `node_key.json`, and records the
+/// node's frames one by one: the AuthSig frame, the NodeInfo frame(s), the PexAddrs reply and
+/// the Pong.
+fn frames(version: Version) {
+    let mut opts = NodeOptions::new("kat-b", version, CHAIN);
+    opts.node_key_json = Some(KAT_B_NODE_KEY_JSON.to_owned());
+    let node = start(&opts);
+    assert_eq!(
+        node.id().to_string(),
+        KAT_B_ID,
+        "the node took party B's key"
+    );
+
+    let key = NodeKey::from_seed(unhex32(KAT_A_SEED));
+    assert_eq!(key.node_id().to_string(), KAT_A_ID);
+    let mut hs = Handshake::new(&key, unhex32(KAT_A_EPH));
+    let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+
+    let eph = hs.poll_transmit().expect("ephemeral message");
+    assert_eq!(
+        hex(&eph),
+        KAT_A_EPH_MSG,
+        "our ephemeral message is the vector's"
+    );
+    s.write_all(&eph).unwrap();
+    let mut theirs = [0u8; 35];
+    s.read_exact(&mut theirs).expect("node's ephemeral message");
+    assert_eq!(
+        theirs[..3],
+        [0x22, 0x0a, 0x20],
+        "node's ephemeral message prefix"
+    );
+    hs.handle_received(&theirs).expect("node's ephemeral key");
+    let schedule = hs.key_schedule().expect("key schedule").clone();
+    let auth = hs.poll_transmit().expect("our AuthSig frame");
+    assert_eq!(auth.len(), SEALED_FRAME_SIZE);
+    s.write_all(&auth).unwrap();
+
+    // The node's AuthSig: alone in frame 0, 103 bytes, party B's key.
+    let auth_frame = read_frame(&mut s);
+    let mut opener = Opener::new(&schedule.recv_key);
+    let plain = open_frame(&mut opener, &auth_frame);
+    assert_eq!(plain.len(), 103, "AuthSig frame plaintext: {}", hex(&plain));
+    assert_eq!(plain[..5], [0x66, 0x0a, 0x22, 0x0a, 0x20]);
+    assert_eq!(hex(&plain[5..37]), KAT_B_PUBKEY);
+    assert_eq!(plain[37..39], [0x12, 0x40]);
+    hs.handle_received(&auth_frame)
+        .expect("node's AuthSig verifies");
+    assert!(hs.is_complete());
+    let session = hs.into_session().expect("session");
+    assert_eq!(session.remote_node_id().to_string(), KAT_B_ID);
+    let mut sealer = session.sealer;
+
+    // The node's NodeInfo: one delimited message in a frame of its own (it is < 1024 bytes).
+    let plain = open_frame(&mut opener, &read_frame(&mut s));
+    let (info, used) = cometmesh_core::wire::messages::decode_node_info(&plain)
+        .expect("node info decodes")
+        .expect("node info complete in one frame");
+    assert_eq!(used, plain.len(), "NodeInfo frame holds nothing else");
+    eprintln!("node info from CometBFT {:?}: {info:#?}", version);
+    check_stock_node_info(&info, &node, version);
+
+    // Our NodeInfo, then a PexRequest packet: the spec's byte example.
+    let ours = NodeInfo::new(
+        key.node_id(),
+        CHAIN,
+        format!("tcp://127.0.0.1:{}", free_port()),
+        "kat-a",
+        [ChannelId::PEX],
+    );
+    let mut plain = BytesMut::new();
+    encode_delimited(&ours.to_proto(), &mut plain);
+    let mut wire = BytesMut::new();
+    sealer.seal(&plain, &mut wire).unwrap();
+    let mut req = BytesMut::new();
+    encode_delimited(&Packet::msg(ChannelId::PEX, true, pex_request()), &mut req);
+    assert_eq!(
+        hex(&req),
+        "081a0610011a020a00",
+        "spec 4.1 PexRequest packet bytes"
+    );
+    sealer.seal(&req, &mut wire).unwrap();
+    s.write_all(&wire).unwrap();
+
+    let mut got_addrs = false;
+    let mut frames_seen = Vec::new();
+    for _ in 0..8 {
+        let plain = open_frame(&mut opener, &read_frame(&mut s));
+        frames_seen.push(hex(&plain));
+        let (sum, used) = cometmesh_core::wire::messages::decode_packet(&plain, 1034)
+            .expect("packet decodes")
+            .expect("packet complete in its frame");
+        assert_eq!(used, plain.len(), "one packet per frame: {}", hex(&plain));
+        if let packet::Sum::PacketMsg(m) = sum {
+            assert_eq!(m.channel_id, 0);
+            assert!(m.eof);
+            assert!(matches!(
+                decode_pex_message(&m.data),
+                Ok(pex_message::Sum::PexAddrs(_))
+            ));
+            got_addrs = true;
+            break;
+        }
+    }
+    assert!(
+        got_addrs,
+        "no PexAddrs among the node's frames {frames_seen:?}"
+    );
+
+    // A Ping is answered by a Pong, flushed at once, alone in its frame: `02 12 00`.
+    let mut ping = BytesMut::new();
+    encode_delimited(&Packet::ping(), &mut ping);
+    assert_eq!(hex(&ping), "020a00");
+    let mut wire = BytesMut::new();
+    sealer.seal(&ping, &mut wire).unwrap();
+    let t = now();
+    s.write_all(&wire).unwrap();
+    let plain = open_frame(&mut opener, &read_frame(&mut s));
+    assert_eq!(hex(&plain), "021200", "the node's answer to a ping");
+    assert!(
+        now() - t < Duration::from_millis(500),
+        "pong took {:?}",
+        now() - t
+    );
+    assert!(node.lists_peer(key.node_id()).expect("net_info"));
+}
+
+/// What a stock node announces (spec 3.4), as observed.
+fn check_stock_node_info(info: &proto::DefaultNodeInfo, node: &CometBft, version: Version) {
+    let pv = info.protocol_version.as_ref().expect("protocol version");
+    assert_eq!((pv.p2p, pv.block), (8, 11));
+    assert_eq!(info.default_node_id, node.id().to_string());
+    assert_eq!(
+        info.listen_addr,
+        format!("tcp://127.0.0.1:{}", node.p2p_port())
+    );
+    assert_eq!(info.network, CHAIN);
+    assert_eq!(info.version, version.pinned());
+    assert_eq!(
+        hex(&info.channels),
+        "402021222330386061".to_owned() + "00",
+        "channels (spec 3.4: 40 20 21 22 23 30 38 60 61 then 00 with PEX)"
+    );
+    let other = info.other.as_ref().expect("other");
+    assert_eq!(other.tx_index, "on");
+    assert_eq!(
+        other.rpc_address,
+        format!("tcp://127.0.0.1:{}", node.rpc_port())
+    );
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn frames_and_derived_kat_v038() {
+    frames(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn frames_and_derived_kat_v034() {
+    frames(Version::V034);
+}
+
+/// A TCP connection that never starts the handshake is closed by the node after its hard-coded
+/// 3 s handshake deadline, not the 5 s `p2p.handshake_timeout` its config.toml sets (spec 3.1).
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_handshake_deadline_is_hard_coded() {
+    let node = start(&NodeOptions::new("silent", Version::V038, CHAIN));
+    let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t = now();
+    let mut eph = [0u8; 35];
+    s.read_exact(&mut eph)
+        .expect("the node sends its ephemeral key at once");
+    let mut rest = [0u8; 64];
+    let r = s.read(&mut rest);
+    let took = now() - t;
+    assert!(
+        matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected the node to close, got {r:?} after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "closed after {took:?}; spec 3.1 says 3 s whatever handshake_timeout (5 s here) says"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Refusals with typed reasons (conn level)
+// ------------------------------------------------------------------------------------------
+
+/// A node of another chain: the handshake completes, then our side refuses its NodeInfo with
+/// `IncompatibleNetwork`.
+fn conn_other_chain(version: Version) {
+    let node = start(&NodeOptions::new(
+        "other-chain",
+        version,
+        "some-other-chain",
+    ));
+    let me = local(2, CHAIN);
+    let mut c = BlockingConn::dial(&me, node.p2p_addr(), Some(node.id()), [8; 32]).expect("dial");
+    let _ = c.run_to_end(secs(10));
+    match c.end() {
+        Some(End::Closed(CloseReason::NodeInfo(NodeInfoError::IncompatibleNetwork {
+            ours,
+            theirs,
+        }))) => {
+            assert_eq!(ours, CHAIN);
+            assert_eq!(theirs, "some-other-chain");
+        }
+        other => panic!("expected IncompatibleNetwork, got {other:?}"),
+    }
+    assert!(!node.lists_peer(me.info.id).expect("net_info"));
+}
+
+/// Dialling the node's address with another id: refused with `DialedIdMismatch` right after the
+/// SecretConnection handshake (before any NodeInfo).
+fn conn_wrong_id(version: Version) {
+    let node = start(&NodeOptions::new("wrong-id", version, CHAIN));
+    let me = local(3, CHAIN);
+    let wrong = NodeKey::from_seed([0x42; 32]).node_id();
+    let mut c = BlockingConn::dial(&me, node.p2p_addr(), Some(wrong), [9; 32]).expect("dial");
+    let _ = c.run_to_end(secs(10));
+    match c.end() {
+        Some(End::Closed(CloseReason::NodeInfo(NodeInfoError::DialedIdMismatch {
+            dialled,
+            authenticated,
+        }))) => {
+            assert_eq!(*dialled, wrong);
+            assert_eq!(*authenticated, node.id());
+        }
+        other => panic!("expected DialedIdMismatch, got {other:?}"),
+    }
+    assert!(
+        !c.events
+            .iter()
+            .any(|e| matches!(e, ConnEvent::Established { .. })),
+        "{:?}",
+        c.events
+    );
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_refuses_other_chain_v038() {
+    conn_other_chain(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_refuses_wrong_dialled_id_v038() {
+    conn_wrong_id(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_refuses_other_chain_v034() {
+    conn_other_chain(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_refuses_wrong_dialled_id_v034() {
+    conn_wrong_id(Version::V034);
+}
+
+// ------------------------------------------------------------------------------------------
+// CometBFT dials us (conn level): we are its persistent peer
+// ------------------------------------------------------------------------------------------
+
+/// CometBFT dials our listener (we are its persistent peer); the inbound connection completes,
+/// the node sends us a PexRequest at once (it dialled us: spec 5.3), we answer it, and the
+/// node's `/net_info` lists us as an outbound peer for the 5 s we stay connected.
+fn conn_inbound(version: Version) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let mut me = local(4, CHAIN);
+    let info = NodeInfo {
+        listen_addr: format!("tcp://127.0.0.1:{port}"),
+        ..(*me.info).clone()
+    };
+    me.info = Arc::new(info);
+    let mut opts = NodeOptions::new("dialler", version, CHAIN);
+    opts.persistent_peers = format!("{}@127.0.0.1:{port}", me.info.id);
+    let node = start(&opts);
+
+    // The node dials persistent peers after a random delay of up to 3 s (spec 7.4).
+    let mut c = BlockingConn::accept(&me, &listener, Duration::from_secs(10), [10; 32])
+        .expect("the node dials us");
+    let remote = c.establish(secs(10)).expect("established");
+    assert_eq!(remote.id, node.id());
+
+    match c.run_until(secs(5), |e| matches!(e, ConnEvent::Message { .. })) {
+        Stop::Event(ConnEvent::Message { channel, payload }) => {
+            assert_eq!(channel, ChannelId::PEX);
+            assert!(matches!(
+                decode_pex_message(&payload),
+                Ok(pex_message::Sum::PexRequest(_))
+            ));
+        }
+        other => panic!(
+            "no PexRequest from the dialling node: {other:?} {:?}",
+            c.end()
+        ),
+    }
+    c.send(
+        ChannelId::PEX,
+        PexMessage::addrs(Vec::new()).encode_to_vec().into(),
+    )
+    .expect("answer");
+    let peers = node
+        .wait_net_info(Duration::from_secs(5), |p| {
+            p.iter().any(|p| p.id == me.info.id.to_string())
+        })
+        .expect("net_info lists us");
+    let us = peers
+        .iter()
+        .find(|p| p.id == me.info.id.to_string())
+        .unwrap();
+    assert!(us.is_outbound, "{us:?}");
+    assert_eq!(us.channels, "00");
+    let stop = c.run_until(secs(5), |_| false);
+    assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
+    assert!(node.lists_peer(me.info.id).expect("net_info"));
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_accepts_cometbft_v038() {
+    conn_inbound(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_accepts_cometbft_v034() {
+    conn_inbound(Version::V034);
+}
