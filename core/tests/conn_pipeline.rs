@@ -261,3 +261,26 @@ fn close_after_flush_sends_everything_then_closes() {
     assert_eq!(p.received_b(ChannelId(0x20)).len(), 5);
     assert_eq!(closed(&p.events_a), Some(&CloseReason::Local));
 }
+
+#[test]
+fn receive_rate_limit_holds_on_virtual_time() {
+    let config = ConnectionConfig {
+        send_rate: 0,
+        recv_rate: 100_000,
+        ..ConnectionConfig::default()
+    };
+    let mut p = Pair::with_config(12, config);
+    p.establish();
+    let t0 = p.now;
+    for i in 0..2u8 {
+        p.a.send(p.now, ChannelId(0x40), pattern(250_000, i))
+            .unwrap();
+    }
+    p.run_until(Duration::from_secs(30), |p| {
+        p.received_b(ChannelId(0x40)).len() == 2
+    });
+    let elapsed = (p.now - t0).as_secs_f64();
+    // 500 kB processed at 100 kB/s: about 5 s.
+    assert!((4.7..=5.4).contains(&elapsed), "{elapsed}");
+    assert!(p.b.wants_read());
+}

@@ -236,10 +236,7 @@ impl PeerConnection {
             self.check_flushed();
             return None;
         }
-        let bytes = self.out.split().freeze();
-        if self.out.capacity() > FLUSH_THRESHOLD * 2 {
-            self.out = BytesMut::new();
-        }
+        let bytes = std::mem::take(&mut self.out).freeze();
         self.in_flight += bytes.len();
         self.wire_sent += bytes.len() as u64;
         Some(bytes)

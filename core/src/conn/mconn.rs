@@ -207,7 +207,8 @@ impl MConnection {
             self.recv_bucket.consume(total);
             self.handle_packet(body)?;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > FLUSH_THRESHOLD {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            // Delivered messages may share this allocation; do not keep it alive when idle.
             self.rbuf = BytesMut::new();
         }
         Ok(())
@@ -398,7 +399,8 @@ impl MConnection {
         }
         self.flush_now = false;
         self.flush_at = None;
-        Some(self.wbuf.split())
+        // Hand over the whole buffer: keeping a view into it would pin the allocation.
+        Some(std::mem::take(&mut self.wbuf))
     }
 
     /// Like [`Self::poll_plaintext`] but flushes whatever is written, ignoring the throttle
@@ -453,4 +455,136 @@ impl MConnection {
 fn looks_like_node_info(body: &[u8]) -> bool {
     proto::DefaultNodeInfo::decode(body)
         .is_ok_and(|ni| ni.default_node_id.parse::<NodeId>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    fn mconn(now: Instant, config: ConnectionConfig, prios: &[(u8, u32)]) -> MConnection {
+        let descs: Vec<_> = prios
+            .iter()
+            .map(|&(id, p)| {
+                let mut d = ChannelDescriptor::new(ChannelId(id), p);
+                d.send_queue_capacity = 100;
+                d
+            })
+            .collect();
+        let ids: Vec<_> = descs.iter().map(|d| d.id).collect();
+        MConnection::new(now, Arc::new(config), descs.into(), &ids)
+    }
+
+    /// Channel ids of the PacketMsgs in `plain`, in order.
+    fn channels_of(plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = plain;
+        while !buf.is_empty() {
+            let (len, pre) = read_length_prefix(buf, 2000).unwrap().unwrap();
+            let p = Packet::decode(&buf[pre..pre + len]).unwrap();
+            if let Some(packet::Sum::PacketMsg(m)) = p.sum {
+                out.push(m.channel_id as u8);
+            }
+            buf = &buf[pre + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn ties_go_to_registration_order_then_least_recently_sent() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x21, 1), (0x20, 1)]);
+        for _ in 0..3 {
+            m.send(ChannelId(0x20), Bytes::from(vec![1; 100])).unwrap();
+            m.send(ChannelId(0x21), Bytes::from(vec![1; 100])).unwrap();
+        }
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(channels_of(&plain), [0x21, 0x20, 0x21, 0x20, 0x21, 0x20]);
+    }
+
+    #[test]
+    fn a_batch_is_at_most_packets_per_batch_and_waits_for_the_send_rate() {
+        let now = base();
+        let config = ConnectionConfig {
+            send_rate: 10_000, // 1000-byte bucket: one 10-packet batch (~2 KB) puts it in debt
+            ..ConnectionConfig::default()
+        };
+        let mut m = mconn(now, config, &[(0x20, 1)]);
+        for _ in 0..30 {
+            m.send(ChannelId(0x20), Bytes::from(vec![1; 200])).unwrap();
+        }
+        let first = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(channels_of(&first).len(), 10);
+        assert!(m.poll_plaintext_now(now, usize::MAX).is_none());
+        let ready = m.poll_timeout().unwrap();
+        assert!(ready > now && ready < now + Duration::from_secs(1));
+        let second = m.poll_plaintext_now(ready, usize::MAX).unwrap();
+        assert_eq!(channels_of(&second).len(), 10);
+    }
+
+    #[test]
+    fn recently_sent_decays_by_four_fifths_every_two_seconds() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x20, 1)]);
+        m.send(ChannelId(0x20), Bytes::from(vec![1; 995])).unwrap();
+        let _ = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        // PacketMsg = 08 20 10 01 1a e3 07 + 995 = 1002 bytes; Packet = 1a ea 07 + 1002;
+        // with its 2-byte prefix: 1007.
+        let sent = m.send[0].recently_sent;
+        assert_eq!(sent, 1007);
+        let _ = m.poll_plaintext(now + Duration::from_millis(1999), usize::MAX);
+        assert_eq!(m.send[0].recently_sent, sent);
+        let _ = m.poll_plaintext(now + Duration::from_secs(2), usize::MAX);
+        assert_eq!(m.send[0].recently_sent, sent * 8 / 10);
+        let _ = m.poll_plaintext(now + Duration::from_secs(6), usize::MAX);
+        assert_eq!(m.send[0].recently_sent, sent * 8 / 10 * 8 / 10 * 8 / 10);
+        let _ = m.poll_plaintext(now + Duration::from_secs(1000), usize::MAX);
+        assert_eq!(m.send[0].recently_sent, 0);
+    }
+
+    #[test]
+    fn a_zero_length_message_is_one_eof_packet_and_pings_coalesce() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x20, 1)]);
+        m.send(ChannelId(0x20), Bytes::new()).unwrap();
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(&plain[..], &[0x06, 0x1a, 0x04, 0x08, 0x20, 0x10, 0x01][..]);
+        // Three pings in one read: one pong.
+        m.handle_plaintext(now, &[2, 0x0a, 0, 2, 0x0a, 0, 2, 0x0a, 0])
+            .unwrap();
+        let plain = m.poll_plaintext(now, usize::MAX).unwrap();
+        assert_eq!(&plain[..], &[0x02, 0x12, 0x00]);
+    }
+
+    #[test]
+    fn packets_match_the_spec_examples_byte_for_byte() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x00, 1), (0x20, 1)]);
+        // A PexRequest (`0a 00`) on channel 0: the channel id is omitted as the proto3 default.
+        m.send(ChannelId(0x00), Bytes::from_static(&[0x0a, 0x00]))
+            .unwrap();
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(
+            &plain[..],
+            &[0x08, 0x1a, 0x06, 0x10, 0x01, 0x1a, 0x02, 0x0a, 0x00][..]
+        );
+        m.send(ChannelId(0x20), Bytes::from_static(&[0xaa; 3]))
+            .unwrap();
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(
+            &plain[..],
+            &[
+                0x0b, 0x1a, 0x09, 0x08, 0x20, 0x10, 0x01, 0x1a, 0x03, 0xaa, 0xaa, 0xaa
+            ][..]
+        );
+        // Ping after the interval.
+        let plain = m
+            .poll_plaintext(now + Duration::from_secs(60), usize::MAX)
+            .unwrap();
+        assert_eq!(&plain[..], &[0x02, 0x0a, 0x00]);
+    }
 }

@@ -310,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn protocol_version_encodes_as_in_the_spec() {
+        use prost::Message as _;
+        let bytes = info().to_proto().encode_to_vec();
+        assert_eq!(&bytes[..6], &[0x0a, 0x04, 0x08, 0x08, 0x10, 0x0b]);
+        // Field 8 (`other`) is always emitted, even when empty.
+        let mut empty = info();
+        empty.tx_index.clear();
+        assert!(empty.to_proto().encode_to_vec().ends_with(&[0x42, 0x00]));
+    }
+
+    #[test]
     fn listen_addresses() {
         for ok in [
             "tcp://0.0.0.0:26656",
