@@ -1,1 +1,1376 @@
 //! The address book (spec 6, peer-management.md): new and tried tables, bans, persistence.
+//!
+//! A Bitcoin-Core-addrman-style book that CometBFT's legacy `p2p/pex` book is a 2014 copy of,
+//! with the 2015 eclipse countermeasures applied:
+//! - **geometry** of today's addrman: new 1024×64, tried 256×64; one source group reaches at
+//!   most 64 new buckets (G1), one address group at most 8 tried buckets (G2); an address holds at
+//!   most 8 new references, each extra one exponentially less likely;
+//! - **keyed, fixed slots**: bucket and slot are SipHash-2-4 of the address (and source) group
+//!   under a 128-bit key drawn from the injected RNG at creation and persisted (G3), so an
+//!   attacker cannot aim at an honest entry and a reload reproduces every slot;
+//! - **no honest deletion by flooding**: an occupied slot is taken over only if its occupant is
+//!   terrible, or holds a duplicate reference while the newcomer has none (G4);
+//! - **entries keyed by IP:port**, the node id an attribute; ≤ 4 ports per IP (G5);
+//! - **uniform picks** inside a table from a dense index (no bucket-first bias), a configurable
+//!   tried/new coin (50/50 by default, G8), a recency penalty (G9);
+//! - **test-before-evict** for tried collisions (G11);
+//! - **bans** of node id *and* IP, atomic with removal from the tables; expiry reinstates into
+//!   *new* only (G14–G16); failed dials make an entry terrible, never banned;
+//! - a **consistency checker** [`AddrBook::check`] (G23) and a versioned, checksummed
+//!   [`encoding`](AddrBook::encode) (G22), plus CometBFT `addrbook.json` import/export (spec 6.9).
+//!
+//! Time is [`UnixTime`] seconds passed in by the caller; `0` means "never". Every decision that
+//! depends on order uses the RNG passed in or vectors, never hash-map iteration order.
+
+mod codec;
+mod group;
+mod json;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hashbrown::{HashMap, HashSet};
+use rand_core::RngCore;
+use siphasher::sip::SipHasher24;
+use smallvec::SmallVec;
+use std::hash::Hasher;
+
+use crate::addr::NetAddr;
+use crate::ids::NodeId;
+
+pub use codec::DecodeError;
+pub use group::Group;
+pub use json::ImportError;
+
+/// The book's clock: seconds since the Unix epoch, as persisted. `0` means "never".
+pub type UnixTime = u64;
+
+/// Number of new buckets.
+pub const NEW_BUCKETS: usize = 1024;
+/// Number of tried buckets.
+pub const TRIED_BUCKETS: usize = 256;
+/// Slots per bucket.
+pub const BUCKET_SIZE: usize = 64;
+/// New buckets reachable from one source group (G1).
+pub const NEW_BUCKETS_PER_SOURCE_GROUP: u64 = 64;
+/// Tried buckets reachable from one address group (G2).
+pub const TRIED_BUCKETS_PER_GROUP: u64 = 8;
+/// Most new-table references one address may hold.
+pub const MAX_NEW_REFS: u8 = 8;
+/// Most ports kept for one IP (G5).
+pub const MAX_PORTS_PER_IP: usize = 4;
+/// Most tried collisions waiting for test-before-evict (G11).
+pub const MAX_TRIED_COLLISIONS: usize = 10;
+/// Most ban records kept; when full, the one expiring first is dropped.
+pub const MAX_BANS: usize = 16_384;
+/// Most entries a ban record keeps for reinstatement.
+pub const MAX_SAVED_PER_BAN: usize = 16;
+/// Below this many entries the book [needs more](AddrBook::needs_more) (spec 6.1).
+pub const NEED_ADDRESS_THRESHOLD: usize = 1000;
+/// Most addresses in one PEX reply (spec 6.1, G19).
+pub const MAX_SELECTION: usize = 250;
+/// Percentage of the book a PEX reply may reveal (G19).
+pub const SELECTION_PERCENT: usize = 23;
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+/// An incumbent that succeeded this recently is never displaced (G11).
+const REPLACEMENT_WINDOW: u64 = 4 * HOUR;
+/// An unresolved tried collision older than this is force-resolved (G11).
+const TEST_WINDOW: u64 = 40 * MINUTE;
+/// An entry attempted this recently has its selection chance divided by 100 (G9).
+const RECENT_ATTEMPT: u64 = 10 * MINUTE;
+const HORIZON: u64 = 30 * DAY;
+const RETRIES: u32 = 3;
+const MAX_FAILURES: u32 = 10;
+const MIN_FAIL: u64 = 7 * DAY;
+const EMPTY: u32 = u32::MAX;
+
+/// Tunables of the book. `Default` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrBookConfig {
+    /// `addr_book_strict`: reject private and non-routable addresses (spec 6.10). Default true.
+    pub strict: bool,
+    /// How long a ban lasts. Default 24 h.
+    pub ban_duration: Duration,
+    /// Prefix length of an IPv4 group. Default 16.
+    pub ipv4_group_bits: u8,
+    /// Prefix length of an IPv6 group. Default 32.
+    pub ipv6_group_bits: u8,
+    /// Percentage of picks drawn from tried when both tables are non-empty. Default 50 (G8).
+    pub tried_bias_percent: u8,
+    /// Most expired bans reinstated per hour (G16). Default 100.
+    pub max_reinstatements_per_hour: u32,
+    /// Smallest PEX reply (capped by the book size). Default 0, so a reply never exceeds 23 %
+    /// of the book (G19); CometBFT uses 32, which helps tiny networks bootstrap.
+    pub min_selection: usize,
+}
+
+impl Default for AddrBookConfig {
+    fn default() -> Self {
+        AddrBookConfig {
+            strict: true,
+            ban_duration: Duration::from_secs(DAY),
+            ipv4_group_bits: 16,
+            ipv6_group_bits: 32,
+            tried_bias_percent: 50,
+            max_reinstatements_per_hour: 100,
+            min_selection: 0,
+        }
+    }
+}
+
+/// What [`AddrBook::add`] did with an acceptable address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AddOutcome {
+    /// A new entry was created in the new table.
+    Added,
+    /// The address was known; it got another new-table reference.
+    NewReference,
+    /// The address was known; only its last-heard time was refreshed.
+    Known,
+}
+
+/// Why [`AddrBook::add`] refused an address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum AddRejected {
+    /// The address is one of ours.
+    #[error("address is our own")]
+    OwnAddress,
+    /// The node id or the IP is banned.
+    #[error("address is banned")]
+    Banned,
+    /// The node id is private (`private_peer_ids`).
+    #[error("node id is private")]
+    PrivateId,
+    /// Strict mode and the address is private or non-routable (spec 6.10).
+    #[error("address is not routable")]
+    NonRoutable,
+    /// Unspecified IP, broadcast, documentation range or port 0.
+    #[error("address is invalid")]
+    Invalid,
+    /// The IP already has the maximum number of ports in the book (G5).
+    #[error("too many ports for this ip")]
+    TooManyPorts,
+    /// The slot this address maps to holds a live entry, which is kept (G4).
+    #[error("slot taken by a live entry")]
+    SlotTaken,
+}
+
+/// What [`AddrBook::mark_good`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GoodOutcome {
+    /// The entry is not in the book.
+    Unknown,
+    /// The entry was already in tried; its success time was refreshed.
+    AlreadyTried,
+    /// The entry moved from new to tried.
+    Promoted,
+    /// Its tried slot is held by another entry: the pair waits for test-before-evict (see
+    /// [`AddrBook::tried_collision_to_test`] and [`AddrBook::resolve_collisions`]).
+    Collision {
+        /// The incumbent to test.
+        incumbent: NetAddr,
+    },
+}
+
+/// A violated invariant found by [`AddrBook::check`].
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("address book inconsistent: {0}")]
+pub struct CheckError(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    addr: NetAddr,
+    source: IpAddr,
+    /// Last time we heard of the address (add) or connected to it.
+    last_seen: UnixTime,
+    last_attempt: UnixTime,
+    last_success: UnixTime,
+    last_count_attempt: UnixTime,
+    attempts: u32,
+    tried: bool,
+    /// New buckets referencing the entry (empty when tried).
+    new_buckets: SmallVec<[u16; 2]>,
+    /// Position in `new_list` or `tried_list`.
+    list_pos: u32,
+}
+
+/// A ban record: an (id, ip) pair banned until `until`, with the entries removed for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Ban {
+    id: NodeId,
+    ip: IpAddr,
+    until: UnixTime,
+    /// Entries removed when banning, reinstated into new on expiry (address, original source).
+    saved: SmallVec<[(NetAddr, IpAddr); 1]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Collision {
+    entry: u32,
+    since: UnixTime,
+}
+
+/// The address book. See the [module documentation](self).
+#[derive(Clone, Debug)]
+pub struct AddrBook {
+    config: AddrBookConfig,
+    key: [u8; 16],
+    k0: u64,
+    k1: u64,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    by_addr: HashMap<SocketAddr, u32>,
+    ports: HashMap<IpAddr, SmallVec<[u16; 4]>>,
+    by_id: HashMap<NodeId, SmallVec<[u32; 1]>>,
+    new_table: Vec<u32>,
+    tried_table: Vec<u32>,
+    new_list: Vec<u32>,
+    tried_list: Vec<u32>,
+    collisions: Vec<Collision>,
+    bans: Vec<Ban>,
+    ban_ids: HashMap<NodeId, UnixTime>,
+    ban_ips: HashMap<IpAddr, UnixTime>,
+    /// Last time any connection succeeded (failures before it are not ours, G10).
+    last_good: UnixTime,
+    reinstate_window: (UnixTime, u32),
+    own: HashSet<SocketAddr>,
+    private_ids: HashSet<NodeId>,
+    persistent_ids: HashSet<NodeId>,
+    persistent_addrs: HashSet<SocketAddr>,
+}
+
+impl AddrBook {
+    /// An empty book whose placement key is drawn from `rng` (and persisted by [`Self::encode`]).
+    pub fn new(config: AddrBookConfig, rng: &mut impl RngCore) -> AddrBook {
+        let mut key = [0u8; 16];
+        while key == [0u8; 16] {
+            rng.fill_bytes(&mut key);
+        }
+        Self::with_key(config, key)
+    }
+
+    fn with_key(config: AddrBookConfig, key: [u8; 16]) -> AddrBook {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&key[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&key[8..]);
+        let k1 = u64::from_le_bytes(k);
+        AddrBook {
+            config,
+            key,
+            k0,
+            k1,
+            entries: Vec::new(),
+            free: Vec::new(),
+            by_addr: HashMap::new(),
+            ports: HashMap::new(),
+            by_id: HashMap::new(),
+            new_table: vec![EMPTY; NEW_BUCKETS * BUCKET_SIZE],
+            tried_table: vec![EMPTY; TRIED_BUCKETS * BUCKET_SIZE],
+            new_list: Vec::new(),
+            tried_list: Vec::new(),
+            collisions: Vec::new(),
+            bans: Vec::new(),
+            ban_ids: HashMap::new(),
+            ban_ips: HashMap::new(),
+            last_good: 0,
+            reinstate_window: (0, 0),
+            own: HashSet::new(),
+            private_ids: HashSet::new(),
+            persistent_ids: HashSet::new(),
+            persistent_addrs: HashSet::new(),
+        }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &AddrBookConfig {
+        &self.config
+    }
+
+    /// The secret placement key (persisted; never put it on the wire).
+    #[must_use]
+    pub fn key(&self) -> [u8; 16] {
+        self.key
+    }
+
+    // ----- placement -------------------------------------------------------------------------
+
+    fn hash(&self, parts: &[&[u8]]) -> u64 {
+        let mut h = SipHasher24::new_with_keys(self.k0, self.k1);
+        for p in parts {
+            h.write(p);
+        }
+        h.finish()
+    }
+
+    /// The group of `ip` under this book's configuration (the engine uses it for outbound
+    /// diversity, G7).
+    #[must_use]
+    pub fn group_of(&self, ip: &IpAddr) -> Group {
+        group::group_of(
+            ip,
+            self.config.strict,
+            self.config.ipv4_group_bits,
+            self.config.ipv6_group_bits,
+        )
+    }
+
+    fn addr_bytes(addr: &SocketAddr, out: &mut [u8; 19]) -> usize {
+        match addr.ip() {
+            IpAddr::V4(v4) => {
+                out[0] = 4;
+                out[1..5].copy_from_slice(&v4.octets());
+                out[5..7].copy_from_slice(&addr.port().to_be_bytes());
+                7
+            }
+            IpAddr::V6(v6) => {
+                out[0] = 6;
+                out[1..17].copy_from_slice(&v6.octets());
+                out[17..19].copy_from_slice(&addr.port().to_be_bytes());
+                19
+            }
+        }
+    }
+
+    /// The new bucket of `addr` learned from `source`.
+    #[must_use]
+    pub fn new_bucket(&self, addr: &SocketAddr, source: &IpAddr) -> usize {
+        let (mut ga, mut gs) = ([0u8; 17], [0u8; 17]);
+        let la = self.group_of(&addr.ip()).hash_bytes(&mut ga);
+        let ls = self.group_of(source).hash_bytes(&mut gs);
+        let h1 = self.hash(&[b"N1", &ga[..la], &gs[..ls]]) % NEW_BUCKETS_PER_SOURCE_GROUP;
+        let h2 = self.hash(&[b"N2", &gs[..ls], &h1.to_le_bytes()]);
+        (h2 % NEW_BUCKETS as u64) as usize
+    }
+
+    /// The tried bucket of `addr`.
+    #[must_use]
+    pub fn tried_bucket(&self, addr: &SocketAddr) -> usize {
+        let mut ab = [0u8; 19];
+        let la = Self::addr_bytes(addr, &mut ab);
+        let mut ga = [0u8; 17];
+        let lg = self.group_of(&addr.ip()).hash_bytes(&mut ga);
+        let h1 = self.hash(&[b"T1", &ab[..la]]) % TRIED_BUCKETS_PER_GROUP;
+        let h2 = self.hash(&[b"T2", &ga[..lg], &h1.to_le_bytes()]);
+        (h2 % TRIED_BUCKETS as u64) as usize
+    }
+
+    fn slot(&self, tried: bool, bucket: usize, addr: &SocketAddr) -> usize {
+        let mut ab = [0u8; 19];
+        let la = Self::addr_bytes(addr, &mut ab);
+        let tag: &[u8] = if tried { b"K" } else { b"N" };
+        let h = self.hash(&[tag, &(bucket as u64).to_le_bytes(), &ab[..la]]);
+        (h % BUCKET_SIZE as u64) as usize
+    }
+
+    fn new_pos(&self, bucket: usize, addr: &SocketAddr) -> usize {
+        bucket * BUCKET_SIZE + self.slot(false, bucket, addr)
+    }
+
+    fn tried_pos(&self, addr: &SocketAddr) -> usize {
+        let b = self.tried_bucket(addr);
+        b * BUCKET_SIZE + self.slot(true, b, addr)
+    }
+
+    // ----- small helpers ---------------------------------------------------------------------
+
+    fn entry(&self, idx: u32) -> Option<&Entry> {
+        self.entries.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
+        self.entries.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    fn is_persistent(&self, addr: &NetAddr) -> bool {
+        self.persistent_ids.contains(&addr.id) || self.persistent_addrs.contains(&addr.addr)
+    }
+
+    fn terrible(&self, e: &Entry, now: UnixTime) -> bool {
+        if self.is_persistent(&e.addr) {
+            return false;
+        }
+        is_terrible(e, now)
+    }
+
+    // ----- configuration of special addresses ------------------------------------------------
+
+    /// Records one of our own listen or external addresses: it is removed from the book and
+    /// never added again.
+    pub fn add_our_address(&mut self, addr: SocketAddr) {
+        self.own.insert(addr);
+        self.remove(addr);
+    }
+
+    /// Sets the private node ids (`private_peer_ids`): never added, never gossiped.
+    pub fn set_private_ids(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        self.private_ids = ids.into_iter().collect();
+        let drop: Vec<SocketAddr> = self
+            .private_ids
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .flatten()
+            .filter_map(|&i| self.entry(i).map(|e| e.addr.addr))
+            .collect();
+        for a in drop {
+            self.remove(a);
+        }
+    }
+
+    /// Marks a persistent peer (by id and by address): never banned, never evicted or dropped,
+    /// never terrible.
+    pub fn set_persistent(&mut self, addr: NetAddr) {
+        self.persistent_ids.insert(addr.id);
+        self.persistent_addrs.insert(addr.addr);
+    }
+
+    // ----- add -------------------------------------------------------------------------------
+
+    /// Adds `addr` heard from `source` (the IP of the peer that told us; the address's own IP
+    /// for a self-announcement). Placement depends on the groups of both (G1, G2).
+    ///
+    /// A known IP:port keeps its node id whatever id is announced (G5); it only refreshes its
+    /// last-heard time and may gain one more new-table reference (probability 2^-refs, ≤ 8).
+    pub fn add(
+        &mut self,
+        addr: NetAddr,
+        source: IpAddr,
+        now: UnixTime,
+        rng: &mut impl RngCore,
+    ) -> Result<AddOutcome, AddRejected> {
+        let ip = addr.addr.ip();
+        if self.own.contains(&addr.addr) {
+            return Err(AddRejected::OwnAddress);
+        }
+        if !group::is_valid(&ip) || addr.addr.port() == 0 {
+            return Err(AddRejected::Invalid);
+        }
+        if self.is_banned(&addr.id, &ip, now) {
+            return Err(AddRejected::Banned);
+        }
+        if self.private_ids.contains(&addr.id) {
+            return Err(AddRejected::PrivateId);
+        }
+        if self.config.strict && !group::is_routable(&ip) {
+            return Err(AddRejected::NonRoutable);
+        }
+        if let Some(&idx) = self.by_addr.get(&addr.addr) {
+            return Ok(self.add_known(idx, source, now, rng));
+        }
+        if self
+            .ports
+            .get(&ip)
+            .is_some_and(|p| p.len() >= MAX_PORTS_PER_IP)
+        {
+            return Err(AddRejected::TooManyPorts);
+        }
+        let bucket = self.new_bucket(&addr.addr, &source);
+        let pos = self.new_pos(bucket, &addr.addr);
+        if !self.make_room_new(pos, now) {
+            return Err(AddRejected::SlotTaken);
+        }
+        let entry = Entry {
+            addr,
+            source,
+            last_seen: now,
+            last_attempt: 0,
+            last_success: 0,
+            last_count_attempt: 0,
+            attempts: 0,
+            tried: false,
+            new_buckets: SmallVec::new(),
+            list_pos: 0,
+        };
+        let idx = self.insert_entry(entry);
+        self.place_new(idx, bucket, pos);
+        Ok(AddOutcome::Added)
+    }
+
+    fn add_known(
+        &mut self,
+        idx: u32,
+        source: IpAddr,
+        now: UnixTime,
+        rng: &mut impl RngCore,
+    ) -> AddOutcome {
+        let Some(e) = self.entry_mut(idx) else {
+            return AddOutcome::Known;
+        };
+        e.last_seen = e.last_seen.max(now);
+        if e.tried || e.new_buckets.len() >= usize::from(MAX_NEW_REFS) {
+            return AddOutcome::Known;
+        }
+        let refs = e.new_buckets.len() as u32;
+        let addr = e.addr.addr;
+        // One more reference with probability 2^-refs.
+        if refs > 0 && rng.next_u32() & ((1u32 << refs) - 1) != 0 {
+            return AddOutcome::Known;
+        }
+        let bucket = self.new_bucket(&addr, &source);
+        let pos = self.new_pos(bucket, &addr);
+        if self.new_table[pos] == idx {
+            return AddOutcome::Known;
+        }
+        let occupant = self.new_table[pos];
+        if occupant != EMPTY {
+            // Take over only a terrible occupant, or a duplicate reference (never its last one).
+            // (Bitcoin's rule: the newcomer already has references, so only a terrible
+            // occupant gives way.)
+            let replace = self.entry(occupant).is_some_and(|o| self.terrible(o, now));
+            if !replace {
+                return AddOutcome::Known;
+            }
+            self.clear_new_pos(pos);
+        }
+        self.place_new(idx, bucket, pos);
+        AddOutcome::NewReference
+    }
+
+    /// Frees new-table position `pos` for a newcomer with no references: true if it is free.
+    fn make_room_new(&mut self, pos: usize, now: UnixTime) -> bool {
+        let occupant = self.new_table[pos];
+        if occupant == EMPTY {
+            return true;
+        }
+        let Some(o) = self.entry(occupant) else {
+            return false;
+        };
+        if self.is_persistent(&o.addr) {
+            return false;
+        }
+        if self.terrible(o, now) || o.new_buckets.len() > 1 {
+            self.clear_new_pos(pos);
+            return true;
+        }
+        false
+    }
+
+    fn insert_entry(&mut self, mut entry: Entry) -> u32 {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let list = if entry.tried {
+            &mut self.tried_list
+        } else {
+            &mut self.new_list
+        };
+        entry.list_pos = list.len() as u32;
+        list.push(idx);
+        self.by_addr.insert(entry.addr.addr, idx);
+        self.ports
+            .entry(entry.addr.addr.ip())
+            .or_default()
+            .push(entry.addr.addr.port());
+        self.by_id.entry(entry.addr.id).or_default().push(idx);
+        self.entries[idx as usize] = Some(entry);
+        idx
+    }
+
+    fn place_new(&mut self, idx: u32, bucket: usize, pos: usize) {
+        self.new_table[pos] = idx;
+        if let Some(e) = self.entry_mut(idx) {
+            e.new_buckets.push(bucket as u16);
+        }
+    }
+
+    /// Removes the reference at new position `pos`; deletes the entry if it was its last.
+    fn clear_new_pos(&mut self, pos: usize) {
+        let idx = self.new_table[pos];
+        if idx == EMPTY {
+            return;
+        }
+        self.new_table[pos] = EMPTY;
+        let bucket = (pos / BUCKET_SIZE) as u16;
+        let last = match self.entry_mut(idx) {
+            Some(e) => {
+                if let Some(i) = e.new_buckets.iter().position(|&b| b == bucket) {
+                    e.new_buckets.swap_remove(i);
+                }
+                e.new_buckets.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            self.delete_entry(idx);
+        }
+    }
+
+    fn list_remove(&mut self, tried: bool, pos: u32) {
+        let list = if tried {
+            &mut self.tried_list
+        } else {
+            &mut self.new_list
+        };
+        let pos = pos as usize;
+        if pos >= list.len() {
+            return;
+        }
+        list.swap_remove(pos);
+        if let Some(&moved) = list.get(pos)
+            && let Some(e) = self.entry_mut(moved)
+        {
+            e.list_pos = pos as u32;
+        }
+    }
+
+    fn list_push(&mut self, idx: u32, tried: bool) {
+        let list = if tried {
+            &mut self.tried_list
+        } else {
+            &mut self.new_list
+        };
+        let pos = list.len() as u32;
+        list.push(idx);
+        if let Some(e) = self.entry_mut(idx) {
+            e.list_pos = pos;
+        }
+    }
+
+    /// Deletes an entry that holds no table reference any more (or detaches it first).
+    fn delete_entry(&mut self, idx: u32) {
+        let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
+        for &b in &e.new_buckets {
+            let pos = self.new_pos(usize::from(b), &e.addr.addr);
+            if self.new_table[pos] == idx {
+                self.new_table[pos] = EMPTY;
+            }
+        }
+        if e.tried {
+            let pos = self.tried_pos(&e.addr.addr);
+            if self.tried_table[pos] == idx {
+                self.tried_table[pos] = EMPTY;
+            }
+        }
+        // list_remove needs the moved entry present; `e` is already taken out.
+        self.list_remove(e.tried, e.list_pos);
+        self.by_addr.remove(&e.addr.addr);
+        let ip = e.addr.addr.ip();
+        if let Some(p) = self.ports.get_mut(&ip) {
+            p.retain(|port| *port != e.addr.addr.port());
+            if p.is_empty() {
+                self.ports.remove(&ip);
+            }
+        }
+        if let Some(v) = self.by_id.get_mut(&e.addr.id) {
+            v.retain(|i| *i != idx);
+            if v.is_empty() {
+                self.by_id.remove(&e.addr.id);
+            }
+        }
+        self.collisions.retain(|c| c.entry != idx);
+        self.free.push(idx);
+    }
+
+    /// Removes the entry at `addr`, if any.
+    pub fn remove(&mut self, addr: SocketAddr) {
+        if let Some(&idx) = self.by_addr.get(&addr) {
+            self.delete_entry(idx);
+        }
+    }
+
+    // ----- attempts, failures, success --------------------------------------------------------
+
+    /// Records that we are dialing `addr` now (feeds the recency penalty, G9).
+    pub fn mark_attempt(&mut self, addr: SocketAddr, now: UnixTime) {
+        if let Some(&idx) = self.by_addr.get(&addr)
+            && let Some(e) = self.entry_mut(idx)
+        {
+            e.last_attempt = now;
+        }
+    }
+
+    /// Records a failed dial. The failure counts only if some connection succeeded since the
+    /// entry was last counted, so our own outage does not burn the book (G10). An entry that
+    /// becomes terrible is dropped from new, or moved from tried back to new; it is never
+    /// banned (G14). Persistent peers are never dropped.
+    pub fn mark_failed(&mut self, addr: SocketAddr, now: UnixTime) {
+        let Some(&idx) = self.by_addr.get(&addr) else {
+            return;
+        };
+        let last_good = self.last_good;
+        let persistent = self.entry(idx).is_some_and(|e| self.is_persistent(&e.addr));
+        let Some(e) = self.entry_mut(idx) else {
+            return;
+        };
+        e.last_attempt = now;
+        if e.last_count_attempt < last_good || e.last_count_attempt == 0 {
+            e.last_count_attempt = now;
+            e.attempts = e.attempts.saturating_add(1);
+        }
+        let failed_out = (e.last_success == 0 && e.attempts >= RETRIES)
+            || (now.saturating_sub(e.last_success) > MIN_FAIL && e.attempts >= MAX_FAILURES);
+        if persistent || !failed_out {
+            return;
+        }
+        if e.tried {
+            self.demote(idx, now);
+        } else {
+            self.delete_entry(idx);
+        }
+    }
+
+    /// Moves a tried entry back to new (its source's bucket); dropped if no room there.
+    fn demote(&mut self, idx: u32, now: UnixTime) {
+        let Some(e) = self.entry(idx) else {
+            return;
+        };
+        let (addr, source, list_pos) = (e.addr.addr, e.source, e.list_pos);
+        let tpos = self.tried_pos(&addr);
+        if self.tried_table[tpos] == idx {
+            self.tried_table[tpos] = EMPTY;
+        }
+        self.list_remove(true, list_pos);
+        if let Some(e) = self.entry_mut(idx) {
+            e.tried = false;
+        }
+        self.list_push(idx, false);
+        let bucket = self.new_bucket(&addr, &source);
+        let pos = self.new_pos(bucket, &addr);
+        if self.make_room_new(pos, now) {
+            self.place_new(idx, bucket, pos);
+        } else {
+            self.delete_entry(idx);
+        }
+    }
+
+    /// Records a successful connection and promotes the entry to tried. If its tried slot is
+    /// held by another entry, nothing is evicted: the pair waits for test-before-evict (G11).
+    pub fn mark_good(
+        &mut self,
+        addr: SocketAddr,
+        now: UnixTime,
+        rng: &mut impl RngCore,
+    ) -> GoodOutcome {
+        let _ = rng;
+        self.last_good = self.last_good.max(now);
+        let Some(&idx) = self.by_addr.get(&addr) else {
+            return GoodOutcome::Unknown;
+        };
+        let Some(e) = self.entry_mut(idx) else {
+            return GoodOutcome::Unknown;
+        };
+        e.last_success = now;
+        e.last_attempt = now;
+        e.last_seen = e.last_seen.max(now);
+        e.attempts = 0;
+        if e.tried {
+            return GoodOutcome::AlreadyTried;
+        }
+        let tpos = self.tried_pos(&addr);
+        let occupant = self.tried_table[tpos];
+        if occupant != EMPTY {
+            let incumbent = match self.entry(occupant) {
+                Some(o) => o.addr,
+                None => return GoodOutcome::Unknown,
+            };
+            if !self.collisions.iter().any(|c| c.entry == idx)
+                && self.collisions.len() < MAX_TRIED_COLLISIONS
+            {
+                self.collisions.push(Collision {
+                    entry: idx,
+                    since: now,
+                });
+            }
+            return GoodOutcome::Collision { incumbent };
+        }
+        self.promote(idx, tpos);
+        GoodOutcome::Promoted
+    }
+
+    /// Moves new entry `idx` into the free tried position `tpos`.
+    fn promote(&mut self, idx: u32, tpos: usize) {
+        let Some(e) = self.entry_mut(idx) else {
+            return;
+        };
+        let buckets = std::mem::take(&mut e.new_buckets);
+        let (addr, list_pos) = (e.addr.addr, e.list_pos);
+        for b in buckets {
+            let pos = self.new_pos(usize::from(b), &addr);
+            if self.new_table[pos] == idx {
+                self.new_table[pos] = EMPTY;
+            }
+        }
+        self.list_remove(false, list_pos);
+        if let Some(e) = self.entry_mut(idx) {
+            e.tried = true;
+        }
+        self.list_push(idx, true);
+        self.tried_table[tpos] = idx;
+        self.collisions.retain(|c| c.entry != idx);
+    }
+
+    /// The incumbent of a buffered tried collision that the engine should test with a feeler
+    /// connection (its outcome goes to `mark_good` / `mark_failed`), if any.
+    #[must_use]
+    pub fn tried_collision_to_test(&self, rng: &mut impl RngCore) -> Option<NetAddr> {
+        if self.collisions.is_empty() {
+            return None;
+        }
+        let c = self.collisions[uniform(rng, self.collisions.len())];
+        let e = self.entry(c.entry)?;
+        let occupant = self.tried_table[self.tried_pos(&e.addr.addr)];
+        self.entry(occupant).map(|o| o.addr)
+    }
+
+    /// Resolves buffered tried collisions (Bitcoin's `ResolveCollisions`): an incumbent that
+    /// succeeded within 4 h stays; one attempted within 4 h (more than a minute ago) without
+    /// success is swapped out to new; a collision unresolved for 40 min is forced. Returns how
+    /// many newcomers entered tried.
+    pub fn resolve_collisions(&mut self, now: UnixTime) -> usize {
+        let mut swapped = 0;
+        let pending = std::mem::take(&mut self.collisions);
+        for c in pending {
+            let Some(e) = self.entry(c.entry) else {
+                continue;
+            };
+            if e.tried {
+                continue;
+            }
+            let tpos = self.tried_pos(&e.addr.addr);
+            let occupant = self.tried_table[tpos];
+            if occupant == EMPTY {
+                self.promote(c.entry, tpos);
+                swapped += 1;
+                continue;
+            }
+            let Some(o) = self.entry(occupant) else {
+                continue;
+            };
+            let keep = self.is_persistent(&o.addr)
+                || now.saturating_sub(o.last_success) < REPLACEMENT_WINDOW;
+            let tested_dead = !keep
+                && now.saturating_sub(o.last_attempt) < REPLACEMENT_WINDOW
+                && now.saturating_sub(o.last_attempt) > MINUTE;
+            let stale = !keep
+                && now.saturating_sub(o.last_attempt) >= REPLACEMENT_WINDOW
+                && now.saturating_sub(c.since) > TEST_WINDOW;
+            if keep {
+                continue;
+            }
+            if tested_dead || stale {
+                self.demote(occupant, now);
+                if let Some(tpos) = self
+                    .entry(c.entry)
+                    .map(|e| self.tried_pos(&e.addr.addr))
+                    .filter(|&p| self.tried_table[p] == EMPTY)
+                {
+                    self.promote(c.entry, tpos);
+                    swapped += 1;
+                }
+            } else {
+                self.collisions.push(c);
+            }
+        }
+        swapped
+    }
+
+    /// Number of buffered tried collisions (≤ 10).
+    #[must_use]
+    pub fn len_collisions(&self) -> usize {
+        self.collisions.len()
+    }
+
+    // ----- bans ------------------------------------------------------------------------------
+
+    /// Bans node `id` and `ip` until `now + ban_duration`, removing every entry with that id
+    /// or at that IP in the same step (G14, G15). A repeated ban never shortens one. Persistent
+    /// peers are never banned: returns false for them.
+    pub fn ban(&mut self, id: NodeId, ip: IpAddr, now: UnixTime) -> bool {
+        let persistent =
+            self.persistent_ids.contains(&id) || self.persistent_addrs.iter().any(|a| a.ip() == ip);
+        if persistent {
+            return false;
+        }
+        let until = now.saturating_add(self.config.ban_duration.as_secs());
+        let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
+        if let Some(ports) = self.ports.get(&ip) {
+            for &p in ports {
+                if let Some(&i) = self.by_addr.get(&SocketAddr::new(ip, p))
+                    && !victims.contains(&i)
+                {
+                    victims.push(i);
+                }
+            }
+        }
+        let mut saved: SmallVec<[(NetAddr, IpAddr); 1]> = SmallVec::new();
+        for i in victims {
+            if let Some(e) = self.entry(i) {
+                if self.is_persistent(&e.addr) {
+                    continue;
+                }
+                saved.push((e.addr, e.source));
+            }
+            self.delete_entry(i);
+        }
+        saved.truncate(MAX_SAVED_PER_BAN);
+        if let Some(b) = self.bans.iter_mut().find(|b| b.id == id && b.ip == ip) {
+            b.until = b.until.max(until);
+            let room = MAX_SAVED_PER_BAN.saturating_sub(b.saved.len());
+            b.saved.extend(saved.into_iter().take(room));
+        } else {
+            if self.bans.len() >= MAX_BANS
+                && let Some((i, _)) = self.bans.iter().enumerate().min_by_key(|(_, b)| b.until)
+            {
+                self.bans.swap_remove(i);
+                self.rebuild_ban_maps();
+            }
+            self.bans.push(Ban {
+                id,
+                ip,
+                until,
+                saved,
+            });
+        }
+        let t = self.ban_ids.entry(id).or_insert(0);
+        *t = (*t).max(until);
+        let t = self.ban_ips.entry(ip).or_insert(0);
+        *t = (*t).max(until);
+        true
+    }
+
+    fn rebuild_ban_maps(&mut self) {
+        self.ban_ids.clear();
+        self.ban_ips.clear();
+        for b in &self.bans {
+            let t = self.ban_ids.entry(b.id).or_insert(0);
+            *t = (*t).max(b.until);
+            let t = self.ban_ips.entry(b.ip).or_insert(0);
+            *t = (*t).max(b.until);
+        }
+    }
+
+    /// True if node `id` or `ip` is banned at `now`.
+    #[must_use]
+    pub fn is_banned(&self, id: &NodeId, ip: &IpAddr, now: UnixTime) -> bool {
+        self.ban_ids.get(id).is_some_and(|&t| t > now)
+            || self.ban_ips.get(ip).is_some_and(|&t| t > now)
+    }
+
+    /// Lifts expired bans (earliest expiry first, at most `max_reinstatements_per_hour` per
+    /// hour) and puts their addresses back into *new* only, with attempts reset and the
+    /// original source kept (G16). Returns how many ban records were lifted.
+    pub fn reinstate_expired(&mut self, now: UnixTime, rng: &mut impl RngCore) -> usize {
+        if now.saturating_sub(self.reinstate_window.0) >= HOUR {
+            self.reinstate_window = (now, 0);
+        }
+        let budget = self
+            .config
+            .max_reinstatements_per_hour
+            .saturating_sub(self.reinstate_window.1) as usize;
+        let mut expired: Vec<usize> = (0..self.bans.len())
+            .filter(|&i| self.bans[i].until <= now)
+            .collect();
+        expired.sort_by_key(|&i| (self.bans[i].until, self.bans[i].id, self.bans[i].ip));
+        expired.truncate(budget);
+        expired.sort_unstable_by(|a, b| b.cmp(a));
+        let mut lifted = Vec::with_capacity(expired.len());
+        for i in expired {
+            lifted.push(self.bans.swap_remove(i));
+        }
+        lifted.sort_by_key(|b| (b.until, b.id, b.ip));
+        self.rebuild_ban_maps();
+        self.reinstate_window.1 = self.reinstate_window.1.saturating_add(lifted.len() as u32);
+        for b in &lifted {
+            for &(addr, source) in &b.saved {
+                // Through `add`: new table only, fresh counters, original source (G1 holds).
+                let _ = self.add(addr, source, now, rng);
+            }
+        }
+        lifted.len()
+    }
+
+    /// Number of ban records (active or expired but not yet reinstated).
+    #[must_use]
+    pub fn len_banned(&self) -> usize {
+        self.bans.len()
+    }
+
+    // ----- selection -------------------------------------------------------------------------
+
+    /// Picks an address to dial: a coin (`tried_bias_percent`) chooses the table, then an entry
+    /// uniformly at random from it, kept with its chance (×0.01 if attempted within 10 min,
+    /// ×0.66 per failed attempt up to 8), the threshold relaxing ×1.2 per rejected draw, as
+    /// Bitcoin's `Select` (G8, G9). `accept` lets the caller skip candidates (connected,
+    /// dialing, same group); if random draws find nothing acceptable the tables are scanned.
+    pub fn pick(
+        &self,
+        now: UnixTime,
+        rng: &mut impl RngCore,
+        mut accept: impl FnMut(&NetAddr) -> bool,
+    ) -> Option<NetAddr> {
+        let (nn, nt) = (self.new_list.len(), self.tried_list.len());
+        if nn + nt == 0 {
+            return None;
+        }
+        let bias = u32::from(self.config.tried_bias_percent.min(100));
+        let mut factor = 1.0f64;
+        for _ in 0..256 {
+            let use_tried = if nt == 0 {
+                false
+            } else if nn == 0 {
+                true
+            } else {
+                uniform(rng, 100) < bias as usize
+            };
+            let list = if use_tried {
+                &self.tried_list
+            } else {
+                &self.new_list
+            };
+            if list.is_empty() {
+                continue;
+            }
+            let idx = list[uniform(rng, list.len())];
+            let Some(e) = self.entry(idx) else {
+                continue;
+            };
+            let p = (factor * chance(e, now)).min(1.0);
+            if unit(rng) < p {
+                if accept(&e.addr) {
+                    return Some(e.addr);
+                }
+            } else {
+                factor *= 1.2;
+            }
+        }
+        // Fallback: scan both tables from a random offset.
+        let total = nn + nt;
+        let start = uniform(rng, total);
+        (0..total)
+            .map(|k| (start + k) % total)
+            .filter_map(|i| {
+                let idx = if i < nn {
+                    self.new_list[i]
+                } else {
+                    self.tried_list[i - nn]
+                };
+                self.entry(idx)
+            })
+            .map(|e| e.addr)
+            .find(|a| accept(a))
+    }
+
+    /// A PEX reply (G19): at most min(23 % of the book, 250) distinct entries drawn uniformly
+    /// from both tables, never terrible, banned or private ones.
+    #[must_use]
+    pub fn selection(&self, now: UnixTime, rng: &mut impl RngCore) -> Vec<NetAddr> {
+        let total = self.new_list.len() + self.tried_list.len();
+        let n = (total * SELECTION_PERCENT / 100)
+            .max(self.config.min_selection.min(total))
+            .min(MAX_SELECTION);
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let mut seen: HashSet<usize> = HashSet::with_capacity(n * 2);
+        let mut draws = 0usize;
+        let max_draws = 4 * n + 64;
+        while out.len() < n && seen.len() < total && draws < max_draws {
+            draws += 1;
+            let i = uniform(rng, total);
+            if !seen.insert(i) {
+                continue;
+            }
+            let idx = if i < self.new_list.len() {
+                self.new_list[i]
+            } else {
+                self.tried_list[i - self.new_list.len()]
+            };
+            if let Some(e) = self.entry(idx)
+                && !self.terrible(e, now)
+                && !self.private_ids.contains(&e.addr.id)
+                && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+            {
+                out.push(e.addr);
+            }
+        }
+        out
+    }
+
+    // ----- queries ---------------------------------------------------------------------------
+
+    /// Number of entries (new + tried).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.new_list.len() + self.tried_list.len()
+    }
+
+    /// Number of entries in new.
+    #[must_use]
+    pub fn len_new(&self) -> usize {
+        self.new_list.len()
+    }
+
+    /// Number of entries in tried.
+    #[must_use]
+    pub fn len_tried(&self) -> usize {
+        self.tried_list.len()
+    }
+
+    /// True if the book holds no entry.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True if the book has fewer than 1000 entries (spec 6.1): time to ask for more.
+    #[must_use]
+    pub fn needs_more(&self) -> bool {
+        self.len() < NEED_ADDRESS_THRESHOLD
+    }
+
+    /// True if an entry exists for this IP:port.
+    #[must_use]
+    pub fn contains(&self, addr: &SocketAddr) -> bool {
+        self.by_addr.contains_key(addr)
+    }
+
+    /// The stored entry (id and address) for this IP:port.
+    #[must_use]
+    pub fn get(&self, addr: &SocketAddr) -> Option<NetAddr> {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .map(|e| e.addr)
+    }
+
+    /// True if the entry for this IP:port is in tried.
+    #[must_use]
+    pub fn is_tried(&self, addr: &SocketAddr) -> bool {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .is_some_and(|e| e.tried)
+    }
+
+    /// Failed attempts counted for this IP:port, if known.
+    #[must_use]
+    pub fn attempts(&self, addr: &SocketAddr) -> Option<u32> {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .map(|e| e.attempts)
+    }
+
+    /// The source IP recorded for this IP:port, if known.
+    #[must_use]
+    pub fn source_of(&self, addr: &SocketAddr) -> Option<IpAddr> {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .map(|e| e.source)
+    }
+
+    /// True if the entry is terrible at `now` (excluded from PEX replies, first to be replaced).
+    #[must_use]
+    pub fn is_terrible(&self, addr: &SocketAddr, now: UnixTime) -> bool {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .is_some_and(|e| self.terrible(e, now))
+    }
+
+    /// Every entry with its table (`true` = tried), in index order (tests, export, simulation).
+    pub fn entries(&self) -> impl Iterator<Item = (NetAddr, bool)> + '_ {
+        self.new_list
+            .iter()
+            .chain(self.tried_list.iter())
+            .filter_map(|&i| self.entry(i))
+            .map(|e| (e.addr, e.tried))
+    }
+
+    /// The new buckets referencing this IP:port (empty if tried or unknown).
+    #[must_use]
+    pub fn new_buckets_of(&self, addr: &SocketAddr) -> Vec<usize> {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .map(|e| e.new_buckets.iter().map(|&b| usize::from(b)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The tried bucket holding this IP:port, if it is in tried.
+    #[must_use]
+    pub fn tried_bucket_of(&self, addr: &SocketAddr) -> Option<usize> {
+        self.by_addr
+            .get(addr)
+            .and_then(|&i| self.entry(i))
+            .filter(|e| e.tried)
+            .map(|e| self.tried_bucket(&e.addr.addr))
+    }
+
+    // ----- consistency -----------------------------------------------------------------------
+
+    /// Verifies every cross-index (G23): slot ↔ keyed hash, references 1–8 in new and 0 in
+    /// tried, list positions, address/port/id indexes, counts, collisions, bans, key ≠ 0.
+    pub fn check(&self) -> Result<(), CheckError> {
+        let err = |s: String| Err(CheckError(s));
+        if self.key == [0u8; 16] {
+            return err("key is zero".into());
+        }
+        let live = self.entries.iter().filter(|e| e.is_some()).count();
+        if live != self.new_list.len() + self.tried_list.len() {
+            return err(format!("{live} entries but lists hold {}", self.len()));
+        }
+        if live + self.free.len() != self.entries.len() {
+            return err("free list does not match the slab".into());
+        }
+        for &f in &self.free {
+            if self.entry(f).is_some() {
+                return err(format!("free index {f} is live"));
+            }
+        }
+        if self.by_addr.len() != live {
+            return err("address index size differs from entry count".into());
+        }
+        for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
+            for (pos, &idx) in list.iter().enumerate() {
+                let Some(e) = self.entry(idx) else {
+                    return err(format!("list holds dead index {idx}"));
+                };
+                if e.tried != tried || e.list_pos as usize != pos {
+                    return err(format!("{} has a wrong list position", e.addr));
+                }
+            }
+        }
+        let mut new_refs = 0usize;
+        let mut ids = 0usize;
+        for (idx, e) in self.entries.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let idx = idx as u32;
+            if self.by_addr.get(&e.addr.addr) != Some(&idx) {
+                return err(format!("{} missing from the address index", e.addr));
+            }
+            if !self.by_id.get(&e.addr.id).is_some_and(|v| v.contains(&idx)) {
+                return err(format!("{} missing from the id index", e.addr));
+            }
+            if !self
+                .ports
+                .get(&e.addr.addr.ip())
+                .is_some_and(|p| p.contains(&e.addr.addr.port()))
+            {
+                return err(format!("{} missing from the port index", e.addr));
+            }
+            if e.tried {
+                if !e.new_buckets.is_empty() {
+                    return err(format!("tried {} has new references", e.addr));
+                }
+                if self.tried_table[self.tried_pos(&e.addr.addr)] != idx {
+                    return err(format!("tried {} not at its keyed slot", e.addr));
+                }
+            } else {
+                let n = e.new_buckets.len();
+                if n == 0 || n > usize::from(MAX_NEW_REFS) {
+                    return err(format!("{} has {n} new references", e.addr));
+                }
+                for (i, &b) in e.new_buckets.iter().enumerate() {
+                    if usize::from(b) >= NEW_BUCKETS || e.new_buckets[..i].contains(&b) {
+                        return err(format!("{} has a bad bucket list", e.addr));
+                    }
+                    if self.new_table[self.new_pos(usize::from(b), &e.addr.addr)] != idx {
+                        return err(format!("{} not at its keyed slot in bucket {b}", e.addr));
+                    }
+                }
+                new_refs += n;
+            }
+        }
+        let occupied_new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
+        if occupied_new != new_refs {
+            return err(format!(
+                "{occupied_new} new slots used but {new_refs} references"
+            ));
+        }
+        let occupied_tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
+        if occupied_tried != self.tried_list.len() {
+            return err(format!(
+                "{occupied_tried} tried slots used but {} tried entries",
+                self.tried_list.len()
+            ));
+        }
+        for v in self.by_id.values() {
+            ids += v.len();
+        }
+        if ids != live {
+            return err("id index size differs from entry count".into());
+        }
+        let ports: usize = self.ports.values().map(|p| p.len()).sum();
+        if ports != live || self.ports.values().any(|p| p.len() > MAX_PORTS_PER_IP) {
+            return err("port index wrong or over 4 ports per ip".into());
+        }
+        if self.collisions.len() > MAX_TRIED_COLLISIONS {
+            return err("too many tried collisions".into());
+        }
+        for c in &self.collisions {
+            if self.entry(c.entry).is_none_or(|e| e.tried) {
+                return err("collision refers to a dead or tried entry".into());
+            }
+        }
+        if self.bans.len() > MAX_BANS {
+            return err("too many bans".into());
+        }
+        for b in &self.bans {
+            if self.ban_ids.get(&b.id).is_none_or(|&t| t < b.until)
+                || self.ban_ips.get(&b.ip).is_none_or(|&t| t < b.until)
+            {
+                return err(format!("ban of {}@{} not indexed", b.id, b.ip));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bitcoin's `IsTerrible` (without the persistent-peer exemption).
+fn is_terrible(e: &Entry, now: UnixTime) -> bool {
+    if e.last_attempt != 0 && now.saturating_sub(e.last_attempt) < MINUTE {
+        return false;
+    }
+    if e.last_seen > now.saturating_add(10 * MINUTE) {
+        return true;
+    }
+    if now.saturating_sub(e.last_seen) > HORIZON {
+        return true;
+    }
+    if e.last_success == 0 && e.attempts >= RETRIES {
+        return true;
+    }
+    now.saturating_sub(e.last_success) > MIN_FAIL && e.attempts >= MAX_FAILURES
+}
+
+/// Bitcoin's `GetChance`: the selection weight of an entry.
+fn chance(e: &Entry, now: UnixTime) -> f64 {
+    let mut c = 1.0;
+    if e.last_attempt != 0 && now.saturating_sub(e.last_attempt) < RECENT_ATTEMPT {
+        c *= 0.01;
+    }
+    c * 0.66f64.powi(e.attempts.min(8) as i32)
+}
+
+/// A uniform integer in `0..n` (`n > 0`), without modulo bias.
+pub(crate) fn uniform(rng: &mut impl RngCore, n: usize) -> usize {
+    let n = n as u64;
+    if n <= 1 {
+        return 0;
+    }
+    let zone = u64::MAX - (u64::MAX % n);
+    loop {
+        let v = rng.next_u64();
+        if v < zone {
+            return (v % n) as usize;
+        }
+    }
+}
+
+/// A uniform float in `[0, 1)`.
+fn unit(rng: &mut impl RngCore) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}

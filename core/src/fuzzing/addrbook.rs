@@ -1,1 +1,131 @@
-//! Fuzz entry points for `addrbook`.
+//! Fuzz entry points for `addrbook`: the file decoders and operation sequences.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use crate::addr::NetAddr;
+use crate::addrbook::{AddrBook, AddrBookConfig};
+use crate::ids::NodeId;
+
+/// Feeds arbitrary bytes to [`AddrBook::decode`] (and, if UTF-8, to the `addrbook.json`
+/// importer). Anything accepted must pass `check()` and re-encode to the same bytes.
+pub fn decode(data: &[u8]) {
+    if let Ok(book) = AddrBook::decode(data, AddrBookConfig::default()) {
+        assert!(book.check().is_ok(), "decoded book fails check");
+        assert_eq!(book.encode(), data, "decode/encode is not the identity");
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        if let Ok(book) =
+            AddrBook::import_cometbft_json(text, AddrBookConfig::default(), &mut rng, 1_700_000_000)
+        {
+            assert!(book.check().is_ok(), "imported book fails check");
+        }
+    }
+}
+
+struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.data.split_first()?;
+        self.data = rest;
+        Some(b)
+    }
+}
+
+/// A small address universe so that duplicates, shared groups and collisions are frequent.
+fn addr(sel: u8, port: u8, idb: u8) -> NetAddr {
+    let ip = if sel & 0x80 == 0 {
+        IpAddr::V4(Ipv4Addr::new(
+            20 + (sel & 0x7) * 3,
+            (sel >> 3) & 0x3,
+            sel,
+            1,
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2a01,
+            u16::from(sel & 0x3),
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from(sel),
+        ))
+    };
+    let mut id = [0u8; 20];
+    id[0] = idb & 0x1f;
+    NetAddr::new(
+        NodeId(id),
+        SocketAddr::new(ip, 26_656 + u16::from(port & 0x7)),
+    )
+}
+
+/// Interprets bytes as up to 10^4 book operations (add, attempt, fail, good, ban, reinstate,
+/// resolve collisions, remove, pick, selection, encode/decode) with a clock that moves forward;
+/// `check()` must hold after every one (G23), and a final encode/decode round trip must agree.
+pub fn ops(data: &[u8]) {
+    let mut input = Input { data };
+    let seed = u64::from(input.byte().unwrap_or(0));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut book = AddrBook::new(AddrBookConfig::default(), &mut rng);
+    let mut now: u64 = 1_700_000_000;
+    let mut n = 0;
+    while let Some(op) = input.byte() {
+        n += 1;
+        if n > 10_000 {
+            break;
+        }
+        let (a, b, c) = (
+            input.byte().unwrap_or(0),
+            input.byte().unwrap_or(0),
+            input.byte().unwrap_or(0),
+        );
+        let na = addr(a, b, c);
+        now += u64::from(b) * 97;
+        match op % 12 {
+            0..=2 => {
+                let src = addr(c, 0, 0).addr.ip();
+                let _ = book.add(na, src, now, &mut rng);
+            }
+            3 => book.mark_attempt(na.addr, now),
+            4 => book.mark_failed(na.addr, now),
+            5 => {
+                let _ = book.mark_good(na.addr, now, &mut rng);
+            }
+            6 => {
+                let _ = book.ban(na.id, na.addr.ip(), now);
+            }
+            7 => {
+                now += u64::from(c) * 3600;
+                let _ = book.reinstate_expired(now, &mut rng);
+            }
+            8 => {
+                let _ = book.resolve_collisions(now);
+                let _ = book.tried_collision_to_test(&mut rng);
+            }
+            9 => book.remove(na.addr),
+            10 => {
+                let _ = book.pick(now, &mut rng, |x| x.addr.port() % 2 == u16::from(c % 2));
+                let s = book.selection(now, &mut rng);
+                assert!(s.len() <= 250 && s.len() <= book.len() * 23 / 100 + 1);
+            }
+            _ => {
+                let re = AddrBook::decode(&book.encode(), AddrBookConfig::default());
+                match re {
+                    Ok(b2) => assert_eq!(b2.encode(), book.encode(), "round trip differs"),
+                    Err(e) => panic!("own encoding refused: {e}"),
+                }
+            }
+        }
+        if let Err(e) = book.check() {
+            panic!("after op {n} ({}): {e}", op % 12);
+        }
+    }
+}
