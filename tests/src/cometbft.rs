@@ -176,19 +176,22 @@ impl CometBft {
         if opts.seed_mode {
             cmd.arg("--seed-mode");
         }
-        let key_file;
+        let mut key_file = None;
         if let Some(json) = &opts.node_key_json {
-            key_file = std::env::temp_dir().join(format!(
+            let f = std::env::temp_dir().join(format!(
                 "cometmesh-interop-{}-{}-node_key.json",
                 std::process::id(),
                 opts.label
             ));
-            std::fs::write(&key_file, json).map_err(|e| format!("write node key: {e}"))?;
-            cmd.arg("--node-key").arg(&key_file);
+            std::fs::write(&f, json).map_err(|e| format!("write node key: {e}"))?;
+            cmd.arg("--node-key").arg(&f);
+            key_file = Some(f);
         }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("run cometbft-node.sh: {e}"))?;
+        let out = cmd.output();
+        if let Some(f) = &key_file {
+            let _ = std::fs::remove_file(f);
+        }
+        let out = out.map_err(|e| format!("run cometbft-node.sh: {e}"))?;
         if !out.status.success() {
             return Err(format!(
                 "cometbft-node.sh failed for {}: {}",

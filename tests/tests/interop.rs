@@ -22,7 +22,9 @@ use cometmesh_core::ChannelId;
 use cometmesh_core::conn::{CloseReason, ConnEvent, ConnectionConfig, NodeInfo, NodeInfoError};
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::ids::NodeId;
-use cometmesh_core::secret::{Handshake, Opener, SEALED_FRAME_SIZE};
+use cometmesh_core::secret::{
+    Handshake, Opener, SEALED_FRAME_SIZE, Sealer, auth_sig_message, ephemeral_message,
+};
 use cometmesh_core::wire::codec::encode_delimited;
 use cometmesh_core::wire::messages::decode_pex_message;
 use cometmesh_core::wire::proto::{self, Packet, PexMessage, packet, pex_message};
@@ -180,6 +182,164 @@ fn conn_dials_cometbft_v034() {
 // Frame level: the derived handshake vector against the node, and what the node puts in frames
 // ------------------------------------------------------------------------------------------
 
+/// A SecretConnection to a node driven by hand, frame by frame, so tests can see how the node
+/// packs its frames and send what our state machines never would.
+struct Raw {
+    s: TcpStream,
+    sealer: Sealer,
+    opener: Opener,
+    /// The plaintext of the node's first frame (its AuthSigMessage).
+    auth_plain: BytesMut,
+    remote: NodeId,
+    /// Plaintext received but not yet consumed by `next_packet`.
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Runs the SecretConnection handshake with `key` and ephemeral secret `eph`. With `packed`,
+    /// our AuthSigMessage and those bytes go out together in our first frame.
+    fn connect(node: &CometBft, key: &NodeKey, eph: [u8; 32], packed: Option<&[u8]>) -> Raw {
+        let mut hs = Handshake::new(key, eph);
+        let mut s =
+            TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        let eph_msg = hs.poll_transmit().expect("ephemeral message");
+        s.write_all(&eph_msg).unwrap();
+        let mut theirs = [0u8; 35];
+        s.read_exact(&mut theirs).expect("node's ephemeral message");
+        assert_eq!(
+            theirs[..3],
+            [0x22, 0x0a, 0x20],
+            "node's ephemeral message prefix"
+        );
+        hs.handle_received(&theirs).expect("node's ephemeral key");
+        let schedule = hs.key_schedule().expect("key schedule").clone();
+        let auth = hs.poll_transmit().expect("our AuthSig frame");
+        assert_eq!(auth.len(), SEALED_FRAME_SIZE);
+        let mut own_sealer = None;
+        match packed {
+            None => s.write_all(&auth).unwrap(),
+            Some(extra) => {
+                let mut sealer = Sealer::new(&schedule.send_key);
+                let mut plain = auth_sig_message(&key.public_key(), &key.sign(&schedule.challenge));
+                assert_eq!(plain.len(), 103);
+                plain.extend_from_slice(extra);
+                assert!(plain.len() <= 1024, "packed plaintext fits one frame");
+                let mut wire = BytesMut::new();
+                sealer.seal(&plain, &mut wire).unwrap();
+                s.write_all(&wire).unwrap();
+                own_sealer = Some(sealer);
+            }
+        }
+        let mut opener = Opener::new(&schedule.recv_key);
+        let auth_frame = read_frame(&mut s);
+        let auth_plain = open_frame(&mut opener, &auth_frame);
+        hs.handle_received(&auth_frame)
+            .expect("node's AuthSig verifies");
+        assert!(hs.is_complete());
+        let session = hs.into_session().expect("session");
+        let remote = session.remote_node_id();
+        Raw {
+            s,
+            sealer: own_sealer.unwrap_or(session.sealer),
+            opener,
+            auth_plain,
+            remote,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The plaintext of the next frame.
+    fn read_plain(&mut self) -> BytesMut {
+        let f = read_frame(&mut self.s);
+        open_frame(&mut self.opener, &f)
+    }
+
+    fn send_plain(&mut self, plain: &[u8]) {
+        let mut wire = BytesMut::new();
+        self.sealer.seal(plain, &mut wire).unwrap();
+        self.s.write_all(&wire).unwrap();
+    }
+
+    /// Sends our NodeInfo (one delimited message, one `seal` call like Go's single Write).
+    fn send_node_info(&mut self, info: &NodeInfo) {
+        let mut plain = BytesMut::new();
+        encode_delimited(&info.to_proto(), &mut plain);
+        self.send_plain(&plain);
+    }
+
+    /// Reads the node's NodeInfo, which must fill one frame alone.
+    fn read_node_info(&mut self) -> proto::DefaultNodeInfo {
+        let plain = self.read_plain();
+        let (info, used) = cometmesh_core::wire::messages::decode_node_info(&plain)
+            .expect("node info decodes")
+            .expect("node info complete in one frame");
+        assert_eq!(used, plain.len(), "NodeInfo frame holds nothing else");
+        info
+    }
+
+    fn send_packet(&mut self, p: &Packet) {
+        let mut plain = BytesMut::new();
+        encode_delimited(p, &mut plain);
+        self.send_plain(&plain);
+    }
+
+    fn send_pex(&mut self, m: &PexMessage) {
+        self.send_packet(&Packet::msg(ChannelId::PEX, true, m.encode_to_vec().into()));
+    }
+
+    /// The next packet, across frame boundaries.
+    fn next_packet(&mut self) -> packet::Sum {
+        loop {
+            if let Some((sum, used)) =
+                cometmesh_core::wire::messages::decode_packet(&self.buf, 1034).expect("packet")
+            {
+                let _ = self.buf.split_to(used);
+                return sum;
+            }
+            let plain = self.read_plain();
+            self.buf.extend_from_slice(&plain);
+        }
+    }
+
+    /// The next PEX message (skipping pings and pongs).
+    fn next_pex(&mut self) -> pex_message::Sum {
+        loop {
+            match self.next_packet() {
+                packet::Sum::PacketMsg(m) => {
+                    assert_eq!(m.channel_id, 0, "only PEX is advertised");
+                    assert!(m.eof, "PEX messages fit one packet");
+                    return decode_pex_message(&m.data).expect("pex message");
+                }
+                packet::Sum::PacketPing(_) => self.send_packet(&Packet::pong()),
+                packet::Sum::PacketPong(_) => {}
+            }
+        }
+    }
+
+    /// Reads (and drops) whatever arrives until the node closes the connection; returns how long
+    /// that took, or an error if it stays open for `within`.
+    fn wait_closed(&mut self, within: Duration) -> Result<Duration, String> {
+        let t = now();
+        let mut b = [0u8; 4096];
+        loop {
+            let left = within.saturating_sub(now() - t);
+            if left.is_zero() {
+                return Err(format!("still open after {within:?}"));
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            match self.s.read(&mut b) {
+                Ok(0) => return Ok(now() - t),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(now() - t),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
 fn read_frame(s: &mut TcpStream) -> [u8; SEALED_FRAME_SIZE] {
     let mut f = [0u8; SEALED_FRAME_SIZE];
     s.read_exact(&mut f).expect("read a 1044-byte frame");
@@ -193,9 +353,20 @@ fn open_frame(opener: &mut Opener, f: &[u8]) -> BytesMut {
     out
 }
 
+/// A NodeInfo for raw sessions: only the PEX channel.
+fn raw_info(key: &NodeKey, chain: &str, moniker: &str) -> NodeInfo {
+    NodeInfo::new(
+        key.node_id(),
+        chain,
+        format!("tcp://127.0.0.1:{}", free_port()),
+        moniker,
+        [ChannelId::PEX],
+    )
+}
+
 /// Drives the handshake by hand with party A of the derived vector (its node key and its
 /// ephemeral secret) against a node that runs with party B's `node_key.json`, and records the
-/// node's frames one by one: the AuthSig frame, the NodeInfo frame(s), the PexAddrs reply and
+/// node's frames one by one: the AuthSig frame, the NodeInfo frame, the PexAddrs reply and
 /// the Pong.
 fn frames(version: Version) {
     let mut opts = NodeOptions::new("kat-b", version, CHAIN);
@@ -209,67 +380,29 @@ fn frames(version: Version) {
 
     let key = NodeKey::from_seed(unhex32(KAT_A_SEED));
     assert_eq!(key.node_id().to_string(), KAT_A_ID);
-    let mut hs = Handshake::new(&key, unhex32(KAT_A_EPH));
-    let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-
-    let eph = hs.poll_transmit().expect("ephemeral message");
+    let hs = Handshake::new(&key, unhex32(KAT_A_EPH));
     assert_eq!(
-        hex(&eph),
+        hex(&ephemeral_message(&hs.ephemeral_public_key())),
         KAT_A_EPH_MSG,
         "our ephemeral message is the vector's"
     );
-    s.write_all(&eph).unwrap();
-    let mut theirs = [0u8; 35];
-    s.read_exact(&mut theirs).expect("node's ephemeral message");
-    assert_eq!(
-        theirs[..3],
-        [0x22, 0x0a, 0x20],
-        "node's ephemeral message prefix"
-    );
-    hs.handle_received(&theirs).expect("node's ephemeral key");
-    let schedule = hs.key_schedule().expect("key schedule").clone();
-    let auth = hs.poll_transmit().expect("our AuthSig frame");
-    assert_eq!(auth.len(), SEALED_FRAME_SIZE);
-    s.write_all(&auth).unwrap();
+    let mut raw = Raw::connect(&node, &key, unhex32(KAT_A_EPH), None);
 
     // The node's AuthSig: alone in frame 0, 103 bytes, party B's key.
-    let auth_frame = read_frame(&mut s);
-    let mut opener = Opener::new(&schedule.recv_key);
-    let plain = open_frame(&mut opener, &auth_frame);
+    let plain = raw.auth_plain.clone();
     assert_eq!(plain.len(), 103, "AuthSig frame plaintext: {}", hex(&plain));
     assert_eq!(plain[..5], [0x66, 0x0a, 0x22, 0x0a, 0x20]);
     assert_eq!(hex(&plain[5..37]), KAT_B_PUBKEY);
     assert_eq!(plain[37..39], [0x12, 0x40]);
-    hs.handle_received(&auth_frame)
-        .expect("node's AuthSig verifies");
-    assert!(hs.is_complete());
-    let session = hs.into_session().expect("session");
-    assert_eq!(session.remote_node_id().to_string(), KAT_B_ID);
-    let mut sealer = session.sealer;
+    assert_eq!(raw.remote.to_string(), KAT_B_ID);
 
     // The node's NodeInfo: one delimited message in a frame of its own (it is < 1024 bytes).
-    let plain = open_frame(&mut opener, &read_frame(&mut s));
-    let (info, used) = cometmesh_core::wire::messages::decode_node_info(&plain)
-        .expect("node info decodes")
-        .expect("node info complete in one frame");
-    assert_eq!(used, plain.len(), "NodeInfo frame holds nothing else");
-    eprintln!("node info from CometBFT {:?}: {info:#?}", version);
+    let info = raw.read_node_info();
+    eprintln!("node info from CometBFT {version:?}: {info:#?}");
     check_stock_node_info(&info, &node, version);
 
     // Our NodeInfo, then a PexRequest packet: the spec's byte example.
-    let ours = NodeInfo::new(
-        key.node_id(),
-        CHAIN,
-        format!("tcp://127.0.0.1:{}", free_port()),
-        "kat-a",
-        [ChannelId::PEX],
-    );
-    let mut plain = BytesMut::new();
-    encode_delimited(&ours.to_proto(), &mut plain);
-    let mut wire = BytesMut::new();
-    sealer.seal(&plain, &mut wire).unwrap();
+    raw.send_node_info(&raw_info(&key, CHAIN, "kat-a"));
     let mut req = BytesMut::new();
     encode_delimited(&Packet::msg(ChannelId::PEX, true, pex_request()), &mut req);
     assert_eq!(
@@ -277,13 +410,12 @@ fn frames(version: Version) {
         "081a0610011a020a00",
         "spec 4.1 PexRequest packet bytes"
     );
-    sealer.seal(&req, &mut wire).unwrap();
-    s.write_all(&wire).unwrap();
+    raw.send_plain(&req);
 
     let mut got_addrs = false;
     let mut frames_seen = Vec::new();
     for _ in 0..8 {
-        let plain = open_frame(&mut opener, &read_frame(&mut s));
+        let plain = raw.read_plain();
         frames_seen.push(hex(&plain));
         let (sum, used) = cometmesh_core::wire::messages::decode_packet(&plain, 1034)
             .expect("packet decodes")
@@ -309,11 +441,9 @@ fn frames(version: Version) {
     let mut ping = BytesMut::new();
     encode_delimited(&Packet::ping(), &mut ping);
     assert_eq!(hex(&ping), "020a00");
-    let mut wire = BytesMut::new();
-    sealer.seal(&ping, &mut wire).unwrap();
     let t = now();
-    s.write_all(&wire).unwrap();
-    let plain = open_frame(&mut opener, &read_frame(&mut s));
+    raw.send_plain(&ping);
+    let plain = raw.read_plain();
     assert_eq!(hex(&plain), "021200", "the node's answer to a ping");
     assert!(
         now() - t < Duration::from_millis(500),
@@ -533,4 +663,130 @@ fn conn_accepts_cometbft_v038() {
 #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
 fn conn_accepts_cometbft_v034() {
     conn_inbound(Version::V034);
+}
+
+// ------------------------------------------------------------------------------------------
+// Spec claims checked on the node with hand-made traffic
+// ------------------------------------------------------------------------------------------
+
+/// Spec 2.5: Go accepts our AuthSigMessage and our NodeInfo packed into one frame (we never
+/// send that; Rust peers on `tendermint-p2p` 0.41 would not accept it).
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_accepts_auth_sig_and_node_info_in_one_frame_v038() {
+    let node = start(&NodeOptions::new("packed", Version::V038, CHAIN));
+    let key = NodeKey::from_seed([0x31; 32]);
+    let mut info = BytesMut::new();
+    encode_delimited(&raw_info(&key, CHAIN, "packed").to_proto(), &mut info);
+    let mut raw = Raw::connect(&node, &key, [0x32; 32], Some(&info));
+    let _ = raw.read_node_info();
+    raw.send_pex(&PexMessage::request());
+    assert!(matches!(raw.next_pex(), pex_message::Sum::PexAddrs(_)));
+    assert!(node.lists_peer(key.node_id()).expect("net_info"));
+}
+
+/// A connected raw peer that has exchanged NodeInfos with the node.
+fn raw_peer(node: &CometBft, seed: u8) -> Raw {
+    let key = NodeKey::from_seed([seed; 32]);
+    let mut raw = Raw::connect(node, &key, [seed ^ 0x5a; 32], None);
+    let _ = raw.read_node_info();
+    raw.send_node_info(&raw_info(&key, CHAIN, "raw"));
+    raw
+}
+
+/// Spec 5.2: the first two PEX requests from a peer are answered whatever their timing; a third
+/// within 10 s is a violation and the node disconnects.
+fn pex_rate_limit(version: Version) {
+    let node = start(&NodeOptions::new("pex-rate", version, CHAIN));
+    let mut raw = raw_peer(&node, 0x41);
+    for i in 0..2 {
+        raw.send_pex(&PexMessage::request());
+        assert!(
+            matches!(raw.next_pex(), pex_message::Sum::PexAddrs(_)),
+            "request {i}"
+        );
+    }
+    // Still connected: a ping is answered.
+    raw.send_packet(&Packet::ping());
+    assert!(matches!(raw.next_packet(), packet::Sum::PacketPong(_)));
+    raw.send_pex(&PexMessage::request());
+    let took = raw
+        .wait_closed(Duration::from_secs(5))
+        .expect("the node disconnects after a third quick request");
+    eprintln!("{version:?}: disconnected {took:?} after the third request");
+    assert!(node.is_running());
+    let why = node.log_lines("sent next PEX request too soon");
+    assert!(!why.is_empty(), "the node's log gives another reason");
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_punishes_third_quick_pex_request_v038() {
+    pex_rate_limit(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_punishes_third_quick_pex_request_v034() {
+    pex_rate_limit(Version::V034);
+}
+
+/// Spec 5.2: an unsolicited PexAddrs is a violation; the node disconnects.
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_punishes_unsolicited_pex_addrs_v038() {
+    let node = start(&NodeOptions::new("pex-unsolicited", Version::V038, CHAIN));
+    let mut raw = raw_peer(&node, 0x42);
+    let (_, _, fake) = unreachable_peer();
+    let addr: cometmesh_core::addr::PeerAddr = fake.parse().expect("addr");
+    let net = addr.resolved().expect("ip address").to_proto();
+    raw.send_pex(&PexMessage::addrs(vec![net]));
+    raw.wait_closed(Duration::from_secs(5))
+        .expect("the node disconnects after an unsolicited PexAddrs");
+    assert!(
+        !node.log_lines("unsolicited pexAddrsMessage").is_empty(),
+        "the node's log gives another reason"
+    );
+}
+
+/// Spec 4.4: a PacketMsg on a channel the node did not register closes the connection.
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_disconnects_on_unknown_channel_v038() {
+    let node = start(&NodeOptions::new("unknown-channel", Version::V038, CHAIN));
+    let mut raw = raw_peer(&node, 0x43);
+    raw.send_packet(&Packet::msg(
+        ChannelId(0x7f),
+        true,
+        Bytes::from_static(b"x"),
+    ));
+    raw.wait_closed(Duration::from_secs(5))
+        .expect("the node disconnects on an unknown channel");
+    assert!(
+        !node.log_lines("unknown channel 7F").is_empty(),
+        "the node's log gives another reason"
+    );
+}
+
+/// Spec 5.2: a seed answers an inbound peer's request once, then hangs up.
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn seed_node_answers_once_and_hangs_up_v038() {
+    let (fake_id, _, fake) = unreachable_peer();
+    let mut opts = NodeOptions::new("seed", Version::V038, CHAIN);
+    opts.seed_mode = true;
+    opts.persistent_peers = fake;
+    let node = start(&opts);
+    let mut raw = raw_peer(&node, 0x44);
+    raw.send_pex(&PexMessage::request());
+    match raw.next_pex() {
+        pex_message::Sum::PexAddrs(a) => {
+            assert!(a.addrs.iter().any(|a| a.id == fake_id.to_string()), "{a:?}")
+        }
+        other => panic!("expected PexAddrs, got {other:?}"),
+    }
+    let took = raw
+        .wait_closed(Duration::from_secs(5))
+        .expect("the seed hangs up after answering");
+    eprintln!("seed hung up {took:?} after its answer");
 }
