@@ -144,6 +144,15 @@ fn conn_dial(version: Version) {
             && a.port == u32::from(fake_port)),
         "reply {addrs:?} lacks the node's persistent peer {fake_id}@127.0.0.1:{fake_port}"
     );
+    // Spec 5.3 and 6.8: the node put our self-reported listen address into its book when we
+    // connected, and its selection may hand the requester its own address (2 entries: both).
+    let ours = me.info.listen_addr.trim_start_matches("tcp://").to_owned();
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.id == me.info.id.to_string() && format!("{}:{}", a.ip, a.port) == ours),
+        "reply {addrs:?} lacks our own address {ours}"
+    );
 
     // Six of our ping intervals: each ping must be answered within 800 ms or the connection
     // closes with a pong timeout. Each pong arrives in a 1044-byte frame of its own.
@@ -789,4 +798,33 @@ fn seed_node_answers_once_and_hangs_up_v038() {
         .wait_closed(Duration::from_secs(5))
         .expect("the seed hangs up after answering");
     eprintln!("seed hung up {took:?} after its answer");
+}
+
+/// Spec 4.1: the node reads packets of at most 1034 bytes (the size of a full 1024-byte chunk on
+/// channel 1). It checks only that total: a PacketMsg on channel 0 without `eof` carries 1028
+/// data bytes in 1034 and is accepted; one more byte is "message exceeds max size".
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_packet_size_limit_is_1034_bytes_v038() {
+    let node = start(&NodeOptions::new("packet-limit", Version::V038, CHAIN));
+    let mut raw = raw_peer(&node, 0x45);
+    let fits = Packet::msg(ChannelId::PEX, false, Bytes::from(vec![0u8; 1028]));
+    assert_eq!(fits.encoded_len(), 1034);
+    raw.send_packet(&fits);
+    raw.send_packet(&Packet::ping());
+    assert!(
+        matches!(raw.next_packet(), packet::Sum::PacketPong(_)),
+        "a 1034-byte packet is accepted"
+    );
+    let too_big = Packet::msg(ChannelId::PEX, false, Bytes::from(vec![0u8; 1029]));
+    assert_eq!(too_big.encoded_len(), 1035);
+    raw.send_packet(&too_big);
+    raw.wait_closed(Duration::from_secs(5))
+        .expect("the node disconnects on a 1035-byte packet");
+    assert!(
+        !node
+            .log_lines("message exceeds max size (1035 > 1034)")
+            .is_empty(),
+        "the node's log gives another reason"
+    );
 }
