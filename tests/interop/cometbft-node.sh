@@ -20,7 +20,7 @@
 #   p2p.allow_duplicate_ip = true             (many peers on 127.0.0.1)
 #   p2p.pex = true, p2p.seeds, p2p.persistent_peers, p2p.seed_mode as given
 #   p2p.flush_throttle_timeout = 10ms         (default 100ms: messages go out sooner)
-#   p2p.handshake_timeout = 5s, p2p.dial_timeout = 2s  (defaults 20s, 3s: failures show sooner)
+#   p2p.handshake_timeout = 5s, p2p.dial_timeout = 2s  (no effect: the transport hard-codes 3 s / 1 s)
 #   consensus.create_empty_blocks = false     (quiet node; --empty-blocks turns it back on)
 #   consensus.timeout_commit = 500ms          (when blocks are made, make them quickly)
 # Not configurable in CometBFT (hard-coded, see tests/interop/README.md): MConnection ping interval
