@@ -1,1 +1,68 @@
-//! The `cometmesh` command.
+//! The `cometmesh` command: `init`, `start`, `show-node-id`, `version` and `testnet`.
+//!
+//! It reads and writes a home directory laid out as CometBFT's (`config/config.toml`,
+//! `config/node_key.json`, `config/genesis.json`, `config/addrbook.json`), takes the same
+//! `--p2p.*` flags, and serves CometBFT's p2p metric names. The binary is a thin `main` over
+//! [`run`]; every failure is a [`CliError`] printed as one line, exit code 2.
+
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod home;
+pub mod logging;
+pub mod metrics;
+pub mod node_key;
+pub mod settings;
+pub mod start;
+pub mod testnet_view;
+
+pub use error::CliError;
+
+use args::{Cli, Command};
+
+/// The host name, used as the default moniker (as CometBFT does).
+#[must_use]
+pub fn default_moniker() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "cometmesh".to_owned())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Version => {
+            println!(
+                "cometmesh {} (p2p protocol 8, CometBFT v0.34-v0.38 compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
+        Command::Init(args) => {
+            logging::init(cli.log_level.as_deref(), cli.log_format, "warn")?;
+            let home = home::Home::new(&args.home);
+            let moniker = args.moniker.unwrap_or_else(default_moniker);
+            let report = home::init(&home, &args.chain_id, &moniker)?;
+            for path in &report.written {
+                println!("wrote {}", path.display());
+            }
+            for path in &report.kept {
+                println!("kept  {}", path.display());
+            }
+            println!("node id: {}", report.node_id);
+            Ok(())
+        }
+        Command::ShowNodeId(args) => {
+            let home = home::Home::existing(&args.home)?;
+            let config = home.load_config()?;
+            println!("{}", home.node_id(&config)?);
+            Ok(())
+        }
+    }
+}

@@ -251,6 +251,11 @@ fn parse_host(host: &str) -> Option<Host> {
         return Some(Host::Ip(canonical_ip(ip)));
     }
     let name = host.strip_suffix('.').unwrap_or(host);
+    // `1.2.3.4.` is the absolute form of an IP literal: keep it an IP so printing and parsing
+    // again give the same host.
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(Host::Ip(canonical_ip(ip)));
+    }
     let valid = !name.is_empty()
         && name.len() <= MAX_DNS_NAME_LEN
         && name.split('.').all(|label| {

@@ -419,3 +419,13 @@ proptest! {
         let _ = parse_peer_list(&input);
     }
 }
+
+#[test]
+fn ip_literal_with_a_final_dot_is_an_ip() {
+    let addr: PeerAddr = "7627de929814c7484dc6bf94f60166ab3115b316@1.2.3.4.:26656"
+        .parse()
+        .unwrap();
+    assert_eq!(addr.host, Host::Ip("1.2.3.4".parse().unwrap()));
+    let again: PeerAddr = addr.to_string().parse().unwrap();
+    assert_eq!(again, addr);
+}

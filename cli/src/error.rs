@@ -1,0 +1,55 @@
+//! The command's errors: each prints as one line a person can act on, and exits with code 2.
+
+use crate::home::HomeError;
+use crate::logging::LogError;
+use crate::metrics::MetricsBindError;
+use crate::settings::SettingsError;
+
+/// Everything that stops a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The home, its config, key or genesis.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// A configured value that cannot be used.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The log filter.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The metrics port.
+    #[error(transparent)]
+    Metrics(#[from] MetricsBindError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+/// A short reason for an IO error on a socket, without the OS error number.
+#[must_use]
+pub fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => "address already in use".to_owned(),
+        ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_owned()
+        }
+        ErrorKind::AddrNotAvailable => "address not available on this machine".to_owned(),
+        _ => {
+            let text = e.to_string();
+            // Drop Rust's " (os error N)" suffix; keep the OS message.
+            match text.rfind(" (os error ") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
