@@ -828,3 +828,64 @@ fn node_packet_size_limit_is_1034_bytes_v038() {
         "the node's log gives another reason"
     );
 }
+
+/// Spec 4.5, the node's side: CometBFT pings every 60 s (not configurable), and our connection
+/// answers. We never ping here (1 h interval) and send nothing else, so the first frame we send
+/// is the Pong to the node's first Ping; it must come about 60 s after the connection started,
+/// and the connection then stays up. Meanwhile the node's 30 s ensure-peers pass sends us (an
+/// inbound peer) a PexRequest (spec 5.4 step 7), which needs no answer. Lasts about a minute:
+/// the one long test.
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn conn_answers_the_nodes_60s_ping_v038() {
+    let node = start(&NodeOptions::new("slow-ping", Version::V038, CHAIN));
+    let mut me = local(5, CHAIN);
+    me.config = Arc::new(ConnectionConfig {
+        ping_interval: Duration::from_secs(3600),
+        ..ConnectionConfig::default()
+    });
+    let mut c = BlockingConn::dial(&me, node.p2p_addr(), Some(node.id()), [11; 32]).expect("dial");
+    c.establish(secs(10)).expect("established");
+    let t0 = now();
+    let sent = |c: &BlockingConn| c.conn().stats().wire_bytes_sent;
+    let tx0 = sent(&c);
+    let end = t0 + Duration::from_secs(75);
+    let mut pong_at = None;
+    while now() < end {
+        let stop = c.run_until(now() + Duration::from_millis(100), |_| false);
+        assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
+        if sent(&c) > tx0 {
+            pong_at = Some(now() - t0);
+            break;
+        }
+    }
+    let pong_at = pong_at.expect("we sent nothing for 75 s: the node never pinged");
+    assert_eq!(
+        sent(&c) - tx0,
+        SEALED_FRAME_SIZE as u64,
+        "one frame (our pong)"
+    );
+    assert!(
+        pong_at > Duration::from_secs(55) && pong_at < Duration::from_secs(66),
+        "we answered a ping after {pong_at:?}, not about 60 s"
+    );
+    for e in &c.events[1..] {
+        match e {
+            ConnEvent::Message { channel, payload } if *channel == ChannelId::PEX => assert!(
+                matches!(
+                    decode_pex_message(payload),
+                    Ok(pex_message::Sum::PexRequest(_))
+                ),
+                "{payload:?}"
+            ),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    eprintln!(
+        "pong after {pong_at:?}; {} PexRequest(s) from the node meanwhile",
+        c.events.len() - 1
+    );
+    let stop = c.run_until(secs(2), |_| false);
+    assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
+    assert!(node.lists_peer(me.info.id).expect("net_info"));
+}
