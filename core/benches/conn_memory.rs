@@ -70,10 +70,19 @@ fn main() {
     drop(shared);
     let idle = measure(false);
     let after_traffic = measure(true);
+    let inline = std::mem::size_of::<PeerConnection>();
     println!("shared per-node parts (descriptors + local NodeInfo): {shared_bytes} B");
     println!(
-        "heap per idle established connection: {} B (fresh), {} B (after 1 MiB each way)",
+        "size_of::<PeerConnection>() (the struct itself, wherever the engine keeps it): {inline} B"
+    );
+    println!(
+        "heap owned per idle established connection: {} B (fresh), {} B (after 1 MiB each way)",
         idle - shared_bytes,
         after_traffic - shared_bytes
+    );
+    println!(
+        "total per idle established connection (struct + owned heap): {} B (fresh), {} B (after traffic)",
+        inline + idle - shared_bytes,
+        inline + after_traffic - shared_bytes
     );
 }

@@ -1,8 +1,8 @@
 //! The address-book goals of peer-management.md section 4 as deterministic tests.
 //!
-//! Counts the goals state as 10^6 are scaled down (noted at each test) so the whole file runs
-//! in a few seconds in a debug build; the properties are structural, so the scaled runs still
-//! exercise every bucket the full runs would.
+//! The counts the goals state (10^6 addresses, draws, flips) are used at full scale for one key
+//! and scaled down for the others (noted at each test), so the file runs in a few seconds in a
+//! debug build.
 
 mod addrbook_util;
 
@@ -19,14 +19,16 @@ use rand_core::RngCore;
 const KEYS: [u64; 3] = [1, 2, 3];
 
 /// G1: everything learned from one source group lands in ≤ 64 new buckets.
-/// (Scaled: 40,000 addresses per key instead of 10^6; 64 buckets × 64 slots fill up long before.)
+/// 10^6 random addresses for the first key, 40,000 for the others (64 buckets × 64 slots fill up
+/// long before).
 #[test]
 fn g1_source_group_confined_to_64_new_buckets() {
     for key in KEYS {
         let mut r = rng(100 + key);
         let mut b = book(key);
         let mut buckets = BTreeSet::new();
-        for _ in 0..40_000 {
+        let n = if key == KEYS[0] { 1_000_000 } else { 40_000 };
+        for _ in 0..n {
             let a = netaddr(random_ip(&mut r), &mut r);
             let src = ip_in(77, 7, &mut r);
             if b.add(a, src, T0, &mut r).is_ok() {
@@ -134,16 +136,20 @@ fn g3_key_secrecy_and_reload() {
 }
 
 /// G4: flooding never deletes a non-terrible honest entry and never touches tried.
-/// (Scaled: 8,000 honest entries and 200,000 attacker addresses from 1,000 source groups,
-/// instead of 20,000 and 10^6; the honest set still fills a large part of the new table's
-/// reachable slots.)
+/// Full scale for the first key (20,000 honest offers, 10^6 attacker addresses from 1,000 source
+/// groups); 8,000 and 200,000 for the other two.
 #[test]
 fn g4_flooding_deletes_no_honest_entry() {
     for key in KEYS {
         let mut r = rng(400 + key);
         let mut b = book(key);
         let mut honest = Vec::new();
-        for i in 0..8000 {
+        let (n_honest, n_attack) = if key == KEYS[0] {
+            (20_000, 1_000_000)
+        } else {
+            (8000, 200_000)
+        };
+        for i in 0..n_honest {
             let a = netaddr(random_ip(&mut r), &mut r);
             if b.add(a, random_ip(&mut r), T0, &mut r).is_ok() {
                 if i % 8 == 0 && b.mark_good(a.addr, T0, &mut r) != GoodOutcome::Promoted {
@@ -155,7 +161,7 @@ fn g4_flooding_deletes_no_honest_entry() {
         let tried_before: Vec<_> = b.entries().filter(|e| e.1).collect();
         let now = T0 + 3600;
         let mut attacker = 0usize;
-        for i in 0..200_000u32 {
+        for i in 0..n_attack {
             let a = netaddr(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + i * 7)), &mut r);
             let g = (i % 1000) as u16;
             let src = IpAddr::V4(Ipv4Addr::new(150 + (g / 250) as u8, (g % 250) as u8, 1, 1));
@@ -251,7 +257,8 @@ fn g8_tried_new_balance() {
 }
 
 /// G9: an entry attempted within 10 min is picked ≤ 1/50 as often as an average untried one.
-/// (Scaled: 100 recent entries in a 10^4 book and 2·10^5 draws instead of 10^6 draws.)
+/// (100 recent entries in a 10^4 book and 10^6 draws, so the recent ones get enough draws to
+/// measure.)
 #[test]
 fn g9_recency_penalty() {
     let mut r = rng(900);
@@ -269,7 +276,7 @@ fn g9_recency_penalty() {
         b.mark_attempt(*a, now - 120);
     }
     let (mut hits_recent, mut hits_other) = (0u64, 0u64);
-    for _ in 0..200_000 {
+    for _ in 0..1_000_000 {
         let a = b.pick(now, &mut r, |_| true).unwrap();
         if recent.contains(&a.addr) {
             hits_recent += 1;
@@ -284,7 +291,7 @@ fn g9_recency_penalty() {
         "recent {per_recent} vs other {per_other}"
     );
     // Without the attempt, they are picked like everyone else: the test can fail.
-    assert!(per_other > 15.0);
+    assert!(per_other > 80.0);
 }
 
 /// Finds two addresses whose tried slots collide: promote many from one group.
@@ -596,4 +603,38 @@ fn rejections_are_typed() {
     assert_eq!(lax.add(a, a.addr.ip(), T0, &mut r), Ok(AddOutcome::Added));
     assert!(b.is_empty() && b.needs_more());
     b.check().unwrap();
+}
+
+/// G10: six hours with our uplink down (every dial fails, no success anywhere): no tried entry
+/// becomes terrible or leaves tried, and attempt counters rise by at most 1 per entry.
+#[test]
+fn g10_our_outage_is_not_their_failure() {
+    let mut r = rng(1000);
+    let mut b = book(10);
+    let mut all = Vec::new();
+    while b.len() < 400 {
+        let a = netaddr(random_ip(&mut r), &mut r);
+        if b.add(a, random_ip(&mut r), T0, &mut r).is_ok() {
+            let _ = b.mark_good(a.addr, T0, &mut r);
+            all.push(a.addr);
+        }
+    }
+    let tried_before: BTreeSet<SocketAddr> =
+        all.iter().copied().filter(|a| b.is_tried(a)).collect();
+    assert!(tried_before.len() > 300);
+    let start = T0 + 60;
+    for step in 0..36u64 {
+        let now = start + step * 600;
+        for a in &all {
+            b.mark_attempt(*a, now);
+            b.mark_failed(*a, now + 5);
+        }
+    }
+    let end = start + 6 * 3600 + 120;
+    for a in &tried_before {
+        assert!(b.is_tried(a), "{a} left tried");
+        assert!(!b.is_terrible(a, end), "{a} became terrible");
+        assert!(b.attempts(a).unwrap() <= 1);
+    }
+    b.check_full().unwrap();
 }

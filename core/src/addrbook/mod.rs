@@ -227,6 +227,10 @@ pub struct AddrBook {
     by_id: HashMap<NodeId, SmallVec<[u32; 1]>>,
     new_table: Vec<u32>,
     tried_table: Vec<u32>,
+    /// Occupied slots of each table, kept exact by the only two writers of the tables
+    /// (`set_new_slot`, `set_tried_slot`), so `check` needs no full scan.
+    new_used: usize,
+    tried_used: usize,
     new_list: Vec<u32>,
     tried_list: Vec<u32>,
     collisions: Vec<Collision>,
@@ -270,6 +274,8 @@ impl AddrBook {
             by_id: HashMap::new(),
             new_table: vec![EMPTY; NEW_BUCKETS * BUCKET_SIZE],
             tried_table: vec![EMPTY; TRIED_BUCKETS * BUCKET_SIZE],
+            new_used: 0,
+            tried_used: 0,
             new_list: Vec::new(),
             tried_list: Vec::new(),
             collisions: Vec::new(),
@@ -377,6 +383,28 @@ impl AddrBook {
     }
 
     // ----- small helpers ---------------------------------------------------------------------
+
+    /// The only writer of the new table: keeps `new_used` exact.
+    fn set_new_slot(&mut self, pos: usize, idx: u32) {
+        let was = self.new_table[pos] != EMPTY;
+        self.new_table[pos] = idx;
+        match (was, idx != EMPTY) {
+            (false, true) => self.new_used += 1,
+            (true, false) => self.new_used -= 1,
+            _ => {}
+        }
+    }
+
+    /// The only writer of the tried table: keeps `tried_used` exact.
+    fn set_tried_slot(&mut self, pos: usize, idx: u32) {
+        let was = self.tried_table[pos] != EMPTY;
+        self.tried_table[pos] = idx;
+        match (was, idx != EMPTY) {
+            (false, true) => self.tried_used += 1,
+            (true, false) => self.tried_used -= 1,
+            _ => {}
+        }
+    }
 
     fn entry(&self, idx: u32) -> Option<&Entry> {
         self.entries.get(idx as usize).and_then(Option::as_ref)
@@ -575,7 +603,7 @@ impl AddrBook {
     }
 
     fn place_new(&mut self, idx: u32, bucket: usize, pos: usize) {
-        self.new_table[pos] = idx;
+        self.set_new_slot(pos, idx);
         if let Some(e) = self.entry_mut(idx) {
             e.new_buckets.push(bucket as u16);
         }
@@ -587,7 +615,7 @@ impl AddrBook {
         if idx == EMPTY {
             return;
         }
-        self.new_table[pos] = EMPTY;
+        self.set_new_slot(pos, EMPTY);
         let bucket = (pos / BUCKET_SIZE) as u16;
         let last = match self.entry_mut(idx) {
             Some(e) => {
@@ -642,13 +670,13 @@ impl AddrBook {
         for &b in &e.new_buckets {
             let pos = self.new_pos(usize::from(b), &e.addr.addr);
             if self.new_table[pos] == idx {
-                self.new_table[pos] = EMPTY;
+                self.set_new_slot(pos, EMPTY);
             }
         }
         if e.tried {
             let pos = self.tried_pos(&e.addr.addr);
             if self.tried_table[pos] == idx {
-                self.tried_table[pos] = EMPTY;
+                self.set_tried_slot(pos, EMPTY);
             }
         }
         // list_remove needs the moved entry present; `e` is already taken out.
@@ -727,7 +755,7 @@ impl AddrBook {
         let (addr, source, list_pos) = (e.addr.addr, e.source, e.list_pos);
         let tpos = self.tried_pos(&addr);
         if self.tried_table[tpos] == idx {
-            self.tried_table[tpos] = EMPTY;
+            self.set_tried_slot(tpos, EMPTY);
         }
         self.list_remove(true, list_pos);
         if let Some(e) = self.entry_mut(idx) {
@@ -797,7 +825,7 @@ impl AddrBook {
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &addr);
             if self.new_table[pos] == idx {
-                self.new_table[pos] = EMPTY;
+                self.set_new_slot(pos, EMPTY);
             }
         }
         self.list_remove(false, list_pos);
@@ -805,7 +833,7 @@ impl AddrBook {
             e.tried = true;
         }
         self.list_push(idx, true);
-        self.tried_table[tpos] = idx;
+        self.set_tried_slot(tpos, idx);
         self.collisions.retain(|c| c.entry != idx);
     }
 
@@ -1284,13 +1312,15 @@ impl AddrBook {
                 new_refs += n;
             }
         }
-        let occupied_new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
+        // Every reference was found at its slot above; with exact occupancy counts this proves
+        // that no slot holds a stray reference (`check_full` also scans the tables).
+        let occupied_new = self.new_used;
         if occupied_new != new_refs {
             return err(format!(
                 "{occupied_new} new slots used but {new_refs} references"
             ));
         }
-        let occupied_tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
+        let occupied_tried = self.tried_used;
         if occupied_tried != self.tried_list.len() {
             return err(format!(
                 "{occupied_tried} tried slots used but {} tried entries",
@@ -1324,6 +1354,23 @@ impl AddrBook {
             {
                 return err(format!("ban of {}@{} not indexed", b.id, b.ip));
             }
+        }
+        Ok(())
+    }
+}
+
+impl AddrBook {
+    /// [`Self::check`] plus a scan of every slot of both tables against the occupancy counts
+    /// (O(table size); `check` is O(entries)).
+    pub fn check_full(&self) -> Result<(), CheckError> {
+        self.check()?;
+        let new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
+        let tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
+        if new != self.new_used || tried != self.tried_used {
+            return Err(CheckError(format!(
+                "tables hold {new}/{tried} references, counts say {}/{}",
+                self.new_used, self.tried_used
+            )));
         }
         Ok(())
     }

@@ -179,6 +179,26 @@ impl PeerConnection {
         self.advance(now);
     }
 
+    /// The socket reached end of stream: closes with [`CloseReason::RemoteClosed`], or with the
+    /// SecretConnection error if the stream ended inside the handshake or inside a frame.
+    /// Messages already complete are delivered before the `Closed` event.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        let reason = match &mut self.phase {
+            Phase::Secret(hs) => match hs.handle_eof() {
+                Err(e) => CloseReason::Handshake(e),
+                Ok(()) => CloseReason::RemoteClosed,
+            },
+            Phase::NodeInfo { opener, .. } | Phase::Established { opener, .. } => {
+                match opener.finish() {
+                    Err(e) => CloseReason::Frame(e),
+                    Ok(()) => CloseReason::RemoteClosed,
+                }
+            }
+            Phase::Closed => return,
+        };
+        self.close(reason);
+    }
+
     /// The socket took `len` of the bytes handed out by [`Self::poll_transmit`].
     pub fn handle_sent(&mut self, _now: Instant, len: usize) {
         self.in_flight = self.in_flight.saturating_sub(len);

@@ -93,6 +93,9 @@ pub enum CloseReason {
         /// The configured backlog bound.
         limit: usize,
     },
+    /// The peer closed the stream (at a frame boundary, after the handshake).
+    #[error("connection closed by the peer")]
+    RemoteClosed,
     /// Closed by our side.
     #[error("closed locally")]
     Local,
