@@ -46,9 +46,10 @@ impl Version {
             candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
         }
         candidates.push(cache.join("bin").join(name));
+        let path = if self == Version::V038 { ", PATH" } else { "" };
         candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
             format!(
-                "no {name} binary (${var}, PATH, {}): run tests/interop/install-cometbft.sh",
+                "no {name} binary (${var}{path}, {}): run tests/interop/install-cometbft.sh",
                 cache.join("bin").display()
             )
         })
