@@ -2,3 +2,4 @@
 
 pub mod blocking;
 pub mod cometbft;
+pub mod loopback;
