@@ -921,3 +921,322 @@ fn conn_answers_the_nodes_60s_ping_v038() {
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
     assert!(node.lists_peer(me.info.id).expect("net_info"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Engine level: the whole cometmesh node (engine + tokio adapter) against CometBFT
+// ------------------------------------------------------------------------------------------
+
+mod engine {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use cometmesh_core::addr::NetAddr;
+    use cometmesh_core::conn::{CloseReason, NodeInfoError};
+    use cometmesh_core::engine::{DialFailReason, EngineConfig, Event};
+    use cometmesh_core::identity::NodeKey;
+    use cometmesh_core::ids::NodeId;
+    use cometmesh_tests::cometbft::{CometBft, NodeOptions, Version};
+    use futures::StreamExt;
+
+    use super::{CHAIN, start, unreachable_peer};
+
+    /// Runs `f` on a two-thread tokio runtime.
+    pub(super) fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f)
+    }
+
+    /// A loopback configuration: 127.0.0.1 port 0, duplicate IPs allowed, non-strict book, fast
+    /// keep-alive (ping every second, pong due in 800 ms).
+    pub(super) fn config(chain: &str) -> EngineConfig {
+        let mut c = EngineConfig::default();
+        c.chain_id = chain.to_owned();
+        c.listen_addr = ([127, 0, 0, 1], 0).into();
+        c.allow_duplicate_ip = true;
+        c.addr_book_strict = false;
+        c.connection.ping_interval = Duration::from_secs(1);
+        c.connection.pong_timeout = Duration::from_millis(800);
+        c
+    }
+
+    pub(super) fn net_addr(node: &CometBft) -> NetAddr {
+        NetAddr::new(node.id(), node.p2p_addr())
+    }
+
+    pub(super) async fn start_node(cfg: EngineConfig, seed: u8) -> cometmesh_tokio::Node {
+        cometmesh_tokio::builder(cfg, NodeKey::from_seed([seed; 32]))
+            .seed([seed; 32])
+            .start()
+            .await
+            .expect("cometmesh starts")
+    }
+
+    /// Waits (bounded) for an event matching `pred` on `events`.
+    pub(super) async fn wait_event(
+        events: &mut (impl futures::Stream<Item = Event> + Unpin),
+        limit: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event, String> {
+        let mut seen = Vec::new();
+        let r = tokio::time::timeout(limit, async {
+            while let Some(e) = events.next().await {
+                if pred(&e) {
+                    return Some(e);
+                }
+                seen.push(format!("{e:?}"));
+            }
+            None
+        })
+        .await;
+        match r {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(format!("event stream ended; seen {seen:?}")),
+            Err(_) => Err(format!("no matching event within {limit:?}; seen {seen:?}")),
+        }
+    }
+
+    /// Polls a blocking `/net_info` check off the runtime threads.
+    pub(super) async fn lists(node: &CometBft, id: NodeId) -> bool {
+        tokio::task::block_in_place(|| node.lists_peer(id).unwrap_or(false))
+    }
+
+    /// (a) cometmesh dials a CometBFT node: the peer comes up, our PEX request is answered with
+    /// the address the node knows (it lands in our book), the connection survives six of our
+    /// 1 s ping intervals and the node's `/net_info` lists us.
+    pub(super) fn dials(version: Version) {
+        let (fake_id, fake_port, fake) = unreachable_peer();
+        let mut opts = NodeOptions::new("engine-dialled", version, CHAIN);
+        opts.persistent_peers = fake;
+        let node = start(&opts);
+        block_on(async {
+            let me = start_node(config(CHAIN), 11).await;
+            let mut events = me.events().await.expect("events");
+            me.dial(net_addr(&node)).await.expect("dial");
+            let up = wait_event(
+                &mut events,
+                Duration::from_secs(10),
+                |e| matches!(e, Event::PeerUp { peer, .. } if *peer == node.id()),
+            )
+            .await
+            .expect("peer up");
+            if let Event::PeerUp { info, .. } = &up {
+                assert_eq!(info.network, CHAIN);
+                assert!(info.version.starts_with(version.pinned()));
+            }
+            let fake_addr = NetAddr::new(fake_id, ([127, 0, 0, 1], fake_port).into());
+            let mut learned = false;
+            for _ in 0..50 {
+                if me.known_addrs().await.expect("book").contains(&fake_addr) {
+                    learned = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                learned,
+                "our book never learned {fake_addr:?} from the node's PEX reply"
+            );
+            // Six ping rounds without the peer going down.
+            if let Ok(e) = wait_event(&mut events, Duration::from_secs(6), |e| {
+                matches!(e, Event::PeerDown { .. })
+            })
+            .await
+            {
+                panic!("peer went down during the ping rounds: {e:?}");
+            }
+            assert!(lists(&node, me.node_id()).await, "/net_info lacks us");
+            me.shutdown().await;
+        });
+    }
+
+    /// (b) A CometBFT node dials cometmesh (we are its persistent peer) and stays connected;
+    /// its `/net_info` lists us as an outbound peer.
+    pub(super) fn accepts(version: Version) {
+        block_on(async {
+            let me = start_node(config(CHAIN), 12).await;
+            let mut events = me.events().await.expect("events");
+            let mut opts = NodeOptions::new("engine-dialler", version, CHAIN);
+            opts.persistent_peers = me.net_addr().to_string();
+            let node = tokio::task::block_in_place(|| start(&opts));
+            // CometBFT dials its persistent peers after a random delay of up to 3 s.
+            wait_event(
+                &mut events,
+                Duration::from_secs(15),
+                |e| matches!(e, Event::PeerUp { peer, .. } if *peer == node.id()),
+            )
+            .await
+            .expect("the node dials us");
+            let peers = tokio::task::block_in_place(|| {
+                node.wait_net_info(Duration::from_secs(5), |p| {
+                    p.iter().any(|p| p.id == me.node_id().to_string())
+                })
+            })
+            .expect("/net_info lists us");
+            let us = peers
+                .iter()
+                .find(|p| p.id == me.node_id().to_string())
+                .expect("listed");
+            assert!(us.is_outbound, "{us:?}");
+            if let Ok(e) = wait_event(&mut events, Duration::from_secs(6), |e| {
+                matches!(e, Event::PeerDown { .. })
+            })
+            .await
+            {
+                panic!("peer went down: {e:?}");
+            }
+            assert!(lists(&node, me.node_id()).await, "/net_info lost us");
+            me.shutdown().await;
+            drop(node);
+        });
+    }
+
+    /// (c) cometmesh as the seed: two CometBFT nodes that know only the seed find each other
+    /// through PEX.
+    pub(super) fn seed(a_version: Version, b_version: Version) {
+        block_on(async {
+            let mut cfg = config(CHAIN);
+            cfg.seed_mode = true;
+            // CometBFT's GetSelection hands out max(min(32, size), 23 % of size) addresses; the
+            // engine's default (0) gives 23 % only, so a seed knowing fewer than 5 addresses
+            // answers with an empty list and two lone CometBFT nodes never meet (reported).
+            cfg.addr_book.min_selection = 32;
+            let seed = start_node(cfg, 13).await;
+            let seed_addr = seed.net_addr().to_string();
+            let mut a_opts = NodeOptions::new("seed-client-a", a_version, CHAIN);
+            a_opts.seeds = seed_addr.clone();
+            let a = tokio::task::block_in_place(|| start(&a_opts));
+            let mut b_opts = NodeOptions::new("seed-client-b", b_version, CHAIN);
+            b_opts.seeds = seed_addr;
+            let b = tokio::task::block_in_place(|| start(&b_opts));
+            let (ida, idb) = (a.id().to_string(), b.id().to_string());
+            tokio::task::block_in_place(|| {
+                a.wait_net_info(Duration::from_secs(90), |p| p.iter().any(|p| p.id == idb))
+                    .expect("A finds B through the seed");
+                b.wait_net_info(Duration::from_secs(30), |p| p.iter().any(|p| p.id == ida))
+                    .expect("B finds A through the seed");
+            });
+            seed.shutdown().await;
+        });
+    }
+
+    /// (d) A node of another chain is refused with `IncompatibleNetwork`.
+    pub(super) fn other_chain(version: Version) {
+        let node = start(&NodeOptions::new(
+            "engine-other-chain",
+            version,
+            "another-chain",
+        ));
+        block_on(async {
+            let me = start_node(config(CHAIN), 14).await;
+            let mut events = me.events().await.expect("events");
+            me.dial(net_addr(&node)).await.expect("dial");
+            let e = wait_event(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, Event::DialFailed { .. } | Event::PeerUp { .. })
+            })
+            .await
+            .expect("dial outcome");
+            match e {
+                Event::DialFailed {
+                    reason:
+                        DialFailReason::Handshake(CloseReason::NodeInfo(
+                            NodeInfoError::IncompatibleNetwork { ours, theirs },
+                        )),
+                    ..
+                } => {
+                    assert_eq!(ours, CHAIN);
+                    assert_eq!(theirs, "another-chain");
+                }
+                other => panic!("expected IncompatibleNetwork, got {other:?}"),
+            }
+            assert!(!lists(&node, me.node_id()).await);
+            me.shutdown().await;
+        });
+    }
+
+    /// (d) Dialling the node's address under another id is refused with `DialedIdMismatch`.
+    pub(super) fn wrong_id(version: Version) {
+        let node = start(&NodeOptions::new("engine-wrong-id", version, CHAIN));
+        block_on(async {
+            let me = start_node(config(CHAIN), 15).await;
+            let mut events = me.events().await.expect("events");
+            let wrong = NodeKey::from_seed([0x43; 32]).node_id();
+            me.dial(NetAddr::new(wrong, node.p2p_addr()))
+                .await
+                .expect("dial");
+            let e = wait_event(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, Event::DialFailed { .. } | Event::PeerUp { .. })
+            })
+            .await
+            .expect("dial outcome");
+            match e {
+                Event::DialFailed {
+                    reason:
+                        DialFailReason::Handshake(CloseReason::NodeInfo(
+                            NodeInfoError::DialedIdMismatch {
+                                dialled,
+                                authenticated,
+                            },
+                        )),
+                    ..
+                } => {
+                    assert_eq!(dialled, wrong);
+                    assert_eq!(authenticated, node.id());
+                }
+                other => panic!("expected DialedIdMismatch, got {other:?}"),
+            }
+            me.shutdown().await;
+        });
+    }
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_dials_cometbft_v038() {
+    engine::dials(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_dials_cometbft_v034() {
+    engine::dials(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_accepts_cometbft_v038() {
+    engine::accepts(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_accepts_cometbft_v034() {
+    engine::accepts(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_seed_introduces_two_cometbft_nodes_v038() {
+    engine::seed(Version::V038, Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_seed_introduces_v034_and_v038() {
+    engine::seed(Version::V034, Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_refuses_other_chain_v038() {
+    engine::other_chain(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_refuses_wrong_dialled_id_v038() {
+    engine::wrong_id(Version::V038);
+}
