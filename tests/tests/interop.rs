@@ -1008,6 +1008,9 @@ mod engine {
     /// the address the node knows (it lands in our book), the connection survives six of our
     /// 1 s ping intervals and the node's `/net_info` lists us.
     pub(super) fn dials(version: Version) {
+        if !super::available(version) {
+            return;
+        }
         let (fake_id, fake_port, fake) = unreachable_peer();
         let mut opts = NodeOptions::new("engine-dialled", version, CHAIN);
         opts.persistent_peers = fake;
@@ -1053,9 +1056,51 @@ mod engine {
         });
     }
 
+    /// The connection survives a minute with CometBFT's own timers at their defaults on both
+    /// sides (60 s pings): the node's ensure-peers pass sends us a PexRequest about 30 s in,
+    /// which the engine answers; the node's 60 s Ping is answered; nobody disconnects.
+    pub(super) fn long_lived(version: Version) {
+        if !super::available(version) {
+            return;
+        }
+        let node = start(&NodeOptions::new("engine-long", version, CHAIN));
+        block_on(async {
+            let mut cfg = config(CHAIN);
+            cfg.connection = cometmesh_core::conn::ConnectionConfig::default();
+            let me = start_node(cfg, 16).await;
+            let mut events = me.events().await.expect("events");
+            me.dial(net_addr(&node)).await.expect("dial");
+            wait_event(
+                &mut events,
+                Duration::from_secs(10),
+                |e| matches!(e, Event::PeerUp { peer, .. } if *peer == node.id()),
+            )
+            .await
+            .expect("peer up");
+            if let Ok(e) = wait_event(&mut events, Duration::from_secs(66), |e| {
+                matches!(e, Event::PeerDown { .. })
+            })
+            .await
+            {
+                panic!("peer went down within 66 s: {e:?}");
+            }
+            let status = me.status().await.expect("status");
+            assert!(
+                status.counters.pex_requests_answered >= 1,
+                "the node's 30 s PexRequest was not answered: {:?}",
+                status.counters
+            );
+            assert!(lists(&node, me.node_id()).await, "/net_info lacks us");
+            me.shutdown().await;
+        });
+    }
+
     /// (b) A CometBFT node dials cometmesh (we are its persistent peer) and stays connected;
     /// its `/net_info` lists us as an outbound peer.
     pub(super) fn accepts(version: Version) {
+        if !super::available(version) {
+            return;
+        }
         block_on(async {
             let me = start_node(config(CHAIN), 12).await;
             let mut events = me.events().await.expect("events");
@@ -1097,6 +1142,9 @@ mod engine {
     /// (c) cometmesh as the seed: two CometBFT nodes that know only the seed find each other
     /// through PEX.
     pub(super) fn seed(a_version: Version, b_version: Version) {
+        if !super::available(a_version) || !super::available(b_version) {
+            return;
+        }
         block_on(async {
             let mut cfg = config(CHAIN);
             cfg.seed_mode = true;
@@ -1125,6 +1173,9 @@ mod engine {
 
     /// (d) A node of another chain is refused with `IncompatibleNetwork`.
     pub(super) fn other_chain(version: Version) {
+        if !super::available(version) {
+            return;
+        }
         let node = start(&NodeOptions::new(
             "engine-other-chain",
             version,
@@ -1159,6 +1210,9 @@ mod engine {
 
     /// (d) Dialling the node's address under another id is refused with `DialedIdMismatch`.
     pub(super) fn wrong_id(version: Version) {
+        if !super::available(version) {
+            return;
+        }
         let node = start(&NodeOptions::new("engine-wrong-id", version, CHAIN));
         block_on(async {
             let me = start_node(config(CHAIN), 15).await;
@@ -1207,6 +1261,12 @@ fn engine_dials_cometbft_v034() {
 
 #[test]
 #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_stays_connected_past_the_nodes_timers_v038() {
+    engine::long_lived(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
 fn engine_accepts_cometbft_v038() {
     engine::accepts(Version::V038);
 }
@@ -1239,4 +1299,16 @@ fn engine_refuses_other_chain_v038() {
 #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
 fn engine_refuses_wrong_dialled_id_v038() {
     engine::wrong_id(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_refuses_other_chain_v034() {
+    engine::other_chain(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_refuses_wrong_dialled_id_v034() {
+    engine::wrong_id(Version::V034);
 }
