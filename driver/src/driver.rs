@@ -232,7 +232,6 @@ enum Wake<R: Runtime> {
     Io(IoEvent<R>),
     Cmd(Option<Command>),
     Timer,
-    Task,
 }
 
 struct Driver<R: Runtime> {
@@ -325,7 +324,7 @@ impl<R: Runtime> Driver<R> {
                 Wake::Io(ev) => self.on_io(now, ev),
                 Wake::Cmd(Some(cmd)) => self.on_cmd(now, cmd),
                 Wake::Cmd(None) => self.cmd_open = false,
-                Wake::Timer | Wake::Task => {}
+                Wake::Timer => {}
             }
             for _ in 0..BATCH {
                 match self.io_rx.try_recv() {
@@ -350,6 +349,16 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn poll_wake(&mut self, cx: &mut Context<'_>, timed: bool) -> Poll<Wake<R>> {
+        // Reap finished tasks first, so that their handles never pile up under load.
+        for _ in 0..BATCH {
+            if self.tasks.is_empty() {
+                break;
+            }
+            match self.tasks.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {}
+                _ => break,
+            }
+        }
         if let Poll::Ready(Some(ev)) = self.io_rx.poll_next_unpin(cx) {
             return Poll::Ready(Wake::Io(ev));
         }
@@ -360,11 +369,6 @@ impl<R: Runtime> Driver<R> {
         }
         if timed && Pin::new(&mut self.timer).poll(cx).is_ready() {
             return Poll::Ready(Wake::Timer);
-        }
-        if !self.tasks.is_empty()
-            && let Poll::Ready(Some(())) = self.tasks.poll_next_unpin(cx)
-        {
-            return Poll::Ready(Wake::Task);
         }
         Poll::Pending
     }

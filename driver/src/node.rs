@@ -215,6 +215,9 @@ impl<R: Runtime> NodeBuilder<R> {
     }
 }
 
+/// A saved book larger than this is not read (a full book is about 8 MiB).
+const MAX_BOOK_FILE: u64 = 64 << 20;
+
 /// Loads a saved book; a file the engine cannot read is moved aside with a warning.
 async fn load_book<R: Runtime>(
     rt: &R,
@@ -222,7 +225,9 @@ async fn load_book<R: Runtime>(
     path: &std::path::Path,
 ) -> Result<(), StartError> {
     let p = path.to_owned();
-    let read = rt.spawn_blocking(move || persist::read_if_exists(&p)).await;
+    let read = rt
+        .spawn_blocking(move || persist::read_if_exists(&p, MAX_BOOK_FILE))
+        .await;
     let bytes = match read {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(()),
@@ -233,7 +238,12 @@ async fn load_book<R: Runtime>(
             });
         }
     };
-    let Err(e) = engine.load_addr_book(&bytes) else {
+    let loaded = if bytes.len() as u64 > MAX_BOOK_FILE {
+        Err(format!("larger than {MAX_BOOK_FILE} bytes"))
+    } else {
+        engine.load_addr_book(&bytes).map_err(|e| e.to_string())
+    };
+    let Err(e) = loaded else {
         tracing::info!(path = %path.display(), entries = engine.addr_book().len(), "address book loaded");
         return Ok(());
     };

@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// `path` with `suffix` appended to its file name (`addrbook.bin` → `addrbook.bin.tmp`).
@@ -22,13 +22,17 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Reads the file at `path`; `None` if it does not exist.
-pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Reads at most `limit + 1` bytes of the file at `path` (so a caller sees that a file is
+/// larger than `limit` without reading it all); `None` if it does not exist.
+pub fn read_if_exists(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    f.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Renames `path` to `<path>.corrupt` (replacing an older one) and returns the new name.
@@ -92,7 +96,13 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!with_suffix(&p, ".tmp").exists());
-        assert_eq!(read_if_exists(&dir.join("none")).unwrap(), None);
+        assert_eq!(read_if_exists(&dir.join("none"), 10).unwrap(), None);
+        assert_eq!(read_if_exists(&p, 10).unwrap().unwrap(), b"two");
+        assert_eq!(
+            read_if_exists(&p, 1).unwrap().unwrap(),
+            b"tw",
+            "limit + 1 bytes at most"
+        );
         let aside = move_aside(&p).unwrap();
         assert_eq!(fs::read(aside).unwrap(), b"two");
         assert!(!p.exists());

@@ -147,7 +147,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// `a` and `b` connect (a dials b) and exchange one application message each way.
-pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
+pub async fn exchange<R: Runtime>(ra: &R, a: &Handle, b: &Handle) {
     let mut ea = a.events().await.expect("events");
     let mut eb = b.events().await.expect("events");
     a.dial(b.net_addr()).await.expect("dial");
@@ -184,12 +184,46 @@ pub async fn exchange<R: Runtime, S: Runtime>(ra: &R, a: &Handle, b: &Handle) {
 pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
     let a = start(&rt, config(), key(1)).await;
     let b = start(&rt, config(), key(2)).await;
-    exchange::<R, R>(&rt, &a, &b).await;
+    exchange(&rt, &a, &b).await;
+    let mut eb = b.events().await.expect("events");
     assert_eq!(
         a.broadcast(APP, Bytes::from_static(b"all")).await.ok(),
         Some(1)
     );
+    let (_, m) = next_message(&rt, &mut eb).await.expect("broadcast arrives");
+    assert_eq!(&m[..], b"all");
+    // `send_wait` rides over full queues (capacity 16) and keeps the order.
+    for i in 0..200u32 {
+        let mut m = vec![0u8; 1024];
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        a.send_wait(b.node_id(), APP, m.into())
+            .await
+            .expect("send_wait");
+    }
+    for i in 0..200u32 {
+        let (_, m) = next_message(&rt, &mut eb).await.expect("message");
+        assert_eq!(m.get(..4), Some(&i.to_be_bytes()[..]), "in order");
+    }
+    // Shutdown tells the peer at once (the connection is closed, not left to time out).
+    let aid = a.node_id();
+    let ha = a.handle();
+    let stopped = Instant::now();
     a.shutdown().await;
+    let down = timeout(&rt, Duration::from_secs(5), async {
+        while let Some(ev) = eb.next().await {
+            if matches!(ev, Event::PeerDown { peer, .. } if peer == aid) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(down, Some(true), "b saw a go down");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "shutdown is prompt"
+    );
+    assert!(matches!(ha.peers().await, Err(NodeError::Stopped)));
     b.shutdown().await;
 }
 
@@ -398,7 +432,7 @@ pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
     });
     // Meanwhile a real peer connects and talks.
     let good = start(&rt, config(), key(41)).await;
-    exchange::<R, R>(&rt, &good, &n).await;
+    exchange(&rt, &good, &n).await;
     let g = garbage.await.expect("garbage client cut off within 5 s");
     let s = silent.await.expect("silent client cut off within 5 s");
     assert!(

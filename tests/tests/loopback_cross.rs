@@ -16,7 +16,7 @@ fn tokio_and_async_std_nodes_exchange() {
         let rt = cometmesh_async_std::AsyncStdRuntime;
         let a = start(&rt, config(), key(61)).await;
         // Both directions of dialling: async-std dials tokio here.
-        exchange::<_, cometmesh_tokio::TokioRuntime>(&rt, &a, &t).await;
+        exchange(&rt, &a, &t).await;
         a.shutdown().await;
     });
     let stopped = tokio_rt

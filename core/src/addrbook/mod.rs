@@ -105,6 +105,9 @@ pub struct AddrBookConfig {
     /// Smallest PEX reply (capped by the book size). Default 0, so a reply never exceeds 23 %
     /// of the book (G19); CometBFT uses 32, which helps tiny networks bootstrap.
     pub min_selection: usize,
+    /// Most ports kept for one IP (G5). Default [`MAX_PORTS_PER_IP`]; a local test network whose
+    /// nodes all listen on one loopback address raises it.
+    pub max_ports_per_ip: usize,
 }
 
 impl Default for AddrBookConfig {
@@ -117,6 +120,7 @@ impl Default for AddrBookConfig {
             tried_bias_percent: 50,
             max_reinstatements_per_hour: 100,
             min_selection: 0,
+            max_ports_per_ip: MAX_PORTS_PER_IP,
         }
     }
 }
@@ -492,7 +496,7 @@ impl AddrBook {
         if self
             .ports
             .get(&ip)
-            .is_some_and(|p| p.len() >= MAX_PORTS_PER_IP)
+            .is_some_and(|p| p.len() >= self.config.max_ports_per_ip)
         {
             return Err(AddRejected::TooManyPorts);
         }
@@ -1334,7 +1338,12 @@ impl AddrBook {
             return err("id index size differs from entry count".into());
         }
         let ports: usize = self.ports.values().map(|p| p.len()).sum();
-        if ports != live || self.ports.values().any(|p| p.len() > MAX_PORTS_PER_IP) {
+        if ports != live
+            || self
+                .ports
+                .values()
+                .any(|p| p.len() > self.config.max_ports_per_ip)
+        {
             return err("port index wrong or over 4 ports per ip".into());
         }
         if self.collisions.len() > MAX_TRIED_COLLISIONS {

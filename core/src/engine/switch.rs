@@ -21,7 +21,7 @@ use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, Group};
 use crate::conn::{
     ChannelDescriptor, CloseReason, ConnEvent, ConnStats, ConnectionConfig, Direction, NodeInfo,
-    PeerConnection, SendError as ConnSendError,
+    NodeInfoError, PeerConnection, SendError as ConnSendError,
 };
 use crate::identity::NodeKey;
 use crate::ids::{ChannelId, ConnId, NodeId};
@@ -1168,10 +1168,13 @@ impl Engine {
                     Phase::Up(_) => self.drop_conn(now, id, reason, true),
                     Phase::Handshaking | Phase::Dialing => {
                         let reason = match reason {
-                            DisconnectReason::Conn(r) => r,
-                            _ => CloseReason::Local,
+                            DisconnectReason::Conn(CloseReason::NodeInfo(
+                                NodeInfoError::SelfConnection,
+                            )) => DialFailReason::SelfConnection,
+                            DisconnectReason::Conn(r) => DialFailReason::Handshake(r),
+                            _ => DialFailReason::Handshake(CloseReason::Local),
                         };
-                        self.fail_conn(now, id, DialFailReason::Handshake(reason), true);
+                        self.fail_conn(now, id, reason, true);
                     }
                     Phase::Closing => {}
                 }
@@ -1535,12 +1538,13 @@ impl Engine {
                 }
             }
         }
+        // Expired bans return to the book (new table only, rate-limited by the book, G16).
+        let unix = self.unix(now);
+        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
+            self.book_dirty = true;
+        }
+        self.bans.expire(now);
         if self.book.needs_more() {
-            let unix = self.unix(now);
-            if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
-                self.book_dirty = true;
-            }
-            self.bans.expire(now);
             if period_elapsed && !self.peers.is_empty() {
                 let n = self.peers.len();
                 let i = usize::try_from(self.rng.next_u64() % n as u64).unwrap_or(0);
@@ -1551,8 +1555,6 @@ impl Engine {
             if !picked_any && need > 0 {
                 self.dial_seeds(now);
             }
-        } else {
-            self.bans.expire(now);
         }
     }
 

@@ -13,7 +13,7 @@ use crate::ids::ChannelId;
 use crate::sim::{Sim, SimConfig, node_config};
 
 /// At most this many simulation steps per input.
-const MAX_STEPS: u64 = 20_000;
+const MAX_STEPS: u64 = 5_000;
 
 struct Input<'a> {
     data: &'a [u8],
@@ -152,7 +152,7 @@ pub fn engine_sim(data: &[u8]) {
         }
     }
     // Let the network settle a little, then check everything.
-    let _ = sim.run_for(Duration::from_secs(30), 5_000);
+    let _ = sim.run_for(Duration::from_secs(30), 2_000);
     sim.check_all();
 }
 
