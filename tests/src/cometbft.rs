@@ -360,6 +360,15 @@ impl CometBft {
         Ok(self.net_info_peers()?.iter().any(|p| p.id == id))
     }
 
+    /// Whether `/net_info` lists `id` within `timeout` (a peer we see as up may take the node a
+    /// moment more to add to its peer set).
+    #[must_use]
+    pub fn lists_peer_within(&self, id: NodeId, timeout: Duration) -> bool {
+        let id = id.to_string();
+        self.wait_net_info(timeout, |p| p.iter().any(|p| p.id == id))
+            .is_ok()
+    }
+
     /// The log lines containing `needle`.
     #[must_use]
     pub fn log_lines(&self, needle: &str) -> Vec<String> {

@@ -187,7 +187,7 @@ fn conn_dial(version: Version) {
     );
 
     assert!(
-        node.lists_peer(me.info.id).expect("net_info"),
+        node.lists_peer_within(me.info.id, Duration::from_secs(5)),
         "/net_info lacks us"
     );
 }
@@ -479,7 +479,7 @@ fn frames(version: Version) {
         "pong took {:?}",
         now() - t
     );
-    assert!(node.lists_peer(key.node_id()).expect("net_info"));
+    assert!(node.lists_peer_within(key.node_id(), Duration::from_secs(5)));
 }
 
 /// What a stock node announces (spec 3.4), as observed.
@@ -688,7 +688,7 @@ fn conn_inbound(version: Version) {
     assert_eq!(us.channels, "00");
     let stop = c.run_until(secs(5), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
-    assert!(node.lists_peer(me.info.id).expect("net_info"));
+    assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
 }
 
 #[test]
@@ -720,7 +720,7 @@ fn node_accepts_auth_sig_and_node_info_in_one_frame_v038() {
     let _ = raw.read_node_info();
     raw.send_pex(&PexMessage::request());
     assert!(matches!(raw.next_pex(), pex_message::Sum::PexAddrs(_)));
-    assert!(node.lists_peer(key.node_id()).expect("net_info"));
+    assert!(node.lists_peer_within(key.node_id(), Duration::from_secs(5)));
 }
 
 /// A connected raw peer that has exchanged NodeInfos with the node.
@@ -919,7 +919,7 @@ fn conn_answers_the_nodes_60s_ping_v038() {
     );
     let stop = c.run_until(secs(2), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
-    assert!(node.lists_peer(me.info.id).expect("net_info"));
+    assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -999,9 +999,9 @@ mod engine {
         }
     }
 
-    /// Polls a blocking `/net_info` check off the runtime threads.
+    /// Whether `/net_info` lists `id` within 5 s (checked off the runtime's async threads).
     pub(super) async fn lists(node: &CometBft, id: NodeId) -> bool {
-        tokio::task::block_in_place(|| node.lists_peer(id).unwrap_or(false))
+        tokio::task::block_in_place(|| node.lists_peer_within(id, Duration::from_secs(5)))
     }
 
     /// (a) cometmesh dials a CometBFT node: the peer comes up, our PEX request is answered with
@@ -1171,6 +1171,63 @@ mod engine {
         });
     }
 
+    /// The mirror of (c): cometmesh bootstraps from a CometBFT seed. The seed already knows
+    /// CometBFT node A (A used it as its seed); cometmesh, whose only seed is that node, learns A
+    /// from the seed's one-shot reply and connects to it.
+    pub(super) fn uses_cometbft_seed(version: Version) {
+        if !super::available(version) {
+            return;
+        }
+        let mut s_opts = NodeOptions::new("cometbft-seed", version, CHAIN);
+        s_opts.seed_mode = true;
+        let seed = start(&s_opts);
+        let mut a_opts = NodeOptions::new("seed-user-a", version, CHAIN);
+        a_opts.seeds = seed.peer_addr();
+        let a = start(&a_opts);
+        // A dials the seed at start (its book is empty); once that connection started, the seed
+        // has A's address in its book (spec 5.3, inbound peer).
+        let seed_id = seed.id().to_string();
+        let end = super::now() + Duration::from_secs(10);
+        while !a
+            .log_lines("Starting Peer service")
+            .iter()
+            .any(|l| l.contains(&seed_id))
+        {
+            assert!(super::now() < end, "A never connected to the seed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        block_on(async {
+            let mut cfg = config(CHAIN);
+            cfg.seeds = vec![net_addr(&seed)];
+            let me = start_node(cfg, 18).await;
+            let mut events = me.events().await.expect("events");
+            let up = wait_event(
+                &mut events,
+                Duration::from_secs(60),
+                |e| matches!(e, Event::PeerUp { peer, .. } if *peer == a.id()),
+            )
+            .await;
+            let status = me.status().await.expect("status");
+            let known = me.known_addrs().await.expect("book");
+            up.unwrap_or_else(|e| {
+                panic!(
+                    "never connected to A: {e}; counters {:?}; book {known:?}",
+                    status.counters
+                )
+            });
+            if let Ok(e) = wait_event(&mut events, Duration::from_secs(5), |e| {
+                matches!(e, Event::PeerDown { .. })
+            })
+            .await
+            {
+                let c = me.status().await.map(|s| s.counters);
+                panic!("a peer went down: {e:?}; counters {c:?}");
+            }
+            assert!(lists(&a, me.node_id()).await, "A's /net_info lacks us");
+            me.shutdown().await;
+        });
+    }
+
     /// (d) A node of another chain is refused with `IncompatibleNetwork`.
     pub(super) fn other_chain(version: Version) {
         if !super::available(version) {
@@ -1203,7 +1260,9 @@ mod engine {
                 }
                 other => panic!("expected IncompatibleNetwork, got {other:?}"),
             }
-            assert!(!lists(&node, me.node_id()).await);
+            assert!(!tokio::task::block_in_place(|| node
+                .lists_peer(me.node_id())
+                .expect("net_info")));
             me.shutdown().await;
         });
     }
@@ -1311,4 +1370,16 @@ fn engine_refuses_other_chain_v034() {
 #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
 fn engine_refuses_wrong_dialled_id_v034() {
     engine::wrong_id(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_bootstraps_from_a_cometbft_seed_v038() {
+    engine::uses_cometbft_seed(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_bootstraps_from_a_cometbft_seed_v034() {
+    engine::uses_cometbft_seed(Version::V034);
 }
