@@ -466,7 +466,8 @@ fn frames(version: Version) {
         "no PexAddrs among the node's frames {frames_seen:?}"
     );
 
-    // A Ping is answered by a Pong, flushed at once, alone in its frame: `02 12 00`.
+    // A Ping is answered by a Pong, alone in its frame: `02 12 00` (bound generous for loaded
+    // machines; the node flushes pongs at once, spec 4.3).
     let mut ping = BytesMut::new();
     encode_delimited(&Packet::ping(), &mut ping);
     assert_eq!(hex(&ping), "020a00");
@@ -475,7 +476,7 @@ fn frames(version: Version) {
     let plain = raw.read_plain();
     assert_eq!(hex(&plain), "021200", "the node's answer to a ping");
     assert!(
-        now() - t < Duration::from_millis(500),
+        now() - t < Duration::from_secs(2),
         "pong took {:?}",
         now() - t
     );
@@ -1126,6 +1127,12 @@ mod engine {
                 .find(|p| p.id == me.node_id().to_string())
                 .expect("listed");
             assert!(us.is_outbound, "{us:?}");
+            // How the node sees our engine's NodeInfo: our chain, only the PEX channel.
+            assert_eq!(
+                (us.network.as_str(), us.channels.as_str()),
+                (CHAIN, "00"),
+                "{us:?}"
+            );
             if let Ok(e) = wait_event(&mut events, Duration::from_secs(6), |e| {
                 matches!(e, Event::PeerDown { .. })
             })
