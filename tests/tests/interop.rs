@@ -1274,6 +1274,44 @@ mod engine {
         });
     }
 
+    /// (d), inbound: a node of another chain that has us as its persistent peer dials us (every
+    /// 5 s) and is never admitted. The engine reports no typed reason for a failed inbound
+    /// handshake (no event, no counter: reported), so this checks what is observable: no
+    /// `PeerUp`, the node's `/net_info` never lists us, and the node logs the incompatibility.
+    pub(super) fn inbound_other_chain(version: Version) {
+        if !super::available(version) {
+            return;
+        }
+        block_on(async {
+            let me = start_node(config(CHAIN), 19).await;
+            let mut events = me.events().await.expect("events");
+            let mut opts = NodeOptions::new("engine-inbound-other-chain", version, "another-chain");
+            opts.persistent_peers = me.net_addr().to_string();
+            let node = tokio::task::block_in_place(|| start(&opts));
+            let end = super::now() + Duration::from_secs(15);
+            while node.log_lines("incompatible").is_empty() {
+                assert!(
+                    super::now() < end,
+                    "the node never dialled us or never refused us"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!("node: {:?}", node.log_lines("incompatible").first());
+            if let Ok(e) = wait_event(&mut events, Duration::from_secs(2), |e| {
+                matches!(e, Event::PeerUp { .. })
+            })
+            .await
+            {
+                panic!("a node of another chain was admitted: {e:?}");
+            }
+            assert!(me.peers().await.expect("peers").is_empty());
+            assert!(!tokio::task::block_in_place(|| node
+                .lists_peer(me.node_id())
+                .expect("net_info")));
+            me.shutdown().await;
+        });
+    }
+
     /// (d) Dialling the node's address under another id is refused with `DialedIdMismatch`.
     pub(super) fn wrong_id(version: Version) {
         if !super::available(version) {
@@ -1389,4 +1427,10 @@ fn engine_bootstraps_from_a_cometbft_seed_v038() {
 #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
 fn engine_bootstraps_from_a_cometbft_seed_v034() {
     engine::uses_cometbft_seed(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn engine_never_admits_inbound_other_chain_v038() {
+    engine::inbound_other_chain(Version::V038);
 }
