@@ -55,13 +55,16 @@ cometbft_run() {
 # The program is tests/examples/adapter_bench.rs: whole nodes (handle -> engine task -> MConnection
 # -> SecretConnection -> TCP -> reader task -> engine -> event stream), rate limits lifted, send
 # queue of 100 messages, as bench/go. COMETMESH_RUNTIME=tokio (default) or async-std picks the
-# runtime. secret_bulk is not measured at node level (n/a).
+# runtime. secret_bulk is tests/examples/secret_bulk.rs instead: one SecretConnection
+# (cometmesh_core::secret Handshake/Sealer/Opener) over blocking std::net TCP, a writer thread
+# sealing 64 KiB writes and a reader thread opening, as bench/go's secret_bulk.
 # COMETMESH_BENCH=<program> overrides both: it is run as `<program> --only <workload>`.
 CM_BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/adapter_bench"
+CM_SECRET="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/secret_bulk"
 cometmesh_build() {
     [ -n "${COMETMESH_BENCH:-}" ] && return 0
-    echo "building tests/examples/adapter_bench (release)..." >&2
-    (cd "$ROOT" && cargo build --release -q -p cometmesh-tests --example adapter_bench)
+    echo "building tests/examples/{adapter_bench,secret_bulk} (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p cometmesh-tests --example adapter_bench --example secret_bulk)
 }
 cometmesh_run() {
     if [ -n "${COMETMESH_BENCH:-}" ]; then
@@ -69,10 +72,11 @@ cometmesh_run() {
         return
     fi
     case "$1" in
-        mconn_64b | mconn_64kib | idle_peer_rss) ;;
+        secret_bulk) "$CM_SECRET" --only "$1" ;;
+        mconn_64b | mconn_64kib | idle_peer_rss)
+            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" ;;
         *) return 1 ;;
     esac
-    "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1"
 }
 # >>> end of the cometmesh side <<<
 

@@ -34,11 +34,15 @@ pub enum LogFormat {
 pub enum Command {
     /// Create a home: config/config.toml, config/node_key.json and config/genesis.json.
     Init(InitArgs),
+    /// Run a node from a home (a cometmesh or CometBFT home).
+    Start(Box<StartArgs>),
     /// Print this node's id.
     #[command(name = "show-node-id")]
     ShowNodeId(HomeArg),
     /// Print the version.
     Version,
+    /// Run a local network of nodes on loopback and watch them find each other.
+    Testnet(TestnetArgs),
 }
 
 /// `--home`.
@@ -161,8 +165,8 @@ impl P2pOverrides {
 /// `testnet` arguments.
 #[derive(Debug, Args)]
 pub struct TestnetArgs {
-    /// Number of nodes (one of them the seed); at least 2.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=64))]
+    /// Number of nodes (one of them the seed); at least 3.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(3..=64))]
     pub nodes: u16,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -216,5 +220,23 @@ mod tests {
         assert_eq!(p2p.max_num_inbound_peers, 3);
         assert_eq!(p2p.max_num_outbound_peers, 10);
         assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn testnet_defaults_to_eight_nodes() {
+        let cli = Cli::try_parse_from(["cometmesh", "testnet"]).unwrap();
+        let Command::Testnet(t) = cli.command else {
+            panic!("not testnet")
+        };
+        assert_eq!((t.nodes, t.timeout), (8, 60));
+    }
+
+    #[test]
+    fn start_is_a_command() {
+        let cli = Cli::try_parse_from(["cometmesh", "start", "--home", "/h", "--p2p.seed_mode"]);
+        let Command::Start(start) = cli.unwrap().command else {
+            panic!("not start")
+        };
+        assert_eq!(start.p2p.seed_mode, Some(true));
     }
 }

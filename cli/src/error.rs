@@ -17,9 +17,28 @@ pub enum CliError {
     /// The log filter.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The address-book files.
+    #[error(transparent)]
+    AddrBook(#[from] crate::addrbook_file::AddrBookFileError),
     /// The metrics port.
     #[error(transparent)]
     Metrics(#[from] MetricsBindError),
+    /// The p2p listener could not be bound.
+    #[error("cannot listen on {key} {addr}: {reason}")]
+    Listen {
+        /// The key or flag naming the address.
+        key: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why (in use, permission, not available).
+        reason: String,
+    },
+    /// The node refused to start or stopped working.
+    #[error("node: {0}")]
+    Node(String),
+    /// The local testnet did not reach its target.
+    #[error("testnet: {0}")]
+    Testnet(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -29,7 +48,11 @@ impl CliError {
     /// The process exit code for this error.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
-        2
+        match self {
+            // The network ran but did not converge: not a usage error.
+            CliError::Testnet(_) => 1,
+            _ => 2,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addrbook_file;
 pub mod args;
 pub mod config;
 pub mod duration;
@@ -14,9 +15,11 @@ pub mod error;
 pub mod home;
 pub mod logging;
 pub mod metrics;
+pub mod node;
 pub mod node_key;
 pub mod settings;
 pub mod start;
+pub mod testnet;
 pub mod testnet_view;
 
 pub use error::CliError;
@@ -57,6 +60,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             println!("node id: {}", report.node_id);
             Ok(())
+        }
+        Command::Start(args) => {
+            logging::init(cli.log_level.as_deref(), cli.log_format, "info")?;
+            let prepared = start::prepare(&args)?;
+            node::run(prepared)
+        }
+        Command::Testnet(args) => {
+            // The table is the output; logs only for problems unless asked for.
+            logging::init(cli.log_level.as_deref(), cli.log_format, "warn")?;
+            testnet::run(&args)
         }
         Command::ShowNodeId(args) => {
             let home = home::Home::existing(&args.home)?;

@@ -11,7 +11,8 @@
 //! - `cometbft_p2p_peer_send_bytes_total{peer_id,chID}` (counter)
 //! - `cometbft_p2p_peer_pending_send_bytes{peer_id}` (gauge)
 //! - `cometmesh_bans_total`, `cometmesh_dial_failures_total` (counters),
-//!   `cometmesh_addrbook_size{table="new"|"old"}` (gauge)
+//!   `cometmesh_addrbook_size{table}` (gauge; `table="all"` while the runtime reports only
+//!   the total, `"new"`/`"old"` per table where it reports them)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -226,9 +227,6 @@ impl P2pMetrics {
             "Number of addresses in the address book, by table.",
             Kind::Gauge,
         );
-        for table in ["new", "old"] {
-            r.set(ADDRBOOK_SIZE, &[("table", table)], 0.0);
-        }
         r.set(BANS_TOTAL, &[], 0.0);
         r.set(DIAL_FAILURES_TOTAL, &[], 0.0);
         metrics.set_peers(0);
@@ -288,12 +286,10 @@ impl P2pMetrics {
         self.registry.add(DIAL_FAILURES_TOTAL, &[], 1.0);
     }
 
-    /// Sets the address-book table sizes.
-    pub fn set_addrbook_size(&self, new: usize, old: usize) {
+    /// Sets the size of one address-book table (`new`, `old`, or `all` for the whole book).
+    pub fn set_addrbook_size(&self, table: &str, len: usize) {
         self.registry
-            .set(ADDRBOOK_SIZE, &[("table", "new")], new as f64);
-        self.registry
-            .set(ADDRBOOK_SIZE, &[("table", "old")], old as f64);
+            .set(ADDRBOOK_SIZE, &[("table", table)], len as f64);
     }
 }
 
@@ -425,7 +421,8 @@ mod tests {
         m.inc_bans();
         m.inc_dial_failures();
         m.inc_dial_failures();
-        m.set_addrbook_size(7, 1);
+        m.set_addrbook_size("new", 7);
+        m.set_addrbook_size("old", 1);
         let text = registry.render();
         for line in [
             "# TYPE cometbft_p2p_peers gauge",

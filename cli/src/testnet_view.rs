@@ -28,7 +28,7 @@ pub struct NodeSnapshot {
     pub bytes_sent: u64,
     /// Total bytes received on all connections so far.
     pub bytes_received: u64,
-    /// Messages sent and received so far.
+    /// PEX messages sent so far (requests and replies).
     pub messages: u64,
 }
 
@@ -97,7 +97,7 @@ pub fn render_table(nodes: &[NodeSnapshot], target: usize, elapsed: Duration) ->
     let _ = writeln!(
         out,
         "{:<8} {:<12} {:>4} {:>4} {:>10} {:>10} {:>8}  status",
-        "node", "id", "in", "out", "sent", "received", "messages"
+        "node", "id", "in", "out", "sent", "received", "pex msgs"
     );
     let mut done = 0;
     for node in nodes {
@@ -186,7 +186,7 @@ pub fn render_summary(
     }
     let _ = writeln!(
         out,
-        "{} nodes, {connections} open connections, {messages} messages and {} exchanged",
+        "{} nodes, {connections} open connections; {messages} PEX messages and {} sent",
         nodes.len(),
         human_bytes(bytes)
     );
@@ -257,7 +257,7 @@ mod tests {
         assert!(line.contains("[2 1 1]"), "{line}");
         let summary = render_summary(&nodes, 2, Some(Duration::from_millis(4200)), Duration::ZERO);
         assert!(summary.starts_with("full discovery in 4.20s"), "{summary}");
-        assert!(summary.contains("12 messages"), "{summary}");
+        assert!(summary.contains("12 PEX messages"), "{summary}");
         let summary = render_summary(&nodes, 2, None, Duration::from_secs(60));
         assert!(
             summary.starts_with("discovery incomplete after 60.0s"),

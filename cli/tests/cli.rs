@@ -37,6 +37,26 @@ fn run(args: &[&str]) -> Output {
         .expect("run cometmesh")
 }
 
+/// Runs a command that should fail fast; kills it after 30 s so a test never hangs.
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cometmesh");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -217,4 +237,319 @@ fn cometbft_reads_a_home_made_by_init() {
         .unwrap();
     assert!(out.status.success(), "cometbft: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), id);
+}
+
+/// Lines of a child's output, read on a thread so that waits can be bounded.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `within` for a line containing every needle; returns it.
+    fn wait_for(&mut self, needles: &[&str], within: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        if let Some(line) = self
+            .seen
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needles:?} within {within:?}; got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// A running `cometmesh start`, killed if the test fails before stopping it.
+struct Running {
+    child: std::process::Child,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cometmesh start");
+        let stdout = Lines::new(child.stdout.take().unwrap());
+        let stderr = Lines::new(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The "listening on ADDR as ID" line's address and id.
+    fn listening(&mut self) -> (String, String) {
+        let line = self
+            .stdout
+            .wait_for(&["listening on "], std::time::Duration::from_secs(20));
+        let rest = line.strip_prefix("listening on ").unwrap();
+        let (addr, id) = rest.split_once(" as ").unwrap();
+        (addr.to_owned(), id.to_owned())
+    }
+
+    /// Sends SIGINT (as Ctrl-C does) and waits up to 20 s for the exit status.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "no exit after SIGINT");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes a home fit for loopback: several peers from 127.0.0.1, loopback addresses kept.
+fn loopback_home(home: &Path) {
+    let path = home.join("config/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("allow_duplicate_ip = false", "allow_duplicate_ip = true")
+        .replace("addr_book_strict = true", "addr_book_strict = false");
+    std::fs::write(&path, text).unwrap();
+}
+
+#[test]
+fn start_second_node_dials_then_both_stop_gracefully() {
+    let tmp = TempDir::new("start");
+    let (home_a, home_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let id_a = init(&home_a, "e2e");
+    let id_b = init(&home_b, "e2e");
+    loopback_home(&home_a);
+    loopback_home(&home_b);
+    // a serves metrics on a port picked free just before.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_a = home_a.join("config/config.toml");
+    let text = std::fs::read_to_string(&config_a).unwrap();
+    let text = text
+        .replace("prometheus = false", "prometheus = true")
+        .replace(
+            "prometheus_listen_addr = \":26660\"",
+            &format!("prometheus_listen_addr = \"127.0.0.1:{metrics_port}\""),
+        );
+    std::fs::write(&config_a, text).unwrap();
+    let laddr = "tcp://127.0.0.1:0";
+    let mut a = Running::start(&[
+        "start",
+        "--home",
+        home_a.to_str().unwrap(),
+        "--p2p.laddr",
+        laddr,
+    ]);
+    let (addr_a, listed_id) = a.listening();
+    assert_eq!(listed_id, id_a);
+    let peer = format!("{id_a}@{addr_a}");
+    let mut b = Running::start(&[
+        "--log-format",
+        "json",
+        "start",
+        "--home",
+        home_b.to_str().unwrap(),
+        "--p2p.laddr",
+        laddr,
+        "--p2p.persistent_peers",
+        &peer,
+    ]);
+    let within = std::time::Duration::from_secs(20);
+    b.stderr.wait_for(&["peer up", &id_a, "Outbound"], within);
+    a.stderr.wait_for(&["peer up", &id_b, "Inbound"], within);
+    // b logs JSON, one object per line.
+    let line = b.stderr.wait_for(&["peer up"], within);
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+
+    // a's metrics: CometBFT's names, b as a peer on the PEX channel.
+    let deadline = std::time::Instant::now() + within;
+    let expected = format!(
+        "cometbft_p2p_peer_send_bytes_total{{chain_id=\"e2e\",peer_id=\"{id_b}\",chID=\"0x0\"}}"
+    );
+    loop {
+        let body = scrape(metrics_port);
+        if body.contains("cometbft_p2p_peers{chain_id=\"e2e\"} 1") && body.contains(&expected) {
+            assert!(
+                body.contains("# TYPE cometmesh_bans_total counter"),
+                "{body}"
+            );
+            assert!(body.contains("cometmesh_addrbook_size{table="), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed b:\n{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let status = b.interrupt();
+    assert!(status.success(), "b exit: {status:?}");
+    b.stderr.wait_for(&["stopped"], within);
+    a.stderr.wait_for(&["peer down", &id_b], within);
+    let status = a.interrupt();
+    assert!(status.success(), "a exit: {status:?}");
+    a.stderr.wait_for(&["stopped"], within);
+    // a learned b's address from the inbound connection and wrote CometBFT's addrbook.json.
+    let book = std::fs::read_to_string(home_a.join("config/addrbook.json")).unwrap();
+    assert!(book.starts_with('{') && book.contains(&id_b), "{book}");
+}
+
+#[test]
+fn start_runs_from_a_real_cometbft_home() {
+    let tmp = TempDir::new("cmthome");
+    let home = tmp.path().join("home");
+    copy_fixture("cometbft-v0.38-home", &home);
+    let mut node = Running::start(&[
+        "start",
+        "--home",
+        home.to_str().unwrap(),
+        "--p2p.laddr",
+        "tcp://127.0.0.1:0",
+    ]);
+    let (_, id) = node.listening();
+    assert_eq!(id, fixture_node_id("cometbft-v0.38-home"));
+    // The chain id came from CometBFT's genesis.json.
+    node.stderr.wait_for(
+        &["node started", "test-chain-"],
+        std::time::Duration::from_secs(20),
+    );
+    let status = node.interrupt();
+    assert!(status.success(), "exit: {status:?}");
+}
+
+/// GET /metrics on 127.0.0.1:port (bounded by socket timeouts).
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn start_errors_are_one_line() {
+    let tmp = TempDir::new("starterr");
+    let home = tmp.path().join("node");
+    init(&home, "c");
+    let h = home.to_str().unwrap();
+
+    let out = run_bounded(&["start", "--home", tmp.path().join("nope").to_str().unwrap()]);
+    assert_one_line_error(&out, "does not exist");
+
+    let bad = "nothex@127.0.0.1:26656";
+    let out = run_bounded(&["start", "--home", h, "--p2p.persistent_peers", bad]);
+    assert_one_line_error(&out, "p2p.persistent_peers");
+    assert!(stderr(&out).contains(bad));
+
+    let out = run_bounded(&[
+        "start",
+        "--home",
+        h,
+        "--p2p.seeds",
+        "7627de929814c7484dc6bf94f60166ab3115b316@127.0.0.1",
+    ]);
+    assert_one_line_error(&out, "p2p.seeds");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let laddr = format!("tcp://127.0.0.1:{port}");
+    let out = run_bounded(&["start", "--home", h, "--p2p.laddr", &laddr]);
+    assert_one_line_error(&out, "address already in use");
+    assert!(stderr(&out).contains("p2p.laddr"));
+
+    // An address this machine does not have (TEST-NET-1): nothing is sent, the bind fails.
+    let out = run_bounded(&["start", "--home", h, "--p2p.laddr", "tcp://192.0.2.1:26656"]);
+    assert_one_line_error(&out, "p2p.laddr");
+
+    let out = run_bounded(&["start", "--home", h, "--p2p.max_num_inbound_peers", "-3"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // The metrics port busy.
+    let path = home.join("config/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("prometheus = false", "prometheus = true")
+            .replace(
+                "prometheus_listen_addr = \":26660\"",
+                &format!("prometheus_listen_addr = \"127.0.0.1:{port}\""),
+            ),
+    )
+    .unwrap();
+    let out = run_bounded(&["start", "--home", h, "--p2p.laddr", "tcp://127.0.0.1:0"]);
+    assert_one_line_error(&out, "instrumentation.prometheus_listen_addr");
+    drop(busy);
+}
+
+#[test]
+fn testnet_reaches_full_discovery() {
+    let out = run_bounded(&["testnet", "--nodes", "4", "--timeout", "25"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "stdout: {text}\nstderr: {}",
+        stderr(&out)
+    );
+    assert!(text.contains("full discovery in "), "{text}");
+    // Not a terminal: plain progress lines, no escape codes.
+    assert!(!text.contains('\x1b'), "{text}");
 }

@@ -253,3 +253,31 @@ fn persistent_redial_schedule_is_exact() {
     assert!(!e.is_banned(&p.id, now));
     assert_eq!(dials.len(), 14);
 }
+
+#[test]
+fn failed_dials_never_ban() {
+    let t0 = Instant::now();
+    let mut c = config();
+    c.pex = false;
+    let mut e = engine(c, t0);
+    let a = addr(2, "30.0.0.1:26656");
+    let mut now = t0;
+    for _ in 0..40 {
+        let conn = e.dial(now, a).unwrap();
+        let _ = drain(&mut e);
+        e.handle_input(
+            now,
+            Input::DialFailed {
+                conn,
+                error: DialFailure::Refused,
+            },
+        )
+        .unwrap();
+        let _ = drain(&mut e);
+        now += Duration::from_secs(1);
+    }
+    assert!(!e.is_banned(&a.id, now));
+    assert!(!e.addr_book().is_banned(&a.id, &a.addr.ip(), 1_750_000_100));
+    assert_eq!(e.counters().dial_failures, 40);
+    assert_eq!(e.counters().bans, 0);
+}

@@ -362,3 +362,92 @@ fn dialing_our_own_address_fails_cleanly() {
             .any(|r| matches!(&r.event, Event::DialFailed { addr, .. } if *addr == bogus))
     );
 }
+
+#[test]
+fn persistent_and_unconditional_peers_get_in_over_the_inbound_limit() {
+    let mut sim = sim(19);
+    let keys: Vec<_> = (0..5).map(|_| sim.gen_key()).collect();
+    let mut hc = node_config(0);
+    hc.max_num_inbound_peers = 2;
+    hc.pex = false;
+    // Node 3 is persistent for H, at an address where H cannot reach it (so it comes in
+    // inbound); node 4 is unconditional.
+    hc.persistent_peers = vec![cometmesh_core::addr::NetAddr::new(
+        keys[3].node_id(),
+        "20.3.0.1:1".parse().unwrap(),
+    )];
+    hc.unconditional_peer_ids = vec![keys[4].node_id()];
+    let h = sim.add_node(hc, keys[0].clone());
+    let h_addr = sim.net_addr(h);
+    let mut others = Vec::new();
+    for (i, key) in keys.iter().enumerate().skip(1) {
+        let mut c = node_config(i);
+        c.pex = false;
+        others.push(sim.add_node(c, key.clone()));
+    }
+    sim.stop(others[2]); // the persistent peer starts later
+    for &o in &others[..2] {
+        sim.with_engine(o, |e, now| e.dial(now, h_addr))
+            .unwrap()
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(2), 100_000).unwrap();
+    assert_eq!(sim.engine(h).unwrap().num_peers().0, 2, "inbound full");
+    // The unconditional peer is admitted and not counted.
+    sim.with_engine(others[3], |e, now| e.dial(now, h_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|s| connected(s, h, others[3]), 100_000)
+        .unwrap();
+    assert_eq!(sim.engine(h).unwrap().num_peers().0, 2);
+    // The persistent peer dials in while inbound is full: it is admitted and the newest
+    // ordinary inbound peer makes room.
+    sim.restart(others[2]);
+    sim.with_engine(others[2], |e, now| e.dial(now, h_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|s| connected(s, h, others[2]), 100_000)
+        .expect("persistent peer admitted");
+    let e = sim.engine(h).unwrap();
+    assert_eq!(e.num_peers().0, 2);
+    assert!(e.peer(&keys[3].node_id()).unwrap().persistent);
+    assert!(sim.events().iter().any(|r| r.node == h
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::Evicted,
+                ..
+            }
+        )));
+}
+
+#[test]
+fn seed_hangs_up_even_when_its_reply_is_never_flushed() {
+    let mut sim = sim(20);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let a = add(&mut sim, node_config(1));
+    let s_addr = sim.net_addr(s);
+    // The seed's socket never reports its bytes as flushed.
+    sim.set_slow_reader(s, Duration::from_secs(3600));
+    sim.with_engine(a, |e, now| e.dial(now, s_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|x| connected(x, s, a), 100_000).unwrap();
+    let up = sim.elapsed();
+    sim.run_until(|x| !connected(x, s, a), 100_000).unwrap();
+    let held = sim.elapsed() - up;
+    assert!(
+        held >= Duration::from_secs(9) && held < Duration::from_secs(12),
+        "{held:?}"
+    );
+    assert!(sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedDone,
+                ..
+            }
+        )));
+}

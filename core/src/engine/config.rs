@@ -94,7 +94,13 @@ impl Default for EngineConfig {
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
             connection: ConnectionConfig::default(),
-            addr_book: AddrBookConfig::default(),
+            // CometBFT's `GetSelection` answers with at least min(32, book size) addresses. A
+            // node following only the 23 % rule answers a small network with nothing, and its
+            // CometBFT peers never meet each other through it (seen in the interop tests).
+            addr_book: AddrBookConfig {
+                min_selection: 32,
+                ..AddrBookConfig::default()
+            },
         }
     }
 }

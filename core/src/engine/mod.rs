@@ -69,7 +69,7 @@
 //!   `PeerUp` on the new connection.
 //! - **Limits.** Inbound and outbound peers are counted separately; `unconditional_peer_ids` are
 //!   not counted. Admission refuses inbound connections beyond `max_num_inbound_peers +
-//!   |unconditional|` open at once, banned IPs and, unless `allow_duplicate_ip`, an IP that
+//!   |unconditional| + |persistent|` open at once, banned IPs and, unless `allow_duplicate_ip`, an IP that
 //!   already has a peer; after the handshake an inbound peer beyond `max_num_inbound_peers` is
 //!   dropped, except a persistent peer, which evicts the newest ordinary inbound peer.
 //!   Automatic dials keep `outbound + dialing ≤ max_num_outbound_peers`; no two automatic
@@ -78,6 +78,12 @@
 //!   schedule documented in [`backoff`]; they are never banned by the engine and always admitted.
 //! - **Seed mode** crawls: it dials addresses from the book (each at most every 2 min), asks for
 //!   addresses and hangs up on the reply; inbound peers get one answer, then the seed hangs up.
+//!   A hang-up is graceful (the reply is flushed first) but takes at most 10 s.
+//! - **PEX** (spec 5) runs on channel 0x00: one outstanding request per peer; requests faster
+//!   than every `ensure_peers_period / 3` (from the third on), unsolicited or oversized replies
+//!   and malformed messages ban the peer (id and IP, 24 h) and disconnect it with
+//!   [`DisconnectReason::Pex`]. Failed dials never ban (G14). Sending on 0x00 through
+//!   [`Engine::send`] bypasses the reactor (meant for tests).
 
 pub mod backoff;
 mod config;

@@ -107,7 +107,14 @@ pub(crate) struct PexPeer {
     last_request: Option<Instant>,
     /// Seed mode: we already answered this inbound peer.
     pub(crate) answered: bool,
+    /// When we last sent this peer a request.
+    last_sent: Option<Instant>,
 }
+
+/// The least time between two requests we send one peer. A CometBFT receiver allows its own
+/// `ensurePeersPeriod / 3` (10 s) whatever our period is, and disconnects and bans a peer that
+/// asks sooner (spec 5.2, 12.6), so this does not follow our configured period.
+pub(crate) const MIN_REQUEST_INTERVAL: Duration = Duration::from_secs(10);
 
 impl PexPeer {
     /// Applies the request rate limit: the first two requests are always accepted, later ones
@@ -139,12 +146,17 @@ impl PexPeer {
         Ok(())
     }
 
-    /// Marks a request as sent; false if one is already outstanding (then nothing is sent).
-    pub(crate) fn start_request(&mut self) -> bool {
-        if self.outstanding {
+    /// Marks a request as sent; false (and nothing is to be sent) if one is already outstanding
+    /// or the last one went out less than [`MIN_REQUEST_INTERVAL`] ago.
+    pub(crate) fn start_request(&mut self, now: Instant) -> bool {
+        let too_soon = self
+            .last_sent
+            .is_some_and(|last| now.saturating_duration_since(last) < MIN_REQUEST_INTERVAL);
+        if self.outstanding || too_soon {
             return false;
         }
         self.outstanding = true;
+        self.last_sent = Some(now);
         true
     }
 }
@@ -235,8 +247,18 @@ mod tests {
     fn one_outstanding_request() {
         let mut p = PexPeer::default();
         assert_eq!(p.on_addrs(), Err(PexViolation::UnsolicitedAddrs));
-        assert!(p.start_request());
-        assert!(!p.start_request());
+        let t0 = Instant::now();
+        assert!(p.start_request(t0));
+        assert!(
+            !p.start_request(t0 + Duration::from_secs(60)),
+            "one outstanding at a time"
+        );
+        p.on_addrs().unwrap();
+        assert!(
+            !p.start_request(t0 + MIN_REQUEST_INTERVAL - Duration::from_millis(1)),
+            "a CometBFT peer bans a request sooner than 10 s after the previous one"
+        );
+        assert!(p.start_request(t0 + MIN_REQUEST_INTERVAL));
         assert!(p.on_addrs().is_ok());
         assert_eq!(p.on_addrs(), Err(PexViolation::UnsolicitedAddrs));
     }

@@ -39,7 +39,13 @@ enum Timer {
     EnsureSoon,
     /// A persistent peer's redial.
     Redial(NodeId),
+    /// A graceful hang-up that has not finished flushing in time.
+    Hangup(ConnId),
 }
+
+/// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
+/// closed anyway (a peer that stops reading cannot keep it open).
+const HANGUP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -66,6 +72,8 @@ struct Conn {
     pex: PexPeer,
     /// Why we asked the connection to close after flushing (reported when it closes).
     hangup: Option<DisconnectReason>,
+    /// The registered `Timer::Hangup` deadline.
+    hangup_deadline: Option<Instant>,
     /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
     ip_slot: IpSlot,
 }
@@ -169,12 +177,11 @@ impl Engine {
         for a in &cfg.persistent_peers {
             book.set_persistent(*a);
         }
-        let unix_now_book = unix_now;
         let src = cfg.external_address.unwrap_or(cfg.listen_addr).ip();
         for a in &cfg.persistent_peers {
             // Failures to add (private, unroutable, ...) are fine: the engine dials persistent
             // peers from its own table.
-            let _ = book.add(*a, src, unix_now_book, &mut rng);
+            let _ = book.add(*a, src, unix_now, &mut rng);
         }
         let channels = if cfg.pex {
             vec![ChannelDescriptor::pex()]
@@ -590,6 +597,15 @@ impl Engine {
                     }
                     self.redial(now, id);
                 }
+                Timer::Hangup(id) => {
+                    let reason = self.conns.get_mut(&id).and_then(|c| {
+                        c.hangup_deadline = None;
+                        c.hangup.take()
+                    });
+                    if let Some(reason) = reason {
+                        self.drop_conn(now, id, reason, true);
+                    }
+                }
             }
         }
         self.finish(now);
@@ -778,6 +794,9 @@ impl Engine {
         if let Some(t) = c.dial_deadline {
             self.timers.remove(&(t, Timer::DialTimeout(id)));
         }
+        if let Some(t) = c.hangup_deadline {
+            self.timers.remove(&(t, Timer::Hangup(id)));
+        }
         self.release_ip(c.remote.ip(), c.ip_slot);
         if c.direction == Direction::Inbound {
             self.inbound_open = self.inbound_open.saturating_sub(1);
@@ -834,7 +853,7 @@ impl Engine {
         let ip = remote.ip();
         let refused = if self.bans.ip_banned(&ip, now) {
             Some(Refused::Banned)
-        } else if self.inbound_open >= self.cfg.max_num_inbound_peers + self.unconditional.len() {
+        } else if self.inbound_open >= self.inbound_conn_limit() {
             Some(Refused::TooManyInbound)
         } else if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
@@ -873,6 +892,7 @@ impl Engine {
                 dirty: false,
                 pex: PexPeer::default(),
                 hangup: None,
+                hangup_deadline: None,
                 ip_slot: IpSlot::None,
             },
         );
@@ -885,6 +905,13 @@ impl Engine {
         self.mark_dirty(id);
         self.finish(now);
         Ok(id)
+    }
+
+    /// Inbound connections open at once: `max_num_inbound_peers + |unconditional| +
+    /// |persistent|` (Go counts the unconditional ids; the persistent ones are added so a
+    /// persistent peer can still complete its handshake when inbound is full, G18).
+    fn inbound_conn_limit(&self) -> usize {
+        self.cfg.max_num_inbound_peers + self.unconditional.len() + self.persistent.len()
     }
 
     /// Dials `addr` on the application's behalf.
@@ -939,6 +966,7 @@ impl Engine {
                 dirty: false,
                 pex: PexPeer::default(),
                 hangup: None,
+                hangup_deadline: None,
                 ip_slot: IpSlot::None,
             },
         );
@@ -1334,7 +1362,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if !c.pex.start_request() {
+        if !c.pex.start_request(now) {
             return;
         }
         if self
@@ -1392,7 +1420,7 @@ impl Engine {
                         self.counters.pex_requests_answered += 1;
                     }
                     // Hang up once the reply is flushed.
-                    self.hang_up(id, DisconnectReason::SeedDone);
+                    self.hang_up(now, id, DisconnectReason::SeedDone);
                     return;
                 }
                 let min = self.cfg.ensure_peers_period / 3;
@@ -1443,10 +1471,7 @@ impl Engine {
                     Origin::Crawl
                         // The crawler has what it came for.
                         if !self.persistent.contains_key(&peer) => {
-                            if let Some(pc) = self.conns.get_mut(&id).and_then(|c| c.pc.as_mut()) {
-                                pc.close_after_flush();
-                            }
-                            self.mark_dirty(id);
+                            self.hang_up(now, id, DisconnectReason::SeedDone);
                         }
                     _ => {}
                 }
@@ -1455,12 +1480,18 @@ impl Engine {
     }
 
     /// Closes `id` gracefully once its queued bytes are flushed; `reason` is reported then.
-    fn hang_up(&mut self, id: ConnId, reason: DisconnectReason) {
+    fn hang_up(&mut self, now: Instant, id: ConnId, reason: DisconnectReason) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.hangup = Some(reason);
+        if let Some(pc) = c.pc.as_mut() {
+            pc.close_after_flush();
+        }
+        let old = c.hangup_deadline;
+        let new = self.set_timer(old, Some(now + HANGUP_GRACE), Timer::Hangup(id));
         if let Some(c) = self.conns.get_mut(&id) {
-            c.hangup = Some(reason);
-            if let Some(pc) = c.pc.as_mut() {
-                pc.close_after_flush();
-            }
+            c.hangup_deadline = new;
         }
         self.mark_dirty(id);
     }
