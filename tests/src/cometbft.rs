@@ -369,6 +369,24 @@ impl CometBft {
             .is_ok()
     }
 
+    /// Whether a log line containing `needle` appears within `timeout` (the node may log an
+    /// error a moment after it closed the connection).
+    #[must_use]
+    pub fn logs_within(&self, needle: &str, timeout: Duration) -> bool {
+        #[allow(clippy::disallowed_methods)]
+        let end = Instant::now() + timeout;
+        loop {
+            if !self.log_lines(needle).is_empty() {
+                return true;
+            }
+            #[allow(clippy::disallowed_methods)]
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The log lines containing `needle`.
     #[must_use]
     pub fn log_lines(&self, needle: &str) -> Vec<String> {

@@ -757,8 +757,10 @@ fn pex_rate_limit(version: Version) {
         .expect("the node disconnects after a third quick request");
     eprintln!("{version:?}: disconnected {took:?} after the third request");
     assert!(node.is_running());
-    let why = node.log_lines("sent next PEX request too soon");
-    assert!(!why.is_empty(), "the node's log gives another reason");
+    assert!(
+        node.logs_within("sent next PEX request too soon", Duration::from_secs(3)),
+        "the node's log gives another reason"
+    );
 }
 
 #[test]
@@ -786,7 +788,7 @@ fn node_punishes_unsolicited_pex_addrs_v038() {
     raw.wait_closed(Duration::from_secs(5))
         .expect("the node disconnects after an unsolicited PexAddrs");
     assert!(
-        !node.log_lines("unsolicited pexAddrsMessage").is_empty(),
+        node.logs_within("unsolicited pexAddrsMessage", Duration::from_secs(3)),
         "the node's log gives another reason"
     );
 }
@@ -805,7 +807,7 @@ fn node_disconnects_on_unknown_channel_v038() {
     raw.wait_closed(Duration::from_secs(5))
         .expect("the node disconnects on an unknown channel");
     assert!(
-        !node.log_lines("unknown channel 7F").is_empty(),
+        node.logs_within("unknown channel 7F", Duration::from_secs(3)),
         "the node's log gives another reason"
     );
 }
@@ -855,9 +857,10 @@ fn node_packet_size_limit_is_1034_bytes_v038() {
     raw.wait_closed(Duration::from_secs(5))
         .expect("the node disconnects on a 1035-byte packet");
     assert!(
-        !node
-            .log_lines("message exceeds max size (1035 > 1034)")
-            .is_empty(),
+        node.logs_within(
+            "message exceeds max size (1035 > 1034)",
+            Duration::from_secs(3)
+        ),
         "the node's log gives another reason"
     );
 }
