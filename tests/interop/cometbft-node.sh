@@ -3,7 +3,7 @@
 #
 #   tests/interop/cometbft-node.sh --home DIR --chain-id ID --p2p-port N --rpc-port N \
 #       [--persistent-peers id@127.0.0.1:port,...] [--seeds id@127.0.0.1:port,...] [--seed-mode] \
-#       [--genesis FILE] [--empty-blocks] [--log-level LEVEL] [--bin PATH] [--no-wait]
+#       [--genesis FILE] [--node-key FILE] [--empty-blocks] [--log-level LEVEL] [--bin PATH] [--no-wait]
 #
 # Prints the node's PID on stdout (one line, nothing else); the caller kills it by that PID.
 # The node's id is `cometbft show-node-id --home DIR`; its log is DIR/cometbft.log.
@@ -20,7 +20,7 @@
 #   p2p.allow_duplicate_ip = true             (many peers on 127.0.0.1)
 #   p2p.pex = true, p2p.seeds, p2p.persistent_peers, p2p.seed_mode as given
 #   p2p.flush_throttle_timeout = 10ms         (default 100ms: messages go out sooner)
-#   p2p.handshake_timeout = 5s, p2p.dial_timeout = 2s  (defaults 20s, 3s: failures show sooner)
+#   p2p.handshake_timeout = 5s, p2p.dial_timeout = 2s  (no effect: the transport hard-codes 3 s / 1 s)
 #   consensus.create_empty_blocks = false     (quiet node; --empty-blocks turns it back on)
 #   consensus.timeout_commit = 500ms          (when blocks are made, make them quickly)
 # Not configurable in CometBFT (hard-coded, see tests/interop/README.md): MConnection ping interval
@@ -33,7 +33,7 @@ set -euo pipefail
 usage() { sed -n '2,8p' "$0" >&2; exit 2; }
 
 home="" chain_id="" p2p_port="" rpc_port="" peers="" seeds="" seed_mode=false genesis=""
-empty_blocks=false log_level="info" bin="" wait=true
+empty_blocks=false log_level="info" bin="" wait=true node_key=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --home) home="$2"; shift 2 ;;
@@ -44,6 +44,7 @@ while [ $# -gt 0 ]; do
         --seeds) seeds="$2"; shift 2 ;;
         --seed-mode) seed_mode=true; shift ;;
         --genesis) genesis="$2"; shift 2 ;;
+        --node-key) node_key="$2"; shift 2 ;;
         --empty-blocks) empty_blocks=true; shift ;;
         --log-level) log_level="$2"; shift 2 ;;
         --bin) bin="$2"; shift 2 ;;
@@ -100,6 +101,11 @@ set_key p2p handshake_timeout '"5s"'
 set_key p2p dial_timeout '"2s"'
 set_key consensus create_empty_blocks "$empty_blocks"
 set_key consensus timeout_commit '"500ms"'
+
+# --node-key: a node_key.json to use instead of the one `init` generated (fixed identity).
+if [ -n "$node_key" ]; then
+    cp "$node_key" "$home/config/node_key.json"
+fi
 
 gen="$home/config/genesis.json"
 if [ -n "$genesis" ]; then

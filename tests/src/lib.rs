@@ -1,3 +1,5 @@
 //! Cross-crate tests: simulated networks, loopback networks on both runtimes, interop with a real CometBFT.
 
+pub mod blocking;
+pub mod cometbft;
 pub mod loopback;
