@@ -114,6 +114,7 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
         pex = s.config.p2p.pex,
         "node started"
     );
+    let mut signals = Signals::install();
     // The machine-readable line tests and scripts look for.
     println!("listening on {} as {}", node.listen_addr(), node.node_id());
 
@@ -132,7 +133,7 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
         tasks.push(tokio::spawn(feed_metrics(node.handle(), p2p)));
     }
 
-    let signal = wait_for_signal().await;
+    let signal = signals.recv().await;
     tracing::info!(signal, "shutting down");
     for task in &tasks {
         task.abort();
@@ -154,30 +155,44 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM; returns the signal's name.
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; use Ctrl-C");
-            None
-        }
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot watch Ctrl-C");
-                std::future::pending::<()>().await;
+/// SIGINT (Ctrl-C) and SIGTERM, watched from the moment this is made: make it before the
+/// node announces itself, so that a signal sent right after the announcement is not lost to
+/// the default handler.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch {name}");
+                None
             }
-            "SIGINT"
+        };
+        Signals {
+            int: watch(SignalKind::interrupt(), "SIGINT"),
+            term: watch(SignalKind::terminate(), "SIGTERM"),
         }
-        () = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
+    }
+
+    /// Waits for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        async fn one(s: Option<&mut tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
                 None => std::future::pending::<()>().await,
             }
-        } => "SIGTERM",
+        }
+        tokio::select! {
+            () = one(self.int.as_mut()) => "SIGINT",
+            () = one(self.term.as_mut()) => "SIGTERM",
+        }
     }
 }
 
