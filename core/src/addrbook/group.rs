@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// IPv4 (and IPv4 embedded in IPv6 by RFC 6145/6052, 6to4 or Teredo) is grouped by its first
 /// `ipv4_group_bits` bits (default /16), other IPv6 by its first `ipv6_group_bits` (default /32).
 /// In strict mode every loopback or `0.0.0.0/8` address is in the single group [`Group::Local`]
-/// and every other non-routable one in [`Group::Unroutable`] (as CometBFT's `groupKey`).
+/// and every other non-routable one in [`Group::Unroutable`] (as CometBFT's `groupKey`). Outside
+/// strict mode (a private or local network) a non-routable address is a group of its own, the
+/// whole host address: there is no network-level adversary to confine there, and a /16 would put
+/// a whole private LAN in one group, leaving it one automatic outbound peer (G7).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Group {
     /// Loopback or `0.0.0.0/8` (strict mode only).
@@ -91,6 +94,14 @@ pub(crate) fn group_of(ip: &IpAddr, strict: bool, v4_bits: u8, v6_bits: u8) -> G
         if !is_routable(ip) {
             return Group::Unroutable;
         }
+    } else if !is_routable(ip) {
+        return match ip {
+            IpAddr::V4(v4) => Group::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Group::V4(v4.octets()),
+                None => Group::V6(v6.octets()),
+            },
+        };
     }
     match ip {
         IpAddr::V4(v4) => Group::V4(mask(v4.octets(), v4_bits)),
@@ -195,6 +206,19 @@ mod tests {
     }
 
     #[test]
+    fn private_hosts_are_their_own_group_outside_strict_mode() {
+        let g = |s: &str, strict| group_of(&s.parse().unwrap(), strict, 16, 32);
+        assert_ne!(g("10.0.0.1", false), g("10.0.0.2", false));
+        assert_ne!(g("127.0.0.1", false), g("127.0.0.2", false));
+        assert_ne!(g("fd00::1", false), g("fd00::2", false));
+        assert_eq!(g("10.0.0.1", true), g("10.0.0.2", true));
+        assert_eq!(g("127.0.0.1", true), g("127.0.0.2", true));
+        // Routable addresses keep their prefix groups whatever the mode.
+        assert_eq!(g("8.8.4.4", false), g("8.8.8.8", false));
+        assert_eq!(g("8.8.4.4", false), g("8.8.4.4", true));
+    }
+
+    #[test]
     fn groups_are_prefixes() {
         let g = |s: &str| group_of(&ip(s), true, 16, 32);
         assert_eq!(g("1.2.3.4"), g("1.2.200.9"));
@@ -207,7 +231,7 @@ mod tests {
         assert_eq!(g("10.0.0.1"), Group::Unroutable);
         assert_eq!(
             group_of(&ip("10.1.2.3"), false, 16, 32),
-            Group::V4([10, 1, 0, 0])
+            Group::V4([10, 1, 2, 3])
         );
         assert_eq!(
             group_of(&ip("1.2.3.4"), true, 8, 32),
