@@ -561,6 +561,26 @@ mod tests {
     }
 
     #[test]
+    fn recv_backlog_is_crossed_by_one() {
+        let now = base();
+        // A 1-byte bucket: one packet is processed, then everything waits for the rate.
+        let config = ConnectionConfig {
+            recv_rate: 10,
+            recv_backlog: 100,
+            ..ConnectionConfig::default()
+        };
+        let mut m = mconn(now, config, &[(0x20, 1)]);
+        let mut input = vec![0x02, 0x0a, 0x00]; // a ping, processed at once
+        input.extend_from_slice(&[0x02; 100]); // waits: exactly the backlog
+        m.handle_plaintext(now, &input).unwrap();
+        assert_eq!(m.recv_backlog(), 100);
+        assert_eq!(
+            m.handle_plaintext(now, &[0x02]),
+            Err(CloseReason::RecvBacklog { limit: 100 })
+        );
+    }
+
+    #[test]
     fn packets_match_the_spec_examples_byte_for_byte() {
         let now = base();
         let mut m = mconn(now, ConnectionConfig::default(), &[(0x00, 1), (0x20, 1)]);

@@ -169,10 +169,9 @@ impl NodeInfo {
         }
     }
 
-    /// Converts a received protobuf NodeInfo; only the id is checked here (see [`Self::validate`]).
-    ///
-    /// Channel lists longer than 16 are kept (so that validation can report them) but are cut at
-    /// 255 entries, which bounds memory for any input the 10240-byte read limit lets through.
+    /// Converts a received protobuf NodeInfo. Only the id and the channel count are checked
+    /// here (more than [`MAX_NODE_INFO_CHANNELS`] is [`NodeInfoError::TooManyChannels`], so the
+    /// inline channel list never spills to the heap); the other rules are [`Self::validate`]'s.
     pub fn from_proto(p: proto::DefaultNodeInfo) -> Result<Self, NodeInfoError> {
         let id = p
             .default_node_id

@@ -6,17 +6,17 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use super::delimited::{DelimitedReader, PrefixError};
+use super::delimited::DelimitedReader;
 use super::frame::{FrameError, Opener, Sealer};
 use crate::crypto;
 use crate::identity::NodeKey;
+use crate::wire::codec::CodecError;
+pub use crate::wire::limits::MAX_HANDSHAKE_MSG_SIZE;
 use crate::wire::proto::{AuthSigMessage, BytesValue, PublicKey, public_key};
 
-/// Largest accepted delimited handshake message, each of the two (spec 2.1).
-pub const MAX_HANDSHAKE_MSG_SIZE: usize = 1 << 20;
-
-/// Most plaintext bytes buffered after the AuthSig before the caller takes the session.
-const MAX_EARLY_DATA: usize = 1 << 20;
+/// Most plaintext bytes buffered after the peer's AuthSig before the caller takes the session
+/// (1 MiB); one byte more is [`HandshakeError::TooMuchEarlyData`].
+pub const MAX_EARLY_DATA: usize = 1 << 20;
 
 /// Why a handshake failed. The connection must then be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +185,27 @@ enum State {
     Failed,
 }
 
+impl State {
+    /// The authenticated state holding `early_data`, unless that is more than
+    /// [`MAX_EARLY_DATA`].
+    fn authenticated(
+        remote_public_key: [u8; 32],
+        sealer: Sealer,
+        opener: Opener,
+        early_data: BytesMut,
+    ) -> Result<State, HandshakeError> {
+        if early_data.len() > MAX_EARLY_DATA {
+            return Err(HandshakeError::TooMuchEarlyData);
+        }
+        Ok(State::Authenticated {
+            remote_public_key,
+            sealer,
+            opener,
+            plaintext: early_data,
+        })
+    }
+}
+
 /// One side's handshake state machine. There are no roles: both sides run the same steps.
 ///
 /// Drive it by sending what [`Handshake::poll_transmit`] yields and feeding what arrives to
@@ -336,15 +357,7 @@ impl Handshake {
                     });
                 };
                 let remote_public_key = verify_auth_sig(&body, &challenge)?;
-                if plaintext.len() > MAX_EARLY_DATA {
-                    return Err(HandshakeError::TooMuchEarlyData);
-                }
-                Ok(State::Authenticated {
-                    remote_public_key,
-                    sealer,
-                    opener,
-                    plaintext,
-                })
+                State::authenticated(remote_public_key, sealer, opener, plaintext)
             }
             State::Authenticated {
                 remote_public_key,
@@ -354,15 +367,7 @@ impl Handshake {
             } => {
                 // Decrypting never grows the data, so this holds at most what we were given.
                 opener.open(data, &mut plaintext)?;
-                if plaintext.len() > MAX_EARLY_DATA {
-                    return Err(HandshakeError::TooMuchEarlyData);
-                }
-                Ok(State::Authenticated {
-                    remote_public_key,
-                    sealer,
-                    opener,
-                    plaintext,
-                })
+                State::authenticated(remote_public_key, sealer, opener, plaintext)
             }
             State::Failed => Err(HandshakeError::AlreadyFailed),
         }
@@ -413,10 +418,11 @@ impl std::fmt::Debug for Handshake {
     }
 }
 
-fn prefix_error(err: PrefixError, what: &'static str) -> HandshakeError {
+/// Names the handshake message whose length prefix failed.
+fn prefix_error(err: CodecError, what: &'static str) -> HandshakeError {
     match err {
-        PrefixError::Malformed => HandshakeError::MalformedLength(what),
-        PrefixError::TooLong(len) => HandshakeError::MessageTooLong { what, len },
+        CodecError::TooLarge { len, .. } => HandshakeError::MessageTooLong { what, len },
+        CodecError::VarintOverflow | CodecError::Decode(_) => HandshakeError::MalformedLength(what),
     }
 }
 

@@ -11,7 +11,7 @@ mod handshake;
 
 pub use frame::{DATA_MAX_SIZE, FrameError, Opener, SEALED_FRAME_SIZE, Sealer, TOTAL_FRAME_SIZE};
 pub use handshake::{
-    Handshake, HandshakeError, KeySchedule, MAX_HANDSHAKE_MSG_SIZE, SecretSession,
+    Handshake, HandshakeError, KeySchedule, MAX_EARLY_DATA, MAX_HANDSHAKE_MSG_SIZE, SecretSession,
     auth_sig_message, ephemeral_message, split_keys,
 };
 
