@@ -34,7 +34,7 @@ use smallvec::SmallVec;
 
 use super::{
     AddrBook, AddrBookConfig, BUCKET_SIZE, Ban, EMPTY, Entry, MAX_BANS, MAX_NEW_REFS,
-    MAX_PORTS_PER_IP, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
+    MAX_PORTS_PER_IP, MAX_SAVED_PER_BAN, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
 };
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -320,6 +320,9 @@ impl AddrBook {
             let ip = r.ip()?;
             let until: UnixTime = r.u64()?;
             let ns = r.u8()?;
+            if usize::from(ns) > MAX_SAVED_PER_BAN {
+                return Err(DecodeError::Corrupt("too many saved entries in a ban"));
+            }
             let mut saved = SmallVec::new();
             for _ in 0..ns {
                 let a = r.netaddr()?;

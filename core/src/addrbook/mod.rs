@@ -25,6 +25,8 @@
 mod codec;
 mod group;
 mod json;
+#[cfg(test)]
+mod limit_tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -1349,6 +1351,9 @@ impl AddrBook {
             return err("too many bans".into());
         }
         for b in &self.bans {
+            if b.saved.len() > MAX_SAVED_PER_BAN {
+                return err(format!("ban of {}@{} saves too many entries", b.id, b.ip));
+            }
             if self.ban_ids.get(&b.id).is_none_or(|&t| t < b.until)
                 || self.ban_ips.get(&b.ip).is_none_or(|&t| t < b.until)
             {
