@@ -50,6 +50,7 @@ const MIN_BAN_LEN: usize = 20 + 5 + 8 + 1;
 
 /// Why bytes could not be loaded as an address book.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The bytes end before the header and checksum.
     #[error("address book file is truncated")]

@@ -149,3 +149,30 @@ fn tried_collisions_are_capped_at_max_tried_collisions() {
     assert_eq!(book.len_collisions(), MAX_TRIED_COLLISIONS);
     book.check().unwrap();
 }
+
+/// A file whose (correctly checksummed) header claims one entry more than it holds is refused
+/// before anything is reserved for the claim.
+#[test]
+fn decode_refuses_an_entry_count_one_above_the_content() {
+    use sha2::{Digest, Sha256};
+    let mut r = rng(5);
+    let mut book = AddrBook::new(AddrBookConfig::default(), &mut r);
+    for n in 0..3 {
+        let a = NetAddr::new(node(n), SocketAddr::new(ip(100 + n), 26656));
+        book.add(a, ip(100 + n), T0, &mut r).unwrap();
+    }
+    let file = book.encode();
+    let reloaded = AddrBook::decode(&file, AddrBookConfig::default()).unwrap();
+    assert_eq!(reloaded.len(), 3);
+    // The new-entry count sits after magic, versions, key, group map and geometry.
+    const N_NEW: usize = 8 + 1 + 1 + 16 + 3 + 6;
+    let mut body = file[..file.len() - 32].to_vec();
+    assert_eq!(body[N_NEW..N_NEW + 4], 3u32.to_be_bytes());
+    body[N_NEW..N_NEW + 4].copy_from_slice(&4u32.to_be_bytes());
+    let sum = Sha256::digest(&body);
+    body.extend_from_slice(&sum);
+    assert!(matches!(
+        AddrBook::decode(&body, AddrBookConfig::default()),
+        Err(DecodeError::Corrupt(_))
+    ));
+}

@@ -136,6 +136,7 @@ pub enum AddOutcome {
 
 /// Why [`AddrBook::add`] refused an address.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddRejected {
     /// The address is one of ours.
     #[error("address is our own")]

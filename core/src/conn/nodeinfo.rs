@@ -58,6 +58,7 @@ pub struct NodeInfo {
 
 /// Why a NodeInfo is rejected (decoding, 3.5, 3.6 and the identity checks of 3.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeInfoError {
     /// `default_node_id` is not 40 hex characters.
     #[error("node info id {0:?} is not a valid node id")]

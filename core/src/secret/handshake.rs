@@ -20,6 +20,7 @@ pub const MAX_EARLY_DATA: usize = 1 << 20;
 
 /// Why a handshake failed. The connection must then be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// A length prefix is not a valid uvarint.
     #[error("malformed length prefix in the {0} message")]

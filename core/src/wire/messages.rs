@@ -16,6 +16,7 @@ use crate::ids::ChannelId;
 
 /// Why a message was rejected: its encoding, or a rule of the protocol above protobuf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The length prefix, the size limit or the protobuf encoding.
     #[error(transparent)]
