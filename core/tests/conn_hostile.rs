@@ -336,25 +336,6 @@ fn oversized_packet_closes_before_its_body_arrives() {
 }
 
 #[test]
-fn oversized_message_closes() {
-    let (mut c, mut raw, now) = established_conn();
-    // Channel 0x23 accepts at most 4096 bytes per message.
-    for _ in 0..4 {
-        raw.send_plain(now, &mut c, &msg_packet(0x23, false, vec![1; 1024]));
-    }
-    assert!(!c.is_closed());
-    raw.send_plain(now, &mut c, &msg_packet(0x23, true, vec![1; 1]));
-    assert_eq!(
-        closed_with(&mut c),
-        CloseReason::Protocol(ProtocolViolation::OversizedMessage {
-            channel: ChannelId(0x23),
-            size: 4097,
-            max: 4096
-        })
-    );
-}
-
-#[test]
 fn undecodable_packet_closes() {
     let (mut c, mut raw, now) = established_conn();
     raw.send_plain(now, &mut c, &[0x03, 0xff, 0xff, 0xff]);

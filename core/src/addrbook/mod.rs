@@ -413,6 +413,11 @@ impl AddrBook {
         self.entries.get(idx as usize).and_then(Option::as_ref)
     }
 
+    /// The entry stored for this IP:port.
+    fn entry_at(&self, addr: &SocketAddr) -> Option<&Entry> {
+        self.by_addr.get(addr).and_then(|&i| self.entry(i))
+    }
+
     fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
         self.entries.get_mut(idx as usize).and_then(Option::as_mut)
     }
@@ -1169,46 +1174,31 @@ impl AddrBook {
     /// The stored entry (id and address) for this IP:port.
     #[must_use]
     pub fn get(&self, addr: &SocketAddr) -> Option<NetAddr> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.addr)
+        self.entry_at(addr).map(|e| e.addr)
     }
 
     /// True if the entry for this IP:port is in tried.
     #[must_use]
     pub fn is_tried(&self, addr: &SocketAddr) -> bool {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .is_some_and(|e| e.tried)
+        self.entry_at(addr).is_some_and(|e| e.tried)
     }
 
     /// Failed attempts counted for this IP:port, if known.
     #[must_use]
     pub fn attempts(&self, addr: &SocketAddr) -> Option<u32> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.attempts)
+        self.entry_at(addr).map(|e| e.attempts)
     }
 
     /// The source IP recorded for this IP:port, if known.
     #[must_use]
     pub fn source_of(&self, addr: &SocketAddr) -> Option<IpAddr> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.source)
+        self.entry_at(addr).map(|e| e.source)
     }
 
     /// True if the entry is terrible at `now` (excluded from PEX replies, first to be replaced).
     #[must_use]
     pub fn is_terrible(&self, addr: &SocketAddr, now: UnixTime) -> bool {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .is_some_and(|e| self.terrible(e, now))
+        self.entry_at(addr).is_some_and(|e| self.terrible(e, now))
     }
 
     /// Every entry with its table (`true` = tried), in index order (tests, export, simulation).
@@ -1223,9 +1213,7 @@ impl AddrBook {
     /// The new buckets referencing this IP:port (empty if tried or unknown).
     #[must_use]
     pub fn new_buckets_of(&self, addr: &SocketAddr) -> Vec<usize> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
+        self.entry_at(addr)
             .map(|e| e.new_buckets.iter().map(|&b| usize::from(b)).collect())
             .unwrap_or_default()
     }
@@ -1233,9 +1221,7 @@ impl AddrBook {
     /// The tried bucket holding this IP:port, if it is in tried.
     #[must_use]
     pub fn tried_bucket_of(&self, addr: &SocketAddr) -> Option<usize> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
+        self.entry_at(addr)
             .filter(|e| e.tried)
             .map(|e| self.tried_bucket(&e.addr.addr))
     }
