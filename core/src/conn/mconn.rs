@@ -564,6 +564,46 @@ mod tests {
         assert_eq!(&plain[..], &[0x02, 0x12, 0x00]);
     }
 
+    /// The PEX channel's message limit (64000 bytes, spec 9) holds at the channel, before any
+    /// PEX decoding: exactly 64000 bytes arrive, one more closes.
+    #[test]
+    fn pex_channel_message_limit_is_crossed_by_one() {
+        let now = base();
+        let stream = |total: usize| {
+            let mut out = BytesMut::new();
+            let mut sent = 0;
+            while sent < total {
+                let len = (total - sent).min(1000);
+                sent += len;
+                let packet = Packet::msg(ChannelId::PEX, sent == total, vec![0; len].into());
+                encode_delimited(&packet, &mut out);
+            }
+            out
+        };
+        let pex = || {
+            let descs: Arc<[ChannelDescriptor]> = vec![ChannelDescriptor::pex()].into();
+            MConnection::new(
+                now,
+                Arc::new(ConnectionConfig::default()),
+                descs,
+                &[ChannelId::PEX],
+            )
+        };
+        let mut m = pex();
+        m.handle_plaintext(now, &stream(64_000)).unwrap();
+        let (channel, msg) = m.poll_message().unwrap();
+        assert_eq!((channel, msg.len()), (ChannelId::PEX, 64_000));
+        let mut m = pex();
+        assert_eq!(
+            m.handle_plaintext(now, &stream(64_001)),
+            Err(CloseReason::Protocol(ProtocolViolation::OversizedMessage {
+                channel: ChannelId::PEX,
+                size: 64_001,
+                max: 64_000
+            }))
+        );
+    }
+
     #[test]
     fn recv_backlog_is_crossed_by_one() {
         let now = base();
