@@ -5,6 +5,8 @@
 //!   handshake first; under `cfg(fuzzing)` its crypto is the cheap insecure shim).
 //! - [`upgrade`]: arbitrary bytes, sealed, where the peer's NodeInfo belongs in a
 //!   [`PeerConnection`] (the NodeInfo phase of spec 3.2 and the switch to the MConnection).
+//! - [`raw`]: arbitrary bytes into a fresh [`PeerConnection`] from the first byte, with
+//!   deadlines passing and end of stream.
 //! - [`nodeinfo`]: the NodeInfo decoder, validator and compatibility check.
 
 use std::sync::Arc;
@@ -203,6 +205,60 @@ pub fn upgrade(data: &[u8]) {
     assert!(conn.is_closed());
 }
 
+/// Arbitrary bytes from the first byte on: a fresh inbound [`PeerConnection`] is fed `data` in
+/// pieces whose sizes come from control bytes in the data, with our output drained and the
+/// clock advanced between pieces (reaching the handshake and NodeInfo deadlines), then end of
+/// stream. Under the fuzzing crypto shim a crafted input can complete the handshake; whatever
+/// happens, an `Established` NodeInfo must validate, and `Closed` must come once, last.
+pub fn raw(data: &[u8]) {
+    let start = base();
+    let ours = NodeKey::from_seed([1; 32]);
+    let mut conn = PeerConnection::new(
+        start,
+        Arc::new(ConnectionConfig::default()),
+        channels(),
+        Arc::new(info(&ours)),
+        &ours,
+        [3; 32],
+        Direction::Inbound,
+        None,
+    );
+    let mut events = Vec::new();
+    let mut now = start;
+    let mut rest = data;
+    while let Some((&ctl, tail)) = rest.split_first() {
+        let n = (usize::from(ctl & 0x3f) * 24).min(tail.len());
+        let (piece, tail) = tail.split_at(n);
+        rest = tail;
+        conn.handle_received(now, piece);
+        while let Some(b) = conn.poll_transmit(now) {
+            conn.handle_sent(now, b.len());
+        }
+        if ctl & 0xc0 == 0xc0 {
+            now += Duration::from_millis(1500);
+            conn.handle_timeout(now);
+        }
+        events.extend(std::iter::from_fn(|| conn.poll_event()));
+    }
+    conn.handle_eof(now);
+    events.extend(std::iter::from_fn(|| conn.poll_event()));
+    let mut established = 0;
+    for event in &events {
+        if let ConnEvent::Established { remote } = event {
+            established += 1;
+            assert_eq!(remote.validate(), Ok(()));
+            assert_eq!(Some(remote.id), conn.remote_id());
+        }
+    }
+    assert!(established <= 1, "established twice");
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Closed(_)))
+        .count();
+    assert_eq!(closes, 1, "end of stream must close exactly once");
+    assert!(matches!(events.last(), Some(ConnEvent::Closed(_))));
+}
+
 /// Decodes `data` as a delimited and as a bare NodeInfo, validates it and checks compatibility;
 /// whatever converts must survive a round trip.
 pub fn nodeinfo(data: &[u8]) {
@@ -245,6 +301,7 @@ mod tests {
         packet_first.extend_from_slice(&valid);
         for input in [&[][..], &valid, &then_ping, &packet_first, &[0x81, 0x50]] {
             upgrade(input);
+            raw(input);
         }
     }
 }
