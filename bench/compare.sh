@@ -51,21 +51,28 @@ cometbft_run() {
 }
 
 # --- cometmesh side ----------------------------------------------------------------------------
-# >>> COMETMESH SIDE: to be filled in by the adapter work. <<<
-# cometmesh_build: build the cometmesh benchmark program once (release).
-# cometmesh_run <workload>: run that one workload with the same parameters as bench/go (see the
-#   workload list above) and print the same `key value` lines on stdout, e.g.
-#   `secret_bulk_mib_per_s 812.3`. Return non-zero if the workload is not available.
+# >>> COMETMESH SIDE (adapters) <<<
+# The program is tests/examples/adapter_bench.rs: whole nodes (handle -> engine task -> MConnection
+# -> SecretConnection -> TCP -> reader task -> engine -> event stream), rate limits lifted, send
+# queue of 100 messages, as bench/go. COMETMESH_RUNTIME=tokio (default) or async-std picks the
+# runtime. secret_bulk is not measured at node level (n/a).
 # COMETMESH_BENCH=<program> overrides both: it is run as `<program> --only <workload>`.
+CM_BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/adapter_bench"
 cometmesh_build() {
-    :
+    [ -n "${COMETMESH_BENCH:-}" ] && return 0
+    echo "building tests/examples/adapter_bench (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p cometmesh-tests --example adapter_bench)
 }
 cometmesh_run() {
     if [ -n "${COMETMESH_BENCH:-}" ]; then
         "$COMETMESH_BENCH" --only "$1"
-    else
-        return 1
+        return
     fi
+    case "$1" in
+        mconn_64b | mconn_64kib | idle_peer_rss) ;;
+        *) return 1 ;;
+    esac
+    "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1"
 }
 # >>> end of the cometmesh side <<<
 

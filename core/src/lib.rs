@@ -27,3 +27,6 @@ pub mod secret;
 pub mod wire;
 
 pub use ids::{ChannelId, ConnId, NodeId};
+pub mod engine;
+#[cfg(any(feature = "sim", feature = "fuzzing"))]
+pub mod sim;

@@ -2,8 +2,8 @@
 //! ([`AddrBook::check`]) or with a full table scan ([`AddrBook::check_full`]).
 
 use super::{
-    AddrBook, CheckError, EMPTY, MAX_BANS, MAX_NEW_REFS, MAX_PORTS_PER_IP, MAX_SAVED_PER_BAN,
-    MAX_TRIED_COLLISIONS, NEW_BUCKETS,
+    AddrBook, CheckError, EMPTY, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
+    NEW_BUCKETS,
 };
 
 impl AddrBook {
@@ -102,8 +102,13 @@ impl AddrBook {
             return err("id index size differs from entry count".into());
         }
         let ports: usize = self.ports.values().map(|p| p.len()).sum();
-        if ports != live || self.ports.values().any(|p| p.len() > MAX_PORTS_PER_IP) {
-            return err("port index wrong or over 4 ports per ip".into());
+        if ports != live
+            || self
+                .ports
+                .values()
+                .any(|p| p.len() > self.config.max_ports_per_ip)
+        {
+            return err("port index wrong or over the per-ip port cap".into());
         }
         if self.collisions.len() > MAX_TRIED_COLLISIONS {
             return err("too many tried collisions".into());

@@ -34,7 +34,7 @@ use smallvec::SmallVec;
 
 use super::{
     AddrBook, AddrBookConfig, BUCKET_SIZE, Ban, EMPTY, Entry, MAX_BANS, MAX_NEW_REFS,
-    MAX_PORTS_PER_IP, MAX_SAVED_PER_BAN, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
+    MAX_SAVED_PER_BAN, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
 };
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -293,7 +293,7 @@ impl AddrBook {
             if book
                 .ports
                 .get(&addr.addr.ip())
-                .is_some_and(|p| p.len() >= MAX_PORTS_PER_IP)
+                .is_some_and(|p| p.len() >= book.config.max_ports_per_ip)
             {
                 return Err(DecodeError::Corrupt("too many ports for one ip"));
             }

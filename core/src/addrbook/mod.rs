@@ -111,6 +111,9 @@ pub struct AddrBookConfig {
     /// Smallest PEX reply (capped by the book size). Default 0, so a reply never exceeds 23 %
     /// of the book (G19); CometBFT uses 32, which helps tiny networks bootstrap.
     pub min_selection: usize,
+    /// Most ports kept for one IP (G5). Default [`MAX_PORTS_PER_IP`]; a local test network whose
+    /// nodes all listen on one loopback address raises it.
+    pub max_ports_per_ip: usize,
 }
 
 impl Default for AddrBookConfig {
@@ -123,6 +126,7 @@ impl Default for AddrBookConfig {
             tried_bias_percent: 50,
             max_reinstatements_per_hour: 100,
             min_selection: 0,
+            max_ports_per_ip: MAX_PORTS_PER_IP,
         }
     }
 }
@@ -504,7 +508,7 @@ impl AddrBook {
         if self
             .ports
             .get(&ip)
-            .is_some_and(|p| p.len() >= MAX_PORTS_PER_IP)
+            .is_some_and(|p| p.len() >= self.config.max_ports_per_ip)
         {
             return Err(AddRejected::TooManyPorts);
         }

@@ -3,5 +3,6 @@
 
 pub mod addrbook;
 pub mod conn;
+pub mod engine;
 pub mod secret;
 pub mod wire;

@@ -1,0 +1,87 @@
+//! Scale benchmark of the engine on the simulator: N nodes bootstrap through 5 seed-mode
+//! seeds until 95 % of them reach their outbound target (10).
+//!
+//! ```text
+//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed]
+//! ```
+//!
+//! Prints simulated time, wall time, steps and peak resident memory (VmHWM). Run one N per
+//! process so the peak memory is that run's own.
+#![allow(clippy::disallowed_methods)] // wall-clock timing of the benchmark itself
+
+use std::time::{Duration, Instant};
+
+use cometmesh_core::sim::{Sim, SimConfig, node_config};
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let seeds = 5;
+    let mut cfg = SimConfig::default();
+    cfg.seed = seed;
+    cfg.check_invariants = false;
+    let wall = Instant::now();
+    let mut sim = Sim::new(cfg, wall);
+    let mut seed_addrs = Vec::new();
+    for i in 0..seeds {
+        let mut c = node_config(i);
+        c.seed_mode = true;
+        let key = sim.gen_key();
+        let idx = sim.add_node(c, key);
+        seed_addrs.push(sim.net_addr(idx));
+    }
+    for i in seeds..seeds + n {
+        let mut c = node_config(i);
+        c.seeds = seed_addrs.clone();
+        let key = sim.gen_key();
+        sim.add_node(c, key);
+    }
+    let setup = wall.elapsed();
+    let target = |s: &Sim| {
+        (seeds..seeds + n)
+            .filter(|&i| {
+                s.engine(i)
+                    .is_some_and(|e| e.num_peers().1 >= e.config().max_num_outbound_peers)
+            })
+            .count()
+    };
+    let limit = Duration::from_secs(3 * 3600);
+    let mut reached = 0;
+    while reached * 100 < n * 95 && sim.elapsed() < limit {
+        for _ in 0..20_000 {
+            if !sim.step() {
+                break;
+            }
+        }
+        reached = target(&sim);
+    }
+    let wall_total = wall.elapsed();
+    // Invariants once at the end (they are not checked per step at this size).
+    sim.check_all();
+    let (mut conns, mut book) = (0usize, 0usize);
+    for i in 0..sim.len() {
+        if let Some(e) = sim.engine(i) {
+            conns += e.num_conns();
+            book += e.addr_book().len();
+        }
+    }
+    println!(
+        "nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
+        reached as f64 * 100.0 / n as f64,
+        sim.elapsed().as_secs_f64(),
+        wall_total.as_secs_f64(),
+        setup.as_secs_f64(),
+        sim.steps(),
+        sim.steps() as f64 / wall_total.as_secs_f64(),
+        vm_hwm_kib().map_or(0, |k| k / 1024),
+        conns,
+        book / sim.len().max(1),
+    );
+}

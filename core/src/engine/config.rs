@@ -1,0 +1,177 @@
+//! The engine's configuration: CometBFT's `[p2p]` section (spec 8) in typed form.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::addr::NetAddr;
+use crate::addrbook::AddrBookConfig;
+use crate::conn::ConnectionConfig;
+use crate::ids::{ChannelId, NodeId};
+
+/// Engine configuration; `Default` gives CometBFT's defaults (spec 8).
+///
+/// Seeds and persistent peers are *resolved* addresses: the engine does no IO, so the adapter
+/// parses `id@host:port` lists and resolves DNS names before building the engine.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// `laddr`: where we listen; advertised as `tcp://<laddr>` when `external_address` is unset.
+    pub listen_addr: SocketAddr,
+    /// `external_address`: the address advertised in our NodeInfo and recorded as ours.
+    pub external_address: Option<SocketAddr>,
+    /// The chain id (NodeInfo `network`); peers on another chain are refused.
+    pub chain_id: String,
+    /// Our moniker (NodeInfo `moniker`; must be printable ASCII).
+    pub moniker: String,
+    /// Software version announced in NodeInfo; empty keeps the crate version.
+    pub version: String,
+    /// NodeInfo `tx_index`: `"on"`, `"off"` or `""`.
+    pub tx_index: String,
+    /// NodeInfo `rpc_address`.
+    pub rpc_address: String,
+    /// `seeds`: dialled when the address book runs short (spec 5.6).
+    pub seeds: Vec<NetAddr>,
+    /// `persistent_peers`: dialled at start and redialled forever (spec 7.5, G18).
+    pub persistent_peers: Vec<NetAddr>,
+    /// `unconditional_peer_ids`: exempt from the inbound and outbound limits.
+    pub unconditional_peer_ids: Vec<NodeId>,
+    /// `private_peer_ids`: never stored in the book nor gossiped.
+    pub private_peer_ids: Vec<NodeId>,
+    /// `max_num_inbound_peers` (40).
+    pub max_num_inbound_peers: usize,
+    /// `max_num_outbound_peers` (10): the target of the ensure-peers pass.
+    pub max_num_outbound_peers: usize,
+    /// `seed_mode`: crawl the network, answer PEX requests once and hang up.
+    pub seed_mode: bool,
+    /// `pex`: run the PEX reactor on channel 0x00 (and advertise it).
+    pub pex: bool,
+    /// `allow_duplicate_ip`: when false, at most one connection per remote IP.
+    pub allow_duplicate_ip: bool,
+    /// `addr_book_strict`: refuse non-routable addresses (copied into `addr_book.strict`).
+    pub addr_book_strict: bool,
+    /// Deadline of the SecretConnection + NodeInfo handshake (copied into `connection`).
+    pub handshake_timeout: Duration,
+    /// How long a dial may take before the engine gives up on it.
+    pub dial_timeout: Duration,
+    /// Period of the ensure-peers pass (and of the seed crawler), 30 s.
+    pub ensure_peers_period: Duration,
+    /// Cap of the persistent-peer redial back-off (G18: 5 min).
+    pub persistent_redial_cap: Duration,
+    /// How long a seed keeps a non-persistent peer before hanging up (28 h).
+    pub seed_disconnect_wait: Duration,
+    /// A seed re-crawls an address at most this often (2 min).
+    pub min_time_between_crawls: Duration,
+    /// Per-connection settings (MConnection, timeouts, budgets).
+    pub connection: ConnectionConfig,
+    /// Address-book settings.
+    pub addr_book: AddrBookConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 26656)),
+            external_address: None,
+            chain_id: String::new(),
+            moniker: "cometmesh".to_owned(),
+            version: String::new(),
+            tx_index: "off".to_owned(),
+            rpc_address: String::new(),
+            seeds: Vec::new(),
+            persistent_peers: Vec::new(),
+            unconditional_peer_ids: Vec::new(),
+            private_peer_ids: Vec::new(),
+            max_num_inbound_peers: 40,
+            max_num_outbound_peers: 10,
+            seed_mode: false,
+            pex: true,
+            allow_duplicate_ip: false,
+            addr_book_strict: true,
+            handshake_timeout: Duration::from_secs(3),
+            dial_timeout: Duration::from_secs(3),
+            ensure_peers_period: Duration::from_secs(30),
+            persistent_redial_cap: Duration::from_secs(300),
+            seed_disconnect_wait: Duration::from_secs(28 * 3600),
+            min_time_between_crawls: Duration::from_secs(120),
+            connection: ConnectionConfig::default(),
+            addr_book: AddrBookConfig::default(),
+        }
+    }
+}
+
+/// A configuration or set-up call the engine refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The chain id is empty.
+    #[error("chain id is empty")]
+    EmptyChainId,
+    /// A setting is out of range.
+    #[error("invalid setting {name}: {why}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A persistent peer or seed is ourselves.
+    #[error("{0} is our own node id")]
+    OwnId(NodeId),
+    /// Channel 0x00 belongs to PEX.
+    #[error("channel 0x00 is reserved for pex")]
+    ReservedChannel,
+    /// The channel is already registered.
+    #[error("channel {0} is already registered")]
+    DuplicateChannel(ChannelId),
+    /// NodeInfo allows at most 16 channels.
+    #[error("at most 16 channels can be registered")]
+    TooManyChannels,
+    /// Channels and the address book can only be set before the first connection.
+    #[error("the engine already has connections")]
+    AlreadyStarted,
+    /// The saved address book could not be read.
+    #[error("address book: {0}")]
+    AddrBook(String),
+}
+
+impl EngineConfig {
+    /// Checks ranges that would make the engine misbehave.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.chain_id.is_empty() {
+            return Err(ConfigError::EmptyChainId);
+        }
+        if self.moniker.is_empty() || !self.moniker.bytes().all(|b| (32..=126).contains(&b)) {
+            return Err(ConfigError::Invalid {
+                name: "moniker",
+                why: "must be non-empty printable ascii",
+            });
+        }
+        if self.ensure_peers_period < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                name: "ensure_peers_period",
+                why: "must be at least 100 ms",
+            });
+        }
+        if self.dial_timeout.is_zero() || self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "dial_timeout/handshake_timeout",
+                why: "must be positive",
+            });
+        }
+        if self.persistent_redial_cap < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                name: "persistent_redial_cap",
+                why: "must be at least 1 s",
+            });
+        }
+        Ok(())
+    }
+
+    /// The `listen_addr` string of our NodeInfo.
+    pub(crate) fn advertised_addr(&self) -> String {
+        format!(
+            "tcp://{}",
+            self.external_address.unwrap_or(self.listen_addr)
+        )
+    }
+}

@@ -1,0 +1,386 @@
+//! The engine: Switch, peer life cycle and PEX as one sans-IO state machine (spec 5, 7, 8).
+//!
+//! One [`Engine`] owns every connection, the peer table, the channels, the PEX reactor and the
+//! address book. It does no IO: the caller (an adapter, the simulator, a test) feeds it inputs
+//! and carries out its outputs.
+//!
+//! # The loop contract
+//!
+//! 1. After **every** call that changes the engine — [`Engine::handle_input`],
+//!    [`Engine::handle_timeout`], [`Engine::accept`], [`Engine::dial`], [`Engine::send`],
+//!    [`Engine::broadcast`], [`Engine::disconnect`] — drain [`Engine::poll_output`] until it
+//!    returns `None`, carrying out each [`Output`] in order:
+//!    - `Transmit { conn, data }`: write `data` to the socket of `conn`; when bytes are flushed,
+//!      report them with [`Input::Sent`] (this returns send credit; without it transmits stop);
+//!    - `Dial { conn, addr }`: open TCP to `addr`, then report [`Input::Connected`] or
+//!      [`Input::DialFailed`];
+//!    - `Close { conn }`: write the transmits already handed out for `conn`, shut the socket,
+//!      then report [`Input::Closed`];
+//!    - `Event(event)`: hand it to the application.
+//! 2. Then sleep until [`Engine::poll_timeout`] (or until IO or a command arrives) and call
+//!    [`Engine::handle_timeout`] with the current time. While outputs are queued,
+//!    `poll_timeout` returns the last `now` the engine saw, so a loop that forgot to drain does
+//!    not sleep.
+//!
+//! Every connection id gets exactly one terminal input: `DialFailed`, or `Closed` (after
+//! `Connected` or after an accept). After that the id is forgotten and inputs for it return
+//! [`EngineError::UnknownConn`], which an adapter may ignore (a read that raced the close).
+//!
+//! A peer's misbehaviour never makes a call fail: it becomes [`Event::PeerDown`] with a
+//! [`DisconnectReason`] (and, when provable, a ban). `Err` means the caller misused the API.
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use cometmesh_core::engine::{Engine, EngineConfig, Input, Output, Event};
+//! # use cometmesh_core::identity::NodeKey;
+//! # fn io_wait(_deadline: Option<Instant>) -> Option<Input> { None }
+//! # fn write(_c: cometmesh_core::ConnId, _d: bytes::Bytes) {}
+//! # fn connect(_c: cometmesh_core::ConnId, _a: std::net::SocketAddr) {}
+//! # fn shut(_c: cometmesh_core::ConnId) {}
+//! # fn app(_e: Event) {}
+//! let mut config = EngineConfig::default();
+//! config.chain_id = "test-chain".into();
+//! let mut engine = Engine::new(config, NodeKey::from_seed([1; 32]), [2; 32], Instant::now(), 1_700_000_000)?;
+//! loop {
+//!     while let Some(out) = engine.poll_output() {
+//!         match out {
+//!             Output::Transmit { conn, data } => write(conn, data),
+//!             Output::Dial { conn, addr } => connect(conn, addr),
+//!             Output::Close { conn } => shut(conn),
+//!             Output::Event(event) => app(event),
+//!             _ => {}
+//!         }
+//!     }
+//!     match io_wait(engine.poll_timeout()) {
+//!         Some(input) => { let _ = engine.handle_input(Instant::now(), input); }
+//!         None => engine.handle_timeout(Instant::now()),
+//!     }
+//! }
+//! # Ok::<(), cometmesh_core::engine::ConfigError>(())
+//! ```
+//!
+//! # Policies
+//!
+//! - **Duplicates.** Two live connections to one node id (for example a simultaneous cross-dial
+//!   with `allow_duplicate_ip = true`) end as one: if they were dialled by different sides, the
+//!   one dialled by the **lower node id** (byte order) survives; if by the same side, the newer
+//!   one survives (the older is presumed dead). Both sides apply the same rule, so they keep the
+//!   same TCP connection. A replaced peer is reported as `PeerDown { reason: Duplicate }` then
+//!   `PeerUp` on the new connection.
+//! - **Limits.** Inbound and outbound peers are counted separately; `unconditional_peer_ids` are
+//!   not counted. Admission refuses inbound connections beyond `max_num_inbound_peers +
+//!   |unconditional|` open at once, banned IPs and, unless `allow_duplicate_ip`, an IP that
+//!   already has a peer; after the handshake an inbound peer beyond `max_num_inbound_peers` is
+//!   dropped, except a persistent peer, which evicts the newest ordinary inbound peer.
+//!   Automatic dials keep `outbound + dialing ≤ max_num_outbound_peers`; no two automatic
+//!   outbound peers share an address group (G7).
+//! - **Persistent peers** are dialled at start after `U[0, 3 s)` and redialled forever on the
+//!   schedule documented in [`backoff`]; they are never banned by the engine and always admitted.
+//! - **Seed mode** crawls: it dials addresses from the book (each at most every 2 min), asks for
+//!   addresses and hangs up on the reply; inbound peers get one answer, then the seed hangs up.
+
+pub mod backoff;
+mod config;
+mod peers;
+pub mod pex;
+mod switch;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+pub use config::{ConfigError, EngineConfig};
+pub use peers::{Counters, Origin, PeerInfo, PeerState};
+pub use pex::PexViolation;
+pub use switch::Engine;
+
+use crate::addr::NetAddr;
+pub use crate::conn::{ChannelDescriptor, CloseReason, ConnStats, Direction, NodeInfo};
+use crate::ids::{ChannelId, ConnId, NodeId};
+
+/// Something that happened on a socket, reported by the adapter.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// Our `Output::Dial` for `conn` succeeded: TCP is up.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Our `Output::Dial` for `conn` failed.
+    DialFailed {
+        /// The connection.
+        conn: ConnId,
+        /// What went wrong.
+        error: DialFailure,
+    },
+    /// Bytes arrived (any chunking).
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes, in order.
+        bytes: Bytes,
+    },
+    /// `len` bytes of earlier transmits were flushed to the socket (returns send credit).
+    Sent {
+        /// The connection.
+        conn: ConnId,
+        /// How many bytes.
+        len: usize,
+    },
+    /// The socket is closed (by the remote, an IO error, or after our `Output::Close`).
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        cause: CloseCause,
+    },
+}
+
+/// Why a TCP dial failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The remote refused the connection.
+    #[error("connection refused")]
+    Refused,
+    /// The dial timed out in the adapter.
+    #[error("dial timed out")]
+    TimedOut,
+    /// No route to the host or network.
+    #[error("host unreachable")]
+    Unreachable,
+    /// Any other IO error.
+    #[error("dial io error")]
+    Io,
+}
+
+/// Why a socket closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The remote closed cleanly.
+    #[error("closed by the remote")]
+    Eof,
+    /// The remote reset the connection.
+    #[error("connection reset")]
+    Reset,
+    /// A read or write error.
+    #[error("io error")]
+    Io,
+    /// We closed it (after `Output::Close`).
+    #[error("closed locally")]
+    Local,
+}
+
+/// Something for the adapter to do.
+// `Event` (with a NodeInfo) is the large variant; outputs are drained at once, so the queue
+// never holds many and boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Write `data` to the connection.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Open a TCP connection to `addr`; report the result for `conn`.
+    Dial {
+        /// The id the engine gave this connection.
+        conn: ConnId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Flush what was handed out, then close the socket and report `Input::Closed`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An event for the application.
+    Event(Event),
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer completed the handshake and was admitted.
+    PeerUp {
+        /// Its node id.
+        peer: NodeId,
+        /// Its connection.
+        conn: ConnId,
+        /// The NodeInfo it sent.
+        info: NodeInfo,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A peer that was up went away.
+    PeerDown {
+        /// Its node id.
+        peer: NodeId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A complete message arrived on an application channel.
+    Message {
+        /// From whom.
+        peer: NodeId,
+        /// On which channel.
+        channel: ChannelId,
+        /// The message.
+        payload: Bytes,
+    },
+    /// A dial did not produce a peer.
+    DialFailed {
+        /// The address dialled.
+        addr: NetAddr,
+        /// Why.
+        reason: DialFailReason,
+    },
+    /// The address book changed; persist `addr_book().encode()` when convenient.
+    AddrBookDirty,
+}
+
+/// Why a peer went down.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The connection failed or the peer broke the MConnection protocol.
+    #[error("connection: {0}")]
+    Conn(CloseReason),
+    /// The socket closed.
+    #[error("socket: {0}")]
+    Io(CloseCause),
+    /// A PEX protocol violation; the peer is banned.
+    #[error("pex: {0}")]
+    Pex(PexViolation),
+    /// Another connection to the same peer was kept instead.
+    #[error("duplicate connection")]
+    Duplicate,
+    /// Evicted to make room for a persistent peer.
+    #[error("evicted for a persistent peer")]
+    Evicted,
+    /// The application called `disconnect`.
+    #[error("disconnected locally")]
+    Local,
+    /// Seed mode: the exchange is over.
+    #[error("seed hung up after the address exchange")]
+    SeedDone,
+    /// Seed mode: connected for longer than `seed_disconnect_wait`.
+    #[error("seed connection expired")]
+    SeedExpired,
+}
+
+/// Why a dial (or an inbound handshake) did not produce a peer.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailReason {
+    /// TCP failed.
+    #[error("dial: {0}")]
+    Io(DialFailure),
+    /// TCP did not connect within `dial_timeout`.
+    #[error("dial timed out")]
+    Timeout,
+    /// The handshake failed or the connection closed before the peer was up.
+    #[error("handshake: {0}")]
+    Handshake(CloseReason),
+    /// The socket closed during the handshake.
+    #[error("closed during handshake: {0}")]
+    Closed(CloseCause),
+    /// The remote is ourselves.
+    #[error("connected to ourselves")]
+    SelfConnection,
+    /// We already have a connection to that peer, and it was kept.
+    #[error("duplicate connection")]
+    Duplicate,
+    /// Another peer already uses that IP.
+    #[error("duplicate ip")]
+    DuplicateIp,
+    /// The inbound limit is reached.
+    #[error("too many inbound peers")]
+    InboundLimit,
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+    /// The application cancelled it with `disconnect`.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Why an inbound connection was refused at admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The remote IP is banned.
+    #[error("remote ip is banned")]
+    Banned,
+    /// Too many inbound connections are open.
+    #[error("too many inbound connections")]
+    TooManyInbound,
+    /// Another connection from that IP exists.
+    #[error("duplicate ip")]
+    DuplicateIp,
+}
+
+/// Why [`Engine::dial`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The address is our own.
+    #[error("cannot dial ourselves")]
+    SelfDial,
+    /// The peer is already connected.
+    #[error("already connected")]
+    AlreadyConnected,
+    /// The peer is already being dialled.
+    #[error("already dialing")]
+    AlreadyDialing,
+    /// Another peer already uses that IP.
+    #[error("duplicate ip")]
+    DuplicateIp,
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+}
+
+/// Why [`Engine::send`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No such connected peer.
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// The channel is not registered.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// The peer did not advertise the channel.
+    #[error("peer does not accept this channel")]
+    NotAdvertisedByPeer,
+    /// The channel's send queue is full; the message is handed back.
+    #[error("send queue full")]
+    Full(Bytes),
+    /// The connection is closing.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Misuse of the engine API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The connection id is unknown (never issued, or already closed).
+    #[error("unknown connection {0}")]
+    UnknownConn(ConnId),
+    /// The input does not fit the connection's state (e.g. bytes before `Connected`).
+    #[error("unexpected {input} for {conn}")]
+    Unexpected {
+        /// The connection.
+        conn: ConnId,
+        /// The input kind.
+        input: &'static str,
+    },
+}

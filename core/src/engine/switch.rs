@@ -1,0 +1,1637 @@
+//! The [`Engine`] itself: connections, the peer table, timers, PEX and the address book.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::backoff::{self, DialBackoff};
+use super::config::{ConfigError, EngineConfig};
+use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
+use super::pex::{self, PexMsg, PexPeer, PexViolation};
+use super::{
+    DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output, Refused,
+    SendError,
+};
+use crate::addr::NetAddr;
+use crate::addrbook::{AddrBook, Group};
+use crate::conn::{
+    ChannelDescriptor, CloseReason, ConnEvent, ConnStats, ConnectionConfig, Direction, NodeInfo,
+    NodeInfoError, PeerConnection, SendError as ConnSendError,
+};
+use crate::identity::NodeKey;
+use crate::ids::{ChannelId, ConnId, NodeId};
+
+/// The engine's timers, ordered by deadline in one `BTreeSet`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The connection's own deadline (handshake, ping, pong, flush).
+    Conn(ConnId),
+    /// A dial that has not connected yet.
+    DialTimeout(ConnId),
+    /// The periodic ensure-peers pass (or the seed crawler).
+    EnsurePeers,
+    /// An extra ensure-peers pass after addresses from a seed.
+    EnsureSoon,
+    /// A persistent peer's redial.
+    Redial(NodeId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Dialing,
+    Handshaking,
+    Up(NodeId),
+    /// `Output::Close` was emitted; waiting for `Input::Closed`.
+    Closing,
+}
+
+struct Conn {
+    pc: Option<PeerConnection>,
+    direction: Direction,
+    origin: Origin,
+    remote: SocketAddr,
+    /// The address dialled (outbound only).
+    dialed: Option<NetAddr>,
+    phase: Phase,
+    /// The deadline registered for `Timer::Conn`.
+    timer: Option<Instant>,
+    /// The deadline registered for `Timer::DialTimeout`.
+    dial_deadline: Option<Instant>,
+    dirty: bool,
+    pex: PexPeer,
+    /// Why we asked the connection to close after flushing (reported when it closes).
+    hangup: Option<DisconnectReason>,
+    /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
+    ip_slot: IpSlot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpSlot {
+    None,
+    PendingOut,
+    PendingIn,
+    Up,
+}
+
+struct Persistent {
+    addr: NetAddr,
+    /// Consecutive failures since the last success (k of the G18 schedule).
+    failures: u32,
+    /// Ever dialled (distinguishes candidate from reconnecting).
+    dialled: bool,
+    /// Registered `Timer::Redial` deadline.
+    next: Option<Instant>,
+}
+
+/// The sans-IO p2p engine. See the [module docs](super) for the loop contract.
+pub struct Engine {
+    cfg: EngineConfig,
+    conn_cfg: Arc<ConnectionConfig>,
+    node_key: NodeKey,
+    our_id: NodeId,
+    our_info: Arc<NodeInfo>,
+    channels: Vec<ChannelDescriptor>,
+    channels_arc: Arc<[ChannelDescriptor]>,
+    rng: ChaCha20Rng,
+    book: AddrBook,
+    start: Instant,
+    unix_start: u64,
+    last_now: Instant,
+    next_conn: u64,
+    conns: hashbrown::HashMap<ConnId, Conn>,
+    peers: BTreeMap<NodeId, PeerInfo>,
+    /// Outbound connections not yet up, by the id dialled.
+    pending_out: hashbrown::HashMap<NodeId, ConnId>,
+    persistent: BTreeMap<NodeId, Persistent>,
+    unconditional: hashbrown::HashSet<NodeId>,
+    up_ips: hashbrown::HashMap<IpAddr, u32>,
+    pending_in_ips: hashbrown::HashMap<IpAddr, u32>,
+    pending_out_ips: hashbrown::HashMap<IpAddr, u32>,
+    inbound_open: usize,
+    bans: Bans,
+    backoff: DialBackoff,
+    /// Seed mode: when each address was last crawled.
+    crawled: BTreeMap<SocketAddr, Instant>,
+    timers: BTreeSet<(Instant, Timer)>,
+    ensure_at: Option<Instant>,
+    ensure_soon_at: Option<Instant>,
+    outputs: VecDeque<Output>,
+    dirty: VecDeque<ConnId>,
+    book_dirty: bool,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.our_id)
+            .field("conns", &self.conns.len())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many crawl records are kept in seed mode.
+const MAX_CRAWL_RECORDS: usize = 65_536;
+
+impl Engine {
+    /// Builds an engine. `seed` feeds the one ChaCha RNG (ephemeral keys, PEX sampling,
+    /// jitter); `now` and `unix_now` anchor the monotonic and the wall clock.
+    pub fn new(
+        config: EngineConfig,
+        node_key: NodeKey,
+        seed: [u8; 32],
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let our_id = node_key.node_id();
+        for a in config.persistent_peers.iter().chain(&config.seeds) {
+            if a.id == our_id {
+                return Err(ConfigError::OwnId(our_id));
+            }
+        }
+        let mut cfg = config;
+        cfg.connection.handshake_timeout = cfg.handshake_timeout;
+        cfg.addr_book.strict = cfg.addr_book_strict;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut book = AddrBook::new(cfg.addr_book.clone(), &mut rng);
+        book.add_our_address(cfg.listen_addr);
+        if let Some(ext) = cfg.external_address {
+            book.add_our_address(ext);
+        }
+        book.set_private_ids(cfg.private_peer_ids.iter().copied());
+        for a in &cfg.persistent_peers {
+            book.set_persistent(*a);
+        }
+        let unix_now_book = unix_now;
+        let src = cfg.external_address.unwrap_or(cfg.listen_addr).ip();
+        for a in &cfg.persistent_peers {
+            // Failures to add (private, unroutable, ...) are fine: the engine dials persistent
+            // peers from its own table.
+            let _ = book.add(*a, src, unix_now_book, &mut rng);
+        }
+        let channels = if cfg.pex {
+            vec![ChannelDescriptor::pex()]
+        } else {
+            Vec::new()
+        };
+        let mut engine = Engine {
+            conn_cfg: Arc::new(cfg.connection.clone()),
+            our_info: Arc::new(NodeInfo::new(our_id, "", "", "", [])),
+            channels_arc: Arc::from(channels.clone()),
+            channels,
+            node_key,
+            our_id,
+            rng,
+            book,
+            start: now,
+            unix_start: unix_now,
+            last_now: now,
+            next_conn: 1,
+            conns: hashbrown::HashMap::new(),
+            peers: BTreeMap::new(),
+            pending_out: hashbrown::HashMap::new(),
+            persistent: BTreeMap::new(),
+            unconditional: cfg.unconditional_peer_ids.iter().copied().collect(),
+            up_ips: hashbrown::HashMap::new(),
+            pending_in_ips: hashbrown::HashMap::new(),
+            pending_out_ips: hashbrown::HashMap::new(),
+            inbound_open: 0,
+            bans: Bans::default(),
+            backoff: DialBackoff::default(),
+            crawled: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            ensure_at: None,
+            ensure_soon_at: None,
+            outputs: VecDeque::new(),
+            dirty: VecDeque::new(),
+            book_dirty: false,
+            counters: Counters::default(),
+            cfg,
+        };
+        engine.rebuild_node_info();
+        for a in engine.cfg.persistent_peers.clone() {
+            let at = now + backoff::startup_jitter(&mut engine.rng);
+            engine.persistent.insert(
+                a.id,
+                Persistent {
+                    addr: a,
+                    failures: 0,
+                    dialled: false,
+                    next: None,
+                },
+            );
+            engine.set_redial(a.id, at);
+        }
+        if engine.cfg.pex || engine.cfg.seed_mode {
+            let first = now + backoff::jitter(&mut engine.rng, Duration::from_secs(1));
+            engine.set_ensure(first);
+        }
+        Ok(engine)
+    }
+
+    fn rebuild_node_info(&mut self) {
+        let mut info = NodeInfo::new(
+            self.our_id,
+            self.cfg.chain_id.clone(),
+            self.cfg.advertised_addr(),
+            self.cfg.moniker.clone(),
+            self.channels.iter().map(|c| c.id),
+        );
+        if !self.cfg.version.is_empty() {
+            info.version.clone_from(&self.cfg.version);
+        }
+        info.tx_index.clone_from(&self.cfg.tx_index);
+        info.rpc_address.clone_from(&self.cfg.rpc_address);
+        self.our_info = Arc::new(info);
+        self.channels_arc = Arc::from(self.channels.clone());
+    }
+
+    /// Registers an application channel. Only before the first connection; 0x00 is PEX's.
+    /// Channels are advertised in registration order, PEX last (as CometBFT).
+    pub fn add_channel(&mut self, desc: ChannelDescriptor) -> Result<(), ConfigError> {
+        if self.next_conn != 1 {
+            return Err(ConfigError::AlreadyStarted);
+        }
+        if desc.id == ChannelId::PEX {
+            return Err(ConfigError::ReservedChannel);
+        }
+        if self.channels.iter().any(|c| c.id == desc.id) {
+            return Err(ConfigError::DuplicateChannel(desc.id));
+        }
+        if self.channels.len() >= 16 {
+            return Err(ConfigError::TooManyChannels);
+        }
+        let at = if self.cfg.pex {
+            self.channels.len() - 1
+        } else {
+            self.channels.len()
+        };
+        self.channels.insert(at, desc);
+        self.rebuild_node_info();
+        Ok(())
+    }
+
+    /// Replaces the address book with a saved one (bytes from `addr_book().encode()`).
+    /// Only before the first connection.
+    pub fn load_addr_book(&mut self, bytes: &[u8]) -> Result<(), ConfigError> {
+        if self.next_conn != 1 {
+            return Err(ConfigError::AlreadyStarted);
+        }
+        let mut book = AddrBook::decode(bytes, self.cfg.addr_book.clone())
+            .map_err(|e| ConfigError::AddrBook(e.to_string()))?;
+        book.add_our_address(self.cfg.listen_addr);
+        if let Some(ext) = self.cfg.external_address {
+            book.add_our_address(ext);
+        }
+        book.set_private_ids(self.cfg.private_peer_ids.iter().copied());
+        for a in &self.cfg.persistent_peers {
+            book.set_persistent(*a);
+        }
+        self.book = book;
+        Ok(())
+    }
+
+    /// The address book (read access; persist with its `encode`).
+    #[must_use]
+    pub fn addr_book(&self) -> &AddrBook {
+        &self.book
+    }
+
+    /// The address book, mutable (e.g. to import a CometBFT `addrbook.json`).
+    pub fn addr_book_mut(&mut self) -> &mut AddrBook {
+        &mut self.book
+    }
+
+    /// Our node id.
+    #[must_use]
+    pub fn node_id(&self) -> NodeId {
+        self.our_id
+    }
+
+    /// The NodeInfo we send.
+    #[must_use]
+    pub fn node_info(&self) -> &NodeInfo {
+        &self.our_info
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Connected peers, ordered by node id.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.values()
+    }
+
+    /// A connected peer.
+    #[must_use]
+    pub fn peer(&self, id: &NodeId) -> Option<&PeerInfo> {
+        self.peers.get(id)
+    }
+
+    /// Where `id` is in its life cycle; `None` means unknown or gone.
+    #[must_use]
+    pub fn peer_state(&self, id: &NodeId) -> Option<PeerState> {
+        if self.peers.contains_key(id) {
+            return Some(PeerState::Connected);
+        }
+        if let Some(c) = self.pending_out.get(id).and_then(|c| self.conns.get(c)) {
+            return Some(match c.phase {
+                Phase::Dialing => PeerState::Dialing,
+                _ => PeerState::Handshaking,
+            });
+        }
+        if self.bans.id_banned(id, self.last_now) {
+            return Some(PeerState::Banned);
+        }
+        self.persistent.get(id).map(|p| {
+            if p.dialled {
+                PeerState::Reconnecting
+            } else {
+                PeerState::Candidate
+            }
+        })
+    }
+
+    /// Counters of what happened so far.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// `(inbound, outbound)` peers as counted against the limits (unconditional excluded).
+    #[must_use]
+    pub fn num_peers(&self) -> (usize, usize) {
+        let mut inbound = 0;
+        let mut outbound = 0;
+        for p in self.peers.values() {
+            inbound += usize::from(p.counts_inbound());
+            outbound += usize::from(p.counts_outbound());
+        }
+        (inbound, outbound)
+    }
+
+    /// Outbound dials in progress (TCP or handshake) that count against the outbound limit.
+    #[must_use]
+    pub fn num_dialing(&self) -> usize {
+        self.pending_out
+            .keys()
+            .filter(|id| !self.unconditional.contains(*id))
+            .count()
+    }
+
+    /// Open connections (any phase, until their `Input::Closed`).
+    #[must_use]
+    pub fn num_conns(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether `conn` is known (issued and not yet closed).
+    #[must_use]
+    pub fn has_conn(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Whether the adapter should keep reading from `conn` (false while received data waits
+    /// for the receive rate limit; read again after the next timeout). True for unknown ids.
+    #[must_use]
+    pub fn wants_read(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.pc.as_ref())
+            .is_none_or(PeerConnection::wants_read)
+    }
+
+    /// Traffic counters of the connection carrying `peer`.
+    #[must_use]
+    pub fn conn_stats(&self, peer: &NodeId) -> Option<ConnStats> {
+        let conn = self.peers.get(peer)?.conn;
+        self.conns
+            .get(&conn)?
+            .pc
+            .as_ref()
+            .map(PeerConnection::stats)
+    }
+
+    /// The address group of `ip`, as the book computes it (for G7 checks).
+    #[must_use]
+    pub fn group_of(&self, ip: &IpAddr) -> Group {
+        self.book.group_of(ip)
+    }
+
+    /// How many node ids the engine currently bans (expired ones are dropped lazily).
+    #[must_use]
+    pub fn num_banned(&self) -> usize {
+        self.bans.len()
+    }
+
+    /// Whether `id` is banned at `now`.
+    #[must_use]
+    pub fn is_banned(&self, id: &NodeId, now: Instant) -> bool {
+        self.bans.id_banned(id, now)
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix_start + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    fn alloc_conn(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
+    fn ephemeral(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    // ---------------------------------------------------------------- outputs and timers
+
+    /// The next output, in order. Drain after every input or command.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; the last `now` seen while
+    /// outputs are queued; `None` if nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() {
+            return Some(self.last_now);
+        }
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    fn touch(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn set_timer(
+        &mut self,
+        slot: Option<Instant>,
+        at: Option<Instant>,
+        t: Timer,
+    ) -> Option<Instant> {
+        if slot == at {
+            return slot;
+        }
+        if let Some(old) = slot {
+            self.timers.remove(&(old, t));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, t));
+        }
+        at
+    }
+
+    fn set_ensure(&mut self, at: Instant) {
+        self.ensure_at = self.set_timer(self.ensure_at, Some(at), Timer::EnsurePeers);
+    }
+
+    fn set_redial(&mut self, id: NodeId, at: Instant) {
+        let Some(old) = self.persistent.get(&id).map(|p| p.next) else {
+            return;
+        };
+        let next = self.set_timer(old, Some(at), Timer::Redial(id));
+        if let Some(p) = self.persistent.get_mut(&id) {
+            p.next = next;
+        }
+    }
+
+    fn set_conn_timer(&mut self, id: ConnId, at: Option<Instant>) {
+        let Some(old) = self.conns.get(&id).map(|c| c.timer) else {
+            return;
+        };
+        let new = self.set_timer(old, at, Timer::Conn(id));
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.timer = new;
+        }
+    }
+
+    fn set_dial_deadline(&mut self, id: ConnId, at: Option<Instant>) {
+        let Some(old) = self.conns.get(&id).map(|c| c.dial_deadline) else {
+            return;
+        };
+        let new = self.set_timer(old, at, Timer::DialTimeout(id));
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.dial_deadline = new;
+        }
+    }
+
+    /// Runs every timer due at `now`. Call when `poll_timeout()` has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.touch(now);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, timer));
+            match timer {
+                Timer::Conn(id) => {
+                    let mut closed = false;
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.timer = None;
+                        if let Some(pc) = c.pc.as_mut() {
+                            pc.handle_timeout(now);
+                            closed = pc.is_closed();
+                        }
+                    }
+                    self.mark_dirty(id);
+                    self.process_dirty(now);
+                    // A connection whose deadline did not move would spin: push it forward.
+                    if !closed
+                        && let Some(c) = self.conns.get(&id)
+                        && c.timer.is_some_and(|t| t <= now)
+                    {
+                        self.set_conn_timer(id, Some(now + Duration::from_millis(1)));
+                    }
+                }
+                Timer::DialTimeout(id) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.dial_deadline = None;
+                        if c.phase == Phase::Dialing {
+                            self.fail_conn(now, id, DialFailReason::Timeout, true);
+                        }
+                    }
+                }
+                Timer::EnsurePeers => {
+                    self.ensure_at = None;
+                    if self.cfg.seed_mode {
+                        self.crawl(now);
+                    } else if self.cfg.pex {
+                        self.ensure_peers(now, true);
+                    }
+                    let next = now + self.cfg.ensure_peers_period;
+                    self.set_ensure(next);
+                }
+                Timer::EnsureSoon => {
+                    self.ensure_soon_at = None;
+                    if !self.cfg.seed_mode {
+                        self.ensure_peers(now, false);
+                    }
+                }
+                Timer::Redial(id) => {
+                    if let Some(p) = self.persistent.get_mut(&id) {
+                        p.next = None;
+                    }
+                    self.redial(now, id);
+                }
+            }
+        }
+        self.finish(now);
+    }
+
+    /// Processes queued connection work and emits coalesced events.
+    fn finish(&mut self, now: Instant) {
+        self.process_dirty(now);
+        if self.book_dirty {
+            self.book_dirty = false;
+            self.outputs.push_back(Output::Event(Event::AddrBookDirty));
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Drains events and transmits of every dirty connection.
+    fn process_dirty(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop_front() {
+            let mut events = Vec::new();
+            let mut next = None;
+            {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    continue;
+                };
+                c.dirty = false;
+                let closing = c.phase == Phase::Closing;
+                let Some(pc) = c.pc.as_mut() else {
+                    continue;
+                };
+                while let Some(ev) = pc.poll_event() {
+                    events.push(ev);
+                }
+                if !closing {
+                    while let Some(data) = pc.poll_transmit(now) {
+                        self.outputs.push_back(Output::Transmit { conn: id, data });
+                    }
+                    next = pc.poll_timeout();
+                }
+            }
+            self.set_conn_timer(id, next);
+            for ev in events {
+                self.on_conn_event(now, id, ev);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Feeds one socket event. `Err` only for API misuse (unknown connection, wrong phase).
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), EngineError> {
+        self.touch(now);
+        let r = self.input(now, input);
+        self.finish(now);
+        r
+    }
+
+    fn input(&mut self, now: Instant, input: Input) -> Result<(), EngineError> {
+        match input {
+            Input::Connected { conn } => {
+                let c = self
+                    .conns
+                    .get(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Dialing => {}
+                    // We gave up on the dial (timeout, cancel) before it connected.
+                    Phase::Closing => return Ok(()),
+                    _ => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "connected",
+                        });
+                    }
+                }
+                let expected = c.dialed.map(|a| a.id);
+                let secret = self.ephemeral();
+                let pc = PeerConnection::new(
+                    now,
+                    self.conn_cfg.clone(),
+                    self.channels_arc.clone(),
+                    self.our_info.clone(),
+                    &self.node_key,
+                    secret,
+                    Direction::Outbound,
+                    expected,
+                );
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.pc = Some(pc);
+                    c.phase = Phase::Handshaking;
+                }
+                self.set_dial_deadline(conn, None);
+                self.mark_dirty(conn);
+                Ok(())
+            }
+            Input::DialFailed { conn, error } => {
+                let c = self
+                    .conns
+                    .get(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Dialing => {
+                        self.fail_conn(now, conn, DialFailReason::Io(error), false);
+                    }
+                    Phase::Closing => {}
+                    _ => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "dial failed",
+                        });
+                    }
+                }
+                self.remove_conn(conn);
+                Ok(())
+            }
+            Input::Received { conn, bytes } => {
+                let c = self
+                    .conns
+                    .get_mut(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Closing => return Ok(()),
+                    Phase::Dialing => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "received",
+                        });
+                    }
+                    _ => {}
+                }
+                if let Some(pc) = c.pc.as_mut() {
+                    pc.handle_received(now, &bytes);
+                }
+                self.mark_dirty(conn);
+                Ok(())
+            }
+            Input::Sent { conn, len } => {
+                let c = self
+                    .conns
+                    .get_mut(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                if c.phase == Phase::Closing {
+                    return Ok(());
+                }
+                if let Some(pc) = c.pc.as_mut() {
+                    pc.handle_sent(now, len);
+                }
+                self.mark_dirty(conn);
+                Ok(())
+            }
+            Input::Closed { conn, cause } => {
+                let c = self
+                    .conns
+                    .get(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Closing => {}
+                    Phase::Up(_) => {
+                        self.drop_conn(now, conn, DisconnectReason::Io(cause), false);
+                    }
+                    Phase::Dialing | Phase::Handshaking => {
+                        self.fail_conn(now, conn, DialFailReason::Closed(cause), false);
+                    }
+                }
+                self.remove_conn(conn);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets a connection after its terminal input.
+    fn remove_conn(&mut self, id: ConnId) {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(t) = c.timer {
+            self.timers.remove(&(t, Timer::Conn(id)));
+        }
+        if let Some(t) = c.dial_deadline {
+            self.timers.remove(&(t, Timer::DialTimeout(id)));
+        }
+        self.release_ip(c.remote.ip(), c.ip_slot);
+        if c.direction == Direction::Inbound {
+            self.inbound_open = self.inbound_open.saturating_sub(1);
+        }
+        if let Some(a) = c.dialed
+            && self.pending_out.get(&a.id) == Some(&id)
+        {
+            self.pending_out.remove(&a.id);
+        }
+    }
+
+    fn ip_map(&mut self, slot: IpSlot) -> Option<&mut hashbrown::HashMap<IpAddr, u32>> {
+        match slot {
+            IpSlot::None => None,
+            IpSlot::PendingOut => Some(&mut self.pending_out_ips),
+            IpSlot::PendingIn => Some(&mut self.pending_in_ips),
+            IpSlot::Up => Some(&mut self.up_ips),
+        }
+    }
+
+    fn release_ip(&mut self, ip: IpAddr, slot: IpSlot) {
+        if let Some(map) = self.ip_map(slot)
+            && let Some(n) = map.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    fn take_ip(&mut self, ip: IpAddr, slot: IpSlot) {
+        if let Some(map) = self.ip_map(slot) {
+            *map.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    fn move_ip(&mut self, id: ConnId, slot: IpSlot) {
+        let Some((ip, old)) = self.conns.get(&id).map(|c| (c.remote.ip(), c.ip_slot)) else {
+            return;
+        };
+        self.release_ip(ip, old);
+        self.take_ip(ip, slot);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.ip_slot = slot;
+        }
+    }
+
+    // ---------------------------------------------------------------- admission and dials
+
+    /// Admits an inbound TCP connection from `remote`, or refuses it (then close the socket).
+    pub fn accept(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, Refused> {
+        self.touch(now);
+        let ip = remote.ip();
+        let refused = if self.bans.ip_banned(&ip, now) {
+            Some(Refused::Banned)
+        } else if self.inbound_open >= self.cfg.max_num_inbound_peers + self.unconditional.len() {
+            Some(Refused::TooManyInbound)
+        } else if !self.cfg.allow_duplicate_ip
+            && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
+        {
+            Some(Refused::DuplicateIp)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
+            self.counters.refused += 1;
+            return Err(r);
+        }
+        let id = self.alloc_conn();
+        let secret = self.ephemeral();
+        let pc = PeerConnection::new(
+            now,
+            self.conn_cfg.clone(),
+            self.channels_arc.clone(),
+            self.our_info.clone(),
+            &self.node_key,
+            secret,
+            Direction::Inbound,
+            None,
+        );
+        self.conns.insert(
+            id,
+            Conn {
+                pc: Some(pc),
+                direction: Direction::Inbound,
+                origin: Origin::Inbound,
+                remote,
+                dialed: None,
+                phase: Phase::Handshaking,
+                timer: None,
+                dial_deadline: None,
+                dirty: false,
+                pex: PexPeer::default(),
+                hangup: None,
+                ip_slot: IpSlot::None,
+            },
+        );
+        self.take_ip(ip, IpSlot::PendingIn);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.ip_slot = IpSlot::PendingIn;
+        }
+        self.inbound_open += 1;
+        self.counters.accepted += 1;
+        self.mark_dirty(id);
+        self.finish(now);
+        Ok(id)
+    }
+
+    /// Dials `addr` on the application's behalf.
+    pub fn dial(&mut self, now: Instant, addr: NetAddr) -> Result<ConnId, DialError> {
+        self.touch(now);
+        let r = self.start_dial(now, addr, Origin::App);
+        self.finish(now);
+        r
+    }
+
+    fn check_dial(&self, now: Instant, addr: &NetAddr) -> Result<(), DialError> {
+        if addr.id == self.our_id {
+            return Err(DialError::SelfDial);
+        }
+        if self.peers.contains_key(&addr.id) {
+            return Err(DialError::AlreadyConnected);
+        }
+        if self.pending_out.contains_key(&addr.id) {
+            return Err(DialError::AlreadyDialing);
+        }
+        if !self.persistent.contains_key(&addr.id) && self.bans.id_banned(&addr.id, now) {
+            return Err(DialError::Banned);
+        }
+        let ip = addr.addr.ip();
+        if !self.cfg.allow_duplicate_ip
+            && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
+        {
+            return Err(DialError::DuplicateIp);
+        }
+        Ok(())
+    }
+
+    fn start_dial(
+        &mut self,
+        now: Instant,
+        addr: NetAddr,
+        origin: Origin,
+    ) -> Result<ConnId, DialError> {
+        self.check_dial(now, &addr)?;
+        let id = self.alloc_conn();
+        self.conns.insert(
+            id,
+            Conn {
+                pc: None,
+                direction: Direction::Outbound,
+                origin,
+                remote: addr.addr,
+                dialed: Some(addr),
+                phase: Phase::Dialing,
+                timer: None,
+                dial_deadline: None,
+                dirty: false,
+                pex: PexPeer::default(),
+                hangup: None,
+                ip_slot: IpSlot::None,
+            },
+        );
+        self.move_ip(id, IpSlot::PendingOut);
+        self.pending_out.insert(addr.id, id);
+        let deadline = now + self.cfg.dial_timeout;
+        self.set_dial_deadline(id, Some(deadline));
+        let unix = self.unix(now);
+        self.book.mark_attempt(addr.addr, unix);
+        if let Some(p) = self.persistent.get_mut(&addr.id) {
+            p.dialled = true;
+        }
+        self.counters.dials += 1;
+        self.outputs.push_back(Output::Dial {
+            conn: id,
+            addr: addr.addr,
+        });
+        Ok(id)
+    }
+
+    /// A connection that never became a peer is over (dial or handshake failure).
+    /// `emit_close` asks the adapter to close the socket (when it is still open).
+    fn fail_conn(&mut self, now: Instant, id: ConnId, reason: DialFailReason, emit_close: bool) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.phase == Phase::Closing {
+            return;
+        }
+        let dialed = c.dialed;
+        c.phase = Phase::Closing;
+        if let Some(pc) = c.pc.as_mut()
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
+        self.set_conn_timer(id, None);
+        self.set_dial_deadline(id, None);
+        if emit_close {
+            self.outputs.push_back(Output::Close { conn: id });
+        }
+        let Some(addr) = dialed else {
+            return;
+        };
+        if self.pending_out.get(&addr.id) == Some(&id) {
+            self.pending_out.remove(&addr.id);
+        }
+        self.counters.dial_failures += 1;
+        let counts_as_failure = !matches!(
+            reason,
+            DialFailReason::Duplicate | DialFailReason::Cancelled | DialFailReason::SelfConnection
+        );
+        if counts_as_failure {
+            let unix = self.unix(now);
+            self.book.mark_failed(addr.addr, unix);
+            if !self.persistent.contains_key(&addr.id) {
+                self.backoff.failed(addr.addr, now, &mut self.rng);
+            }
+        }
+        if matches!(reason, DialFailReason::SelfConnection) {
+            self.book.remove(addr.addr);
+            self.book.add_our_address(addr.addr);
+            self.book_dirty = true;
+        }
+        self.outputs
+            .push_back(Output::Event(Event::DialFailed { addr, reason }));
+        if self.persistent.contains_key(&addr.id) && !self.peers.contains_key(&addr.id) {
+            self.schedule_redial(now, addr.id);
+        }
+    }
+
+    /// A peer that was up goes down.
+    fn drop_conn(&mut self, now: Instant, id: ConnId, reason: DisconnectReason, emit_close: bool) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Phase::Up(peer) = c.phase else {
+            return;
+        };
+        c.phase = Phase::Closing;
+        if let Some(pc) = c.pc.as_mut()
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
+        self.set_conn_timer(id, None);
+        self.move_ip(id, IpSlot::None);
+        if emit_close {
+            self.outputs.push_back(Output::Close { conn: id });
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
+            self.peers.remove(&peer);
+            self.counters.peers_down += 1;
+            self.outputs
+                .push_back(Output::Event(Event::PeerDown { peer, reason }));
+            if self.persistent.contains_key(&peer) {
+                self.schedule_redial(now, peer);
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, now: Instant, id: NodeId) {
+        let cap = self.cfg.persistent_redial_cap;
+        let Some(k) = self.persistent.get(&id).map(|p| p.failures) else {
+            return;
+        };
+        let delay = backoff::persistent_delay(k, cap, &mut self.rng);
+        if let Some(p) = self.persistent.get_mut(&id) {
+            p.failures = p.failures.saturating_add(1);
+        }
+        self.set_redial(id, now + delay);
+    }
+
+    fn redial(&mut self, now: Instant, id: NodeId) {
+        let Some(addr) = self.persistent.get(&id).map(|p| p.addr) else {
+            return;
+        };
+        match self.start_dial(now, addr, Origin::Persistent) {
+            Ok(_) | Err(DialError::AlreadyConnected | DialError::AlreadyDialing) => {}
+            Err(_) => self.schedule_redial(now, id),
+        }
+    }
+
+    /// Closes the connection to `peer` (no ban). A persistent peer is redialled later.
+    /// Cancels a dial in progress to that id as well.
+    pub fn disconnect(&mut self, now: Instant, peer: NodeId) {
+        self.touch(now);
+        if let Some(conn) = self.peers.get(&peer).map(|p| p.conn) {
+            self.drop_conn(now, conn, DisconnectReason::Local, true);
+        } else if let Some(conn) = self.pending_out.get(&peer).copied() {
+            self.fail_conn(now, conn, DialFailReason::Cancelled, true);
+        }
+        self.finish(now);
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    /// Queues `msg` for `peer` on channel `ch`. A full queue hands the message back.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        ch: ChannelId,
+        msg: Bytes,
+    ) -> Result<(), SendError> {
+        self.touch(now);
+        let conn = self
+            .peers
+            .get(&peer)
+            .map(|p| p.conn)
+            .ok_or(SendError::UnknownPeer)?;
+        let r = self.send_on(now, conn, ch, msg);
+        self.finish(now);
+        r
+    }
+
+    fn send_on(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        ch: ChannelId,
+        msg: Bytes,
+    ) -> Result<(), SendError> {
+        let c = self.conns.get_mut(&conn).ok_or(SendError::UnknownPeer)?;
+        let pc = c.pc.as_mut().ok_or(SendError::Closed)?;
+        let r = pc.send(now, ch, msg).map_err(|e| match e {
+            ConnSendError::Full(b) => SendError::Full(b),
+            ConnSendError::UnknownChannel(_) => SendError::UnknownChannel,
+            ConnSendError::NotAdvertisedByPeer(_) => SendError::NotAdvertisedByPeer,
+            _ => SendError::Closed,
+        });
+        self.mark_dirty(conn);
+        r
+    }
+
+    /// Queues `msg` on channel `ch` for every connected peer that accepts it; returns how many
+    /// queued it (a full queue drops the message for that peer).
+    pub fn broadcast(&mut self, now: Instant, ch: ChannelId, msg: Bytes) -> usize {
+        self.touch(now);
+        let conns: Vec<ConnId> = self.peers.values().map(|p| p.conn).collect();
+        let mut n = 0;
+        for conn in conns {
+            if self.send_on(now, conn, ch, msg.clone()).is_ok() {
+                n += 1;
+            }
+        }
+        self.finish(now);
+        n
+    }
+
+    // ---------------------------------------------------------------- connection events
+
+    fn on_conn_event(&mut self, now: Instant, id: ConnId, ev: ConnEvent) {
+        #[allow(unreachable_patterns)]
+        match ev {
+            ConnEvent::Established { remote } => self.on_established(now, id, remote),
+            ConnEvent::Message { channel, payload } => {
+                let Some(peer) = self.conns.get(&id).and_then(|c| match c.phase {
+                    Phase::Up(p) => Some(p),
+                    _ => None,
+                }) else {
+                    return;
+                };
+                if channel == ChannelId::PEX && self.cfg.pex {
+                    self.on_pex(now, id, peer, &payload);
+                } else {
+                    self.counters.messages += 1;
+                    self.outputs.push_back(Output::Event(Event::Message {
+                        peer,
+                        channel,
+                        payload,
+                    }));
+                }
+            }
+            ConnEvent::Closed(reason) => {
+                let Some(phase) = self.conns.get(&id).map(|c| c.phase) else {
+                    return;
+                };
+                let reason = match (
+                    reason,
+                    self.conns.get_mut(&id).and_then(|c| c.hangup.take()),
+                ) {
+                    (CloseReason::Local, Some(ours)) => ours,
+                    (reason, _) => DisconnectReason::Conn(reason),
+                };
+                match phase {
+                    Phase::Up(_) => self.drop_conn(now, id, reason, true),
+                    Phase::Handshaking | Phase::Dialing => {
+                        let reason = match reason {
+                            DisconnectReason::Conn(CloseReason::NodeInfo(
+                                NodeInfoError::SelfConnection,
+                            )) => DialFailReason::SelfConnection,
+                            DisconnectReason::Conn(r) => DialFailReason::Handshake(r),
+                            _ => DialFailReason::Handshake(CloseReason::Local),
+                        };
+                        self.fail_conn(now, id, reason, true);
+                    }
+                    Phase::Closing => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_established(&mut self, now: Instant, id: ConnId, info: NodeInfo) {
+        let Some((direction, origin, remote, dialed)) = self
+            .conns
+            .get(&id)
+            .map(|c| (c.direction, c.origin, c.remote, c.dialed))
+        else {
+            return;
+        };
+        let peer = info.id;
+        if peer == self.our_id {
+            self.fail_conn(now, id, DialFailReason::SelfConnection, true);
+            return;
+        }
+        let persistent = self.persistent.contains_key(&peer);
+        let unconditional = self.unconditional.contains(&peer);
+        if !persistent && self.bans.id_banned(&peer, now) {
+            self.counters.refused += 1;
+            self.fail_conn(now, id, DialFailReason::Banned, true);
+            return;
+        }
+        // Duplicate id: keep the connection dialled by the lower node id, else the newer one.
+        if let Some(old) = self.peers.get(&peer).map(|p| (p.conn, p.direction)) {
+            let dialer = |d: Direction| {
+                if d == Direction::Outbound {
+                    self.our_id
+                } else {
+                    peer
+                }
+            };
+            let (old_dialer, new_dialer) = (dialer(old.1), dialer(direction));
+            let keep_new = if old_dialer == new_dialer {
+                true
+            } else {
+                new_dialer == self.our_id.min(peer)
+            };
+            self.counters.duplicates += 1;
+            if keep_new {
+                self.drop_conn(now, old.0, DisconnectReason::Duplicate, true);
+            } else {
+                self.fail_conn(now, id, DialFailReason::Duplicate, true);
+                return;
+            }
+        }
+        let ip = remote.ip();
+        if !self.cfg.allow_duplicate_ip && self.up_ips.contains_key(&ip) {
+            self.fail_conn(now, id, DialFailReason::DuplicateIp, true);
+            return;
+        }
+        if direction == Direction::Inbound && !unconditional {
+            let (inbound, _) = self.num_peers();
+            if inbound >= self.cfg.max_num_inbound_peers {
+                let victim = if persistent {
+                    self.peers
+                        .values()
+                        .filter(|p| p.counts_inbound() && !p.persistent)
+                        .max_by_key(|p| (p.since, p.id))
+                        .map(|p| p.conn)
+                } else {
+                    None
+                };
+                match victim {
+                    Some(v) => self.drop_conn(now, v, DisconnectReason::Evicted, true),
+                    None => {
+                        self.counters.refused += 1;
+                        self.fail_conn(now, id, DialFailReason::InboundLimit, true);
+                        return;
+                    }
+                }
+            }
+        }
+        // Admitted.
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.phase = Phase::Up(peer);
+        }
+        self.move_ip(id, IpSlot::Up);
+        if let Some(a) = dialed {
+            if self.pending_out.get(&a.id) == Some(&id) {
+                self.pending_out.remove(&a.id);
+            }
+            self.backoff.succeeded(&a.addr);
+            let unix = self.unix(now);
+            self.book.mark_good(a.addr, unix, &mut self.rng);
+            self.book_dirty = true;
+        }
+        if let Some(p) = self.persistent.get_mut(&peer) {
+            p.failures = 0;
+            p.dialled = true;
+            let next = p.next.take();
+            if let Some(t) = next {
+                self.timers.remove(&(t, Timer::Redial(peer)));
+            }
+        }
+        self.peers.insert(
+            peer,
+            PeerInfo {
+                id: peer,
+                conn: id,
+                direction,
+                origin,
+                info: info.clone(),
+                remote,
+                persistent,
+                unconditional,
+                since: now,
+            },
+        );
+        self.counters.peers_up += 1;
+        self.outputs.push_back(Output::Event(Event::PeerUp {
+            peer,
+            conn: id,
+            info: info.clone(),
+            direction,
+        }));
+        if self.cfg.pex {
+            self.pex_add_peer(now, id, direction, origin, &info, remote);
+        }
+    }
+
+    // ---------------------------------------------------------------- PEX
+
+    fn pex_add_peer(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        direction: Direction,
+        origin: Origin,
+        info: &NodeInfo,
+        remote: SocketAddr,
+    ) {
+        match direction {
+            Direction::Outbound => {
+                if origin == Origin::Crawl || self.book.needs_more() {
+                    self.pex_request(now, id);
+                }
+            }
+            Direction::Inbound => {
+                if let Some(addr) = listen_addr_of(info) {
+                    let unix = self.unix(now);
+                    let a = NetAddr::new(info.id, addr);
+                    if self.book.add(a, remote.ip(), unix, &mut self.rng).is_ok() {
+                        self.book_dirty = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn pex_request(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.pex.start_request() {
+            return;
+        }
+        if self
+            .send_on(now, id, ChannelId::PEX, pex::encode_request())
+            .is_ok()
+        {
+            self.counters.pex_requests_sent += 1;
+        } else if let Some(c) = self.conns.get_mut(&id) {
+            c.pex.outstanding = false;
+        }
+    }
+
+    /// Bans `peer` (id and IP) and disconnects it for a PEX violation (G14). Persistent peers
+    /// are banned only in the book (spec 7.7) and redialled.
+    fn pex_violation(&mut self, now: Instant, id: ConnId, peer: NodeId, v: PexViolation) {
+        let Some(ip) = self.conns.get(&id).map(|c| c.remote.ip()) else {
+            return;
+        };
+        let unix = self.unix(now);
+        if self.book.ban(peer, ip, unix) {
+            self.book_dirty = true;
+        }
+        if !self.persistent.contains_key(&peer) {
+            let until = now + self.cfg.addr_book.ban_duration;
+            self.bans.ban(peer, ip, until);
+        }
+        self.counters.bans += 1;
+        self.drop_conn(now, id, DisconnectReason::Pex(v), true);
+    }
+
+    fn on_pex(&mut self, now: Instant, id: ConnId, peer: NodeId, payload: &[u8]) {
+        let msg = match pex::decode(payload) {
+            Ok(m) => m,
+            Err(v) => return self.pex_violation(now, id, peer, v),
+        };
+        let Some(direction) = self.conns.get(&id).map(|c| c.direction) else {
+            return;
+        };
+        match msg {
+            PexMsg::Request => {
+                if self.cfg.seed_mode && direction == Direction::Inbound {
+                    let answered = self.conns.get(&id).is_some_and(|c| c.pex.answered);
+                    if answered {
+                        return;
+                    }
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.pex.answered = true;
+                    }
+                    let unix = self.unix(now);
+                    let sel = self.book.selection(unix, &mut self.rng);
+                    if self
+                        .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
+                        .is_ok()
+                    {
+                        self.counters.pex_requests_answered += 1;
+                    }
+                    // Hang up once the reply is flushed.
+                    self.hang_up(id, DisconnectReason::SeedDone);
+                    return;
+                }
+                let min = self.cfg.ensure_peers_period / 3;
+                let verdict = self.conns.get_mut(&id).map(|c| c.pex.on_request(now, min));
+                match verdict {
+                    Some(Ok(())) => {
+                        let unix = self.unix(now);
+                        let sel = self.book.selection(unix, &mut self.rng);
+                        if self
+                            .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
+                            .is_ok()
+                        {
+                            self.counters.pex_requests_answered += 1;
+                        }
+                    }
+                    Some(Err(v)) => self.pex_violation(now, id, peer, v),
+                    None => {}
+                }
+            }
+            PexMsg::Addrs(addrs) => {
+                let verdict = self.conns.get_mut(&id).map(|c| c.pex.on_addrs());
+                match verdict {
+                    Some(Ok(())) => {}
+                    Some(Err(v)) => return self.pex_violation(now, id, peer, v),
+                    None => return,
+                }
+                self.counters.pex_addrs_received += 1;
+                let Some((src, origin)) = self.conns.get(&id).map(|c| (c.remote.ip(), c.origin))
+                else {
+                    return;
+                };
+                let unix = self.unix(now);
+                for a in addrs {
+                    if a.id == self.our_id {
+                        continue;
+                    }
+                    if self.book.add(a, src, unix, &mut self.rng).is_ok() {
+                        self.book_dirty = true;
+                    }
+                }
+                match origin {
+                    Origin::Seed if !self.cfg.seed_mode
+                        // v0.37/v0.38: addresses from a seed trigger an ensure-peers pass.
+                        && self.ensure_soon_at.is_none() => {
+                            self.ensure_soon_at =
+                                self.set_timer(None, Some(now), Timer::EnsureSoon);
+                        }
+                    Origin::Crawl
+                        // The crawler has what it came for.
+                        if !self.persistent.contains_key(&peer) => {
+                            if let Some(pc) = self.conns.get_mut(&id).and_then(|c| c.pc.as_mut()) {
+                                pc.close_after_flush();
+                            }
+                            self.mark_dirty(id);
+                        }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Closes `id` gracefully once its queued bytes are flushed; `reason` is reported then.
+    fn hang_up(&mut self, id: ConnId, reason: DisconnectReason) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.hangup = Some(reason);
+            if let Some(pc) = c.pc.as_mut() {
+                pc.close_after_flush();
+            }
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Groups of automatic outbound peers and automatic dials in progress (G7).
+    fn auto_groups(&self) -> BTreeSet<Group> {
+        let mut groups = BTreeSet::new();
+        for p in self.peers.values() {
+            if p.origin == Origin::Auto && p.direction == Direction::Outbound {
+                groups.insert(self.book.group_of(&p.remote.ip()));
+            }
+        }
+        for c in self.pending_out.values().filter_map(|c| self.conns.get(c)) {
+            if c.origin == Origin::Auto {
+                groups.insert(self.book.group_of(&c.remote.ip()));
+            }
+        }
+        groups
+    }
+
+    /// spec 5.4 `ensurePeers`.
+    fn ensure_peers(&mut self, now: Instant, period_elapsed: bool) {
+        let (_, out) = self.num_peers();
+        let dialing = self.num_dialing();
+        let need = self
+            .cfg
+            .max_num_outbound_peers
+            .saturating_sub(out + dialing);
+        let mut picked_any = false;
+        if need > 0 {
+            let mut groups = self.auto_groups();
+            let mut picked: Vec<NetAddr> = Vec::new();
+            let unix = self.unix(now);
+            let tries = 3 * need + 16;
+            for _ in 0..tries {
+                if picked.len() >= need {
+                    break;
+                }
+                let (peers, pending, up_ips, pend_ips, bans, backoff, allow_dup, our, persistent) = (
+                    &self.peers,
+                    &self.pending_out,
+                    &self.up_ips,
+                    &self.pending_out_ips,
+                    &self.bans,
+                    &self.backoff,
+                    self.cfg.allow_duplicate_ip,
+                    self.our_id,
+                    &self.persistent,
+                );
+                let picked_ref = &picked;
+                let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
+                    let ip = a.addr.ip();
+                    a.id != our
+                        && !persistent.contains_key(&a.id)
+                        && !peers.contains_key(&a.id)
+                        && !pending.contains_key(&a.id)
+                        && !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
+                        && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
+                        && !bans.id_banned(&a.id, now)
+                        && !bans.ip_banned(&ip, now)
+                        && backoff.allowed(&a.addr, now)
+                }) else {
+                    continue;
+                };
+                let g = self.book.group_of(&a.addr.ip());
+                if groups.contains(&g) {
+                    continue;
+                }
+                groups.insert(g);
+                picked.push(a);
+            }
+            for a in picked {
+                if self.start_dial(now, a, Origin::Auto).is_ok() {
+                    picked_any = true;
+                }
+            }
+        }
+        // Expired bans return to the book (new table only, rate-limited by the book, G16).
+        let unix = self.unix(now);
+        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
+            self.book_dirty = true;
+        }
+        self.bans.expire(now);
+        if self.book.needs_more() {
+            if period_elapsed && !self.peers.is_empty() {
+                let n = self.peers.len();
+                let i = usize::try_from(self.rng.next_u64() % n as u64).unwrap_or(0);
+                if let Some(conn) = self.peers.values().nth(i).map(|p| p.conn) {
+                    self.pex_request(now, conn);
+                }
+            }
+            if !picked_any && need > 0 {
+                self.dial_seeds(now);
+            }
+        }
+    }
+
+    /// spec 5.6: try the seeds in random order; stop at the first dial started or at a seed
+    /// already connected or being dialled.
+    fn dial_seeds(&mut self, now: Instant) {
+        let mut seeds = self.cfg.seeds.clone();
+        // Fisher-Yates with the engine RNG.
+        for i in (1..seeds.len()).rev() {
+            let j = usize::try_from(self.rng.next_u64() % (i as u64 + 1)).unwrap_or(0);
+            seeds.swap(i, j);
+        }
+        for s in seeds {
+            match self.start_dial(now, s, Origin::Seed) {
+                Ok(_) | Err(DialError::AlreadyConnected | DialError::AlreadyDialing) => return,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// spec 5.7: the seed-mode crawler pass.
+    fn crawl(&mut self, now: Instant) {
+        // 1. Hang up on peers connected for longer than the wait period.
+        let expired: Vec<ConnId> = self
+            .peers
+            .values()
+            .filter(|p| {
+                !p.persistent
+                    && now.saturating_duration_since(p.since) >= self.cfg.seed_disconnect_wait
+            })
+            .map(|p| p.conn)
+            .collect();
+        for conn in expired {
+            self.drop_conn(now, conn, DisconnectReason::SeedExpired, true);
+        }
+        // 2. Crawl: the seeds at first, then a selection of the book.
+        if self.book.is_empty() {
+            self.dial_seeds(now);
+        }
+        let unix = self.unix(now);
+        let selection = self.book.selection(unix, &mut self.rng);
+        let max_inflight = self.cfg.max_num_outbound_peers.max(1) * 3;
+        for a in selection {
+            if self.pending_out.len() >= max_inflight {
+                break;
+            }
+            if a.id == self.our_id {
+                continue;
+            }
+            if self.crawled.get(&a.addr).is_some_and(|t| {
+                now.saturating_duration_since(*t) < self.cfg.min_time_between_crawls
+            }) {
+                continue;
+            }
+            if !self.backoff.allowed(&a.addr, now) {
+                continue;
+            }
+            if self.crawled.len() >= MAX_CRAWL_RECORDS {
+                break;
+            }
+            self.crawled.insert(a.addr, now);
+            let _ = self.start_dial(now, a, Origin::Crawl);
+        }
+        // 3. Forget crawl records older than a day; expired bans.
+        let day = Duration::from_secs(24 * 3600);
+        self.crawled
+            .retain(|_, t| now.saturating_duration_since(*t) < day);
+        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
+            self.book_dirty = true;
+        }
+        self.bans.expire(now);
+    }
+}
+
+/// Parses a NodeInfo `listen_addr` (`[tcp://]ip:port`) into a socket address.
+fn listen_addr_of(info: &NodeInfo) -> Option<SocketAddr> {
+    let s = info.listen_addr.as_str();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    s.parse().ok()
+}

@@ -1,0 +1,364 @@
+//! Scenarios on the simulator (issue 5, item 6), each with invariants checked after every step.
+#![cfg(feature = "sim")]
+#![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cometmesh_core::ChannelId;
+use cometmesh_core::engine::{DisconnectReason, EngineConfig, Event, PeerState, PexViolation};
+use cometmesh_core::sim::{Sim, SimConfig, node_config};
+
+fn sim(seed: u64) -> Sim {
+    let mut cfg = SimConfig::default();
+    cfg.seed = seed;
+    cfg.record_events = true;
+    cfg.check_invariants = std::env::var("NOCHECK").is_err();
+    Sim::new(cfg, Instant::now())
+}
+
+fn add(sim: &mut Sim, c: EngineConfig) -> usize {
+    let key = sim.gen_key();
+    sim.add_node(c, key)
+}
+
+fn connected(sim: &Sim, a: usize, b: usize) -> bool {
+    let id = sim.node_id(b);
+    sim.engine(a).is_some_and(|e| e.peer(&id).is_some())
+}
+
+/// A seed-mode node plus `n - 1` nodes that know only the seed.
+fn seeded_network(sim: &mut Sim, n: usize, tweak: impl Fn(&mut EngineConfig)) -> usize {
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    tweak(&mut sc);
+    let seed = add(sim, sc);
+    let seed_addr = sim.net_addr(seed);
+    for i in 1..n {
+        let mut c = node_config(i);
+        c.seeds = vec![seed_addr];
+        tweak(&mut c);
+        add(sim, c);
+    }
+    seed
+}
+
+#[test]
+fn persistent_peer_that_restarts_is_redialled() {
+    let mut sim = sim(11);
+    let b = add(&mut sim, node_config(1));
+    let mut ca = node_config(0);
+    ca.persistent_peers = vec![sim.net_addr(b)];
+    let a = add(&mut sim, ca);
+    let b_id = sim.node_id(b);
+    sim.run_until(|s| connected(s, a, b), 100_000)
+        .expect("first connection");
+    sim.stop(b);
+    sim.run_until(|s| !connected(s, a, b), 100_000)
+        .expect("loss noticed");
+    sim.run_for(Duration::from_secs(40), 100_000).unwrap();
+    assert_eq!(
+        sim.engine(a).unwrap().peer_state(&b_id),
+        Some(PeerState::Reconnecting)
+    );
+    let failures_while_down = sim
+        .events()
+        .iter()
+        .filter(|r| {
+            r.node == a && matches!(&r.event, Event::DialFailed { addr, .. } if addr.id == b_id)
+        })
+        .count();
+    // 1+2+4+8+16 s (plus jitter) fit in 40 s: at least 4 redials, at most 6.
+    assert!(
+        (4..=6).contains(&failures_while_down),
+        "{failures_while_down} redials"
+    );
+    sim.restart(b);
+    let t = sim.elapsed();
+    sim.run_until(|s| connected(s, a, b), 200_000)
+        .expect("redialled after restart");
+    // The next redial is at most min(2^k, 300) + 1 s away.
+    assert!(sim.elapsed() - t < Duration::from_secs(70));
+    sim.check_all();
+}
+
+#[test]
+fn inbound_limit_refuses_one_connection_too_many() {
+    let mut sim = sim(12);
+    let mut hc = node_config(0);
+    hc.max_num_inbound_peers = 3;
+    hc.pex = false;
+    let h = add(&mut sim, hc);
+    let h_addr = sim.net_addr(h);
+    let dialers: Vec<usize> = (1..=4)
+        .map(|i| {
+            let mut c = node_config(i);
+            c.pex = false;
+            add(&mut sim, c)
+        })
+        .collect();
+    for &d in &dialers {
+        sim.with_engine(d, |e, now| e.dial(now, h_addr))
+            .unwrap()
+            .expect("dial starts");
+        sim.run_for(Duration::from_secs(2), 100_000).unwrap();
+    }
+    sim.run_for(Duration::from_secs(5), 100_000).unwrap();
+    let e = sim.engine(h).unwrap();
+    assert_eq!(e.num_peers(), (3, 0));
+    assert_eq!(e.counters().refused, 1);
+    let up: Vec<bool> = dialers.iter().map(|&d| connected(&sim, d, h)).collect();
+    assert_eq!(up, [true, true, true, false]);
+    assert!(sim.events().iter().any(|r| r.node == dialers[3]
+        && matches!(&r.event, Event::DialFailed { addr, .. } if addr.id == h_addr.id)));
+}
+
+#[test]
+fn pex_flooder_is_banned_and_later_reinstated() {
+    let mut sim = sim(13);
+    let v = add(&mut sim, node_config(0));
+    let f = add(&mut sim, node_config(1));
+    let v_addr = sim.net_addr(v);
+    let f_id = sim.node_id(f);
+    sim.with_engine(f, |e, now| e.dial(now, v_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|s| connected(s, v, f), 100_000).unwrap();
+    sim.run_for(Duration::from_secs(1), 100_000).unwrap();
+    // The flooder asks for addresses again and again (PexRequest is `0a 00`), bypassing its
+    // own PEX reactor.
+    sim.with_engine(f, |e, now| {
+        for _ in 0..3 {
+            let _ = e.send(
+                now,
+                v_addr.id,
+                ChannelId::PEX,
+                Bytes::from_static(&[0x0a, 0x00]),
+            );
+        }
+    });
+    sim.run_until(|s| !connected(s, v, f), 100_000).unwrap();
+    assert!(sim.events().iter().any(|r| r.node == v
+        && matches!(
+            &r.event,
+            Event::PeerDown { peer, reason: DisconnectReason::Pex(PexViolation::TooFrequentRequests) }
+                if *peer == f_id
+        )));
+    assert_eq!(
+        sim.engine(v).unwrap().peer_state(&f_id),
+        Some(PeerState::Banned)
+    );
+    // While banned, the flooder cannot get back in.
+    sim.run_for(Duration::from_secs(5), 100_000).unwrap();
+    sim.with_engine(f, |e, now| e.dial(now, v_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_for(Duration::from_secs(10), 100_000).unwrap();
+    assert!(!connected(&sim, v, f));
+    // A day later the ban has expired.
+    sim.jump(Duration::from_secs(24 * 3600));
+    sim.run_for(Duration::from_secs(60), 1_000_000).unwrap();
+    assert_ne!(
+        sim.engine(v).unwrap().peer_state(&f_id),
+        Some(PeerState::Banned)
+    );
+    let _ = sim.with_engine(f, |e, now| e.dial(now, v_addr));
+    sim.run_until(|s| connected(s, v, f), 100_000)
+        .expect("reinstated peer connects again");
+}
+
+#[test]
+fn garbage_sending_peer_is_dropped_and_others_unaffected() {
+    let mut sim = sim(14);
+    let n = 6;
+    let nodes: Vec<usize> = (0..n).map(|i| add(&mut sim, node_config(i))).collect();
+    for &a in &nodes {
+        for &b in &nodes {
+            if a < b {
+                let addr = sim.net_addr(b);
+                let _ = sim.with_engine(a, |e, now| e.dial(now, addr));
+            }
+        }
+    }
+    let full = |s: &Sim| {
+        nodes
+            .iter()
+            .all(|&a| nodes.iter().all(|&b| a == b || connected(s, a, b)))
+    };
+    sim.run_until(full, 200_000).expect("full mesh");
+    let g = nodes[n - 1];
+    let before = sim.engine(0).unwrap().counters().peers_down;
+    sim.set_corrupt(g, true);
+    sim.run_until(
+        |s| nodes.iter().all(|&a| a == g || !connected(s, a, g)),
+        200_000,
+    )
+    .expect("garbage peer dropped");
+    for &a in &nodes[..n - 1] {
+        for &b in &nodes[..n - 1] {
+            assert!(a == b || connected(&sim, a, b), "{a}-{b} lost");
+        }
+    }
+    assert_eq!(sim.engine(0).unwrap().counters().peers_down, before + 1);
+}
+
+fn graph_connected(sim: &Sim) -> bool {
+    let ids: Vec<_> = (0..sim.len()).map(|i| sim.node_id(i)).collect();
+    let mut seen = BTreeSet::from([0usize]);
+    let mut stack = vec![0usize];
+    while let Some(i) = stack.pop() {
+        for p in sim.engine(i).unwrap().peers() {
+            if let Some(j) = ids.iter().position(|id| *id == p.id)
+                && seen.insert(j)
+            {
+                stack.push(j);
+            }
+        }
+    }
+    seen.len() == sim.len()
+}
+
+#[test]
+fn network_partition_heals() {
+    let mut sim = sim(15);
+    let n = 14;
+    seeded_network(&mut sim, n, |_| {});
+    sim.run_until(
+        |s| graph_connected(s) && s.elapsed() > Duration::from_secs(120),
+        2_000_000,
+    )
+    .expect("connected network");
+    let halves: Vec<(usize, u32)> = (0..n).map(|i| (i, u32::from(i >= n / 2))).collect();
+    sim.partition(&halves);
+    sim.run_for(Duration::from_secs(300), 2_000_000).unwrap();
+    let half = |i: usize| i >= n / 2;
+    for i in 0..n {
+        for p in sim.engine(i).unwrap().peers() {
+            let j = (0..n).find(|&j| sim.node_id(j) == p.id).unwrap();
+            assert_eq!(half(i), half(j), "link {i}-{j} across the partition");
+        }
+    }
+    assert!(!graph_connected(&sim));
+    sim.heal();
+    sim.run_until(graph_connected, 2_000_000)
+        .expect("partition heals");
+    eprintln!("healed after {:?}", sim.elapsed());
+    sim.check_all();
+}
+
+#[test]
+fn seed_mode_node_crawls_200_node_network() {
+    let mut sim = sim(16);
+    let n = 200;
+    // 4 outbound peers per node keep this debug-build test quick (a fifth of the handshakes);
+    // the crawler still has to find 190 nodes through PEX replies of at most 23 % of a book.
+    seeded_network(&mut sim, n, |c| c.max_num_outbound_peers = 4);
+    sim.run_until(
+        |s| (1..s.len()).all(|i| s.engine(i).unwrap().num_peers().1 >= 4),
+        5_000_000,
+    )
+    .expect("network bootstrapped");
+    // A fresh crawler that knows one ordinary node.
+    let mut cc = node_config(n);
+    cc.seed_mode = true;
+    cc.seeds = vec![sim.net_addr(1)];
+    let c = add(&mut sim, cc);
+    let others: Vec<_> = (0..n).map(|i| sim.net_addr(i)).collect();
+    let known = |s: &Sim| {
+        let book = s.engine(c).unwrap().addr_book();
+        others.iter().filter(|a| book.contains(&a.addr)).count()
+    };
+    sim.run_until(|s| known(s) * 100 >= n * 95, 5_000_000)
+        .expect("crawler learns 95 % of the network");
+    eprintln!(
+        "crawler knows {} of {n} after {:?}",
+        known(&sim),
+        sim.elapsed()
+    );
+}
+
+#[test]
+fn slow_reader_applies_backpressure_and_then_drains() {
+    let mut sim = sim(17);
+    let desc = {
+        let mut d = cometmesh_core::engine::ChannelDescriptor::pex();
+        d.id = ChannelId(0x20);
+        d.send_queue_capacity = 4;
+        d.recv_message_capacity = 1 << 20;
+        d
+    };
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut c = node_config(i);
+        c.pex = false;
+        let key = sim.gen_key();
+        let n = sim.add_node(c, key);
+        sim.with_engine(n, |e, _| e.add_channel(desc))
+            .unwrap()
+            .unwrap();
+        nodes.push(n);
+    }
+    let (a, b) = (nodes[0], nodes[1]);
+    let b_addr = sim.net_addr(b);
+    sim.with_engine(a, |e, now| e.dial(now, b_addr))
+        .unwrap()
+        .unwrap();
+    sim.run_until(|s| connected(s, a, b), 100_000).unwrap();
+    // A's socket drains slowly: send credit comes back only after 5 s.
+    sim.set_slow_reader(a, Duration::from_secs(5));
+    let msg = Bytes::from(vec![7u8; 200_000]);
+    let mut queued = 0;
+    let mut full = false;
+    for _ in 0..64 {
+        let r = sim
+            .with_engine(a, |e, now| {
+                e.send(now, b_addr.id, ChannelId(0x20), msg.clone())
+            })
+            .unwrap();
+        match r {
+            Ok(()) => queued += 1,
+            Err(cometmesh_core::engine::SendError::Full(back)) => {
+                assert_eq!(back.len(), msg.len(), "the message is handed back");
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        sim.run_for(Duration::from_millis(10), 100_000).unwrap();
+    }
+    assert!(full, "a bounded queue must push back ({queued} queued)");
+    // Once the credit returns, everything queued arrives.
+    sim.run_for(Duration::from_secs(120), 1_000_000).unwrap();
+    let got = sim
+        .events()
+        .iter()
+        .filter(|r| {
+            r.node == b
+                && matches!(&r.event, Event::Message { channel, .. } if *channel == ChannelId(0x20))
+        })
+        .count();
+    assert_eq!(got, queued);
+    assert!(connected(&sim, a, b));
+}
+
+#[test]
+fn dialing_our_own_address_fails_cleanly() {
+    let mut sim = sim(18);
+    let a = add(&mut sim, node_config(0));
+    let other = sim.gen_key().node_id();
+    // An address book entry can point at ourselves under another id.
+    let bogus = cometmesh_core::addr::NetAddr::new(other, sim.net_addr(a).addr);
+    sim.with_engine(a, |e, now| e.dial(now, bogus))
+        .unwrap()
+        .unwrap();
+    sim.run_for(Duration::from_secs(10), 100_000).unwrap();
+    let e = sim.engine(a).unwrap();
+    assert_eq!(e.peers().count(), 0);
+    assert_eq!(e.num_conns(), 0, "both ends of the loop are closed");
+    assert!(
+        sim.events()
+            .iter()
+            .any(|r| matches!(&r.event, Event::DialFailed { addr, .. } if *addr == bogus))
+    );
+}

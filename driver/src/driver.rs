@@ -1,0 +1,1059 @@
+//! The driving loop: one task owns the [`Engine`]; readers, writers, dials, the listener and
+//! address-book saves are tasks joined to it by bounded channels.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cometmesh_core::addr::NetAddr;
+use cometmesh_core::engine::{
+    CloseCause, DialError, DialFailure, Engine, Event, Input, Output, SendError,
+};
+use cometmesh_core::{ChannelId, ConnId, NodeId};
+use futures::channel::mpsc::TryRecvError;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, Abortable, Either, select};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+
+use crate::events::{EventStream, Subscribers};
+use crate::node::{NodeStatus, PeerStats, PeerStatus};
+use crate::persist;
+use crate::runtime::{Runtime, sleep_until};
+
+/// Tunables of the driver (set through the builder).
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    /// Shortest time between two address-book saves.
+    pub(crate) save_interval: Duration,
+    /// Queue length of each event subscriber.
+    pub(crate) event_capacity: usize,
+    /// Queue length of handle commands.
+    pub(crate) command_capacity: usize,
+    /// Queue length of IO results into the engine task (plus one slot per IO task).
+    pub(crate) io_capacity: usize,
+    /// Queue length (in transmits) of each writer; the engine's send budget bounds the rest.
+    pub(crate) writer_capacity: usize,
+    /// Reads a connection may have in flight before the engine has taken them.
+    pub(crate) read_window: usize,
+    /// How long a closing connection may take to flush before it is cut.
+    pub(crate) linger: Duration,
+    /// How long shutdown waits for connections to close.
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            save_interval: Duration::from_secs(2),
+            event_capacity: 1024,
+            command_capacity: 256,
+            io_capacity: 1024,
+            writer_capacity: 64,
+            read_window: 4,
+            linger: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Smallest and largest read buffer of a connection (it grows while reads fill it).
+const READ_MIN: usize = 4096;
+const READ_MAX: usize = 64 * 1024;
+/// Most bytes a writer coalesces into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Most queued IO results or commands handled per wake, after the one that woke us.
+const BATCH: usize = 256;
+/// Most `send_wait` calls parked at once; more are answered `Full`.
+const MAX_WAITING: usize = 4096;
+
+/// A `send_wait` whose channel queue was full: retried, in order, as the queue drains.
+struct Waiting {
+    peer: NodeId,
+    channel: ChannelId,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<(), SendError>>,
+}
+
+/// A request from a [`Handle`](crate::Handle).
+pub(crate) enum Command {
+    Send {
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    SendWait {
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    Broadcast {
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<usize>,
+    },
+    Dial {
+        addr: NetAddr,
+        reply: oneshot::Sender<Result<ConnId, DialError>>,
+    },
+    Disconnect {
+        peer: NodeId,
+        reply: oneshot::Sender<()>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerStatus>>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Subscribe {
+        reply: oneshot::Sender<EventStream>,
+    },
+    KnownAddrs {
+        reply: oneshot::Sender<Vec<NetAddr>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A result from an IO task.
+enum IoEvent<R: Runtime> {
+    Accepted {
+        reader: R::Reader,
+        writer: R::Writer,
+        remote: SocketAddr,
+    },
+    Connected {
+        conn: ConnId,
+        reader: R::Reader,
+        writer: R::Writer,
+    },
+    DialFailed {
+        conn: ConnId,
+        error: DialFailure,
+    },
+    Read {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    /// A writer took a batch (`len` bytes written and flushed; may be 0).
+    Flushed {
+        conn: ConnId,
+        len: usize,
+    },
+    ReadEnd {
+        conn: ConnId,
+        cause: CloseCause,
+    },
+    /// The writer stopped: `None` after a local close, else the write error.
+    WriteEnd {
+        conn: ConnId,
+        cause: Option<CloseCause>,
+    },
+    Saved(io::Result<()>),
+}
+
+enum WriterMsg {
+    Data(Bytes),
+    Close,
+}
+
+struct Open {
+    tx: mpsc::Sender<WriterMsg>,
+    /// Transmits the writer's queue could not take yet (bounded by the engine's send budget).
+    pending: VecDeque<WriterMsg>,
+    credits: mpsc::Sender<()>,
+    reader: AbortHandle,
+    writer: AbortHandle,
+    /// Set once `Close` was queued: the linger deadline.
+    closing: Option<Instant>,
+    stats: PeerStats,
+}
+
+impl Open {
+    fn push(&mut self, msg: WriterMsg) {
+        if !self.pending.is_empty() {
+            self.pending.push_back(msg);
+            return;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(e) if e.is_full() => self.pending.push_back(e.into_inner()),
+            // The writer is gone; its end is already on the way.
+            Err(_) => {}
+        }
+    }
+
+    fn refill(&mut self) {
+        while let Some(m) = self.pending.pop_front() {
+            match self.tx.try_send(m) {
+                Ok(()) => {}
+                Err(e) if e.is_full() => {
+                    self.pending.push_front(e.into_inner());
+                    return;
+                }
+                Err(_) => {
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Slot {
+    Dialing(AbortHandle),
+    Open(Open),
+}
+
+struct BookSaver {
+    path: PathBuf,
+    dirty: bool,
+    in_flight: bool,
+    last: Option<Instant>,
+}
+
+struct Stopping {
+    replies: Vec<oneshot::Sender<()>>,
+    deadline: Instant,
+}
+
+enum Wake<R: Runtime> {
+    Io(IoEvent<R>),
+    Cmd(Option<Command>),
+    Timer,
+}
+
+struct Driver<R: Runtime> {
+    rt: R,
+    engine: Engine,
+    cfg: DriverConfig,
+    io_tx: mpsc::Sender<IoEvent<R>>,
+    io_rx: mpsc::Receiver<IoEvent<R>>,
+    cmd_rx: mpsc::Receiver<Command>,
+    cmd_open: bool,
+    conns: hashbrown::HashMap<ConnId, Slot>,
+    lingers: BTreeSet<(Instant, ConnId)>,
+    paused: Vec<ConnId>,
+    waiting: VecDeque<Waiting>,
+    tasks: FuturesUnordered<R::JoinHandle>,
+    subs: Subscribers,
+    timer: R::Timer,
+    book: Option<BookSaver>,
+    listener: AbortHandle,
+    stopping: Option<Stopping>,
+}
+
+/// Starts the listener and the engine task; returns the engine task's handle.
+pub(crate) fn spawn<R: Runtime>(
+    rt: R,
+    engine: Engine,
+    listener: R::Listener,
+    cmd_rx: mpsc::Receiver<Command>,
+    book_path: Option<PathBuf>,
+    cfg: DriverConfig,
+) -> R::JoinHandle {
+    let (io_tx, io_rx) = mpsc::channel(cfg.io_capacity);
+    let (listener_abort, reg) = AbortHandle::new_pair();
+    let tasks = FuturesUnordered::new();
+    tasks.push(
+        rt.spawn(Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ())),
+    );
+    let timer = rt.timer(Instant::now() + Duration::from_secs(3600));
+    let driver = Driver {
+        engine,
+        subs: Subscribers::new(cfg.event_capacity),
+        io_tx,
+        io_rx,
+        cmd_rx,
+        cmd_open: true,
+        conns: hashbrown::HashMap::new(),
+        lingers: BTreeSet::new(),
+        paused: Vec::new(),
+        waiting: VecDeque::new(),
+        tasks,
+        timer,
+        book: book_path.map(|path| BookSaver {
+            path,
+            dirty: false,
+            in_flight: false,
+            last: None,
+        }),
+        listener: listener_abort,
+        stopping: None,
+        cfg,
+        rt: rt.clone(),
+    };
+    rt.spawn(driver.run())
+}
+
+impl<R: Runtime> Driver<R> {
+    async fn run(mut self) {
+        let mut now = Instant::now();
+        loop {
+            self.drain(now);
+            self.resume_paused();
+            self.maybe_save(now);
+            if let Some(s) = &self.stopping
+                && (self.conns.is_empty() || now >= s.deadline)
+            {
+                break;
+            }
+            if !self.cmd_open && self.stopping.is_none() {
+                self.begin_stop(now, None);
+                continue;
+            }
+            let deadline = self.next_deadline(now);
+            if let Some(at) = deadline {
+                R::reset_timer(&mut self.timer, at);
+            }
+            let wake = std::future::poll_fn(|cx| self.poll_wake(cx, deadline.is_some())).await;
+            // `now` is read once per wake.
+            now = Instant::now();
+            match wake {
+                Wake::Io(ev) => self.on_io(now, ev),
+                Wake::Cmd(Some(cmd)) => self.on_cmd(now, cmd),
+                Wake::Cmd(None) => self.cmd_open = false,
+                Wake::Timer => {}
+            }
+            for _ in 0..BATCH {
+                match self.io_rx.try_recv() {
+                    Ok(ev) => self.on_io(now, ev),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                if !self.cmd_open {
+                    break;
+                }
+                match self.cmd_rx.try_recv() {
+                    Ok(cmd) => self.on_cmd(now, cmd),
+                    Err(TryRecvError::Closed) => self.cmd_open = false,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.on_timers(now);
+            self.retry_waiting(now);
+        }
+        self.teardown().await;
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>, timed: bool) -> Poll<Wake<R>> {
+        // Reap finished tasks first, so that their handles never pile up under load.
+        for _ in 0..BATCH {
+            if self.tasks.is_empty() {
+                break;
+            }
+            match self.tasks.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {}
+                _ => break,
+            }
+        }
+        if let Poll::Ready(Some(ev)) = self.io_rx.poll_next_unpin(cx) {
+            return Poll::Ready(Wake::Io(ev));
+        }
+        if self.cmd_open
+            && let Poll::Ready(cmd) = self.cmd_rx.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Wake::Cmd(cmd));
+        }
+        if timed && Pin::new(&mut self.timer).poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        Poll::Pending
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let book = self.book.as_ref().and_then(|b| {
+            (b.dirty && !b.in_flight).then(|| b.last.map_or(now, |t| t + self.cfg.save_interval))
+        });
+        [
+            self.engine.poll_timeout(),
+            self.lingers.first().map(|(t, _)| *t),
+            book,
+            self.stopping.as_ref().map(|s| s.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+            self.drain(now);
+        }
+        while let Some(&(at, conn)) = self.lingers.first() {
+            if at > now {
+                break;
+            }
+            self.lingers.remove(&(at, conn));
+            tracing::debug!(%conn, "closing connection did not flush in time: cut");
+            self.finish_conn(now, conn, CloseCause::Local);
+        }
+        self.drain(now);
+    }
+
+    /// Carries out every queued engine output.
+    fn drain(&mut self, now: Instant) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Transmit { conn, data } => {
+                    if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                        o.push(WriterMsg::Data(data));
+                    }
+                }
+                Output::Dial { conn, addr } => self.dial(now, conn, addr),
+                Output::Close { conn } => self.close(now, conn),
+                Output::Event(ev) => self.event(ev),
+                _ => {}
+            }
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        match &ev {
+            Event::AddrBookDirty => {
+                if let Some(b) = &mut self.book {
+                    b.dirty = true;
+                }
+            }
+            Event::Message { peer, .. } => {
+                if let Some(conn) = self.engine.peer(peer).map(|p| p.conn)
+                    && let Some(Slot::Open(o)) = self.conns.get_mut(&conn)
+                {
+                    o.stats.messages_received += 1;
+                }
+            }
+            Event::PeerUp {
+                peer,
+                direction,
+                info,
+                ..
+            } => {
+                tracing::info!(%peer, ?direction, moniker = %info.moniker, "peer up");
+            }
+            Event::PeerDown { peer, reason } => {
+                tracing::info!(%peer, %reason, "peer down");
+            }
+            Event::DialFailed { addr, reason } => {
+                tracing::debug!(%addr, %reason, "dial failed");
+            }
+            _ => {}
+        }
+        self.subs.publish(&ev);
+    }
+
+    fn dial(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
+        if self.stopping.is_some() {
+            // The engine is about to be dropped: no new connections.
+            return;
+        }
+        let (abort, reg) = AbortHandle::new_pair();
+        let rt = self.rt.clone();
+        let mut io = self.io_tx.clone();
+        let deadline = now + self.engine.config().dial_timeout;
+        let fut = async move {
+            let connect = pin!(rt.connect(addr));
+            let timeout = pin!(sleep_until(&rt, deadline));
+            let ev = match select(connect, timeout).await {
+                Either::Left((Ok((reader, writer)), _)) => IoEvent::Connected {
+                    conn,
+                    reader,
+                    writer,
+                },
+                Either::Left((Err(e), _)) => IoEvent::DialFailed {
+                    conn,
+                    error: dial_failure(&e),
+                },
+                Either::Right(_) => IoEvent::DialFailed {
+                    conn,
+                    error: DialFailure::TimedOut,
+                },
+            };
+            let _ = io.send(ev).await;
+        };
+        self.tasks
+            .push(self.rt.spawn(Abortable::new(fut, reg).map(|_| ())));
+        self.conns.insert(conn, Slot::Dialing(abort));
+    }
+
+    /// The engine asked to close `conn`: flush what was handed out, then shut the socket.
+    fn close(&mut self, now: Instant, conn: ConnId) {
+        match self.conns.get_mut(&conn) {
+            Some(Slot::Dialing(_)) => self.finish_conn(now, conn, CloseCause::Local),
+            Some(Slot::Open(o)) if o.closing.is_none() => {
+                let at = now + self.cfg.linger;
+                o.closing = Some(at);
+                o.push(WriterMsg::Close);
+                self.lingers.insert((at, conn));
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection is over: stop its tasks and give the engine its terminal input.
+    fn finish_conn(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
+        let Some(slot) = self.conns.remove(&conn) else {
+            return;
+        };
+        match slot {
+            Slot::Dialing(abort) => abort.abort(),
+            Slot::Open(o) => {
+                o.reader.abort();
+                o.writer.abort();
+                if let Some(at) = o.closing {
+                    self.lingers.remove(&(at, conn));
+                }
+            }
+        }
+        let _ = self.engine.handle_input(now, Input::Closed { conn, cause });
+    }
+
+    /// Spawns the reader and the writer of a connection.
+    fn open(&mut self, conn: ConnId, reader: R::Reader, writer: R::Writer) {
+        let (tx, wrx) = mpsc::channel(self.cfg.writer_capacity.saturating_sub(1));
+        let (credits, crx) = mpsc::channel(self.cfg.read_window);
+        let (reader_abort, rreg) = AbortHandle::new_pair();
+        let (writer_abort, wreg) = AbortHandle::new_pair();
+        let read = read_loop::<R>(conn, reader, crx, self.cfg.read_window, self.io_tx.clone());
+        let write = write_loop::<R>(conn, writer, wrx, self.io_tx.clone());
+        self.tasks
+            .push(self.rt.spawn(Abortable::new(read, rreg).map(|_| ())));
+        self.tasks
+            .push(self.rt.spawn(Abortable::new(write, wreg).map(|_| ())));
+        self.conns.insert(
+            conn,
+            Slot::Open(Open {
+                tx,
+                pending: VecDeque::new(),
+                credits,
+                reader: reader_abort,
+                writer: writer_abort,
+                closing: None,
+                stats: PeerStats::default(),
+            }),
+        );
+    }
+
+    fn on_io(&mut self, now: Instant, ev: IoEvent<R>) {
+        match ev {
+            IoEvent::Accepted {
+                reader,
+                writer,
+                remote,
+            } => {
+                if self.stopping.is_some() {
+                    return;
+                }
+                match self.engine.accept(now, remote) {
+                    Ok(conn) => self.open(conn, reader, writer),
+                    // Dropping the halves closes the socket.
+                    Err(why) => tracing::debug!(%remote, %why, "inbound connection refused"),
+                }
+            }
+            IoEvent::Connected {
+                conn,
+                reader,
+                writer,
+            } => {
+                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
+                    self.open(conn, reader, writer);
+                    let _ = self.engine.handle_input(now, Input::Connected { conn });
+                }
+            }
+            IoEvent::DialFailed { conn, error } => {
+                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
+                    self.conns.remove(&conn);
+                    let _ = self
+                        .engine
+                        .handle_input(now, Input::DialFailed { conn, error });
+                }
+            }
+            IoEvent::Read { conn, bytes } => {
+                if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                    o.stats.bytes_received += bytes.len() as u64;
+                    let _ = self
+                        .engine
+                        .handle_input(now, Input::Received { conn, bytes });
+                    if self.engine.wants_read(conn) {
+                        let _ = o.credits.try_send(());
+                    } else {
+                        self.paused.push(conn);
+                    }
+                }
+            }
+            IoEvent::Flushed { conn, len } => {
+                if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                    o.stats.bytes_sent += len as u64;
+                    if len > 0 {
+                        let _ = self.engine.handle_input(now, Input::Sent { conn, len });
+                    }
+                    o.refill();
+                }
+            }
+            IoEvent::ReadEnd { conn, cause } => {
+                if matches!(self.conns.get(&conn), Some(Slot::Open(_))) {
+                    self.finish_conn(now, conn, cause);
+                }
+            }
+            IoEvent::WriteEnd { conn, cause } => {
+                if matches!(self.conns.get(&conn), Some(Slot::Open(_))) {
+                    self.finish_conn(now, conn, cause.unwrap_or(CloseCause::Local));
+                }
+            }
+            IoEvent::Saved(r) => {
+                if let Some(b) = &mut self.book {
+                    b.in_flight = false;
+                    if let Err(e) = r {
+                        tracing::warn!(path = %b.path.display(), error = %e, "address book not saved");
+                    }
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    fn on_cmd(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Send {
+                peer,
+                channel,
+                payload,
+                reply,
+            } => {
+                let r = self.send(now, peer, channel, payload);
+                let _ = reply.send(r);
+            }
+            Command::SendWait {
+                peer,
+                channel,
+                payload,
+                reply,
+            } => {
+                let queued_before = self
+                    .waiting
+                    .iter()
+                    .any(|w| w.peer == peer && w.channel == channel);
+                if queued_before {
+                    self.park(peer, channel, payload, reply);
+                } else {
+                    match self.send(now, peer, channel, payload) {
+                        Err(SendError::Full(payload)) => self.park(peer, channel, payload, reply),
+                        r => {
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            }
+            Command::Broadcast {
+                channel,
+                payload,
+                reply,
+            } => {
+                let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
+                let n = peers
+                    .into_iter()
+                    .filter(|p| self.send(now, *p, channel, payload.clone()).is_ok())
+                    .count();
+                let _ = reply.send(n);
+            }
+            Command::Dial { addr, reply } => {
+                // While stopping, the reply is dropped: the caller sees `NodeError::Stopped`.
+                if self.stopping.is_none() {
+                    let _ = reply.send(self.engine.dial(now, addr));
+                }
+            }
+            Command::Disconnect { peer, reply } => {
+                self.engine.disconnect(now, peer);
+                let _ = reply.send(());
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .engine
+                    .peers()
+                    .map(|p| PeerStatus {
+                        stats: match self.conns.get(&p.conn) {
+                            Some(Slot::Open(o)) => o.stats,
+                            _ => PeerStats::default(),
+                        },
+                        conn: self.engine.conn_stats(&p.id).unwrap_or_default(),
+                        info: p.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Status { reply } => {
+                let (inbound, outbound) = self.engine.num_peers();
+                let _ = reply.send(NodeStatus {
+                    inbound,
+                    outbound,
+                    connections: self.engine.num_conns(),
+                    book_len: self.engine.addr_book().len(),
+                    counters: self.engine.counters(),
+                });
+            }
+            Command::Subscribe { reply } => {
+                let _ = reply.send(self.subs.subscribe());
+            }
+            Command::KnownAddrs { reply } => {
+                let _ = reply.send(self.engine.addr_book().entries().map(|(a, _)| a).collect());
+            }
+            Command::Shutdown { reply } => self.begin_stop(now, Some(reply)),
+        }
+        self.drain(now);
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.engine.send(now, peer, channel, payload)?;
+        if let Some(conn) = self.engine.peer(&peer).map(|p| p.conn)
+            && let Some(Slot::Open(o)) = self.conns.get_mut(&conn)
+        {
+            o.stats.messages_sent += 1;
+        }
+        Ok(())
+    }
+
+    fn park(
+        &mut self,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    ) {
+        if self.waiting.len() >= MAX_WAITING {
+            let _ = reply.send(Err(SendError::Full(payload)));
+            return;
+        }
+        self.waiting.push_back(Waiting {
+            peer,
+            channel,
+            payload,
+            reply,
+        });
+    }
+
+    /// Retries parked `send_wait`s in order; one still full blocks those behind it on the
+    /// same peer and channel.
+    fn retry_waiting(&mut self, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut blocked: Vec<(NodeId, ChannelId)> = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        while let Some(w) = self.waiting.pop_front() {
+            if w.reply.is_canceled() {
+                continue;
+            }
+            if blocked.contains(&(w.peer, w.channel)) {
+                keep.push_back(w);
+                continue;
+            }
+            match self.send(now, w.peer, w.channel, w.payload) {
+                Err(SendError::Full(payload)) => {
+                    blocked.push((w.peer, w.channel));
+                    keep.push_back(Waiting { payload, ..w });
+                }
+                r => {
+                    let _ = w.reply.send(r);
+                }
+            }
+        }
+        self.waiting = keep;
+        self.drain(now);
+    }
+
+    /// Gives read credit back to connections the engine wants to read again.
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let engine = &self.engine;
+        let conns = &mut self.conns;
+        self.paused.retain(|conn| match conns.get_mut(conn) {
+            Some(Slot::Open(o)) if o.closing.is_none() => {
+                if engine.wants_read(*conn) {
+                    let _ = o.credits.try_send(());
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        });
+    }
+
+    fn maybe_save(&mut self, now: Instant) {
+        let Some(b) = &mut self.book else {
+            return;
+        };
+        if !b.dirty || b.in_flight || b.last.is_some_and(|t| now < t + self.cfg.save_interval) {
+            return;
+        }
+        b.dirty = false;
+        b.in_flight = true;
+        b.last = Some(now);
+        let bytes = self.engine.addr_book().encode();
+        let path = b.path.clone();
+        let job = self
+            .rt
+            .spawn_blocking(move || persist::write_atomic(&path, &bytes));
+        let mut io = self.io_tx.clone();
+        self.tasks.push(self.rt.spawn(async move {
+            let r = job.await;
+            let _ = io.send(IoEvent::Saved(r)).await;
+        }));
+    }
+
+    fn begin_stop(&mut self, now: Instant, reply: Option<oneshot::Sender<()>>) {
+        if let Some(s) = &mut self.stopping {
+            s.replies.extend(reply);
+            return;
+        }
+        tracing::info!("node shutting down");
+        self.listener.abort();
+        self.stopping = Some(Stopping {
+            replies: reply.into_iter().collect(),
+            deadline: now + self.cfg.shutdown_grace,
+        });
+        let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
+        for p in peers {
+            self.engine.disconnect(now, p);
+        }
+        self.drain(now);
+        // Connections that are not peers yet (handshakes, dials) are closed too.
+        let rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in rest {
+            self.close(now, conn);
+        }
+        self.drain(now);
+    }
+
+    async fn teardown(mut self) {
+        for (_, slot) in self.conns.drain() {
+            match slot {
+                Slot::Dialing(a) => a.abort(),
+                Slot::Open(o) => {
+                    o.reader.abort();
+                    o.writer.abort();
+                }
+            }
+        }
+        self.listener.abort();
+        // A save in flight finishes before the last one starts (they share the temp file).
+        let limit = Instant::now() + Duration::from_secs(5);
+        while self.book.as_ref().is_some_and(|b| b.in_flight) {
+            let next = pin!(self.io_rx.next());
+            match select(next, pin!(sleep_until(&self.rt, limit))).await {
+                Either::Left((Some(IoEvent::Saved(_)), _)) => {
+                    if let Some(b) = &mut self.book {
+                        b.in_flight = false;
+                    }
+                }
+                Either::Left((Some(_), _)) => {}
+                Either::Left((None, _)) | Either::Right(_) => break,
+            }
+        }
+        if let Some(b) = &self.book {
+            let bytes = self.engine.addr_book().encode();
+            let path = b.path.clone();
+            match self
+                .rt
+                .spawn_blocking(move || persist::write_atomic(&path, &bytes))
+                .await
+            {
+                Ok(()) => tracing::info!(path = %b.path.display(), "address book saved"),
+                Err(e) => {
+                    tracing::warn!(path = %b.path.display(), error = %e, "address book not saved");
+                }
+            }
+        }
+        self.subs.close();
+        // Join every task (they were aborted, or are about to end); bounded.
+        drop(self.io_rx);
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let join = pin!(async move { while tasks.next().await.is_some() {} });
+        let limit = Instant::now() + Duration::from_secs(2);
+        if let Either::Right(_) = select(join, pin!(sleep_until(&self.rt, limit))).await {
+            tracing::warn!("some node tasks did not finish within 2 s");
+        }
+        if let Some(s) = self.stopping.take() {
+            for r in s.replies {
+                let _ = r.send(());
+            }
+        }
+    }
+}
+
+/// Accepts connections and hands them to the engine task (which admits or refuses them).
+async fn accept_loop<R: Runtime>(rt: R, listener: R::Listener, mut io: mpsc::Sender<IoEvent<R>>) {
+    loop {
+        match R::accept(&listener).await {
+            Ok((reader, writer, remote)) => {
+                let ev = IoEvent::Accepted {
+                    reader,
+                    writer,
+                    remote,
+                };
+                if io.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                sleep_until(&rt, Instant::now() + Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads while it has credit; each chunk goes to the engine task.
+async fn read_loop<R: Runtime>(
+    conn: ConnId,
+    mut reader: R::Reader,
+    mut credits: mpsc::Receiver<()>,
+    window: usize,
+    mut io: mpsc::Sender<IoEvent<R>>,
+) {
+    let mut have = window;
+    let mut buf = vec![0u8; READ_MIN];
+    loop {
+        while let Ok(()) = credits.try_recv() {
+            have += 1;
+        }
+        if have == 0 {
+            match credits.next().await {
+                Some(()) => have += 1,
+                None => return,
+            }
+        }
+        let ev = match reader.read(&mut buf).await {
+            Ok(0) => IoEvent::ReadEnd {
+                conn,
+                cause: CloseCause::Eof,
+            },
+            Ok(n) => {
+                have -= 1;
+                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if n < buf.len() / 8 && buf.len() > READ_MIN {
+                    buf.truncate(buf.len() / 2);
+                    buf.shrink_to_fit();
+                }
+                IoEvent::Read { conn, bytes }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => IoEvent::ReadEnd {
+                conn,
+                cause: close_cause(&e),
+            },
+        };
+        let end = matches!(ev, IoEvent::ReadEnd { .. });
+        if io.send(ev).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// Writes transmits in batches, reports what it flushed, and closes on request.
+async fn write_loop<R: Runtime>(
+    conn: ConnId,
+    mut writer: R::Writer,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    mut io: mpsc::Sender<IoEvent<R>>,
+) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.next().await {
+        let mut close = false;
+        let mut len = 0;
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                WriterMsg::Data(b) => {
+                    len += b.len();
+                    batch.push(b);
+                }
+                WriterMsg::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if len >= WRITE_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let written = async {
+            match batch.as_slice() {
+                [] => {}
+                [one] => writer.write_all(one).await?,
+                many => {
+                    let mut buf = Vec::with_capacity(len);
+                    for b in many {
+                        buf.extend_from_slice(b);
+                    }
+                    writer.write_all(&buf).await?;
+                }
+            }
+            writer.flush().await
+        }
+        .await;
+        batch.clear();
+        if let Err(e) = written {
+            let _ = io
+                .send(IoEvent::WriteEnd {
+                    conn,
+                    cause: Some(close_cause(&e)),
+                })
+                .await;
+            return;
+        }
+        if io.send(IoEvent::Flushed { conn, len }).await.is_err() {
+            return;
+        }
+        if close {
+            let _ = writer.close().await;
+            let _ = io.send(IoEvent::WriteEnd { conn, cause: None }).await;
+            return;
+        }
+    }
+}
+
+fn close_cause(e: &io::Error) -> CloseCause {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => CloseCause::Reset,
+        io::ErrorKind::UnexpectedEof => CloseCause::Eof,
+        _ => CloseCause::Io,
+    }
+}
+
+fn dial_failure(e: &io::Error) -> DialFailure {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => DialFailure::Refused,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            DialFailure::Unreachable
+        }
+        io::ErrorKind::TimedOut => DialFailure::TimedOut,
+        _ => DialFailure::Io,
+    }
+}

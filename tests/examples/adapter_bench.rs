@@ -1,0 +1,240 @@
+//! Node-level benchmark of the runtime adapters over loopback TCP (see bench/README.md,
+//! section "Adapters"). Build and run in release mode:
+//!
+//! ```text
+//! cargo run --release -p cometmesh-tests --example adapter_bench -- --runtime tokio
+//! cargo run --release -p cometmesh-tests --example adapter_bench -- --runtime async-std --only mconn_64b
+//! ```
+//!
+//! Workloads (the keys of bench/compare.sh):
+//! - `mconn_64b` / `mconn_64kib`: two nodes in this process, one channel, N messages of 64 B /
+//!   64 KiB from one to the other through the whole stack (handle → engine task → MConnection →
+//!   SecretConnection → writer task → TCP → reader task → engine → event stream). Rate limits
+//!   lifted, send queue of 100 messages, as bench/go. Prints `<w>_msgs_per_s`, `<w>_mib_per_s`.
+//! - `idle_peer_rss`: the RSS growth of this process per idle peer while a child process
+//!   (this program with `--dialer`) holds `--peers` nodes connected to one node here.
+//!   Prints `idle_peer_rss_kib`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cometmesh_core::engine::{ChannelDescriptor, EngineConfig, Event};
+use cometmesh_core::identity::NodeKey;
+use cometmesh_core::{ChannelId, NodeId};
+use cometmesh_driver::{NetAddr, Node, NodeBuilder, Runtime};
+use futures::StreamExt;
+
+const CH: ChannelId = ChannelId(0x01);
+
+struct Args {
+    runtime: String,
+    only: Vec<String>,
+    small: usize,
+    large: usize,
+    peers: usize,
+    dialer: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        runtime: "tokio".into(),
+        only: Vec::new(),
+        small: 200_000,
+        large: 2048,
+        peers: 1000,
+        dialer: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match k.as_str() {
+            "--runtime" => a.runtime = v,
+            "--only" => a.only = v.split(',').map(str::to_owned).collect(),
+            "--small-msgs" => a.small = v.parse().expect("number"),
+            "--large-msgs" => a.large = v.parse().expect("number"),
+            "--peers" => a.peers = v.parse().expect("number"),
+            "--dialer" => a.dialer = Some(v),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    a
+}
+
+fn config() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.chain_id = "bench".into();
+    c.listen_addr = ([127, 0, 0, 1], 0).into();
+    c.allow_duplicate_ip = true;
+    c.addr_book_strict = false;
+    c.pex = false;
+    c.connection.send_rate = 0;
+    c.connection.recv_rate = 0;
+    c.handshake_timeout = Duration::from_secs(20);
+    c.dial_timeout = Duration::from_secs(20);
+    c
+}
+
+fn channel() -> ChannelDescriptor {
+    let mut d = ChannelDescriptor::new(CH, 1);
+    d.send_queue_capacity = 100;
+    d.recv_message_capacity = 1 << 20;
+    d
+}
+
+async fn node<R: Runtime>(rt: &R, c: EngineConfig, seed: u64) -> Node<R> {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&seed.to_le_bytes());
+    NodeBuilder::new(rt.clone(), c, NodeKey::from_seed(k))
+        .channel(channel())
+        .event_capacity(1 << 16)
+        .start()
+        .await
+        .expect("node starts")
+}
+
+async fn wait_peers<R: Runtime>(rt: &R, n: &Node<R>, want: usize, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if n.status()
+            .await
+            .is_ok_and(|s| s.inbound + s.outbound >= want)
+        {
+            return true;
+        }
+        rt.timer(Instant::now() + Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn throughput<R: Runtime>(rt: R, name: &str, size: usize, count: usize) {
+    let a = node(&rt, config(), 1).await;
+    let b = node(&rt, config(), 2).await;
+    a.dial(b.net_addr()).await.expect("dial");
+    assert!(
+        wait_peers(&rt, &a, 1, Duration::from_secs(20)).await,
+        "peers up"
+    );
+    let bid: NodeId = b.node_id();
+    let mut events = b.events().await.expect("events");
+    let payload = Bytes::from(vec![0xab; size]);
+    let start = Instant::now();
+    let sender = {
+        let a = a.handle();
+        let payload = payload.clone();
+        rt.spawn(async move {
+            for _ in 0..count {
+                a.send_wait(bid, CH, payload.clone()).await.expect("send");
+            }
+        })
+    };
+    let mut got = 0;
+    while got < count {
+        match events.next().await {
+            Some(Event::Message { .. }) => got += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    sender.await;
+    assert_eq!(
+        got,
+        count,
+        "every message arrived (lagged {})",
+        events.lagged()
+    );
+    println!("{name}_msgs_per_s {:.0}", count as f64 / secs);
+    println!(
+        "{name}_mib_per_s {:.1}",
+        (count * size) as f64 / secs / 1048576.0
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn idle_rss<R: Runtime>(rt: R, runtime: &str, peers: usize) {
+    let mut c = config();
+    c.max_num_inbound_peers = peers + 10;
+    let n = node(&rt, c, 1).await;
+    // Warm up the runtime (threads, timers) before the baseline.
+    rt.timer(Instant::now() + Duration::from_millis(200)).await;
+    let before = rss_kib();
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = std::process::Command::new(exe)
+        .args(["--runtime", runtime, "--peers", &peers.to_string()])
+        .args(["--dialer", &n.net_addr().to_string()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("dialer starts");
+    let up = wait_peers(&rt, &n, peers, Duration::from_secs(180)).await;
+    rt.timer(Instant::now() + Duration::from_secs(2)).await;
+    let after = rss_kib();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "all {peers} peers connected");
+    println!(
+        "idle_peer_rss_kib {:.1}",
+        (after.saturating_sub(before)) as f64 / peers as f64
+    );
+    n.shutdown().await;
+}
+
+/// Child mode: `peers` nodes, each dialling `target`, idle until stdin closes.
+async fn dialer<R: Runtime>(rt: R, target: String, peers: usize) {
+    let (id, addr) = target.split_once('@').expect("id@addr");
+    let to = NetAddr::new(id.parse().expect("node id"), addr.parse().expect("address"));
+    let mut nodes = Vec::new();
+    for i in 0..peers {
+        let n = node(&rt, config(), 1000 + i as u64).await;
+        n.dial(to).await.expect("dial");
+        nodes.push(n);
+        if i % 50 == 49 {
+            rt.timer(Instant::now() + Duration::from_millis(20)).await;
+        }
+    }
+    let _ = rt
+        .spawn_blocking(|| {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        })
+        .await;
+    drop(nodes);
+}
+
+async fn run<R: Runtime>(rt: R, a: Args) {
+    if let Some(t) = a.dialer {
+        return dialer(rt, t, a.peers).await;
+    }
+    let want = |w: &str| a.only.is_empty() || a.only.iter().any(|x| x == w);
+    println!("impl cometmesh-{}", a.runtime);
+    if want("mconn_64b") {
+        throughput(rt.clone(), "mconn_64b", 64, a.small).await;
+    }
+    if want("mconn_64kib") {
+        throughput(rt.clone(), "mconn_64kib", 64 * 1024, a.large).await;
+    }
+    if want("idle_peer_rss") {
+        idle_rss(rt, &a.runtime, a.peers).await;
+    }
+}
+
+fn main() {
+    let a = args();
+    match a.runtime.as_str() {
+        "tokio" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio")
+            .block_on(run(cometmesh_tokio::TokioRuntime, a)),
+        "async-std" => async_std::task::block_on(run(cometmesh_async_std::AsyncStdRuntime, a)),
+        other => panic!("unknown runtime {other} (tokio, async-std)"),
+    }
+}
