@@ -544,3 +544,23 @@ fn auth_sig_message_limit_is_crossed_by_one() {
         node(2).node_id()
     );
 }
+
+/// Regression: `KeySchedule`'s derived `Debug` printed the DH secret, both frame keys and the
+/// challenge, so logging a handshake's key schedule leaked the session keys.
+#[test]
+fn key_schedule_debug_shows_no_secret() {
+    let (_, keys) = victim_and_attacker_keys();
+    let printed = format!("{keys:?}");
+    for secret in [
+        &keys.dh_secret,
+        &keys.send_key,
+        &keys.recv_key,
+        &keys.challenge,
+    ] {
+        assert!(!printed.contains(&format!("{secret:?}")), "{printed}");
+    }
+    assert!(
+        !printed.contains(&format!("{:?}", &keys.okm[..])),
+        "{printed}"
+    );
+}

@@ -81,8 +81,8 @@ pub enum HandshakeError {
 }
 
 /// What the key schedule derived from the ephemeral exchange (spec 2.2 steps 3–8).
-/// Exposed for known-answer tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Exposed for known-answer tests. Its `Debug` output shows no secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeySchedule {
     /// Whether our ephemeral public key is the smaller one.
     pub loc_is_least: bool,
@@ -96,6 +96,14 @@ pub struct KeySchedule {
     pub send_key: [u8; 32],
     /// The merlin challenge both sides sign.
     pub challenge: [u8; 32],
+}
+
+impl std::fmt::Debug for KeySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySchedule")
+            .field("loc_is_least", &self.loc_is_least)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Splits the HKDF output into (recv, send) keys by `loc_is_least` (spec 2.2 step 7).
