@@ -621,3 +621,37 @@ fn recv_message_capacity_is_crossed_by_one() {
         })
     );
 }
+
+/// `wants_read` (the adapter's cue to stop reading) turns false when 64 KiB of received
+/// plaintext wait for the receive rate limit: one byte below it the adapter keeps reading.
+#[test]
+fn wants_read_turns_false_at_64_kib_of_backlog() {
+    let now = base();
+    let k = key(1);
+    let cfg = Arc::new(ConnectionConfig {
+        recv_rate: 10, // a 1-byte bucket: one packet, then everything waits
+        ..ConnectionConfig::default()
+    });
+    let mut c = conn(
+        now,
+        &cfg,
+        &k,
+        node_info(&k, "us"),
+        1,
+        Direction::Inbound,
+        None,
+    );
+    let mut raw = RawPeer::new(key(2));
+    raw.handshake(now, &mut c);
+    send_node_info(&mut c, &mut raw, now, &node_info(&key(2), "raw"));
+    assert!(c.wants_read());
+    let threshold = 64 * 1024;
+    let mut waiting = vec![0x02, 0x0a, 0x00]; // a ping, processed at once
+    waiting.extend(std::iter::repeat_n(0x02, threshold - 1));
+    raw.send_plain(now, &mut c, &waiting);
+    assert!(!c.is_closed());
+    assert!(c.wants_read());
+    raw.send_plain(now, &mut c, &[0x02]);
+    assert!(!c.is_closed());
+    assert!(!c.wants_read());
+}
