@@ -11,7 +11,7 @@ use super::frame::{FrameError, Opener, Sealer};
 use crate::crypto;
 use crate::identity::NodeKey;
 use crate::wire::codec::CodecError;
-pub use crate::wire::limits::MAX_HANDSHAKE_MSG_SIZE;
+use crate::wire::limits::MAX_HANDSHAKE_MSG_SIZE;
 use crate::wire::proto::{AuthSigMessage, BytesValue, PublicKey, public_key};
 
 /// Most plaintext bytes buffered after the peer's AuthSig before the caller takes the session
