@@ -13,6 +13,7 @@ pub const MAX_DNS_NAME_LEN: usize = 253;
 
 /// Why a string or a wire `NetAddress` is not a peer address. Each message names the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddrError {
     /// The string is empty (after stripping a `scheme://` prefix).
     #[error("address is empty: expected id@host:port")]

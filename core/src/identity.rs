@@ -31,6 +31,7 @@ pub struct NodeKey {
 
 /// Why bytes are not a usable `node_key.json`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeKeyError {
     /// The bytes are not JSON at all.
     #[error("node key file is not valid json: {0}")]

@@ -52,6 +52,7 @@ impl fmt::Debug for NodeId {
 
 /// Why a string is not a node id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeIdError {
     /// The string is empty.
     #[error("node id is empty")]

@@ -336,25 +336,6 @@ fn oversized_packet_closes_before_its_body_arrives() {
 }
 
 #[test]
-fn oversized_message_closes() {
-    let (mut c, mut raw, now) = established_conn();
-    // Channel 0x23 accepts at most 4096 bytes per message.
-    for _ in 0..4 {
-        raw.send_plain(now, &mut c, &msg_packet(0x23, false, vec![1; 1024]));
-    }
-    assert!(!c.is_closed());
-    raw.send_plain(now, &mut c, &msg_packet(0x23, true, vec![1; 1]));
-    assert_eq!(
-        closed_with(&mut c),
-        CloseReason::Protocol(ProtocolViolation::OversizedMessage {
-            channel: ChannelId(0x23),
-            size: 4097,
-            max: 4096
-        })
-    );
-}
-
-#[test]
 fn undecodable_packet_closes() {
     let (mut c, mut raw, now) = established_conn();
     raw.send_plain(now, &mut c, &[0x03, 0xff, 0xff, 0xff]);
@@ -540,4 +521,137 @@ fn end_of_stream_is_typed_by_where_it_happens() {
             ConnEvent::Closed(CloseReason::RemoteClosed)
         ]
     );
+}
+
+// ----- limits crossed by one (see docs/limits.md) ------------------------------------------------
+
+/// The raw peer's NodeInfo with its moniker padded so that the encoded body is `len` bytes.
+fn node_info_of_len(raw: &RawPeer, len: usize) -> NodeInfo {
+    use prost::Message as _;
+    let mut info = node_info(&raw.key, "raw");
+    while info.to_proto().encoded_len() < len {
+        let missing = len - info.to_proto().encoded_len();
+        info.moniker.push_str(&"m".repeat(missing));
+        // A longer moniker may need a longer length prefix: trim back if it overshot.
+        while info.to_proto().encoded_len() > len {
+            info.moniker.pop();
+        }
+    }
+    assert_eq!(info.to_proto().encoded_len(), len);
+    info
+}
+
+#[test]
+fn node_info_size_limit_is_crossed_by_one() {
+    use cometmesh_core::wire::limits::MAX_NODE_INFO_SIZE;
+    let (mut c, mut raw, now) = after_secret();
+    let info = node_info_of_len(&raw, MAX_NODE_INFO_SIZE);
+    send_node_info(&mut c, &mut raw, now, &info);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ConnEvent::Established { remote }) if remote == info
+    ));
+    let (mut c, mut raw, now) = after_secret();
+    let info = node_info_of_len(&raw, MAX_NODE_INFO_SIZE + 1);
+    send_node_info(&mut c, &mut raw, now, &info);
+    assert_eq!(
+        closed_with(&mut c),
+        CloseReason::Protocol(ProtocolViolation::UndecodableNodeInfo(
+            CodecError::TooLarge {
+                len: (MAX_NODE_INFO_SIZE + 1) as u64,
+                max: MAX_NODE_INFO_SIZE
+            }
+        ))
+    );
+}
+
+#[test]
+fn node_info_channel_limit_is_crossed_by_one() {
+    use cometmesh_core::wire::limits::MAX_NODE_INFO_CHANNELS;
+    let with_channels = |n: usize| {
+        let (c, raw, now) = after_secret();
+        let mut info = node_info(&raw.key, "raw");
+        let mut next = 0x80u8;
+        while info.channels.len() < n {
+            info.channels.push(ChannelId(next));
+            next += 1;
+        }
+        (c, raw, now, info)
+    };
+    let (mut c, mut raw, now, info) = with_channels(MAX_NODE_INFO_CHANNELS);
+    send_node_info(&mut c, &mut raw, now, &info);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ConnEvent::Established { .. })
+    ));
+    let (mut c, mut raw, now, info) = with_channels(MAX_NODE_INFO_CHANNELS + 1);
+    send_node_info(&mut c, &mut raw, now, &info);
+    assert_eq!(
+        closed_with(&mut c),
+        CloseReason::NodeInfo(NodeInfoError::TooManyChannels(MAX_NODE_INFO_CHANNELS + 1))
+    );
+}
+
+#[test]
+fn recv_message_capacity_is_crossed_by_one() {
+    // Channel 0x23 accepts messages of up to 4096 bytes: 4095 bytes in four packets, then a
+    // last packet of `last` bytes.
+    let send = |last: usize| {
+        let (mut c, mut raw, now) = established_conn();
+        let mut stream = Vec::new();
+        for (i, len) in [1024, 1024, 1024, 1023].into_iter().enumerate() {
+            stream.extend(msg_packet(0x23, false, vec![i as u8; len]));
+        }
+        stream.extend(msg_packet(0x23, true, vec![9; last]));
+        raw.send_plain(now, &mut c, &stream);
+        c
+    };
+    let mut c = send(1);
+    assert!(!c.is_closed());
+    let delivered = messages(&drain(&mut c), ChannelId(0x23));
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].len(), 4096);
+    let mut c = send(2);
+    assert_eq!(
+        closed_with(&mut c),
+        CloseReason::Protocol(ProtocolViolation::OversizedMessage {
+            channel: ChannelId(0x23),
+            size: 4097,
+            max: 4096
+        })
+    );
+}
+
+/// `wants_read` (the adapter's cue to stop reading) turns false when 64 KiB of received
+/// plaintext wait for the receive rate limit: one byte below it the adapter keeps reading.
+#[test]
+fn wants_read_turns_false_at_64_kib_of_backlog() {
+    let now = base();
+    let k = key(1);
+    let cfg = Arc::new(ConnectionConfig {
+        recv_rate: 10, // a 1-byte bucket: one packet, then everything waits
+        ..ConnectionConfig::default()
+    });
+    let mut c = conn(
+        now,
+        &cfg,
+        &k,
+        node_info(&k, "us"),
+        1,
+        Direction::Inbound,
+        None,
+    );
+    let mut raw = RawPeer::new(key(2));
+    raw.handshake(now, &mut c);
+    send_node_info(&mut c, &mut raw, now, &node_info(&key(2), "raw"));
+    assert!(c.wants_read());
+    let threshold = 64 * 1024;
+    let mut waiting = vec![0x02, 0x0a, 0x00]; // a ping, processed at once
+    waiting.extend(std::iter::repeat_n(0x02, threshold - 1));
+    raw.send_plain(now, &mut c, &waiting);
+    assert!(!c.is_closed());
+    assert!(c.wants_read());
+    raw.send_plain(now, &mut c, &[0x02]);
+    assert!(!c.is_closed());
+    assert!(!c.wants_read());
 }

@@ -429,3 +429,39 @@ fn ip_literal_with_a_final_dot_is_an_ip() {
     let again: PeerAddr = addr.to_string().parse().unwrap();
     assert_eq!(again, addr);
 }
+
+/// DNS names: a label of 63 characters and a name of 253 (`MAX_DNS_NAME_LEN`, the final dot
+/// not counted) are accepted; one character more is `BadHost`.
+#[test]
+fn dns_name_limits_are_crossed_by_one() {
+    use cometmesh_core::addr::MAX_DNS_NAME_LEN;
+    let label = |n: usize| format!("{ID}@{}.example:1", "a".repeat(n));
+    assert!(matches!(parse(&label(63)).unwrap().host, Host::Dns(_)));
+    assert!(matches!(parse(&label(64)), Err(AddrError::BadHost { .. })));
+    // Labels of 63 characters and dots up to exactly `len` characters.
+    let name = |len: usize| {
+        let mut name = String::new();
+        while name.len() < len {
+            if !name.is_empty() {
+                name.push('.');
+            }
+            let room = (len - name.len()).min(63);
+            name.push_str(&"b".repeat(room));
+        }
+        assert_eq!(name.len(), len);
+        name
+    };
+    for absolute in ["", "."] {
+        let ok = format!("{ID}@{}{absolute}:1", name(MAX_DNS_NAME_LEN));
+        assert_eq!(
+            parse(&ok).unwrap().host,
+            Host::Dns(name(MAX_DNS_NAME_LEN)),
+            "{ok}"
+        );
+        let over = format!("{ID}@{}{absolute}:1", name(MAX_DNS_NAME_LEN + 1));
+        assert!(
+            matches!(parse(&over), Err(AddrError::BadHost { .. })),
+            "{over}"
+        );
+    }
+}

@@ -4,9 +4,10 @@ use bytes::BytesMut;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::secret::{
-    FrameError, Handshake, HandshakeError, KeySchedule, Opener, SEALED_FRAME_SIZE, Sealer,
-    SecretSession, ephemeral_message,
+    FrameError, Handshake, HandshakeError, KeySchedule, MAX_EARLY_DATA, MAX_HANDSHAKE_MSG_SIZE,
+    Opener, SEALED_FRAME_SIZE, Sealer, SecretSession, ephemeral_message,
 };
+use cometmesh_core::wire::codec::write_uvarint;
 use cometmesh_core::wire::proto::{AuthSigMessage, PublicKey, public_key};
 use prost::Message;
 
@@ -490,10 +491,76 @@ fn too_much_early_data() {
         )
         .unwrap();
     victim.handle_received(&wire).unwrap();
+    // Exactly MAX_EARLY_DATA (1 MiB) is kept for the session ...
     let mut more = BytesMut::new();
-    sealer.seal(&vec![0u8; (1 << 20) + 1], &mut more).unwrap();
+    sealer.seal(&vec![0u8; MAX_EARLY_DATA], &mut more).unwrap();
+    victim.handle_received(&more).unwrap();
+    // ... one byte more is refused.
+    let mut one = BytesMut::new();
+    sealer.seal(&[0u8], &mut one).unwrap();
     assert_eq!(
-        victim.handle_received(&more),
+        victim.handle_received(&one),
         Err(HandshakeError::TooMuchEarlyData)
+    );
+}
+
+/// The AuthSigMessage limit (1 MiB, spec 2.1), crossed by one: a prefix claiming one byte
+/// more is refused before any body arrives; an honest AuthSig padded to exactly 1 MiB with an
+/// unknown field (which Go skips too) is accepted.
+#[test]
+fn auth_sig_message_limit_is_crossed_by_one() {
+    assert_eq!(
+        victim_result(&[0x81, 0x80, 0x40]),
+        Err(HandshakeError::MessageTooLong {
+            what: "auth signature",
+            len: (MAX_HANDSHAKE_MSG_SIZE + 1) as u64
+        })
+    );
+
+    let (mut victim, keys) = victim_and_attacker_keys();
+    let (key, sig) = honest_auth(&keys);
+    let mut body = AuthSigMessage {
+        pub_key: Some(PublicKey {
+            sum: Some(public_key::Sum::Ed25519(key)),
+        }),
+        sig: sig.to_vec(),
+    }
+    .encode_to_vec();
+    // Field 15, length-delimited (`7a`), a 3-byte length, then padding up to the limit.
+    let pad = MAX_HANDSHAKE_MSG_SIZE - body.len() - 1 - 3;
+    body.push(0x7a);
+    write_uvarint(pad as u64, &mut body);
+    body.resize(MAX_HANDSHAKE_MSG_SIZE, 0);
+    assert_eq!(body.len(), MAX_HANDSHAKE_MSG_SIZE);
+    let mut plain = Vec::new();
+    write_uvarint(body.len() as u64, &mut plain);
+    plain.extend_from_slice(&body);
+    let mut wire = BytesMut::new();
+    Sealer::new(&keys.send_key).seal(&plain, &mut wire).unwrap();
+    victim.handle_received(&wire).unwrap();
+    assert!(victim.is_complete());
+    assert_eq!(
+        victim.into_session().unwrap().remote_node_id(),
+        node(2).node_id()
+    );
+}
+
+/// Regression: `KeySchedule`'s derived `Debug` printed the DH secret, both frame keys and the
+/// challenge, so logging a handshake's key schedule leaked the session keys.
+#[test]
+fn key_schedule_debug_shows_no_secret() {
+    let (_, keys) = victim_and_attacker_keys();
+    let printed = format!("{keys:?}");
+    for secret in [
+        &keys.dh_secret,
+        &keys.send_key,
+        &keys.recv_key,
+        &keys.challenge,
+    ] {
+        assert!(!printed.contains(&format!("{secret:?}")), "{printed}");
+    }
+    assert!(
+        !printed.contains(&format!("{:?}", &keys.okm[..])),
+        "{printed}"
     );
 }

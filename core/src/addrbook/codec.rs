@@ -33,8 +33,8 @@ use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
 use super::{
-    AddrBook, AddrBookConfig, BUCKET_SIZE, Ban, EMPTY, Entry, MAX_BANS, MAX_NEW_REFS, NEW_BUCKETS,
-    TRIED_BUCKETS, UnixTime,
+    AddrBook, AddrBookConfig, BUCKET_SIZE, Ban, EMPTY, Entry, MAX_BANS, MAX_NEW_REFS,
+    MAX_SAVED_PER_BAN, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
 };
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -50,6 +50,7 @@ const MIN_BAN_LEN: usize = 20 + 5 + 8 + 1;
 
 /// Why bytes could not be loaded as an address book.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The bytes end before the header and checksum.
     #[error("address book file is truncated")]
@@ -320,6 +321,9 @@ impl AddrBook {
             let ip = r.ip()?;
             let until: UnixTime = r.u64()?;
             let ns = r.u8()?;
+            if usize::from(ns) > MAX_SAVED_PER_BAN {
+                return Err(DecodeError::Corrupt("too many saved entries in a ban"));
+            }
             let mut saved = SmallVec::new();
             for _ in 0..ns {
                 let a = r.netaddr()?;

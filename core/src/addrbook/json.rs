@@ -12,6 +12,7 @@ use crate::ids::NodeId;
 
 /// Why a CometBFT `addrbook.json` could not be imported.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImportError {
     /// Not JSON of the current layout (this includes the 2017 capitalised layout).
     #[error("not a cometbft addrbook.json: {0}")]

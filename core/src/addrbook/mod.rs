@@ -22,15 +22,21 @@
 //! Time is [`UnixTime`] seconds passed in by the caller; `0` means "never". Every decision that
 //! depends on order uses the RNG passed in or vectors, never hash-map iteration order.
 
+mod bans;
+mod check;
 mod codec;
 mod group;
 mod json;
+#[cfg(test)]
+mod limit_tests;
+mod select;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hashbrown::{HashMap, HashSet};
 use rand_core::RngCore;
+use select::uniform;
 use siphasher::sip::SipHasher24;
 use smallvec::SmallVec;
 use std::hash::Hasher;
@@ -138,6 +144,7 @@ pub enum AddOutcome {
 
 /// Why [`AddrBook::add`] refused an address.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddRejected {
     /// The address is one of ours.
     #[error("address is our own")]
@@ -412,6 +419,11 @@ impl AddrBook {
 
     fn entry(&self, idx: u32) -> Option<&Entry> {
         self.entries.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    /// The entry stored for this IP:port.
+    fn entry_at(&self, addr: &SocketAddr) -> Option<&Entry> {
+        self.by_addr.get(addr).and_then(|&i| self.entry(i))
     }
 
     fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
@@ -912,223 +924,6 @@ impl AddrBook {
         self.collisions.len()
     }
 
-    // ----- bans ------------------------------------------------------------------------------
-
-    /// Bans node `id` and `ip` until `now + ban_duration`, removing every entry with that id
-    /// or at that IP in the same step (G14, G15). A repeated ban never shortens one. Persistent
-    /// peers are never banned: returns false for them.
-    pub fn ban(&mut self, id: NodeId, ip: IpAddr, now: UnixTime) -> bool {
-        let persistent =
-            self.persistent_ids.contains(&id) || self.persistent_addrs.iter().any(|a| a.ip() == ip);
-        if persistent {
-            return false;
-        }
-        let until = now.saturating_add(self.config.ban_duration.as_secs());
-        let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
-        if let Some(ports) = self.ports.get(&ip) {
-            for &p in ports {
-                if let Some(&i) = self.by_addr.get(&SocketAddr::new(ip, p))
-                    && !victims.contains(&i)
-                {
-                    victims.push(i);
-                }
-            }
-        }
-        let mut saved: SmallVec<[(NetAddr, IpAddr); 1]> = SmallVec::new();
-        for i in victims {
-            if let Some(e) = self.entry(i) {
-                if self.is_persistent(&e.addr) {
-                    continue;
-                }
-                saved.push((e.addr, e.source));
-            }
-            self.delete_entry(i);
-        }
-        saved.truncate(MAX_SAVED_PER_BAN);
-        if let Some(b) = self.bans.iter_mut().find(|b| b.id == id && b.ip == ip) {
-            b.until = b.until.max(until);
-            let room = MAX_SAVED_PER_BAN.saturating_sub(b.saved.len());
-            b.saved.extend(saved.into_iter().take(room));
-        } else {
-            if self.bans.len() >= MAX_BANS
-                && let Some((i, _)) = self.bans.iter().enumerate().min_by_key(|(_, b)| b.until)
-            {
-                self.bans.swap_remove(i);
-                self.rebuild_ban_maps();
-            }
-            self.bans.push(Ban {
-                id,
-                ip,
-                until,
-                saved,
-            });
-        }
-        let t = self.ban_ids.entry(id).or_insert(0);
-        *t = (*t).max(until);
-        let t = self.ban_ips.entry(ip).or_insert(0);
-        *t = (*t).max(until);
-        true
-    }
-
-    fn rebuild_ban_maps(&mut self) {
-        self.ban_ids.clear();
-        self.ban_ips.clear();
-        for b in &self.bans {
-            let t = self.ban_ids.entry(b.id).or_insert(0);
-            *t = (*t).max(b.until);
-            let t = self.ban_ips.entry(b.ip).or_insert(0);
-            *t = (*t).max(b.until);
-        }
-    }
-
-    /// True if node `id` or `ip` is banned at `now`.
-    #[must_use]
-    pub fn is_banned(&self, id: &NodeId, ip: &IpAddr, now: UnixTime) -> bool {
-        self.ban_ids.get(id).is_some_and(|&t| t > now)
-            || self.ban_ips.get(ip).is_some_and(|&t| t > now)
-    }
-
-    /// Lifts expired bans (earliest expiry first, at most `max_reinstatements_per_hour` per
-    /// hour) and puts their addresses back into *new* only, with attempts reset and the
-    /// original source kept (G16). Returns how many ban records were lifted.
-    pub fn reinstate_expired(&mut self, now: UnixTime, rng: &mut impl RngCore) -> usize {
-        if now.saturating_sub(self.reinstate_window.0) >= HOUR {
-            self.reinstate_window = (now, 0);
-        }
-        let budget = self
-            .config
-            .max_reinstatements_per_hour
-            .saturating_sub(self.reinstate_window.1) as usize;
-        let mut expired: Vec<usize> = (0..self.bans.len())
-            .filter(|&i| self.bans[i].until <= now)
-            .collect();
-        expired.sort_by_key(|&i| (self.bans[i].until, self.bans[i].id, self.bans[i].ip));
-        expired.truncate(budget);
-        expired.sort_unstable_by(|a, b| b.cmp(a));
-        let mut lifted = Vec::with_capacity(expired.len());
-        for i in expired {
-            lifted.push(self.bans.swap_remove(i));
-        }
-        lifted.sort_by_key(|b| (b.until, b.id, b.ip));
-        self.rebuild_ban_maps();
-        self.reinstate_window.1 = self.reinstate_window.1.saturating_add(lifted.len() as u32);
-        for b in &lifted {
-            for &(addr, source) in &b.saved {
-                // Through `add`: new table only, fresh counters, original source (G1 holds).
-                let _ = self.add(addr, source, now, rng);
-            }
-        }
-        lifted.len()
-    }
-
-    /// Number of ban records (active or expired but not yet reinstated).
-    #[must_use]
-    pub fn len_banned(&self) -> usize {
-        self.bans.len()
-    }
-
-    // ----- selection -------------------------------------------------------------------------
-
-    /// Picks an address to dial: a coin (`tried_bias_percent`) chooses the table, then an entry
-    /// uniformly at random from it, kept with its chance (×0.01 if attempted within 10 min,
-    /// ×0.66 per failed attempt up to 8), the threshold relaxing ×1.2 per rejected draw, as
-    /// Bitcoin's `Select` (G8, G9). `accept` lets the caller skip candidates (connected,
-    /// dialing, same group); if random draws find nothing acceptable the tables are scanned.
-    pub fn pick(
-        &self,
-        now: UnixTime,
-        rng: &mut impl RngCore,
-        mut accept: impl FnMut(&NetAddr) -> bool,
-    ) -> Option<NetAddr> {
-        let (nn, nt) = (self.new_list.len(), self.tried_list.len());
-        if nn + nt == 0 {
-            return None;
-        }
-        let bias = u32::from(self.config.tried_bias_percent.min(100));
-        let mut factor = 1.0f64;
-        for _ in 0..256 {
-            let use_tried = if nt == 0 {
-                false
-            } else if nn == 0 {
-                true
-            } else {
-                uniform(rng, 100) < bias as usize
-            };
-            let list = if use_tried {
-                &self.tried_list
-            } else {
-                &self.new_list
-            };
-            if list.is_empty() {
-                continue;
-            }
-            let idx = list[uniform(rng, list.len())];
-            let Some(e) = self.entry(idx) else {
-                continue;
-            };
-            let p = (factor * chance(e, now)).min(1.0);
-            if unit(rng) < p {
-                if accept(&e.addr) {
-                    return Some(e.addr);
-                }
-            } else {
-                factor *= 1.2;
-            }
-        }
-        // Fallback: scan both tables from a random offset.
-        let total = nn + nt;
-        let start = uniform(rng, total);
-        (0..total)
-            .map(|k| (start + k) % total)
-            .filter_map(|i| {
-                let idx = if i < nn {
-                    self.new_list[i]
-                } else {
-                    self.tried_list[i - nn]
-                };
-                self.entry(idx)
-            })
-            .map(|e| e.addr)
-            .find(|a| accept(a))
-    }
-
-    /// A PEX reply (G19): at most min(23 % of the book, 250) distinct entries drawn uniformly
-    /// from both tables, never terrible, banned or private ones.
-    #[must_use]
-    pub fn selection(&self, now: UnixTime, rng: &mut impl RngCore) -> Vec<NetAddr> {
-        let total = self.new_list.len() + self.tried_list.len();
-        let n = (total * SELECTION_PERCENT / 100)
-            .max(self.config.min_selection.min(total))
-            .min(MAX_SELECTION);
-        let mut out = Vec::with_capacity(n);
-        if n == 0 {
-            return out;
-        }
-        let mut seen: HashSet<usize> = HashSet::with_capacity(n * 2);
-        let mut draws = 0usize;
-        let max_draws = 4 * n + 64;
-        while out.len() < n && seen.len() < total && draws < max_draws {
-            draws += 1;
-            let i = uniform(rng, total);
-            if !seen.insert(i) {
-                continue;
-            }
-            let idx = if i < self.new_list.len() {
-                self.new_list[i]
-            } else {
-                self.tried_list[i - self.new_list.len()]
-            };
-            if let Some(e) = self.entry(idx)
-                && !self.terrible(e, now)
-                && !self.private_ids.contains(&e.addr.id)
-                && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
-            {
-                out.push(e.addr);
-            }
-        }
-        out
-    }
-
     // ----- queries ---------------------------------------------------------------------------
 
     /// Number of entries (new + tried).
@@ -1170,46 +965,31 @@ impl AddrBook {
     /// The stored entry (id and address) for this IP:port.
     #[must_use]
     pub fn get(&self, addr: &SocketAddr) -> Option<NetAddr> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.addr)
+        self.entry_at(addr).map(|e| e.addr)
     }
 
     /// True if the entry for this IP:port is in tried.
     #[must_use]
     pub fn is_tried(&self, addr: &SocketAddr) -> bool {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .is_some_and(|e| e.tried)
+        self.entry_at(addr).is_some_and(|e| e.tried)
     }
 
     /// Failed attempts counted for this IP:port, if known.
     #[must_use]
     pub fn attempts(&self, addr: &SocketAddr) -> Option<u32> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.attempts)
+        self.entry_at(addr).map(|e| e.attempts)
     }
 
     /// The source IP recorded for this IP:port, if known.
     #[must_use]
     pub fn source_of(&self, addr: &SocketAddr) -> Option<IpAddr> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .map(|e| e.source)
+        self.entry_at(addr).map(|e| e.source)
     }
 
     /// True if the entry is terrible at `now` (excluded from PEX replies, first to be replaced).
     #[must_use]
     pub fn is_terrible(&self, addr: &SocketAddr, now: UnixTime) -> bool {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
-            .is_some_and(|e| self.terrible(e, now))
+        self.entry_at(addr).is_some_and(|e| self.terrible(e, now))
     }
 
     /// Every entry with its table (`true` = tried), in index order (tests, export, simulation).
@@ -1224,9 +1004,7 @@ impl AddrBook {
     /// The new buckets referencing this IP:port (empty if tried or unknown).
     #[must_use]
     pub fn new_buckets_of(&self, addr: &SocketAddr) -> Vec<usize> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
+        self.entry_at(addr)
             .map(|e| e.new_buckets.iter().map(|&b| usize::from(b)).collect())
             .unwrap_or_default()
     }
@@ -1234,154 +1012,9 @@ impl AddrBook {
     /// The tried bucket holding this IP:port, if it is in tried.
     #[must_use]
     pub fn tried_bucket_of(&self, addr: &SocketAddr) -> Option<usize> {
-        self.by_addr
-            .get(addr)
-            .and_then(|&i| self.entry(i))
+        self.entry_at(addr)
             .filter(|e| e.tried)
             .map(|e| self.tried_bucket(&e.addr.addr))
-    }
-
-    // ----- consistency -----------------------------------------------------------------------
-
-    /// Verifies every cross-index (G23): slot ↔ keyed hash, references 1–8 in new and 0 in
-    /// tried, list positions, address/port/id indexes, counts, collisions, bans, key ≠ 0.
-    pub fn check(&self) -> Result<(), CheckError> {
-        let err = |s: String| Err(CheckError(s));
-        if self.key == [0u8; 16] {
-            return err("key is zero".into());
-        }
-        let live = self.entries.iter().filter(|e| e.is_some()).count();
-        if live != self.new_list.len() + self.tried_list.len() {
-            return err(format!("{live} entries but lists hold {}", self.len()));
-        }
-        if live + self.free.len() != self.entries.len() {
-            return err("free list does not match the slab".into());
-        }
-        for &f in &self.free {
-            if self.entry(f).is_some() {
-                return err(format!("free index {f} is live"));
-            }
-        }
-        if self.by_addr.len() != live {
-            return err("address index size differs from entry count".into());
-        }
-        for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
-            for (pos, &idx) in list.iter().enumerate() {
-                let Some(e) = self.entry(idx) else {
-                    return err(format!("list holds dead index {idx}"));
-                };
-                if e.tried != tried || e.list_pos as usize != pos {
-                    return err(format!("{} has a wrong list position", e.addr));
-                }
-            }
-        }
-        let mut new_refs = 0usize;
-        let mut ids = 0usize;
-        for (idx, e) in self.entries.iter().enumerate() {
-            let Some(e) = e else { continue };
-            let idx = idx as u32;
-            if self.by_addr.get(&e.addr.addr) != Some(&idx) {
-                return err(format!("{} missing from the address index", e.addr));
-            }
-            if !self.by_id.get(&e.addr.id).is_some_and(|v| v.contains(&idx)) {
-                return err(format!("{} missing from the id index", e.addr));
-            }
-            if !self
-                .ports
-                .get(&e.addr.addr.ip())
-                .is_some_and(|p| p.contains(&e.addr.addr.port()))
-            {
-                return err(format!("{} missing from the port index", e.addr));
-            }
-            if e.tried {
-                if !e.new_buckets.is_empty() {
-                    return err(format!("tried {} has new references", e.addr));
-                }
-                if self.tried_table[self.tried_pos(&e.addr.addr)] != idx {
-                    return err(format!("tried {} not at its keyed slot", e.addr));
-                }
-            } else {
-                let n = e.new_buckets.len();
-                if n == 0 || n > usize::from(MAX_NEW_REFS) {
-                    return err(format!("{} has {n} new references", e.addr));
-                }
-                for (i, &b) in e.new_buckets.iter().enumerate() {
-                    if usize::from(b) >= NEW_BUCKETS || e.new_buckets[..i].contains(&b) {
-                        return err(format!("{} has a bad bucket list", e.addr));
-                    }
-                    if self.new_table[self.new_pos(usize::from(b), &e.addr.addr)] != idx {
-                        return err(format!("{} not at its keyed slot in bucket {b}", e.addr));
-                    }
-                }
-                new_refs += n;
-            }
-        }
-        // Every reference was found at its slot above; with exact occupancy counts this proves
-        // that no slot holds a stray reference (`check_full` also scans the tables).
-        let occupied_new = self.new_used;
-        if occupied_new != new_refs {
-            return err(format!(
-                "{occupied_new} new slots used but {new_refs} references"
-            ));
-        }
-        let occupied_tried = self.tried_used;
-        if occupied_tried != self.tried_list.len() {
-            return err(format!(
-                "{occupied_tried} tried slots used but {} tried entries",
-                self.tried_list.len()
-            ));
-        }
-        for v in self.by_id.values() {
-            ids += v.len();
-        }
-        if ids != live {
-            return err("id index size differs from entry count".into());
-        }
-        let ports: usize = self.ports.values().map(|p| p.len()).sum();
-        if ports != live
-            || self
-                .ports
-                .values()
-                .any(|p| p.len() > self.config.max_ports_per_ip)
-        {
-            return err("port index wrong or over 4 ports per ip".into());
-        }
-        if self.collisions.len() > MAX_TRIED_COLLISIONS {
-            return err("too many tried collisions".into());
-        }
-        for c in &self.collisions {
-            if self.entry(c.entry).is_none_or(|e| e.tried) {
-                return err("collision refers to a dead or tried entry".into());
-            }
-        }
-        if self.bans.len() > MAX_BANS {
-            return err("too many bans".into());
-        }
-        for b in &self.bans {
-            if self.ban_ids.get(&b.id).is_none_or(|&t| t < b.until)
-                || self.ban_ips.get(&b.ip).is_none_or(|&t| t < b.until)
-            {
-                return err(format!("ban of {}@{} not indexed", b.id, b.ip));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl AddrBook {
-    /// [`Self::check`] plus a scan of every slot of both tables against the occupancy counts
-    /// (O(table size); `check` is O(entries)).
-    pub fn check_full(&self) -> Result<(), CheckError> {
-        self.check()?;
-        let new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
-        let tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
-        if new != self.new_used || tried != self.tried_used {
-            return Err(CheckError(format!(
-                "tables hold {new}/{tried} references, counts say {}/{}",
-                self.new_used, self.tried_used
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -1400,33 +1033,4 @@ fn is_terrible(e: &Entry, now: UnixTime) -> bool {
         return true;
     }
     now.saturating_sub(e.last_success) > MIN_FAIL && e.attempts >= MAX_FAILURES
-}
-
-/// Bitcoin's `GetChance`: the selection weight of an entry.
-fn chance(e: &Entry, now: UnixTime) -> f64 {
-    let mut c = 1.0;
-    if e.last_attempt != 0 && now.saturating_sub(e.last_attempt) < RECENT_ATTEMPT {
-        c *= 0.01;
-    }
-    c * 0.66f64.powi(e.attempts.min(8) as i32)
-}
-
-/// A uniform integer in `0..n` (`n > 0`), without modulo bias.
-pub(crate) fn uniform(rng: &mut impl RngCore, n: usize) -> usize {
-    let n = n as u64;
-    if n <= 1 {
-        return 0;
-    }
-    let zone = u64::MAX - (u64::MAX % n);
-    loop {
-        let v = rng.next_u64();
-        if v < zone {
-            return (v % n) as usize;
-        }
-    }
-}
-
-/// A uniform float in `[0, 1)`.
-fn unit(rng: &mut impl RngCore) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -152,8 +152,11 @@ impl RecvChannel {
         }
         self.bytes_received += data.len() as u64;
         if eof && self.buf.is_empty() {
-            // A single-packet message: hand out the packet's buffer without copying.
-            return Ok(Some(data));
+            // A single-packet message (at most one payload, ~1 KiB) is copied out: a view into
+            // the packet would keep the whole read buffer it arrived in alive for as long as
+            // the application keeps the message, so a peer could make each small retained
+            // message pin a large allocation.
+            return Ok(Some(Bytes::copy_from_slice(&data)));
         }
         if self.buf.is_empty() {
             self.buf
@@ -167,5 +170,45 @@ impl RecvChannel {
             return Ok(Some(msg));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a single-packet message used to be a view into the packet, so keeping a
+    /// 5-byte message kept the whole (here 64 KiB) read buffer alive.
+    #[test]
+    fn a_single_packet_message_does_not_pin_the_read_buffer() {
+        let read_buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let packet_data = read_buffer.slice(1000..1005);
+        let desc = ChannelDescriptor::new(ChannelId(0x30), 1);
+        let mut ch = RecvChannel::new();
+        let Ok(Some(msg)) = ch.push(&desc, packet_data, true) else {
+            panic!("a complete single-packet message is delivered");
+        };
+        assert_eq!(&msg[..], &[7u8; 5]);
+        let buffer = read_buffer.as_ptr_range();
+        assert!(
+            !buffer.contains(&msg.as_ptr()),
+            "the message shares the read buffer"
+        );
+    }
+
+    #[test]
+    fn a_multi_packet_message_is_reassembled_and_its_buffer_released() {
+        let desc = ChannelDescriptor::new(ChannelId(0x30), 1);
+        let mut ch = RecvChannel::new();
+        assert!(matches!(
+            ch.push(&desc, Bytes::from_static(b"ab"), false),
+            Ok(None)
+        ));
+        let Ok(Some(msg)) = ch.push(&desc, Bytes::from_static(b"cd"), true) else {
+            panic!("the last chunk completes the message");
+        };
+        assert_eq!(&msg[..], b"abcd");
+        assert_eq!(ch.buf.capacity(), 0);
+        assert_eq!(ch.bytes_received, 4);
     }
 }

@@ -30,11 +30,13 @@ impl std::fmt::Display for TimeoutKind {
 
 /// Something the peer sent that the protocol does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolViolation {
     /// A PacketMsg for a channel we did not register (or outside 0..=255).
     #[error("unknown channel {0}")]
     UnknownChannel(i32),
-    /// A Packet longer than the limit (1034 bytes at the default payload), or a bad length prefix.
+    /// A Packet length prefix above the limit (1034 bytes at the default payload), refused
+    /// before the body arrives.
     #[error("packet of {len} bytes exceeds the maximum of {max} bytes")]
     OversizedPacket {
         /// The claimed length.
@@ -71,6 +73,7 @@ pub enum ProtocolViolation {
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The SecretConnection handshake failed.
     #[error("secret connection handshake failed: {0}")]
@@ -103,6 +106,7 @@ pub enum CloseReason {
 
 /// Why [`super::PeerConnection::send`] refused a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The channel's queue is full; the message is handed back.
     #[error("send queue is full")]

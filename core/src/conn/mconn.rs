@@ -60,9 +60,12 @@ pub struct MConnection {
     recv: Vec<RecvChannel>,
     /// Bitmap of the channel ids the peer advertised.
     peer_channels: [u64; 4],
+    /// Largest delimited Packet body accepted (1034 at the default payload).
     max_packet: usize,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    /// Received plaintext not yet processed (waiting for more bytes or for the rate limit).
+    recv_buf: BytesMut,
+    /// Packets written and not yet handed out by `poll_plaintext`.
+    send_buf: BytesMut,
     flush_at: Option<Instant>,
     flush_now: bool,
     send_bucket: super::ratelimit::TokenBucket,
@@ -74,7 +77,8 @@ pub struct MConnection {
     messages: VecDeque<(ChannelId, Bytes)>,
 }
 
-fn bit(set: &[u64; 4], ch: ChannelId) -> bool {
+/// Whether `ch` is in the 256-bit channel set `set`.
+fn in_channel_set(set: &[u64; 4], ch: ChannelId) -> bool {
     set[usize::from(ch.0 >> 6)] & (1 << (ch.0 & 63)) != 0
 }
 
@@ -97,8 +101,8 @@ impl MConnection {
             recv: channels.iter().map(|_| RecvChannel::new()).collect(),
             peer_channels: set,
             max_packet: max_packet_size(config.max_packet_payload),
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
+            recv_buf: BytesMut::new(),
+            send_buf: BytesMut::new(),
             flush_at: None,
             flush_now: false,
             send_bucket: super::ratelimit::TokenBucket::new(now, config.send_rate),
@@ -122,7 +126,7 @@ impl MConnection {
         let idx = self
             .index(channel)
             .ok_or(SendError::UnknownChannel(channel))?;
-        if !bit(&self.peer_channels, channel) {
+        if !in_channel_set(&self.peer_channels, channel) {
             return Err(SendError::NotAdvertisedByPeer(channel));
         }
         let desc = &self.channels[idx];
@@ -139,7 +143,7 @@ impl MConnection {
     #[must_use]
     pub fn can_send(&self, channel: ChannelId) -> bool {
         self.index(channel).is_some_and(|i| {
-            bit(&self.peer_channels, channel)
+            in_channel_set(&self.peer_channels, channel)
                 && self.send[i].queue.len() < self.channels[i].effective_queue()
         })
     }
@@ -147,32 +151,32 @@ impl MConnection {
     /// Whether the peer advertised `channel`.
     #[must_use]
     pub fn peer_has_channel(&self, channel: ChannelId) -> bool {
-        bit(&self.peer_channels, channel)
+        in_channel_set(&self.peer_channels, channel)
     }
 
     /// Whether any message is queued or partly sent, or packets wait to be flushed.
     #[must_use]
     pub fn has_pending_send(&self) -> bool {
-        !self.wbuf.is_empty() || self.pong_pending || self.send.iter().any(|c| c.has_pending())
+        !self.send_buf.is_empty() || self.pong_pending || self.send.iter().any(|c| c.has_pending())
     }
 
     /// Received plaintext waiting for the receive rate limit.
     #[must_use]
     pub fn recv_backlog(&self) -> usize {
-        self.rbuf.len()
+        self.recv_buf.len()
     }
 
     /// The receive buffer, for an opener to append plaintext to without a copy; follow with
     /// [`Self::handle_plaintext`] (with an empty slice) to process it.
     pub(crate) fn recv_buf_mut(&mut self) -> &mut BytesMut {
-        &mut self.rbuf
+        &mut self.recv_buf
     }
 
     /// Takes received plaintext and processes as many packets as the receive rate allows.
     pub fn handle_plaintext(&mut self, now: Instant, data: &[u8]) -> Result<(), CloseReason> {
-        self.rbuf.extend_from_slice(data);
+        self.recv_buf.extend_from_slice(data);
         self.process(now)?;
-        if self.rbuf.len() > self.config.recv_backlog {
+        if self.recv_buf.len() > self.config.recv_backlog {
             return Err(CloseReason::RecvBacklog {
                 limit: self.config.recv_backlog,
             });
@@ -189,8 +193,8 @@ impl MConnection {
     }
 
     fn process(&mut self, now: Instant) -> Result<(), CloseReason> {
-        while !self.rbuf.is_empty() && self.recv_bucket.ready(now) {
-            let (body_len, prefix_len) = match read_length_prefix(&self.rbuf, self.max_packet) {
+        while !self.recv_buf.is_empty() && self.recv_bucket.ready(now) {
+            let (body_len, prefix_len) = match read_length_prefix(&self.recv_buf, self.max_packet) {
                 Ok(Some(v)) => v,
                 Ok(None) => break,
                 Err(CodecError::TooLarge { len, max }) => {
@@ -199,17 +203,17 @@ impl MConnection {
                 Err(e) => return Err(ProtocolViolation::Undecodable(e).into()),
             };
             let total = prefix_len + body_len;
-            if self.rbuf.len() < total {
+            if self.recv_buf.len() < total {
                 break;
             }
-            let frame = self.rbuf.split_to(total).freeze();
+            let frame = self.recv_buf.split_to(total).freeze();
             let body = frame.slice(prefix_len..);
             self.recv_bucket.consume(total);
             self.handle_packet(body)?;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+        if self.recv_buf.is_empty() && self.recv_buf.capacity() > 0 {
             // Delivered messages may share this allocation; do not keep it alive when idle.
-            self.rbuf = BytesMut::new();
+            self.recv_buf = BytesMut::new();
         }
         Ok(())
     }
@@ -319,9 +323,9 @@ impl MConnection {
     }
 
     fn write_packet(&mut self, packet: &Packet) -> usize {
-        let before = self.wbuf.len();
-        encode_delimited(packet, &mut self.wbuf);
-        self.wbuf.len() - before
+        let before = self.send_buf.len();
+        encode_delimited(packet, &mut self.send_buf);
+        self.send_buf.len() - before
     }
 
     /// Produces plaintext to seal and send, if any is due. `room` is how many more unflushed bytes
@@ -330,7 +334,7 @@ impl MConnection {
     pub fn poll_plaintext(&mut self, now: Instant, room: usize) -> Option<BytesMut> {
         self.decay(now);
         const CONTROL_LEN: usize = 3;
-        if now >= self.next_ping && self.wbuf.len() + CONTROL_LEN <= room {
+        if now >= self.next_ping && self.send_buf.len() + CONTROL_LEN <= room {
             self.write_packet(&Packet {
                 sum: Some(packet::Sum::PacketPing(proto::PacketPing {})),
             });
@@ -340,7 +344,7 @@ impl MConnection {
             }
             self.next_ping = now + self.config.ping_interval;
         }
-        if self.pong_pending && self.wbuf.len() + CONTROL_LEN <= room {
+        if self.pong_pending && self.send_buf.len() + CONTROL_LEN <= room {
             self.write_packet(&Packet {
                 sum: Some(packet::Sum::PacketPong(proto::PacketPong {})),
             });
@@ -349,14 +353,14 @@ impl MConnection {
         }
         let payload = self.config.max_packet_payload;
         let batch = self.config.packets_per_batch.max(1);
-        'batches: while self.wbuf.len() < room
-            && self.wbuf.len() < FLUSH_THRESHOLD
+        'batches: while self.send_buf.len() < room
+            && self.send_buf.len() < FLUSH_THRESHOLD
             && self.send_bucket.ready(now)
         {
             let mut written = 0;
             let mut wrote_any = false;
             for _ in 0..batch {
-                if self.wbuf.len() >= room {
+                if self.send_buf.len() >= room {
                     break;
                 }
                 let Some(idx) = self.select() else {
@@ -385,14 +389,14 @@ impl MConnection {
                 self.flush_at = Some(now + self.config.flush_throttle);
             }
         }
-        if self.wbuf.is_empty() {
+        if self.send_buf.is_empty() {
             self.flush_now = false;
             self.flush_at = None;
             return None;
         }
         let due = self.flush_now
-            || self.wbuf.len() >= FLUSH_THRESHOLD
-            || self.wbuf.len() >= room
+            || self.send_buf.len() >= FLUSH_THRESHOLD
+            || self.send_buf.len() >= room
             || self.flush_at.is_some_and(|t| now >= t);
         if !due {
             return None;
@@ -400,7 +404,7 @@ impl MConnection {
         self.flush_now = false;
         self.flush_at = None;
         // Hand over the whole buffer: keeping a view into it would pin the allocation.
-        Some(std::mem::take(&mut self.wbuf))
+        Some(std::mem::take(&mut self.send_buf))
     }
 
     /// Like [`Self::poll_plaintext`] but flushes whatever is written, ignoring the throttle
@@ -421,13 +425,13 @@ impl MConnection {
             }
         };
         min(self.pong_deadline);
-        if !self.wbuf.is_empty() {
+        if !self.send_buf.is_empty() {
             min(self.flush_at);
         }
         if self.send.iter().any(SendChannel::has_pending) {
             min(self.send_bucket.ready_at());
         }
-        if !self.rbuf.is_empty() {
+        if !self.recv_buf.is_empty() {
             min(self.recv_bucket.ready_at());
         }
         t
@@ -558,6 +562,66 @@ mod tests {
             .unwrap();
         let plain = m.poll_plaintext(now, usize::MAX).unwrap();
         assert_eq!(&plain[..], &[0x02, 0x12, 0x00]);
+    }
+
+    /// The PEX channel's message limit (64000 bytes, spec 9) holds at the channel, before any
+    /// PEX decoding: exactly 64000 bytes arrive, one more closes.
+    #[test]
+    fn pex_channel_message_limit_is_crossed_by_one() {
+        let now = base();
+        let stream = |total: usize| {
+            let mut out = BytesMut::new();
+            let mut sent = 0;
+            while sent < total {
+                let len = (total - sent).min(1000);
+                sent += len;
+                let packet = Packet::msg(ChannelId::PEX, sent == total, vec![0; len].into());
+                encode_delimited(&packet, &mut out);
+            }
+            out
+        };
+        let pex = || {
+            let descs: Arc<[ChannelDescriptor]> = vec![ChannelDescriptor::pex()].into();
+            MConnection::new(
+                now,
+                Arc::new(ConnectionConfig::default()),
+                descs,
+                &[ChannelId::PEX],
+            )
+        };
+        let mut m = pex();
+        m.handle_plaintext(now, &stream(64_000)).unwrap();
+        let (channel, msg) = m.poll_message().unwrap();
+        assert_eq!((channel, msg.len()), (ChannelId::PEX, 64_000));
+        let mut m = pex();
+        assert_eq!(
+            m.handle_plaintext(now, &stream(64_001)),
+            Err(CloseReason::Protocol(ProtocolViolation::OversizedMessage {
+                channel: ChannelId::PEX,
+                size: 64_001,
+                max: 64_000
+            }))
+        );
+    }
+
+    #[test]
+    fn recv_backlog_is_crossed_by_one() {
+        let now = base();
+        // A 1-byte bucket: one packet is processed, then everything waits for the rate.
+        let config = ConnectionConfig {
+            recv_rate: 10,
+            recv_backlog: 100,
+            ..ConnectionConfig::default()
+        };
+        let mut m = mconn(now, config, &[(0x20, 1)]);
+        let mut input = vec![0x02, 0x0a, 0x00]; // a ping, processed at once
+        input.extend_from_slice(&[0x02; 100]); // waits: exactly the backlog
+        m.handle_plaintext(now, &input).unwrap();
+        assert_eq!(m.recv_backlog(), 100);
+        assert_eq!(
+            m.handle_plaintext(now, &[0x02]),
+            Err(CloseReason::RecvBacklog { limit: 100 })
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct NodeInfo {
 
 /// Why a NodeInfo is rejected (decoding, 3.5, 3.6 and the identity checks of 3.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeInfoError {
     /// `default_node_id` is not 40 hex characters.
     #[error("node info id {0:?} is not a valid node id")]
@@ -169,10 +170,9 @@ impl NodeInfo {
         }
     }
 
-    /// Converts a received protobuf NodeInfo; only the id is checked here (see [`Self::validate`]).
-    ///
-    /// Channel lists longer than 16 are kept (so that validation can report them) but are cut at
-    /// 255 entries, which bounds memory for any input the 10240-byte read limit lets through.
+    /// Converts a received protobuf NodeInfo. Only the id and the channel count are checked
+    /// here (more than [`MAX_NODE_INFO_CHANNELS`] is [`NodeInfoError::TooManyChannels`], so the
+    /// inline channel list never spills to the heap); the other rules are [`Self::validate`]'s.
     pub fn from_proto(p: proto::DefaultNodeInfo) -> Result<Self, NodeInfoError> {
         let id = p
             .default_node_id

@@ -3,6 +3,10 @@
 //! - [`conn_packets`]: arbitrary bytes into the MConnection layer directly (below the crypto), and
 //!   the same bytes sealed into an established [`PeerConnection`] (a real SecretConnection
 //!   handshake first; under `cfg(fuzzing)` its crypto is the cheap insecure shim).
+//! - [`upgrade`]: arbitrary bytes, sealed, where the peer's NodeInfo belongs in a
+//!   [`PeerConnection`] (the NodeInfo phase of spec 3.2 and the switch to the MConnection).
+//! - [`raw`]: arbitrary bytes into a fresh [`PeerConnection`] from the first byte, with
+//!   deadlines passing and end of stream.
 //! - [`nodeinfo`]: the NodeInfo decoder, validator and compatibility check.
 
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use crate::conn::{
 };
 use crate::identity::NodeKey;
 use crate::ids::ChannelId;
-use crate::secret::Handshake;
+use crate::secret::{Handshake, SecretSession};
 use crate::wire::codec::{decode_delimited, encode_delimited};
 use crate::wire::limits::MAX_NODE_INFO_SIZE;
 use crate::wire::proto::DefaultNodeInfo;
@@ -81,34 +85,8 @@ pub fn conn_packets(data: &[u8]) {
     }
 
     // The full pipeline: handshake with a hand-driven peer, NodeInfo, then the fuzz bytes.
-    let ours = NodeKey::from_seed([1; 32]);
     let theirs = NodeKey::from_seed([2; 32]);
-    let mut conn = PeerConnection::new(
-        now,
-        config,
-        chans,
-        Arc::new(info(&ours)),
-        &ours,
-        [3; 32],
-        Direction::Inbound,
-        None,
-    );
-    let mut hs = Handshake::new(&theirs, [4; 32]);
-    for _ in 0..8 {
-        while let Some(b) = hs.poll_transmit() {
-            conn.handle_received(now, &b);
-        }
-        while let Some(b) = conn.poll_transmit(now) {
-            conn.handle_sent(now, b.len());
-            if !hs.is_complete() && hs.handle_received(&b).is_err() {
-                return;
-            }
-        }
-        if hs.is_complete() {
-            break;
-        }
-    }
-    let Ok(mut session) = hs.into_session() else {
+    let Some((mut conn, mut session)) = after_handshake(now, config, chans, &theirs) else {
         return;
     };
     let mut plain = BytesMut::new();
@@ -140,6 +118,147 @@ pub fn conn_packets(data: &[u8]) {
     while conn.poll_event().is_some() {}
 }
 
+/// Our inbound [`PeerConnection`] (key 1) after a real SecretConnection handshake with a
+/// hand-driven peer holding `theirs`, and that peer's session; `None` if the handshake fails
+/// (it cannot with these fixed keys, even under the fuzzing crypto shim).
+fn after_handshake(
+    now: Instant,
+    config: Arc<ConnectionConfig>,
+    chans: Arc<[ChannelDescriptor]>,
+    theirs: &NodeKey,
+) -> Option<(PeerConnection, SecretSession)> {
+    let ours = NodeKey::from_seed([1; 32]);
+    let mut conn = PeerConnection::new(
+        now,
+        config,
+        chans,
+        Arc::new(info(&ours)),
+        &ours,
+        [3; 32],
+        Direction::Inbound,
+        None,
+    );
+    let mut hs = Handshake::new(theirs, [4; 32]);
+    for _ in 0..8 {
+        while let Some(b) = hs.poll_transmit() {
+            conn.handle_received(now, &b);
+        }
+        while let Some(b) = conn.poll_transmit(now) {
+            conn.handle_sent(now, b.len());
+            if !hs.is_complete() {
+                hs.handle_received(&b).ok()?;
+            }
+        }
+        if hs.is_complete() {
+            break;
+        }
+    }
+    let session = hs.into_session().ok()?;
+    Some((conn, session))
+}
+
+/// The connection upgrade after the SecretConnection handshake: `data` arrives, sealed, where
+/// the peer's NodeInfo belongs (then packets), in chunks whose sizes come from its first byte,
+/// followed by end of stream. The connection must establish at most once, only with a NodeInfo
+/// that validates and names the authenticated key, and `Closed` must be its last event.
+pub fn upgrade(data: &[u8]) {
+    let now = base();
+    let theirs = NodeKey::from_seed([2; 32]);
+    let config = Arc::new(ConnectionConfig::default());
+    let Some((mut conn, mut session)) = after_handshake(now, config, channels(), &theirs) else {
+        return;
+    };
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0)) * 8;
+    let mut sealed = BytesMut::new();
+    if session.sealer.seal(data, &mut sealed).is_err() {
+        return;
+    }
+    let mut events = Vec::new();
+    for piece in sealed.chunks(chunk) {
+        conn.handle_received(now, piece);
+        while let Some(b) = conn.poll_transmit(now) {
+            conn.handle_sent(now, b.len());
+        }
+        events.extend(std::iter::from_fn(|| conn.poll_event()));
+    }
+    conn.handle_eof(now);
+    events.extend(std::iter::from_fn(|| conn.poll_event()));
+    let established: Vec<&NodeInfo> = events
+        .iter()
+        .filter_map(|e| match e {
+            ConnEvent::Established { remote } => Some(remote),
+            _ => None,
+        })
+        .collect();
+    assert!(established.len() <= 1, "established twice");
+    if let Some(remote) = established.first() {
+        assert_eq!(remote.validate(), Ok(()));
+        assert_eq!(remote.id, theirs.node_id());
+        assert_eq!(conn.remote_info(), Some(*remote));
+    }
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Closed(_)))
+        .count();
+    assert_eq!(closes, 1, "end of stream must close exactly once");
+    assert!(matches!(events.last(), Some(ConnEvent::Closed(_))));
+    assert!(conn.is_closed());
+}
+
+/// Arbitrary bytes from the first byte on: a fresh inbound [`PeerConnection`] is fed `data` in
+/// pieces whose sizes come from control bytes in the data, with our output drained and the
+/// clock advanced between pieces (reaching the handshake and NodeInfo deadlines), then end of
+/// stream. Under the fuzzing crypto shim a crafted input can complete the handshake; whatever
+/// happens, an `Established` NodeInfo must validate, and `Closed` must come once, last.
+pub fn raw(data: &[u8]) {
+    let start = base();
+    let ours = NodeKey::from_seed([1; 32]);
+    let mut conn = PeerConnection::new(
+        start,
+        Arc::new(ConnectionConfig::default()),
+        channels(),
+        Arc::new(info(&ours)),
+        &ours,
+        [3; 32],
+        Direction::Inbound,
+        None,
+    );
+    let mut events = Vec::new();
+    let mut now = start;
+    let mut rest = data;
+    while let Some((&ctl, tail)) = rest.split_first() {
+        let n = (usize::from(ctl & 0x3f) * 24).min(tail.len());
+        let (piece, tail) = tail.split_at(n);
+        rest = tail;
+        conn.handle_received(now, piece);
+        while let Some(b) = conn.poll_transmit(now) {
+            conn.handle_sent(now, b.len());
+        }
+        if ctl & 0xc0 == 0xc0 {
+            now += Duration::from_millis(1500);
+            conn.handle_timeout(now);
+        }
+        events.extend(std::iter::from_fn(|| conn.poll_event()));
+    }
+    conn.handle_eof(now);
+    events.extend(std::iter::from_fn(|| conn.poll_event()));
+    let mut established = 0;
+    for event in &events {
+        if let ConnEvent::Established { remote } = event {
+            established += 1;
+            assert_eq!(remote.validate(), Ok(()));
+            assert_eq!(Some(remote.id), conn.remote_id());
+        }
+    }
+    assert!(established <= 1, "established twice");
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Closed(_)))
+        .count();
+    assert_eq!(closes, 1, "end of stream must close exactly once");
+    assert!(matches!(events.last(), Some(ConnEvent::Closed(_))));
+}
+
 /// Decodes `data` as a delimited and as a bare NodeInfo, validates it and checks compatibility;
 /// whatever converts must survive a round trip.
 pub fn nodeinfo(data: &[u8]) {
@@ -162,5 +281,27 @@ pub fn nodeinfo(data: &[u8]) {
         let again = NodeInfo::from_proto(ni.to_proto()).expect("a converted NodeInfo re-converts");
         assert_eq!(again, ni);
         assert_eq!(again.validate(), valid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upgrade entry point on its edge inputs: nothing, a valid NodeInfo followed by a ping,
+    /// a packet where the NodeInfo belongs, and an oversized length prefix.
+    #[test]
+    fn upgrade_edge_inputs() {
+        let theirs = NodeKey::from_seed([2; 32]);
+        let mut valid = Vec::new();
+        encode_delimited(&info(&theirs).to_proto(), &mut valid);
+        let mut then_ping = valid.clone();
+        then_ping.extend_from_slice(&[0x02, 0x0a, 0x00]);
+        let mut packet_first = vec![0x02, 0x0a, 0x00];
+        packet_first.extend_from_slice(&valid);
+        for input in [&[][..], &valid, &then_ping, &packet_first, &[0x81, 0x50]] {
+            upgrade(input);
+            raw(input);
+        }
     }
 }

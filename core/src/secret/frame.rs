@@ -17,6 +17,7 @@ const DIAGNOSIS_WINDOW: u64 = 8;
 
 /// Why a frame could not be sealed or opened. Every error is fatal for the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The frame does not authenticate under any nearby nonce: it was altered in transit or
     /// sealed with another key.

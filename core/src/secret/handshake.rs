@@ -6,20 +6,21 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use super::delimited::{DelimitedReader, PrefixError};
+use super::delimited::DelimitedReader;
 use super::frame::{FrameError, Opener, Sealer};
 use crate::crypto;
 use crate::identity::NodeKey;
+use crate::wire::codec::CodecError;
+use crate::wire::limits::MAX_HANDSHAKE_MSG_SIZE;
 use crate::wire::proto::{AuthSigMessage, BytesValue, PublicKey, public_key};
 
-/// Largest accepted delimited handshake message, each of the two (spec 2.1).
-pub const MAX_HANDSHAKE_MSG_SIZE: usize = 1 << 20;
-
-/// Most plaintext bytes buffered after the AuthSig before the caller takes the session.
-const MAX_EARLY_DATA: usize = 1 << 20;
+/// Most plaintext bytes buffered after the peer's AuthSig before the caller takes the session
+/// (1 MiB); one byte more is [`HandshakeError::TooMuchEarlyData`].
+pub const MAX_EARLY_DATA: usize = 1 << 20;
 
 /// Why a handshake failed. The connection must then be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// A length prefix is not a valid uvarint.
     #[error("malformed length prefix in the {0} message")]
@@ -80,8 +81,8 @@ pub enum HandshakeError {
 }
 
 /// What the key schedule derived from the ephemeral exchange (spec 2.2 steps 3–8).
-/// Exposed for known-answer tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Exposed for known-answer tests. Its `Debug` output shows no secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeySchedule {
     /// Whether our ephemeral public key is the smaller one.
     pub loc_is_least: bool,
@@ -95,6 +96,14 @@ pub struct KeySchedule {
     pub send_key: [u8; 32],
     /// The merlin challenge both sides sign.
     pub challenge: [u8; 32],
+}
+
+impl std::fmt::Debug for KeySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySchedule")
+            .field("loc_is_least", &self.loc_is_least)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Splits the HKDF output into (recv, send) keys by `loc_is_least` (spec 2.2 step 7).
@@ -183,6 +192,27 @@ enum State {
     },
     /// A previous call failed.
     Failed,
+}
+
+impl State {
+    /// The authenticated state holding `early_data`, unless that is more than
+    /// [`MAX_EARLY_DATA`].
+    fn authenticated(
+        remote_public_key: [u8; 32],
+        sealer: Sealer,
+        opener: Opener,
+        early_data: BytesMut,
+    ) -> Result<State, HandshakeError> {
+        if early_data.len() > MAX_EARLY_DATA {
+            return Err(HandshakeError::TooMuchEarlyData);
+        }
+        Ok(State::Authenticated {
+            remote_public_key,
+            sealer,
+            opener,
+            plaintext: early_data,
+        })
+    }
 }
 
 /// One side's handshake state machine. There are no roles: both sides run the same steps.
@@ -336,15 +366,7 @@ impl Handshake {
                     });
                 };
                 let remote_public_key = verify_auth_sig(&body, &challenge)?;
-                if plaintext.len() > MAX_EARLY_DATA {
-                    return Err(HandshakeError::TooMuchEarlyData);
-                }
-                Ok(State::Authenticated {
-                    remote_public_key,
-                    sealer,
-                    opener,
-                    plaintext,
-                })
+                State::authenticated(remote_public_key, sealer, opener, plaintext)
             }
             State::Authenticated {
                 remote_public_key,
@@ -354,15 +376,7 @@ impl Handshake {
             } => {
                 // Decrypting never grows the data, so this holds at most what we were given.
                 opener.open(data, &mut plaintext)?;
-                if plaintext.len() > MAX_EARLY_DATA {
-                    return Err(HandshakeError::TooMuchEarlyData);
-                }
-                Ok(State::Authenticated {
-                    remote_public_key,
-                    sealer,
-                    opener,
-                    plaintext,
-                })
+                State::authenticated(remote_public_key, sealer, opener, plaintext)
             }
             State::Failed => Err(HandshakeError::AlreadyFailed),
         }
@@ -413,10 +427,11 @@ impl std::fmt::Debug for Handshake {
     }
 }
 
-fn prefix_error(err: PrefixError, what: &'static str) -> HandshakeError {
+/// Names the handshake message whose length prefix failed.
+fn prefix_error(err: CodecError, what: &'static str) -> HandshakeError {
     match err {
-        PrefixError::Malformed => HandshakeError::MalformedLength(what),
-        PrefixError::TooLong(len) => HandshakeError::MessageTooLong { what, len },
+        CodecError::TooLarge { len, .. } => HandshakeError::MessageTooLong { what, len },
+        CodecError::VarintOverflow | CodecError::Decode(_) => HandshakeError::MalformedLength(what),
     }
 }
 

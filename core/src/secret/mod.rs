@@ -9,10 +9,12 @@ mod delimited;
 mod frame;
 mod handshake;
 
+/// Largest accepted delimited handshake message, each of the two (1 MiB, spec 2.1).
+pub use crate::wire::limits::MAX_HANDSHAKE_MSG_SIZE;
 pub use frame::{DATA_MAX_SIZE, FrameError, Opener, SEALED_FRAME_SIZE, Sealer, TOTAL_FRAME_SIZE};
 pub use handshake::{
-    Handshake, HandshakeError, KeySchedule, MAX_HANDSHAKE_MSG_SIZE, SecretSession,
-    auth_sig_message, ephemeral_message, split_keys,
+    Handshake, HandshakeError, KeySchedule, MAX_EARLY_DATA, SecretSession, auth_sig_message,
+    ephemeral_message, split_keys,
 };
 
 /// HKDF-SHA256 of a DH secret into 96 bytes, as the handshake does (spec 2.2 step 7); public

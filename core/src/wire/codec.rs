@@ -15,6 +15,7 @@ pub const MAX_UVARINT_LEN: usize = 10;
 
 /// Why a delimited message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The length prefix runs past 10 bytes or above `u64::MAX`.
     #[error("length prefix is not a valid uvarint (too long or above 2^64)")]

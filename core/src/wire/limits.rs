@@ -2,6 +2,9 @@
 //!
 //! Every delimited read names one of these as its maximum; the codec rejects a longer claimed
 //! length as soon as the length prefix is read, before any buffer of that size exists.
+//!
+//! `docs/limits.md` lists every limit of the core (these, the connection's and the address
+//! book's), the typed outcome one over it and the tests that cross each one by one.
 
 /// Maximum body length of the two cleartext/handshake delimited messages of the SecretConnection
 /// (the ephemeral-key `BytesValue` and the `AuthSigMessage`): 1 MiB. Honest peers send 34 and 102

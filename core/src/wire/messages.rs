@@ -16,6 +16,7 @@ use crate::ids::ChannelId;
 
 /// Why a message was rejected: its encoding, or a rule of the protocol above protobuf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The length prefix, the size limit or the protobuf encoding.
     #[error(transparent)]
@@ -437,19 +438,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn node_info_limit() {
+    /// A `DefaultNodeInfo` whose body is exactly `len` bytes (a moniker of `len - 3` bytes).
+    fn node_info_of_len(len: usize) -> DefaultNodeInfo {
         let info = DefaultNodeInfo {
-            moniker: "m".repeat(MAX_NODE_INFO_SIZE),
+            moniker: "m".repeat(len - 3),
             ..DefaultNodeInfo::default()
         };
-        let wire = encode_delimited_to_vec(&info);
-        assert!(matches!(
+        assert_eq!(prost::Message::encoded_len(&info), len);
+        info
+    }
+
+    #[test]
+    fn node_info_limit_is_crossed_by_one() {
+        let at_limit = node_info_of_len(MAX_NODE_INFO_SIZE);
+        let wire = encode_delimited_to_vec(&at_limit);
+        assert_eq!(
+            decode_node_info(&wire),
+            Ok(Some((at_limit, MAX_NODE_INFO_SIZE + 2)))
+        );
+        let over = node_info_of_len(MAX_NODE_INFO_SIZE + 1);
+        let wire = encode_delimited_to_vec(&over);
+        assert_eq!(
             decode_node_info(&wire),
             Err(CodecError::TooLarge {
-                max: MAX_NODE_INFO_SIZE,
-                ..
+                len: (MAX_NODE_INFO_SIZE + 1) as u64,
+                max: MAX_NODE_INFO_SIZE
             })
-        ));
+        );
+    }
+
+    #[test]
+    fn pex_message_size_limit_is_crossed_by_one() {
+        // A request (`0a 00`) followed by unknown field 15 (`7a`, 3-byte length, padding),
+        // which protobuf skips: 64000 bytes in all.
+        let padded = |total: usize| {
+            let mut bytes = hex("0a 00 7a");
+            crate::wire::codec::write_uvarint((total - 6) as u64, &mut bytes);
+            bytes.resize(total, 0);
+            bytes
+        };
+        assert_eq!(
+            decode_pex_message(&padded(MAX_PEX_MESSAGE_SIZE)),
+            Ok(pex_message::Sum::PexRequest(PexRequest {}))
+        );
+        assert_eq!(
+            decode_pex_message(&padded(MAX_PEX_MESSAGE_SIZE + 1)),
+            Err(WireError::Codec(CodecError::TooLarge {
+                len: (MAX_PEX_MESSAGE_SIZE + 1) as u64,
+                max: MAX_PEX_MESSAGE_SIZE
+            }))
+        );
     }
 }

@@ -1,0 +1,127 @@
+//! Bans (G14–G16): node id *and* IP, atomic with removal from the tables, bounded in number,
+//! reinstated into *new* only on expiry.
+
+use std::net::{IpAddr, SocketAddr};
+
+use rand_core::RngCore;
+use smallvec::SmallVec;
+
+use super::{AddrBook, Ban, HOUR, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
+use crate::addr::NetAddr;
+use crate::ids::NodeId;
+
+impl AddrBook {
+    /// Bans node `id` and `ip` until `now + ban_duration`, removing every entry with that id
+    /// or at that IP in the same step (G14, G15). A repeated ban never shortens one. Persistent
+    /// peers are never banned: returns false for them.
+    pub fn ban(&mut self, id: NodeId, ip: IpAddr, now: UnixTime) -> bool {
+        let persistent =
+            self.persistent_ids.contains(&id) || self.persistent_addrs.iter().any(|a| a.ip() == ip);
+        if persistent {
+            return false;
+        }
+        let until = now.saturating_add(self.config.ban_duration.as_secs());
+        let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
+        if let Some(ports) = self.ports.get(&ip) {
+            for &p in ports {
+                if let Some(&i) = self.by_addr.get(&SocketAddr::new(ip, p))
+                    && !victims.contains(&i)
+                {
+                    victims.push(i);
+                }
+            }
+        }
+        let mut saved: SmallVec<[(NetAddr, IpAddr); 1]> = SmallVec::new();
+        for i in victims {
+            if let Some(e) = self.entry(i) {
+                if self.is_persistent(&e.addr) {
+                    continue;
+                }
+                saved.push((e.addr, e.source));
+            }
+            self.delete_entry(i);
+        }
+        saved.truncate(MAX_SAVED_PER_BAN);
+        if let Some(b) = self.bans.iter_mut().find(|b| b.id == id && b.ip == ip) {
+            b.until = b.until.max(until);
+            let room = MAX_SAVED_PER_BAN.saturating_sub(b.saved.len());
+            b.saved.extend(saved.into_iter().take(room));
+        } else {
+            if self.bans.len() >= MAX_BANS
+                && let Some((i, _)) = self.bans.iter().enumerate().min_by_key(|(_, b)| b.until)
+            {
+                self.bans.swap_remove(i);
+                self.rebuild_ban_maps();
+            }
+            self.bans.push(Ban {
+                id,
+                ip,
+                until,
+                saved,
+            });
+        }
+        let t = self.ban_ids.entry(id).or_insert(0);
+        *t = (*t).max(until);
+        let t = self.ban_ips.entry(ip).or_insert(0);
+        *t = (*t).max(until);
+        true
+    }
+
+    /// Rebuilds the id and IP lookup maps from the ban records.
+    pub(super) fn rebuild_ban_maps(&mut self) {
+        self.ban_ids.clear();
+        self.ban_ips.clear();
+        for b in &self.bans {
+            let t = self.ban_ids.entry(b.id).or_insert(0);
+            *t = (*t).max(b.until);
+            let t = self.ban_ips.entry(b.ip).or_insert(0);
+            *t = (*t).max(b.until);
+        }
+    }
+
+    /// True if node `id` or `ip` is banned at `now`.
+    #[must_use]
+    pub fn is_banned(&self, id: &NodeId, ip: &IpAddr, now: UnixTime) -> bool {
+        self.ban_ids.get(id).is_some_and(|&t| t > now)
+            || self.ban_ips.get(ip).is_some_and(|&t| t > now)
+    }
+
+    /// Lifts expired bans (earliest expiry first, at most `max_reinstatements_per_hour` per
+    /// hour) and puts their addresses back into *new* only, with attempts reset and the
+    /// original source kept (G16). Returns how many ban records were lifted.
+    pub fn reinstate_expired(&mut self, now: UnixTime, rng: &mut impl RngCore) -> usize {
+        if now.saturating_sub(self.reinstate_window.0) >= HOUR {
+            self.reinstate_window = (now, 0);
+        }
+        let budget = self
+            .config
+            .max_reinstatements_per_hour
+            .saturating_sub(self.reinstate_window.1) as usize;
+        let mut expired: Vec<usize> = (0..self.bans.len())
+            .filter(|&i| self.bans[i].until <= now)
+            .collect();
+        expired.sort_by_key(|&i| (self.bans[i].until, self.bans[i].id, self.bans[i].ip));
+        expired.truncate(budget);
+        expired.sort_unstable_by(|a, b| b.cmp(a));
+        let mut lifted = Vec::with_capacity(expired.len());
+        for i in expired {
+            lifted.push(self.bans.swap_remove(i));
+        }
+        lifted.sort_by_key(|b| (b.until, b.id, b.ip));
+        self.rebuild_ban_maps();
+        self.reinstate_window.1 = self.reinstate_window.1.saturating_add(lifted.len() as u32);
+        for b in &lifted {
+            for &(addr, source) in &b.saved {
+                // Through `add`: new table only, fresh counters, original source (G1 holds).
+                let _ = self.add(addr, source, now, rng);
+            }
+        }
+        lifted.len()
+    }
+
+    /// Number of ban records (active or expired but not yet reinstated).
+    #[must_use]
+    pub fn len_banned(&self) -> usize {
+        self.bans.len()
+    }
+}

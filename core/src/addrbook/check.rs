@@ -1,0 +1,151 @@
+//! The consistency checker (G23): every cross-index of the book verified, in O(entries)
+//! ([`AddrBook::check`]) or with a full table scan ([`AddrBook::check_full`]).
+
+use super::{
+    AddrBook, CheckError, EMPTY, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
+    NEW_BUCKETS,
+};
+
+impl AddrBook {
+    /// Verifies every cross-index (G23): slot ↔ keyed hash, references 1–8 in new and 0 in
+    /// tried, list positions, address/port/id indexes, counts, collisions, bans, key ≠ 0.
+    pub fn check(&self) -> Result<(), CheckError> {
+        let err = |s: String| Err(CheckError(s));
+        if self.key == [0u8; 16] {
+            return err("key is zero".into());
+        }
+        let live = self.entries.iter().filter(|e| e.is_some()).count();
+        if live != self.new_list.len() + self.tried_list.len() {
+            return err(format!("{live} entries but lists hold {}", self.len()));
+        }
+        if live + self.free.len() != self.entries.len() {
+            return err("free list does not match the slab".into());
+        }
+        for &f in &self.free {
+            if self.entry(f).is_some() {
+                return err(format!("free index {f} is live"));
+            }
+        }
+        if self.by_addr.len() != live {
+            return err("address index size differs from entry count".into());
+        }
+        for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
+            for (pos, &idx) in list.iter().enumerate() {
+                let Some(e) = self.entry(idx) else {
+                    return err(format!("list holds dead index {idx}"));
+                };
+                if e.tried != tried || e.list_pos as usize != pos {
+                    return err(format!("{} has a wrong list position", e.addr));
+                }
+            }
+        }
+        let mut new_refs = 0usize;
+        let mut ids = 0usize;
+        for (idx, e) in self.entries.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let idx = idx as u32;
+            if self.by_addr.get(&e.addr.addr) != Some(&idx) {
+                return err(format!("{} missing from the address index", e.addr));
+            }
+            if !self.by_id.get(&e.addr.id).is_some_and(|v| v.contains(&idx)) {
+                return err(format!("{} missing from the id index", e.addr));
+            }
+            if !self
+                .ports
+                .get(&e.addr.addr.ip())
+                .is_some_and(|p| p.contains(&e.addr.addr.port()))
+            {
+                return err(format!("{} missing from the port index", e.addr));
+            }
+            if e.tried {
+                if !e.new_buckets.is_empty() {
+                    return err(format!("tried {} has new references", e.addr));
+                }
+                if self.tried_table[self.tried_pos(&e.addr.addr)] != idx {
+                    return err(format!("tried {} not at its keyed slot", e.addr));
+                }
+            } else {
+                let n = e.new_buckets.len();
+                if n == 0 || n > usize::from(MAX_NEW_REFS) {
+                    return err(format!("{} has {n} new references", e.addr));
+                }
+                for (i, &b) in e.new_buckets.iter().enumerate() {
+                    if usize::from(b) >= NEW_BUCKETS || e.new_buckets[..i].contains(&b) {
+                        return err(format!("{} has a bad bucket list", e.addr));
+                    }
+                    if self.new_table[self.new_pos(usize::from(b), &e.addr.addr)] != idx {
+                        return err(format!("{} not at its keyed slot in bucket {b}", e.addr));
+                    }
+                }
+                new_refs += n;
+            }
+        }
+        // Every reference was found at its slot above; with exact occupancy counts this proves
+        // that no slot holds a stray reference (`check_full` also scans the tables).
+        let occupied_new = self.new_used;
+        if occupied_new != new_refs {
+            return err(format!(
+                "{occupied_new} new slots used but {new_refs} references"
+            ));
+        }
+        let occupied_tried = self.tried_used;
+        if occupied_tried != self.tried_list.len() {
+            return err(format!(
+                "{occupied_tried} tried slots used but {} tried entries",
+                self.tried_list.len()
+            ));
+        }
+        for v in self.by_id.values() {
+            ids += v.len();
+        }
+        if ids != live {
+            return err("id index size differs from entry count".into());
+        }
+        let ports: usize = self.ports.values().map(|p| p.len()).sum();
+        if ports != live
+            || self
+                .ports
+                .values()
+                .any(|p| p.len() > self.config.max_ports_per_ip)
+        {
+            return err("port index wrong or over the per-ip port cap".into());
+        }
+        if self.collisions.len() > MAX_TRIED_COLLISIONS {
+            return err("too many tried collisions".into());
+        }
+        for c in &self.collisions {
+            if self.entry(c.entry).is_none_or(|e| e.tried) {
+                return err("collision refers to a dead or tried entry".into());
+            }
+        }
+        if self.bans.len() > MAX_BANS {
+            return err("too many bans".into());
+        }
+        for b in &self.bans {
+            if b.saved.len() > MAX_SAVED_PER_BAN {
+                return err(format!("ban of {}@{} saves too many entries", b.id, b.ip));
+            }
+            if self.ban_ids.get(&b.id).is_none_or(|&t| t < b.until)
+                || self.ban_ips.get(&b.ip).is_none_or(|&t| t < b.until)
+            {
+                return err(format!("ban of {}@{} not indexed", b.id, b.ip));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`] plus a scan of every slot of both tables against the occupancy counts
+    /// (O(table size); `check` is O(entries)).
+    pub fn check_full(&self) -> Result<(), CheckError> {
+        self.check()?;
+        let new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
+        let tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
+        if new != self.new_used || tried != self.tried_used {
+            return Err(CheckError(format!(
+                "tables hold {new}/{tried} references, counts say {}/{}",
+                self.new_used, self.tried_used
+            )));
+        }
+        Ok(())
+    }
+}
