@@ -146,13 +146,19 @@ impl PexPeer {
         Ok(())
     }
 
+    /// Whether a request may go to this peer now: none outstanding, and the last one at least
+    /// [`MIN_REQUEST_INTERVAL`] ago.
+    pub(crate) fn can_request(&self, now: Instant) -> bool {
+        !self.outstanding
+            && self
+                .last_sent
+                .is_none_or(|last| now.saturating_duration_since(last) >= MIN_REQUEST_INTERVAL)
+    }
+
     /// Marks a request as sent; false (and nothing is to be sent) if one is already outstanding
     /// or the last one went out less than [`MIN_REQUEST_INTERVAL`] ago.
     pub(crate) fn start_request(&mut self, now: Instant) -> bool {
-        let too_soon = self
-            .last_sent
-            .is_some_and(|last| now.saturating_duration_since(last) < MIN_REQUEST_INTERVAL);
-        if self.outstanding || too_soon {
+        if !self.can_request(now) {
             return false;
         }
         self.outstanding = true;

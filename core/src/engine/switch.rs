@@ -1576,11 +1576,21 @@ impl Engine {
         }
         self.bans.expire(now);
         if self.book.needs_more() {
-            if period_elapsed && !self.peers.is_empty() {
-                let n = self.peers.len();
-                let i = usize::try_from(self.rng.next_u64() % n as u64).unwrap_or(0);
-                if let Some(conn) = self.peers.values().nth(i).map(|p| p.conn) {
-                    self.pex_request(now, conn);
+            // One request to a peer drawn uniformly among those we may ask now (none
+            // outstanding, none in the last 10 s), so the pacing rule never wastes a period.
+            if period_elapsed {
+                let askable: Vec<ConnId> = self
+                    .peers
+                    .values()
+                    .map(|p| p.conn)
+                    .filter(|c| self.conns.get(c).is_some_and(|c| c.pex.can_request(now)))
+                    .collect();
+                if !askable.is_empty() {
+                    let n = askable.len() as u64;
+                    let i = usize::try_from(self.rng.next_u64() % n).unwrap_or(0);
+                    if let Some(&conn) = askable.get(i) {
+                        self.pex_request(now, conn);
+                    }
                 }
             }
             if !picked_any && need > 0 {
