@@ -9,8 +9,9 @@
 //! [`Sim::step`] runs the earliest pending thing — a delivery or an engine deadline — and, with
 //! [`SimConfig::check_invariants`], checks after every step, for the node(s) it touched:
 //! no duplicate peers, inbound/outbound limits held, automatic outbound peers in distinct
-//! address groups (G7), the address book's own `check()`, and (always) that every connection
-//! id gets exactly one terminal input and at most one `Output::Close`.
+//! address groups (G7), the address book's own `check()`, no dial to a banned id (G15), and
+//! (always) that every connection id gets exactly one terminal input and at most one
+//! `Output::Close`, and that an engine forgets a connection at its terminal input.
 //!
 //! Everything random comes from one seeded RNG, so the same seed and the same calls give the
 //! same event trace; [`Sim::trace_hash`] summarises it.
@@ -758,6 +759,9 @@ impl Sim {
                 Output::Transmit { conn, data } => self.transmit(i, conn, data),
                 Output::Dial { conn, addr } => {
                     self.trace_u64(&[1, i as u64, conn.0]);
+                    if self.cfg.check_invariants {
+                        self.check_dial(i, addr);
+                    }
                     self.eps.insert((i, conn), EpState::default());
                     match self.by_addr.get(&addr).copied() {
                         Some(to) => {
@@ -941,6 +945,19 @@ impl Sim {
         if let Err(err) = e.addr_book().check() {
             panic!("node {i}: address book inconsistent: {err:?}");
         }
+    }
+
+    /// G15: no dial to a banned node id (persistent peers excepted, G18).
+    fn check_dial(&self, i: usize, addr: SocketAddr) {
+        let (Some(e), Some(&to)) = (self.nodes[i].engine.as_ref(), self.by_addr.get(&addr)) else {
+            return;
+        };
+        let id = self.node_id(to);
+        let persistent = e.config().persistent_peers.iter().any(|p| p.id == id);
+        assert!(
+            persistent || !e.is_banned(&id, self.now),
+            "node {i} dials node {to}, which it banned (G15)"
+        );
     }
 
     /// Checks every node's invariants.
