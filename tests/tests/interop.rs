@@ -521,10 +521,11 @@ fn frames_and_derived_kat_v034() {
 
 /// A TCP connection that never starts the handshake is closed by the node after its hard-coded
 /// 3 s handshake deadline, not the 5 s `p2p.handshake_timeout` its config.toml sets (spec 3.1).
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_handshake_deadline_is_hard_coded() {
-    let node = start(&NodeOptions::new("silent", Version::V038, CHAIN));
+fn node_handshake_deadline_is_hard_coded(version: Version) {
+    if !available(version) {
+        return;
+    }
+    let node = start(&NodeOptions::new("silent", version, CHAIN));
     let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let t = now();
@@ -710,10 +711,11 @@ fn conn_accepts_cometbft_v034() {
 
 /// Spec 2.5: Go accepts our AuthSigMessage and our NodeInfo packed into one frame (we never
 /// send that; Rust peers on `tendermint-p2p` 0.41 would not accept it).
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_accepts_auth_sig_and_node_info_in_one_frame_v038() {
-    let node = start(&NodeOptions::new("packed", Version::V038, CHAIN));
+fn node_accepts_auth_sig_and_node_info_in_one_frame(version: Version) {
+    if !available(version) {
+        return;
+    }
+    let node = start(&NodeOptions::new("packed", version, CHAIN));
     let key = NodeKey::from_seed([0x31; 32]);
     let mut info = BytesMut::new();
     encode_delimited(&raw_info(&key, CHAIN, "packed").to_proto(), &mut info);
@@ -776,10 +778,11 @@ fn node_punishes_third_quick_pex_request_v034() {
 }
 
 /// Spec 5.2: an unsolicited PexAddrs is a violation; the node disconnects.
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_punishes_unsolicited_pex_addrs_v038() {
-    let node = start(&NodeOptions::new("pex-unsolicited", Version::V038, CHAIN));
+fn node_punishes_unsolicited_pex_addrs(version: Version) {
+    if !available(version) {
+        return;
+    }
+    let node = start(&NodeOptions::new("pex-unsolicited", version, CHAIN));
     let mut raw = raw_peer(&node, 0x42);
     let (_, _, fake) = unreachable_peer();
     let addr: cometmesh_core::addr::PeerAddr = fake.parse().expect("addr");
@@ -794,10 +797,11 @@ fn node_punishes_unsolicited_pex_addrs_v038() {
 }
 
 /// Spec 4.4: a PacketMsg on a channel the node did not register closes the connection.
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_disconnects_on_unknown_channel_v038() {
-    let node = start(&NodeOptions::new("unknown-channel", Version::V038, CHAIN));
+fn node_disconnects_on_unknown_channel(version: Version) {
+    if !available(version) {
+        return;
+    }
+    let node = start(&NodeOptions::new("unknown-channel", version, CHAIN));
     let mut raw = raw_peer(&node, 0x43);
     raw.send_packet(&Packet::msg(
         ChannelId(0x7f),
@@ -813,11 +817,12 @@ fn node_disconnects_on_unknown_channel_v038() {
 }
 
 /// Spec 5.2: a seed answers an inbound peer's request once, then hangs up.
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn seed_node_answers_once_and_hangs_up_v038() {
+fn seed_node_answers_once_and_hangs_up(version: Version) {
+    if !available(version) {
+        return;
+    }
     let (fake_id, _, fake) = unreachable_peer();
-    let mut opts = NodeOptions::new("seed", Version::V038, CHAIN);
+    let mut opts = NodeOptions::new("seed", version, CHAIN);
     opts.seed_mode = true;
     opts.persistent_peers = fake;
     let node = start(&opts);
@@ -838,10 +843,11 @@ fn seed_node_answers_once_and_hangs_up_v038() {
 /// Spec 4.1: the node reads packets of at most 1034 bytes (the size of a full 1024-byte chunk on
 /// channel 1). It checks only that total: a PacketMsg on channel 0 without `eof` carries 1028
 /// data bytes in 1034 and is accepted; one more byte is "message exceeds max size".
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_packet_size_limit_is_1034_bytes_v038() {
-    let node = start(&NodeOptions::new("packet-limit", Version::V038, CHAIN));
+fn node_packet_size_limit_is_1034_bytes(version: Version) {
+    if !available(version) {
+        return;
+    }
+    let node = start(&NodeOptions::new("packet-limit", version, CHAIN));
     let mut raw = raw_peer(&node, 0x45);
     let fits = Packet::msg(ChannelId::PEX, false, Bytes::from(vec![0u8; 1028]));
     assert_eq!(fits.encoded_len(), 1034);
@@ -924,6 +930,78 @@ fn conn_answers_the_nodes_60s_ping_v038() {
     let stop = c.run_until(secs(2), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
     assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_handshake_deadline_is_hard_coded_v038() {
+    node_handshake_deadline_is_hard_coded(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_handshake_deadline_is_hard_coded_v034() {
+    node_handshake_deadline_is_hard_coded(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_accepts_auth_sig_and_node_info_in_one_frame_v038() {
+    node_accepts_auth_sig_and_node_info_in_one_frame(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_accepts_auth_sig_and_node_info_in_one_frame_v034() {
+    node_accepts_auth_sig_and_node_info_in_one_frame(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_punishes_unsolicited_pex_addrs_v038() {
+    node_punishes_unsolicited_pex_addrs(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_punishes_unsolicited_pex_addrs_v034() {
+    node_punishes_unsolicited_pex_addrs(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_disconnects_on_unknown_channel_v038() {
+    node_disconnects_on_unknown_channel(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_disconnects_on_unknown_channel_v034() {
+    node_disconnects_on_unknown_channel(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn seed_node_answers_once_and_hangs_up_v038() {
+    seed_node_answers_once_and_hangs_up(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn seed_node_answers_once_and_hangs_up_v034() {
+    seed_node_answers_once_and_hangs_up(Version::V034);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_packet_size_limit_is_1034_bytes_v038() {
+    node_packet_size_limit_is_1034_bytes(Version::V038);
+}
+
+#[test]
+#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+fn node_packet_size_limit_is_1034_bytes_v034() {
+    node_packet_size_limit_is_1034_bytes(Version::V034);
 }
 
 // ------------------------------------------------------------------------------------------
