@@ -2,9 +2,10 @@
 //! `DialFailed { reason: Closed(Eof) }` about 3 s late instead of `DialedIdMismatch`): when the
 //! peer's ephemeral key and its AuthSig frame arrive in one read, as they often do from a Go node,
 //! the handshake completes inside `PeerConnection::poll_transmit` (it waits for our AuthSig to be
-//! taken), and the `Closed(DialedIdMismatch)` event it queues there is never drained by the
-//! engine: `process_dirty` polls events before transmits. The connection then hangs until the
-//! peer's own handshake deadline closes the socket. No sockets here: the engine is driven by
+//! taken), and the `Closed(DialedIdMismatch)` event it queued there was not drained by the
+//! engine, whose `process_dirty` polled events only before transmits; the connection then hung
+//! until the peer's own handshake deadline closed the socket. The engine now polls events again
+//! after taking the bytes. No sockets here: the engine is driven by
 //! hand, the peer is the core's `Handshake`.
 
 use std::net::SocketAddr;
@@ -100,7 +101,6 @@ fn dialled_id_mismatch_is_reported_when_handshake_arrives_in_two_reads() {
 
 /// The bug: the same bytes in one read; the engine emits our AuthSig frame and then nothing.
 #[test]
-#[ignore = "engine bug (reported): events queued by PeerConnection::poll_transmit are not drained"]
 fn dialled_id_mismatch_is_reported_when_handshake_arrives_in_one_read() {
     let out = wrong_id_dial(true);
     assert!(reports_mismatch(&out), "{out:?}");

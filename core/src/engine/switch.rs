@@ -650,6 +650,12 @@ impl Engine {
                     while let Some(data) = pc.poll_transmit(now) {
                         self.outputs.push_back(Output::Transmit { conn: id, data });
                     }
+                    // Taking bytes can finish the handshake (our AuthSig was the last thing
+                    // owed), and with it run the id checks: a close decided there must not be
+                    // lost until the next input.
+                    while let Some(ev) = pc.poll_event() {
+                        events.push(ev);
+                    }
                     next = pc.poll_timeout();
                 }
             }
