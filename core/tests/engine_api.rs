@@ -281,3 +281,34 @@ fn failed_dials_never_ban() {
     assert_eq!(e.counters().dial_failures, 40);
     assert_eq!(e.counters().bans, 0);
 }
+
+/// An admitted inbound connection that fails its handshake is reported with its reason (it is
+/// not a peer, so there is no `PeerDown`), closed, and counted.
+#[test]
+fn failed_inbound_handshake_is_reported() {
+    let t0 = Instant::now();
+    let mut e = engine(config(), t0);
+    let remote = "30.0.0.7:40000".parse().unwrap();
+    let conn = e.accept(t0, remote).unwrap();
+    let _ = drain(&mut e);
+    e.handle_input(
+        t0,
+        Input::Received {
+            conn,
+            bytes: Bytes::from_static(&[0xff; 16]),
+        },
+    )
+    .unwrap();
+    let out = drain(&mut e);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Event(Event::InboundFailed { remote: r, .. }) if *r == remote)
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Close { conn: c } if *c == conn))
+    );
+    assert_eq!(e.counters().inbound_failures, 1);
+}

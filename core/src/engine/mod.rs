@@ -247,6 +247,14 @@ pub enum Event {
         /// Why.
         reason: DialFailReason,
     },
+    /// An inbound connection ended before its peer was admitted (a failed handshake, another
+    /// chain, a limit reached after the handshake, ...).
+    InboundFailed {
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// Why.
+        reason: DialFailReason,
+    },
     /// The address book changed; persist `addr_book().encode()` when convenient.
     AddrBookDirty,
 }

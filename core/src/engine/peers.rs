@@ -103,6 +103,8 @@ pub struct Counters {
     pub accepted: u64,
     /// Inbound connections refused at admission.
     pub refused: u64,
+    /// Admitted inbound connections that failed before their peer came up.
+    pub inbound_failures: u64,
     /// Peers that came up.
     pub peers_up: u64,
     /// Peers that went down.

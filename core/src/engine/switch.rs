@@ -1003,6 +1003,7 @@ impl Engine {
             return;
         }
         let dialed = c.dialed;
+        let remote = c.remote;
         c.phase = Phase::Closing;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
@@ -1015,6 +1016,9 @@ impl Engine {
             self.outputs.push_back(Output::Close { conn: id });
         }
         let Some(addr) = dialed else {
+            self.counters.inbound_failures += 1;
+            self.outputs
+                .push_back(Output::Event(Event::InboundFailed { remote, reason }));
             return;
         };
         if self.pending_out.get(&addr.id) == Some(&id) {

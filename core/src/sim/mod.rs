@@ -898,6 +898,9 @@ impl Sim {
                 self.trace_id(&addr.id.clone());
             }
             Event::AddrBookDirty => self.trace_u64(&[7, i as u64]),
+            Event::InboundFailed { remote, .. } => {
+                self.trace_u64(&[8, i as u64, u64::from(remote.port())]);
+            }
         }
         if self.cfg.record_events {
             self.events.push(Recorded {

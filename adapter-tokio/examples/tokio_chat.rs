@@ -1,5 +1,5 @@
 //! Two tokio nodes on loopback exchange messages on a custom channel.
-//! Run: `cargo run -p cometmesh-tokio --example chat`
+//! Run: `cargo run -p cometmesh-tokio --example tokio_chat`
 use std::error::Error;
 use std::time::Duration;
 

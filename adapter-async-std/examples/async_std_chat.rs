@@ -1,5 +1,5 @@
 //! Two async-std nodes on loopback exchange messages on a custom channel.
-//! Run: `cargo run -p cometmesh-async-std --example chat`
+//! Run: `cargo run -p cometmesh-async-std --example async_std_chat`
 use std::error::Error;
 use std::time::Duration;
 
