@@ -1335,7 +1335,7 @@ impl Engine {
             direction,
         }));
         if self.cfg.pex {
-            self.pex_add_peer(now, id, direction, origin, &info, remote);
+            self.pex_add_peer(now, id, direction, origin, &info);
         }
     }
 
@@ -1348,7 +1348,6 @@ impl Engine {
         direction: Direction,
         origin: Origin,
         info: &NodeInfo,
-        remote: SocketAddr,
     ) {
         match direction {
             Direction::Outbound => {
@@ -1360,7 +1359,12 @@ impl Engine {
                 if let Some(addr) = listen_addr_of(info) {
                     let unix = self.unix(now);
                     let a = NetAddr::new(info.id, addr);
-                    if self.book.add(a, remote.ip(), unix, &mut self.rng).is_ok() {
+                    // The peer is its own source (spec: "source = itself", CometBFT
+                    // `AddAddress(addr, addr)`), not the IP it dialled from: peers behind one
+                    // source IP would otherwise share one source group, hence at most 64 new
+                    // buckets, and a slot collision there could never be healed by PEX
+                    // (every copy comes from that IP too).
+                    if self.book.add(a, addr.ip(), unix, &mut self.rng).is_ok() {
                         self.book_dirty = true;
                     }
                 }
@@ -1685,4 +1689,80 @@ fn listen_addr_of(info: &NodeInfo) -> Option<SocketAddr> {
     let s = info.listen_addr.as_str();
     let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     s.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() only anchors the test clock
+mod tests {
+    use super::*;
+    use crate::addrbook::AddRejected;
+
+    /// Regression (loopback `ten_nodes_discover_through_one_seed`): inbound peers that listen
+    /// on distinct IPs but all dial from 127.0.0.1 are each recorded with themselves as source.
+    /// With the connection's IP as source, two of them could meet in one new-table slot and
+    /// the second was refused (`SlotTaken`) for good.
+    #[test]
+    fn inbound_peer_is_its_own_source() {
+        let now = Instant::now();
+        let unix = 1_700_000_000;
+        let mut c = EngineConfig {
+            chain_id: "t".into(),
+            listen_addr: ([127, 0, 0, 1], 26656).into(),
+            addr_book_strict: false,
+            allow_duplicate_ip: true,
+            ..EngineConfig::default()
+        };
+        c.addr_book.ipv4_group_bits = 32;
+        let mut e =
+            Engine::new(c, NodeKey::from_seed([10; 32]), [7; 32], now, unix).expect("engine");
+        let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let id = |n: u8| NodeKey::from_seed([n; 32]).node_id();
+        // Find two listen addresses that collide when both are heard from 127.0.0.1.
+        let first = SocketAddr::from(([127, 0, 0, 2], 26656));
+        let mut probe = e.addr_book().clone();
+        let mut rng = ChaCha20Rng::from_seed([1; 32]);
+        assert!(
+            probe
+                .add(NetAddr::new(id(11), first), from.ip(), unix, &mut rng)
+                .is_ok()
+        );
+        let bucket = probe.new_bucket(&first, &from.ip());
+        let same_bucket: Vec<SocketAddr> = (3..=254u8)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], 0)))
+            .filter(|a| probe.new_bucket(a, &from.ip()) == bucket)
+            .collect();
+        let second = same_bucket
+            .into_iter()
+            .flat_map(|a| (1024..=u16::MAX).map(move |p| SocketAddr::new(a.ip(), p)))
+            .find(
+                |&s| match probe.add(NetAddr::new(id(12), s), from.ip(), unix, &mut rng) {
+                    Ok(_) => {
+                        probe.remove(s);
+                        false
+                    }
+                    Err(r) => r == AddRejected::SlotTaken,
+                },
+            )
+            .expect("a colliding pair of addresses");
+        for (n, listen) in [(11, first), (12, second)] {
+            let conn = e.accept(now, from).expect("accepted");
+            let mut info = e.node_info().clone();
+            info.id = id(n);
+            info.listen_addr = format!("tcp://{listen}");
+            e.pex_add_peer(now, conn, Direction::Inbound, Origin::Inbound, &info);
+        }
+        for a in [first, second] {
+            assert!(
+                e.addr_book().entries().any(|(x, _)| x.addr == a),
+                "{a} is in the book"
+            );
+        }
+        for a in [first, second] {
+            assert_eq!(
+                e.addr_book().new_buckets_of(&a),
+                vec![e.addr_book().new_bucket(&a, &a.ip())],
+                "{a} is its own source"
+            );
+        }
+    }
 }
