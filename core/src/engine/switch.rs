@@ -18,7 +18,7 @@ use super::{
     SendError,
 };
 use crate::addr::NetAddr;
-use crate::addrbook::{AddrBook, Group};
+use crate::addrbook::{AddrBook, Group, is_routable};
 use crate::conn::{
     ChannelDescriptor, CloseReason, ConnEvent, ConnStats, ConnectionConfig, Direction, NodeInfo,
     NodeInfoError, PeerConnection, SendError as ConnSendError,
@@ -1335,7 +1335,7 @@ impl Engine {
             direction,
         }));
         if self.cfg.pex {
-            self.pex_add_peer(now, id, direction, origin, &info);
+            self.pex_add_peer(now, id, direction, origin, &info, remote);
         }
     }
 
@@ -1348,6 +1348,7 @@ impl Engine {
         direction: Direction,
         origin: Origin,
         info: &NodeInfo,
+        remote: SocketAddr,
     ) {
         match direction {
             Direction::Outbound => {
@@ -1359,12 +1360,20 @@ impl Engine {
                 if let Some(addr) = listen_addr_of(info) {
                     let unix = self.unix(now);
                     let a = NetAddr::new(info.id, addr);
-                    // The peer is its own source (spec: "source = itself", CometBFT
-                    // `AddAddress(addr, addr)`), not the IP it dialled from: peers behind one
-                    // source IP would otherwise share one source group, hence at most 64 new
-                    // buckets, and a slot collision there could never be healed by PEX
+                    // Source: the routable IP the peer connected from, so that addresses
+                    // announced over many connections from one place stay confined to that
+                    // source group's 64 new buckets (G1), whatever listen IPs they claim.
+                    // From a non-routable IP (loopback, a private LAN, NAT) the connection says
+                    // nothing about where the peer is: there the peer is its own source, as in
+                    // CometBFT (`AddAddress(addr, addr)`), else peers behind one local IP share
+                    // one source group and a slot collision there is never healed by PEX
                     // (every copy comes from that IP too).
-                    if self.book.add(a, addr.ip(), unix, &mut self.rng).is_ok() {
+                    let source = if is_routable(&remote.ip()) {
+                        remote.ip()
+                    } else {
+                        addr.ip()
+                    };
+                    if self.book.add(a, source, unix, &mut self.rng).is_ok() {
                         self.book_dirty = true;
                     }
                 }
@@ -1697,8 +1706,34 @@ mod tests {
     use super::*;
     use crate::addrbook::AddRejected;
 
+    /// An inbound peer that connects from a routable IP has that IP as the source of the listen
+    /// address it announces, whatever address it claims (G1 confinement).
+    #[test]
+    fn routable_inbound_peer_is_sourced_by_its_connection() {
+        let now = Instant::now();
+        let c = EngineConfig {
+            chain_id: "t".into(),
+            listen_addr: ([20, 0, 0, 1], 26656).into(),
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(c, NodeKey::from_seed([10; 32]), [7; 32], now, 1_700_000_000)
+            .expect("engine");
+        let from = SocketAddr::from(([30, 0, 0, 1], 40000));
+        let claimed = SocketAddr::from(([40, 9, 0, 1], 26656));
+        let conn = e.accept(now, from).expect("accepted");
+        let mut info = e.node_info().clone();
+        info.id = NodeKey::from_seed([11; 32]).node_id();
+        info.listen_addr = format!("tcp://{claimed}");
+        e.pex_add_peer(now, conn, Direction::Inbound, Origin::Inbound, &info, from);
+        assert_eq!(
+            e.addr_book().new_buckets_of(&claimed),
+            vec![e.addr_book().new_bucket(&claimed, &from.ip())]
+        );
+    }
+
     /// Regression (loopback `ten_nodes_discover_through_one_seed`): inbound peers that listen
-    /// on distinct IPs but all dial from 127.0.0.1 are each recorded with themselves as source.
+    /// on distinct IPs but all dial from 127.0.0.1 (not routable) are each recorded with
+    /// themselves as source.
     /// With the connection's IP as source, two of them could meet in one new-table slot and
     /// the second was refused (`SlotTaken`) for good.
     #[test]
@@ -1749,7 +1784,7 @@ mod tests {
             let mut info = e.node_info().clone();
             info.id = id(n);
             info.listen_addr = format!("tcp://{listen}");
-            e.pex_add_peer(now, conn, Direction::Inbound, Origin::Inbound, &info);
+            e.pex_add_peer(now, conn, Direction::Inbound, Origin::Inbound, &info, from);
         }
         for a in [first, second] {
             assert!(
