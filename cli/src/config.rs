@@ -113,6 +113,18 @@ pub struct P2pConfig {
     pub handshake_phase_timeout: Duration,
     /// `dial_timeout`.
     pub dial_timeout: Duration,
+    /// `seed_disconnect_wait` (cometmesh's own key): how long a seed holds a connection it
+    /// crawled (CometBFT hard-codes 28 h).
+    pub seed_disconnect_wait: Duration,
+    /// `seed_crawl_period` (cometmesh's own key): mean period of the seed's crawl pass
+    /// (CometBFT hard-codes 30 s).
+    pub seed_crawl_period: Duration,
+    /// `seed_min_time_between_crawls` (cometmesh's own key): a seed crawls one address at most
+    /// this often (CometBFT hard-codes 2 m).
+    pub seed_min_time_between_crawls: Duration,
+    /// `seed_min_reply_size` (cometmesh's own key): the least number of addresses in a seed's
+    /// PEX reply, when its book has them (CometBFT hard-codes 32).
+    pub seed_min_reply_size: u64,
 }
 
 impl Default for P2pConfig {
@@ -139,6 +151,10 @@ impl Default for P2pConfig {
             handshake_timeout: Duration::from_secs(20),
             handshake_phase_timeout: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(3),
+            seed_disconnect_wait: Duration::from_secs(28 * 3600),
+            seed_crawl_period: Duration::from_secs(30),
+            seed_min_time_between_crawls: Duration::from_secs(120),
+            seed_min_reply_size: 32,
         }
     }
 }
@@ -252,6 +268,13 @@ impl Config {
             p2p.duration("handshake_timeout", &mut c.handshake_timeout)?;
             p2p.duration("handshake_phase_timeout", &mut c.handshake_phase_timeout)?;
             p2p.duration("dial_timeout", &mut c.dial_timeout)?;
+            p2p.duration("seed_disconnect_wait", &mut c.seed_disconnect_wait)?;
+            p2p.duration("seed_crawl_period", &mut c.seed_crawl_period)?;
+            p2p.duration(
+                "seed_min_time_between_crawls",
+                &mut c.seed_min_time_between_crawls,
+            )?;
+            p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
         }
         if let Some(ins) = top.section("instrumentation")? {
             let c = &mut config.instrumentation;
@@ -438,6 +461,26 @@ impl Config {
             "dial_timeout = {}",
             quote(&format_go_duration(p.dial_timeout))
         ));
+        line("");
+        line("# cometmesh only: seed mode settings that CometBFT hard-codes (its values are the");
+        line("# defaults). How long the seed holds a connection it crawled: the crawled node then");
+        line("# has no reason to dial the seed again.");
+        line(&format!(
+            "seed_disconnect_wait = {}",
+            quote(&format_go_duration(p.seed_disconnect_wait))
+        ));
+        line("# Mean period of the seed's crawl pass (each pass lands within +/- 25 % of it)");
+        line(&format!(
+            "seed_crawl_period = {}",
+            quote(&format_go_duration(p.seed_crawl_period))
+        ));
+        line("# The seed crawls one address at most this often");
+        line(&format!(
+            "seed_min_time_between_crawls = {}",
+            quote(&format_go_duration(p.seed_min_time_between_crawls))
+        ));
+        line("# The least number of addresses in the seed's PEX reply, when its book has them");
+        line(&format!("seed_min_reply_size = {}", p.seed_min_reply_size));
         line("");
         line("#######################################################");
         line("###       Instrumentation Configuration Options     ###");
@@ -645,9 +688,15 @@ mod tests {
         config.p2p.seeds = "aa@1.2.3.4:26656".into();
         config.p2p.persistent_peers_max_dial_period = Duration::from_secs(90);
         config.p2p.seed_mode = true;
+        config.p2p.handshake_phase_timeout = Duration::from_secs(5);
+        config.p2p.seed_disconnect_wait = Duration::from_secs(3600);
+        config.p2p.seed_crawl_period = Duration::from_secs(45);
+        config.p2p.seed_min_time_between_crawls = Duration::from_secs(300);
+        config.p2p.seed_min_reply_size = 64;
         config.instrumentation.prometheus = true;
         let text = config.to_toml();
         assert!(text.contains("persistent_peers_max_dial_period = \"1m30s\""));
+        assert!(text.contains("seed_disconnect_wait = \"1h0m0s\""), "{text}");
         assert_eq!(Config::parse(&text).unwrap(), config);
     }
 

@@ -53,10 +53,13 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.connection.recv_rate = p.recv_rate;
     c.connection.max_packet_payload = p.max_packet_msg_payload_size as usize;
     c.addr_book.strict = p.addr_book_strict;
+    c.seed_disconnect_wait = p.seed_disconnect_wait;
+    c.crawl_period = p.seed_crawl_period.max(Duration::from_millis(100));
+    c.min_time_between_crawls = p.seed_min_time_between_crawls;
     if p.seed_mode {
         // A seed exists to hand out addresses: give CometBFT's smallest reply (32) rather than
-        // the engine's 23 %-of-the-book cap, which leaves a young seed answering with nothing.
-        c.addr_book.min_selection = 32;
+        // the 23 %-of-the-book rule alone, which leaves a young seed answering with nothing.
+        c.addr_book.min_selection = usize::try_from(p.seed_min_reply_size).unwrap_or(usize::MAX);
     }
     c
 }
@@ -275,6 +278,9 @@ mod tests {
         assert!(c.seed_mode && !c.pex && c.allow_duplicate_ip && !c.addr_book_strict);
         assert!(!c.addr_book.strict);
         assert_eq!(c.addr_book.min_selection, 32);
+        assert_eq!(c.seed_disconnect_wait, Duration::from_secs(28 * 3600));
+        assert_eq!(c.crawl_period, Duration::from_secs(30));
+        assert_eq!(c.min_time_between_crawls, Duration::from_secs(120));
         assert_eq!(c.connection.flush_throttle, Duration::from_millis(7));
         assert_eq!(c.connection.max_packet_payload, 2048);
         assert_eq!((c.connection.send_rate, c.connection.recv_rate), (11, 12));
@@ -286,7 +292,17 @@ mod tests {
         let mut config = Config::default();
         config.p2p.handshake_timeout = Duration::from_secs(60);
         config.p2p.handshake_phase_timeout = Duration::from_secs(7);
+        config.p2p.seed_mode = true;
+        config.p2p.seed_disconnect_wait = Duration::from_secs(3600);
+        config.p2p.seed_crawl_period = Duration::from_secs(10);
+        config.p2p.seed_min_time_between_crawls = Duration::from_secs(600);
+        config.p2p.seed_min_reply_size = 100;
         let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
-        assert_eq!(engine_config(&s).handshake_timeout, Duration::from_secs(7));
+        let c = engine_config(&s);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(7));
+        assert_eq!(c.seed_disconnect_wait, Duration::from_secs(3600));
+        assert_eq!(c.crawl_period, Duration::from_secs(10));
+        assert_eq!(c.min_time_between_crawls, Duration::from_secs(600));
+        assert_eq!(c.addr_book.min_selection, 100);
     }
 }

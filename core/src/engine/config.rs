@@ -53,8 +53,12 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// How long a dial may take before the engine gives up on it.
     pub dial_timeout: Duration,
-    /// Period of the ensure-peers pass (and of the seed crawler), 30 s.
+    /// Period of the ensure-peers pass, 30 s. It also sets the least interval accepted between
+    /// two PEX requests of one peer (a third of it, as CometBFT's receiver).
     pub ensure_peers_period: Duration,
+    /// Seed mode: mean period of the crawl pass (CometBFT's `crawlPeerPeriod`, 30 s); each pass
+    /// lands within +/- 25 % of it.
+    pub crawl_period: Duration,
     /// Cap of the persistent-peer redial back-off (G18: 5 min).
     pub persistent_redial_cap: Duration,
     /// How long a seed keeps a non-persistent peer before hanging up (28 h).
@@ -90,6 +94,7 @@ impl Default for EngineConfig {
             handshake_timeout: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(3),
             ensure_peers_period: Duration::from_secs(30),
+            crawl_period: Duration::from_secs(30),
             persistent_redial_cap: Duration::from_secs(300),
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
@@ -155,6 +160,12 @@ impl EngineConfig {
         if self.ensure_peers_period < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {
                 name: "ensure_peers_period",
+                why: "must be at least 100 ms",
+            });
+        }
+        if self.crawl_period < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                name: "crawl_period",
                 why: "must be at least 100 ms",
             });
         }

@@ -580,8 +580,8 @@ impl Engine {
                 }
                 Timer::EnsurePeers => {
                     self.ensure_at = None;
-                    let period = self.cfg.ensure_peers_period;
                     let next = if self.cfg.seed_mode {
+                        let period = self.cfg.crawl_period;
                         self.crawl(now);
                         // Each crawl pass lands at a new phase (period +/- 25 %): crawled nodes
                         // run their ensure-peers pass on the same fixed period, and a crawl
@@ -592,7 +592,7 @@ impl Engine {
                         if self.cfg.pex {
                             self.ensure_peers(now, true);
                         }
-                        now + period
+                        now + self.cfg.ensure_peers_period
                     };
                     self.set_ensure(next);
                 }
