@@ -176,14 +176,16 @@ struct Net {
 }
 
 impl Net {
-    fn free_port(&mut self, ip: IpAddr) -> u16 {
-        loop {
+    /// A port of `ip` no listener holds (ports cycle from [`FIRST_PORT`]).
+    fn free_port(&mut self, ip: IpAddr) -> io::Result<u16> {
+        for _ in 0..=u16::MAX {
             let port = FIRST_PORT.wrapping_add(self.next_port);
             self.next_port = self.next_port.wrapping_add(1);
             if port != 0 && !self.listeners.contains_key(&SocketAddr::new(ip, port)) {
-                return port;
+                return Ok(port);
             }
         }
+        Err(io::ErrorKind::AddrInUse.into())
     }
 }
 
@@ -252,7 +254,7 @@ impl VirtualRuntime {
             return Err(io::ErrorKind::ConnectionRefused.into());
         };
         let local_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let local = SocketAddr::new(local_ip, net.free_port(local_ip));
+        let local = SocketAddr::new(local_ip, net.free_port(local_ip)?);
         let (to_server, server_reads) = pipe();
         let (to_client, client_reads) = pipe();
         listener
@@ -305,7 +307,7 @@ impl Runtime for VirtualRuntime {
     async fn bind(&self, addr: SocketAddr) -> io::Result<VirtualListener> {
         let mut net = self.net();
         let addr = if addr.port() == 0 {
-            SocketAddr::new(addr.ip(), net.free_port(addr.ip()))
+            SocketAddr::new(addr.ip(), net.free_port(addr.ip())?)
         } else {
             addr
         };
