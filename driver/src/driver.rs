@@ -838,7 +838,8 @@ impl<R: Runtime> Driver<R> {
         }
         self.drain(now);
         // Connections that are not peers yet (handshakes, dials) are closed too.
-        let rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        rest.sort_unstable(); // in connection order, not hash order
         for conn in rest {
             self.close(now, conn);
         }

@@ -376,6 +376,7 @@ impl Sim {
         for &(i, g) in groups {
             self.nodes[i].partition = g;
         }
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut cross: Vec<Ep> = self
             .pipes
             .iter()
@@ -425,6 +426,7 @@ impl Sim {
     /// Resets the `n`-th open connection (modulo their number, in endpoint order); false if
     /// there is none.
     pub fn reset_nth(&mut self, n: usize) -> bool {
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut open: Vec<Ep> = self
             .pipes
             .iter()
