@@ -107,6 +107,11 @@ impl Runtime for AsyncStdRuntime {
         Box::pin(async_std::task::spawn_blocking(f))
     }
 
+    fn now(&self) -> Instant {
+        // async-io's timers run on the system's monotonic clock.
+        Instant::now()
+    }
+
     fn timer(&self, at: Instant) -> Timer {
         Timer(async_io::Timer::at(at))
     }

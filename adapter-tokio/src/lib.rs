@@ -160,6 +160,11 @@ impl Runtime for TokioRuntime {
         })
     }
 
+    fn now(&self) -> Instant {
+        // tokio's clock: the real one, or the paused test clock its timers follow.
+        tokio::time::Instant::now().into_std()
+    }
+
     fn timer(&self, at: Instant) -> Timer {
         Timer(Box::pin(tokio::time::sleep_until(at.into())))
     }

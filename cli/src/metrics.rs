@@ -4,6 +4,12 @@
 //! The endpoint is a few dozen lines on tokio rather than an HTTP framework: it answers one
 //! `GET /metrics` per connection and closes, which is all a Prometheus scraper needs.
 //!
+//! The registry is ours too, not `prometheus-client`'s: that crate writes OpenMetrics (counter
+//! families renamed without `_total`, a `# EOF` trailer), while CometBFT serves the 0.0.4 text
+//! format under exactly the names below, which dashboards match. The `prometheus` crate writes
+//! 0.0.4, but would trade the 40 lines of `render` for a dependency tree and a second metric
+//! model (typed vectors) beside the one the CLI needs.
+//!
 //! Names (namespace `cometbft` by default, as CometBFT's `p2p/metrics.gen.go`; every CometBFT
 //! series also carries the `chain_id` label, as CometBFT's node adds it):
 //! - `cometbft_p2p_peers` (gauge)

@@ -110,7 +110,7 @@ pub fn generate() -> Result<NodeKey, std::io::Error> {
 mod tests {
     use super::*;
 
-    /// Party A of the derived handshake vector (shared/reference/cometbft), as Python wrote it.
+    /// Party A of the derived handshake vector (core/tests/data), as Python wrote it.
     const KAT_A_JSON: &str = "{\"priv_key\": {\"type\": \"tendermint/PrivKeyEd25519\", \"value\": \"pi11ZlpK3g/zW5+WAfJS9Bvlof1uH7vZIhhlqcn/ROaNVI1BYtGoF5JNE4gNiv5gdRlm+Cnt50Dhmy17JPiI3w==\"}}";
     const KAT_A_ID: &str = "7627de929814c7484dc6bf94f60166ab3115b316";
 

@@ -1,7 +1,7 @@
 //! Address-book benchmarks with the book at capacity (peer-management.md G24): add, good,
 //! select (full and almost empty), selection(250), encode, decode.
 //!
-//! `CARGO_TARGET_DIR=/work/target cargo bench -p cometmesh-core --bench addrbook`
+//! `cargo bench -p cometmesh-core --bench addrbook`
 
 #![allow(missing_docs)]
 // A benchmark measures wall time (`iter_custom` times batches itself); the core never does.

@@ -3,7 +3,7 @@
 //! reassembly) for 64 B, 1 KiB and 64 KiB messages. Rate limits are off (0) so the figure is
 //! the CPU cost, and virtual time jumps over the flush throttle.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target cargo bench -p cometmesh-core --bench conn`
+//! Run: `cargo bench -p cometmesh-core --bench conn`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 

@@ -4,7 +4,7 @@
 //! connections, and divides the live heap by the count; then again after each pair moved a
 //! 1 MiB message both ways, to show that transfer buffers are released.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target cargo bench -p cometmesh-core --bench conn_memory`
+//! Run: `cargo bench -p cometmesh-core --bench conn_memory`
 
 #![allow(missing_docs)]
 

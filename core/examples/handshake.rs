@@ -45,7 +45,7 @@ fn connect(
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -174,9 +174,7 @@ mod tests {
 
     fn hex32(s: &str) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-        }
+        hex::decode_to_slice(s, &mut out).expect("64 hex characters");
         out
     }
 

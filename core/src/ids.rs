@@ -88,18 +88,8 @@ impl FromStr for NodeId {
             });
         }
         let mut id = [0u8; 20];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            id[i] = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
-        }
+        hex::decode_to_slice(bytes, &mut id).map_err(|_| NodeIdError::NotHex(s.to_owned()))?;
         Ok(NodeId(id))
-    }
-}
-
-fn hex_value(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => c - b'A' + 10,
     }
 }
 

@@ -4,7 +4,7 @@ use cometmesh_core::identity::{NodeKey, NodeKeyError};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-/// Party A of `shared/reference/cometbft/secret_connection_handshake_kat.derived.json`.
+/// Party A of `core/tests/data/secret_connection_handshake_kat.derived.json`.
 const SEED_A: &str = "a62d75665a4ade0ff35b9f9601f252f41be5a1fd6e1fbbd9221865a9c9ff44e6";
 const PUBKEY_A: &str = "8d548d4162d1a817924d13880d8afe60751966f829ede740e19b2d7b24f888df";
 const ID_A: &str = "7627de929814c7484dc6bf94f60166ab3115b316";
@@ -13,9 +13,7 @@ const VALUE_A: &str =
 
 fn hex32(s: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-    }
+    hex::decode_to_slice(s, &mut out).expect("64 hex characters");
     out
 }
 

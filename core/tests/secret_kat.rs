@@ -10,27 +10,13 @@ use cometmesh_core::secret::{
     Handshake, SecretSession, auth_sig_message, ephemeral_message, hkdf_okm, split_keys,
 };
 
-const REFERENCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/cometbft"
-);
-
-fn reference_dir() -> std::path::PathBuf {
-    // The worktrees live next to /work/shared; fall back to the absolute path.
-    let relative = std::path::PathBuf::from(REFERENCE);
-    if relative.exists() {
-        relative
-    } else {
-        std::path::PathBuf::from("/work/shared/reference/cometbft")
-    }
-}
+/// Upstream CometBFT's HKDF golden file, copied into the repository (see `data/README.md`).
+const GOLDEN_HKDF: &str = include_str!("data/TestDeriveSecretsAndChallengeGolden.golden");
+/// The derived full-handshake vector, copied into the repository (see `data/README.md`).
+const HANDSHAKE_KAT: &str = include_str!("data/secret_connection_handshake_kat.derived.json");
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    hex::decode(s).expect("hex")
 }
 
 fn unhex32(s: &str) -> [u8; 32] {
@@ -38,16 +24,13 @@ fn unhex32(s: &str) -> [u8; 32] {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 #[test]
 fn golden_hkdf_all_32_lines_all_fields() {
-    let text =
-        std::fs::read_to_string(reference_dir().join("TestDeriveSecretsAndChallengeGolden.golden"))
-            .expect("golden file");
     let mut lines = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for line in GOLDEN_HKDF.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
         assert_eq!(fields.len(), 5, "line {line}");
         let dh = unhex32(fields[0]);
@@ -93,13 +76,7 @@ impl Party {
 
 fn kat() -> &'static serde_json::Value {
     static KAT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    KAT.get_or_init(|| {
-        let text = std::fs::read_to_string(
-            reference_dir().join("secret_connection_handshake_kat.derived.json"),
-        )
-        .expect("kat file");
-        serde_json::from_str(&text).expect("kat json")
-    })
+    KAT.get_or_init(|| serde_json::from_str(HANDSHAKE_KAT).expect("kat json"))
 }
 
 /// Drives the full handshake of A and B, checking every field of `me` on the way.

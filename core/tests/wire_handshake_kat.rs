@@ -1,4 +1,4 @@
-//! The handshake messages of `shared/reference/cometbft/secret_connection_handshake_kat.derived.json`
+//! The handshake messages of `core/tests/data/secret_connection_handshake_kat.derived.json`
 //! through our codec and node key: ephemeral-key `BytesValue`, `AuthSigMessage`, signatures.
 
 use cometmesh_core::identity::NodeKey;
@@ -48,10 +48,7 @@ const PARTIES: [Party; 2] = [
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(s).expect("hex")
 }
 
 #[test]

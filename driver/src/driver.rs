@@ -269,7 +269,7 @@ pub(crate) fn spawn<R: Runtime>(
     tasks.push(
         rt.spawn(Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ())),
     );
-    let timer = rt.timer(Instant::now() + Duration::from_secs(3600));
+    let timer = rt.timer(rt.now() + Duration::from_secs(3600));
     let driver = Driver {
         engine,
         subs: Subscribers::new(cfg.event_capacity),
@@ -299,7 +299,7 @@ pub(crate) fn spawn<R: Runtime>(
 
 impl<R: Runtime> Driver<R> {
     async fn run(mut self) {
-        let mut now = Instant::now();
+        let mut now = self.rt.now();
         loop {
             self.drain(now);
             self.resume_paused();
@@ -319,7 +319,7 @@ impl<R: Runtime> Driver<R> {
             }
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, deadline.is_some())).await;
             // `now` is read once per wake.
-            now = Instant::now();
+            now = self.rt.now();
             match wake {
                 Wake::Io(ev) => self.on_io(now, ev),
                 Wake::Cmd(Some(cmd)) => self.on_cmd(now, cmd),
@@ -838,7 +838,8 @@ impl<R: Runtime> Driver<R> {
         }
         self.drain(now);
         // Connections that are not peers yet (handshakes, dials) are closed too.
-        let rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        rest.sort_unstable(); // in connection order, not hash order
         for conn in rest {
             self.close(now, conn);
         }
@@ -857,7 +858,7 @@ impl<R: Runtime> Driver<R> {
         }
         self.listener.abort();
         // A save in flight finishes before the last one starts (they share the temp file).
-        let limit = Instant::now() + Duration::from_secs(5);
+        let limit = self.rt.now() + Duration::from_secs(5);
         while self.book.as_ref().is_some_and(|b| b.in_flight) {
             let next = pin!(self.io_rx.next());
             match select(next, pin!(sleep_until(&self.rt, limit))).await {
@@ -889,7 +890,7 @@ impl<R: Runtime> Driver<R> {
         drop(self.io_rx);
         let mut tasks = std::mem::take(&mut self.tasks);
         let join = pin!(async move { while tasks.next().await.is_some() {} });
-        let limit = Instant::now() + Duration::from_secs(2);
+        let limit = self.rt.now() + Duration::from_secs(2);
         if let Either::Right(_) = select(join, pin!(sleep_until(&self.rt, limit))).await {
             tracing::warn!("some node tasks did not finish within 2 s");
         }
@@ -918,7 +919,7 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::Listener, mut io: mpsc::Sen
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                sleep_until(&rt, Instant::now() + Duration::from_millis(100)).await;
+                sleep_until(&rt, rt.now() + Duration::from_millis(100)).await;
             }
         }
     }

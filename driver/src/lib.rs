@@ -30,6 +30,11 @@
 //! `cometmesh-async-std` are such impls plus a `builder()`; the repository's loopback suite
 //! also runs on smol's parts (`tests/tests/loopback_smol.rs`) with an impl written in the test.
 //!
+//! The driver reads the time only through [`Runtime::now`], so a runtime with virtual time
+//! drives it entirely: the repository's `cometmesh_tests::virtual_time` runtime (tokio's paused
+//! clock and an in-memory network) tests the driver's deadlines, lingering closes, `send_wait`
+//! parking, read pausing and book saving deterministically (`tests/tests/virtual_driver.rs`).
+//!
 //! # Bounded memory
 //!
 //! Every queue is bounded: commands (256), IO results into the engine task (1024 plus one

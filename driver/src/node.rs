@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cometmesh_core::addr::NetAddr;
@@ -194,7 +194,7 @@ impl<R: Runtime> NodeBuilder<R> {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut engine = Engine::new(config, key, seed, Instant::now(), unix_now)?;
+        let mut engine = Engine::new(config, key, seed, rt.now(), unix_now)?;
         for c in channels {
             engine.add_channel(c)?;
         }

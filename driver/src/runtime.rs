@@ -39,7 +39,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static;
 
-    /// A timer that fires at `at`.
+    /// The runtime's current time. The driver reads its clock only here (as quinn's
+    /// `Runtime::now`), so a runtime with virtual time (tokio's paused clock, a simulator)
+    /// drives the engine, its deadlines and the driver's own timers alike.
+    fn now(&self) -> Instant;
+
+    /// A timer that fires at `at` (an instant of [`Runtime::now`]'s clock).
     fn timer(&self, at: Instant) -> Self::Timer;
 
     /// Moves `timer` to fire at `at` (it may have fired already).

@@ -1,17 +1,21 @@
 //! The loopback suite, written once and run on every runtime (`tests/loopback_*.rs` expand
 //! [`loopback_suite!`](crate::loopback_suite) for tokio and async-std).
 //!
-//! Real TCP on 127.0.0.1, ports from binding port 0, every wait bounded.
+//! Real TCP on 127.0.0.1, ports from binding port 0, every wait bounded. No assertion measures
+//! wall-clock time: the runtime's clock ([`Runtime::now`]) only bounds waits, and what happens
+//! when is asserted by order (timings are asserted in virtual time, `tests/virtual_*.rs`).
 
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::pin::pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cometmesh_core::engine::{ChannelDescriptor, EngineConfig, Event, SendError};
+use cometmesh_core::engine::{
+    ChannelDescriptor, CloseCause, DisconnectReason, EngineConfig, Event, SendError,
+};
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::{ChannelId, NodeId};
 use cometmesh_driver::{Handle, Node, NodeBuilder, NodeError, Runtime};
@@ -77,7 +81,7 @@ pub async fn start_with<R: Runtime>(
 
 /// Sleeps on the runtime's timer.
 pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.timer(Instant::now() + d).await;
+    rt.timer(rt.now() + d).await;
 }
 
 /// `fut`, or `None` after `d`.
@@ -98,13 +102,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let end = Instant::now() + limit;
+    let end = rt.now() + limit;
     loop {
         if check().await {
             return;
         }
         assert!(
-            Instant::now() < end,
+            rt.now() < end,
             "timed out after {limit:?} waiting for {what}"
         );
         sleep(rt, Duration::from_millis(50)).await;
@@ -123,9 +127,9 @@ pub async fn next_message<R: Runtime>(
     rt: &R,
     events: &mut (impl Stream<Item = Event> + Unpin),
 ) -> Option<(NodeId, Bytes)> {
-    let limit = Instant::now() + Duration::from_secs(10);
+    let limit = rt.now() + Duration::from_secs(10);
     loop {
-        let left = limit.saturating_duration_since(Instant::now());
+        let left = limit.saturating_duration_since(rt.now());
         match timeout(rt, left, events.next()).await?? {
             Event::Message {
                 peer,
@@ -204,24 +208,29 @@ pub async fn two_nodes_exchange<R: Runtime>(rt: R) {
         let (_, m) = next_message(&rt, &mut eb).await.expect("message");
         assert_eq!(m.get(..4), Some(&i.to_be_bytes()[..]), "in order");
     }
-    // Shutdown tells the peer at once (the connection is closed, not left to time out).
+    // Shutdown tells the peer at once: b learns it from the socket closing (EOF or reset),
+    // not from a ping timeout.
     let aid = a.node_id();
     let ha = a.handle();
-    let stopped = Instant::now();
     a.shutdown().await;
     let down = timeout(&rt, Duration::from_secs(5), async {
         while let Some(ev) = eb.next().await {
-            if matches!(ev, Event::PeerDown { peer, .. } if peer == aid) {
-                return true;
+            if let Event::PeerDown { peer, reason } = ev
+                && peer == aid
+            {
+                return Some(reason);
             }
         }
-        false
+        None
     })
-    .await;
-    assert_eq!(down, Some(true), "b saw a go down");
+    .await
+    .flatten();
     assert!(
-        stopped.elapsed() < Duration::from_secs(3),
-        "shutdown is prompt"
+        matches!(
+            down,
+            Some(DisconnectReason::Io(CloseCause::Eof | CloseCause::Reset))
+        ),
+        "b saw a close the socket: {down:?}"
     );
     assert!(matches!(ha.peers().await, Err(NodeError::Stopped)));
     b.shutdown().await;
@@ -249,7 +258,7 @@ pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
         nodes.push(start(&rt, c, key(11 + i)).await);
     }
     let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = rt.now() + Duration::from_secs(30);
     for n in nodes.iter().chain(std::iter::once(&seed)) {
         let me = n.node_id();
         let missing = |known: &[cometmesh_driver::NetAddr]| -> Vec<NodeId> {
@@ -266,7 +275,7 @@ pub async fn ten_nodes_discover_through_one_seed<R: Runtime>(rt: R) {
                 break;
             }
             assert!(
-                Instant::now() < end,
+                rt.now() < end,
                 "{me}: {peers} peers, book of {} misses {left:?}",
                 known.len()
             );
@@ -392,14 +401,14 @@ pub async fn persistent_peer_redialled<R: Runtime>(rt: R) {
     b.shutdown().await;
 }
 
-/// Reads until EOF or error; returns how long the server took to cut us off.
-fn cut_off_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
+/// Reads until EOF or error; `None` if the server has not cut us off within `limit` (a bound
+/// on the wait, not a measurement).
+fn cut_off_within(mut s: TcpStream, limit: Duration) -> Option<()> {
     s.set_read_timeout(Some(limit)).ok()?;
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return Some(start.elapsed()),
+            Ok(0) => return Some(()),
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -409,13 +418,14 @@ fn cut_off_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
             {
                 return None;
             }
-            Err(_) => return Some(start.elapsed()),
+            Err(_) => return Some(()),
         }
     }
 }
 
 /// A client that sends garbage and one that stays silent are cut off (the handshake
-/// deadline is 500 ms) while the node keeps serving a real peer.
+/// deadline is 500 ms) while the node keeps serving a real peer. When the silent client is cut
+/// (at the deadline, not at once) is asserted in virtual time (`tests/virtual_driver.rs`).
 pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
     let mut c = config();
     c.handshake_timeout = Duration::from_millis(500);
@@ -424,26 +434,17 @@ pub async fn hostile_clients_cut_off<R: Runtime>(rt: R) {
     let garbage = rt.spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).ok()?;
         s.write_all(&[0xff; 300]).ok()?;
-        cut_off_after(s, Duration::from_secs(5))
+        cut_off_within(s, Duration::from_secs(5))
     });
     let silent = rt.spawn_blocking(move || {
         let s = TcpStream::connect(addr).ok()?;
-        cut_off_after(s, Duration::from_secs(5))
+        cut_off_within(s, Duration::from_secs(5))
     });
     // Meanwhile a real peer connects and talks.
     let good = start(&rt, config(), key(41)).await;
     exchange(&rt, &good, &n).await;
-    let g = garbage.await.expect("garbage client cut off within 5 s");
-    let s = silent.await.expect("silent client cut off within 5 s");
-    assert!(
-        s >= Duration::from_millis(300),
-        "silent client cut by the deadline, not at once: {s:?}"
-    );
-    assert!(
-        s < Duration::from_secs(3),
-        "silent client cut near the 500 ms deadline: {s:?}"
-    );
-    assert!(g < Duration::from_secs(3), "garbage client cut: {g:?}");
+    garbage.await.expect("garbage client cut off within 5 s");
+    silent.await.expect("silent client cut off within 5 s");
     // Still serving.
     good.send(n.node_id(), APP, Bytes::from_static(b"still there"))
         .await
@@ -469,8 +470,9 @@ pub async fn slow_reader_backpressure<R: Runtime>(rt: R) {
     let msg = Bytes::from(vec![7u8; 64 * 1024]);
     let mut accepted = 0usize;
     let mut full = false;
-    let end = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < end {
+    // Bounded by count, not paced by time: the slow reader takes 3 s per 64 KiB, so the queue
+    // and the send budget fill long before 1 024 sends, however fast this loop runs.
+    for _ in 0..1024 {
         match a.send(bid, APP, msg.clone()).await {
             Ok(()) => accepted += 1,
             Err(NodeError::Send(SendError::Full(back))) => {
@@ -479,10 +481,6 @@ pub async fn slow_reader_backpressure<R: Runtime>(rt: R) {
                 break;
             }
             Err(e) => panic!("unexpected send error: {e}"),
-        }
-        // Let the writer run; this is still far faster than the reader.
-        if accepted.is_multiple_of(16) {
-            sleep(&rt, Duration::from_millis(5)).await;
         }
     }
     assert!(

@@ -111,6 +111,9 @@ impl Runtime for Smol {
     {
         Box::pin(blocking::unblock(f))
     }
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
     fn timer(&self, at: Instant) -> SmolTimer {
         SmolTimer(Timer::at(at))
     }

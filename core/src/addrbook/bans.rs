@@ -15,6 +15,8 @@ impl AddrBook {
     /// or at that IP in the same step (G14, G15). A repeated ban never shortens one. Persistent
     /// peers are never banned: returns false for them.
     pub fn ban(&mut self, id: NodeId, ip: IpAddr, now: UnixTime) -> bool {
+        // `any` over the set: the answer does not depend on the order.
+        #[allow(clippy::disallowed_methods)]
         let persistent =
             self.persistent_ids.contains(&id) || self.persistent_addrs.iter().any(|a| a.ip() == ip);
         if persistent {

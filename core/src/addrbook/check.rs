@@ -95,19 +95,22 @@ impl AddrBook {
                 self.tried_list.len()
             ));
         }
+        // Sums and `any` over the indices: the answers do not depend on the order.
+        #[allow(clippy::disallowed_methods)]
         for v in self.by_id.values() {
             ids += v.len();
         }
         if ids != live {
             return err("id index size differs from entry count".into());
         }
+        #[allow(clippy::disallowed_methods)]
         let ports: usize = self.ports.values().map(|p| p.len()).sum();
-        if ports != live
-            || self
-                .ports
-                .values()
-                .any(|p| p.len() > self.config.max_ports_per_ip)
-        {
+        #[allow(clippy::disallowed_methods)]
+        let over_cap = self
+            .ports
+            .values()
+            .any(|p| p.len() > self.config.max_ports_per_ip);
+        if ports != live || over_cap {
             return err("port index wrong or over the per-ip port cap".into());
         }
         if self.collisions.len() > MAX_TRIED_COLLISIONS {

@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{AddrBook, AddrBookConfig, EMPTY, UnixTime};
 use crate::addr::NetAddr;
@@ -59,100 +61,25 @@ const LEGACY_NEW_BUCKETS: usize = 256;
 const LEGACY_OLD_BUCKETS: usize = 64;
 const LEGACY_MAX_NEW_REFS: usize = 4;
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Parses a Go RFC 3339 (optionally nano) timestamp to Unix seconds; times before 1970
 /// (including Go's zero time `0001-01-01T00:00:00Z`) give 0, "never".
 pub(crate) fn parse_rfc3339(s: &str) -> Option<UnixTime> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || (b[10] != b'T' && b[10] != b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start || i - start > 9 {
-            return None;
-        }
-    }
-    let offset = match b.get(i) {
-        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 3600 + om * 60;
-            if sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
-    Some(u64::try_from(secs).unwrap_or(0))
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    Some(u64::try_from(t.unix_timestamp()).unwrap_or(0))
 }
 
 /// Formats Unix seconds as Go's RFC 3339 (whole seconds print no fraction); 0 is Go's zero time.
 pub(crate) fn format_rfc3339(t: UnixTime) -> String {
+    /// 9999-12-31T23:59:59Z, the last instant RFC 3339's four-digit year can write.
+    const LAST: i64 = 253_402_300_799;
     if t == 0 {
         return "0001-01-01T00:00:00Z".to_owned();
     }
-    let t = t.min(253_402_300_799) as i64; // 9999-12-31T23:59:59Z
-    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let secs = i64::try_from(t).map_or(LAST, |s| s.min(LAST));
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned())
 }
 
 fn parse_netaddr(a: &JsonNetAddr) -> Option<NetAddr> {
@@ -239,7 +166,7 @@ impl AddrBook {
             .chain_update(b"cometmesh addrbook.json key")
             .chain_update(self.key)
             .finalize();
-        let key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let key = hex::encode(&digest[..12]);
         let mut addrs = Vec::with_capacity(self.len());
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
@@ -320,5 +247,7 @@ mod tests {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
         }
         assert_eq!(format_rfc3339(1_714_564_800), "2024-05-01T12:00:00Z");
+        assert_eq!(format_rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(0), "0001-01-01T00:00:00Z");
     }
 }

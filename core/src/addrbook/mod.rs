@@ -453,9 +453,11 @@ impl AddrBook {
 
     /// Sets the private node ids (`private_peer_ids`): never added, never gossiped.
     pub fn set_private_ids(&mut self, ids: impl IntoIterator<Item = NodeId>) {
-        self.private_ids = ids.into_iter().collect();
-        let drop: Vec<SocketAddr> = self
-            .private_ids
+        // Removals go in the caller's order, never in the set's (randomly seeded) hash order:
+        // the order decides which slots are freed first, and so the book's later layout.
+        let ids: Vec<NodeId> = ids.into_iter().collect();
+        self.private_ids = ids.iter().copied().collect();
+        let drop: Vec<SocketAddr> = ids
             .iter()
             .filter_map(|id| self.by_id.get(id))
             .flatten()

@@ -76,6 +76,7 @@ impl DialBackoff {
         if self.entries.len() >= MAX_DIAL_HISTORY && !self.entries.contains_key(&addr) {
             // Drop the entry whose last failure is oldest; ties broken by address so the
             // choice does not depend on hash order.
+            #[allow(clippy::disallowed_methods)]
             let oldest = self
                 .entries
                 .iter()

@@ -142,6 +142,8 @@ impl Bans {
         self.ips.insert(ip, until);
     }
 
+    // A minimum over a total order (time, then id or ip): the choice does not depend on hash order.
+    #[allow(clippy::disallowed_methods)]
     fn prune_earliest(&mut self) {
         let first = self
             .ids

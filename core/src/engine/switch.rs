@@ -392,6 +392,7 @@ impl Engine {
 
     /// Outbound dials in progress (TCP or handshake) that count against the outbound limit.
     #[must_use]
+    #[allow(clippy::disallowed_methods)] // a count: the order does not matter
     pub fn num_dialing(&self) -> usize {
         self.pending_out
             .keys()
@@ -1550,6 +1551,7 @@ impl Engine {
     }
 
     /// Groups of automatic outbound peers and automatic dials in progress (G7).
+    #[allow(clippy::disallowed_methods)] // collected into a BTreeSet: the order does not matter
     fn auto_groups(&self) -> BTreeSet<Group> {
         let mut groups = BTreeSet::new();
         for p in self.peers.values() {

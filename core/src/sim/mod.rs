@@ -314,7 +314,9 @@ impl Sim {
         &self.events
     }
 
-    /// A hash of every event, dial and close so far, with its time and node.
+    /// A hash of every engine output so far, in order, with its time and node: events, dials
+    /// (with the address), closes and transmitted bytes. Two runs with the same seed and the
+    /// same calls give the same hash, in any process.
     #[must_use]
     pub fn trace_hash(&self) -> u64 {
         self.trace.clone().finish()
@@ -374,6 +376,7 @@ impl Sim {
         for &(i, g) in groups {
             self.nodes[i].partition = g;
         }
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut cross: Vec<Ep> = self
             .pipes
             .iter()
@@ -423,6 +426,7 @@ impl Sim {
     /// Resets the `n`-th open connection (modulo their number, in endpoint order); false if
     /// there is none.
     pub fn reset_nth(&mut self, n: usize) -> bool {
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut open: Vec<Ep> = self
             .pipes
             .iter()
@@ -498,6 +502,13 @@ impl Sim {
         self.trace.write_u64(t);
         for w in words {
             self.trace.write_u64(*w);
+        }
+    }
+
+    fn trace_ip(&mut self, ip: std::net::IpAddr) {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.trace.write(&v4.octets()),
+            std::net::IpAddr::V6(v6) => self.trace.write(&v6.octets()),
         }
     }
 
@@ -756,9 +767,14 @@ impl Sim {
             };
             let now = self.now;
             match out {
-                Output::Transmit { conn, data } => self.transmit(i, conn, data),
+                Output::Transmit { conn, data } => {
+                    self.trace_u64(&[9, i as u64, conn.0, data.len() as u64]);
+                    self.trace.write(&data);
+                    self.transmit(i, conn, data);
+                }
                 Output::Dial { conn, addr } => {
-                    self.trace_u64(&[1, i as u64, conn.0]);
+                    self.trace_u64(&[1, i as u64, conn.0, u64::from(addr.port())]);
+                    self.trace_ip(addr.ip());
                     if self.cfg.check_invariants {
                         self.check_dial(i, addr);
                     }
