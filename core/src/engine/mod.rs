@@ -87,6 +87,8 @@
 
 pub mod backoff;
 mod config;
+pub mod delivery;
+mod filter;
 mod peers;
 pub mod pex;
 mod switch;
@@ -96,6 +98,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use config::{ConfigError, EngineConfig};
+pub use delivery::HeldStats;
+pub use filter::{ConnFilter, FilterRefusal, PeerFilter};
 pub use peers::{Counters, Origin, PeerInfo, PeerState};
 pub use pex::PexViolation;
 pub use switch::Engine;
@@ -223,6 +227,8 @@ pub enum Event {
         info: NodeInfo,
         /// Who dialled.
         direction: Direction,
+        /// Whether it is one of our persistent peers (never banned, always redialled).
+        persistent: bool,
     },
     /// A peer that was up went away.
     PeerDown {
@@ -257,6 +263,26 @@ pub enum Event {
     },
     /// The address book changed; persist `addr_book().encode()` when convenient.
     AddrBookDirty,
+    /// A send to `peer` on `channel` was refused as full earlier, and the channel's queue has
+    /// room again (an edge: once per refusal streak).
+    SendReady {
+        /// The peer.
+        peer: NodeId,
+        /// The channel.
+        channel: ChannelId,
+    },
+}
+
+/// What [`Engine::ban`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BanOutcome {
+    /// The peer's id and IP are banned and it was disconnected.
+    Banned,
+    /// The peer is persistent: it was disconnected (and will be redialled), not banned.
+    Persistent,
+    /// No such peer is up; nothing was done.
+    NotConnected,
 }
 
 /// Why a peer went down.
@@ -287,6 +313,9 @@ pub enum DisconnectReason {
     /// Seed mode: connected for longer than `seed_disconnect_wait`.
     #[error("seed connection expired")]
     SeedExpired,
+    /// The application banned (or, for a persistent peer, only disconnected) it.
+    #[error("banned: {0}")]
+    Banned(String),
 }
 
 /// Why a dial (or an inbound handshake) did not produce a peer.
@@ -323,6 +352,9 @@ pub enum DialFailReason {
     /// The application cancelled it with `disconnect`.
     #[error("cancelled")]
     Cancelled,
+    /// The peer filter refused the authenticated peer.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why an inbound connection was refused at admission.
@@ -338,6 +370,9 @@ pub enum Refused {
     /// Another connection from that IP exists.
     #[error("duplicate ip")]
     DuplicateIp,
+    /// The connection filter refused the remote address.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why [`Engine::dial`] refused.
@@ -359,6 +394,9 @@ pub enum DialError {
     /// The peer is banned.
     #[error("peer is banned")]
     Banned,
+    /// The connection filter refused the address.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why [`Engine::send`] refused a message.
