@@ -367,6 +367,9 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             self.on_timers(now);
+            for (peer, channel) in self.gate.take_busy() {
+                self.event(now, Event::SendReady { peer, channel });
+            }
         }
         self.teardown().await;
     }
@@ -704,6 +707,9 @@ impl<R: Runtime> Driver<R> {
                 timeout,
                 reply,
             } => {
+                if reply.is_none() {
+                    self.gate.release();
+                }
                 let deadline = timeout.map(|t| now + t);
                 let r = if self.parked.is_parked(peer, channel) {
                     Err(SendError::Full(payload))
@@ -807,6 +813,7 @@ impl<R: Runtime> Driver<R> {
                     book_len: self.engine.addr_book().len(),
                     counters: self.engine.counters(),
                     inbox_discarded: self.reactors.discarded(),
+                    held: self.engine.held(),
                 });
             }
             Command::Subscribe { reply } => {

@@ -99,7 +99,7 @@ pub use cometmesh_core::addr::NetAddr;
 pub use cometmesh_core::conn::{ChannelStats, ConnStats};
 pub use cometmesh_core::engine::{
     BanOutcome, ChannelDescriptor, ConnFilter, DisconnectReason, EngineConfig, Event,
-    FilterRefusal, PeerFilter, SendError,
+    FilterRefusal, HeldStats, PeerFilter, SendError,
 };
 pub use cometmesh_core::identity::NodeKey;
 pub use cometmesh_core::{ChannelId, ConnId, NodeId};

@@ -11,7 +11,7 @@ use cometmesh_core::addr::NetAddr;
 use cometmesh_core::conn::ConnStats;
 use cometmesh_core::engine::{
     BanOutcome, ChannelDescriptor, ConfigError, ConnFilter, Counters, DialError, Engine,
-    EngineConfig, PeerFilter, PeerInfo, SendError,
+    EngineConfig, HeldStats, PeerFilter, PeerInfo, SendError,
 };
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::{ChannelId, ConnId, NodeId};
@@ -21,7 +21,7 @@ use futures::channel::{mpsc, oneshot};
 use crate::driver::{self, Command, DriverConfig};
 use crate::events::EventStream;
 use crate::persist;
-use crate::reactor::{Inbox, Reactors};
+use crate::reactor::{Inbox, Notify, Reactors};
 use crate::runtime::Runtime;
 use crate::sends::{Gate, Verdict};
 
@@ -107,6 +107,8 @@ pub struct NodeStatus {
     pub counters: Counters,
     /// Messages of channels whose inbox was dropped, discarded.
     pub inbox_discarded: u64,
+    /// What the engine holds for peers stalled by full inboxes.
+    pub held: HeldStats,
 }
 
 /// Builds and starts a [`Node`] on runtime `R`. Application channels and reactors are
@@ -275,6 +277,7 @@ impl<R: Runtime> NodeBuilder<R> {
         let node_id = engine.node_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(dcfg.command_capacity);
         let gate = Arc::new(Gate::default());
+        let wake = reactors.notify().clone();
         let task = driver::spawn(
             rt,
             engine,
@@ -289,6 +292,7 @@ impl<R: Runtime> NodeBuilder<R> {
             handle: Handle {
                 cmd: cmd_tx,
                 gate,
+                wake,
                 node_id,
                 listen_addr: local,
             },
@@ -384,6 +388,8 @@ impl<R: Runtime> Deref for Node<R> {
 pub struct Handle {
     cmd: mpsc::Sender<Command>,
     gate: Arc<Gate>,
+    /// Wakes the engine task (after marking a `try_send` busy).
+    wake: Arc<Notify>,
     node_id: NodeId,
     listen_addr: SocketAddr,
 }
@@ -496,6 +502,11 @@ impl Handle {
             Verdict::Full => return Err(SendError::Full(payload).into()),
             Verdict::Go => {}
         }
+        if !self.gate.reserve() {
+            self.gate.set_busy(peer, channel);
+            self.wake.notify();
+            return Err(SendError::Full(payload).into());
+        }
         let cmd = Command::SendWait {
             peer,
             channel,
@@ -505,11 +516,20 @@ impl Handle {
         };
         match self.cmd.clone().try_send(cmd) {
             Ok(()) => Ok(()),
-            Err(e) if e.is_full() => match e.into_inner() {
-                Command::SendWait { payload, .. } => Err(SendError::Full(payload).into()),
-                _ => Err(NodeError::Stopped),
-            },
-            Err(_) => Err(NodeError::Stopped),
+            Err(e) if e.is_full() => {
+                self.gate.release();
+                self.gate.set_busy(peer, channel);
+                // The engine task may have emptied the queue meanwhile: make it look.
+                self.wake.notify();
+                match e.into_inner() {
+                    Command::SendWait { payload, .. } => Err(SendError::Full(payload).into()),
+                    _ => Err(NodeError::Stopped),
+                }
+            }
+            Err(_) => {
+                self.gate.release();
+                Err(NodeError::Stopped)
+            }
         }
     }
 

@@ -70,7 +70,8 @@ pub(crate) struct Notify {
 }
 
 impl Notify {
-    fn notify(&self) {
+    /// Wakes the engine task.
+    pub(crate) fn notify(&self) {
         self.flag.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -271,7 +272,7 @@ impl Reactors {
         }
     }
 
-    pub(crate) fn notify(&self) -> &Notify {
+    pub(crate) fn notify(&self) -> &Arc<Notify> {
         &self.notify
     }
 

@@ -6,6 +6,7 @@
 //! (peer, channel) retried, so a wake never retries every parked send.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -19,6 +20,9 @@ pub(crate) type Reply = Option<oneshot::Sender<Result<(), SendError>>>;
 
 /// Most sends parked at once; more are answered `Full`.
 pub(crate) const MAX_PARKED: usize = 4096;
+
+/// Most `try_send` commands on their way to the engine task at once.
+const MAX_TRY_IN_FLIGHT: usize = 256;
 
 struct Waiting {
     payload: Bytes,
@@ -199,12 +203,20 @@ fn answer(peer: NodeId, ch: ChannelId, reply: Reply, r: Result<(), SendError>) {
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     inner: Mutex<GateState>,
+    /// Set when a `try_send` found the command queue full (see [`Gate::set_busy`]).
+    any_busy: AtomicBool,
+    /// `try_send` commands sent and not yet taken by the engine task.
+    in_flight: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct GateState {
     up: hashbrown::HashSet<NodeId>,
+    /// (peer, channel) queues the engine refused as full, until their `SendReady`.
     full: hashbrown::HashSet<(NodeId, ChannelId)>,
+    /// (peer, channel) pairs whose `try_send` found the node's command queue full: they get a
+    /// `SendReady` once the engine task has taken the queued commands.
+    busy: Vec<(NodeId, ChannelId)>,
 }
 
 /// What the gate says about a `try_send`.
@@ -225,11 +237,25 @@ impl Gate {
         let g = self.lock();
         if !g.up.contains(&peer) {
             Verdict::UnknownPeer
-        } else if g.full.contains(&(peer, ch)) {
+        } else if g.full.contains(&(peer, ch)) || g.busy.contains(&(peer, ch)) {
             Verdict::Full
         } else {
             Verdict::Go
         }
+    }
+
+    /// Reserves room for one `try_send` command; false when too many are on their way.
+    pub(crate) fn reserve(&self) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_TRY_IN_FLIGHT {
+            self.release();
+            return false;
+        }
+        true
+    }
+
+    /// A `try_send` command was taken (or never sent).
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(crate) fn peer_up(&self, peer: NodeId) {
@@ -249,6 +275,28 @@ impl Gate {
         } else {
             g.full.remove(&(peer, ch));
         }
+    }
+
+    /// A `try_send` to `peer` on `ch` found the command queue full.
+    pub(crate) fn set_busy(&self, peer: NodeId, ch: ChannelId) {
+        let mut g = self.lock();
+        if !g.busy.contains(&(peer, ch)) {
+            g.busy.push((peer, ch));
+        }
+        self.any_busy.store(true, Ordering::Release);
+    }
+
+    /// The engine task took its queued commands: the busy pairs that are not full in the
+    /// engine are ready again (returned, for their `SendReady`).
+    pub(crate) fn take_busy(&self) -> Vec<(NodeId, ChannelId)> {
+        if !self.any_busy.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let mut g = self.lock();
+        let busy = std::mem::take(&mut g.busy);
+        busy.into_iter()
+            .filter(|k| g.up.contains(&k.0) && !g.full.contains(k))
+            .collect()
     }
 
     pub(crate) fn clear(&self) {

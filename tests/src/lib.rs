@@ -3,3 +3,4 @@
 pub mod blocking;
 pub mod cometbft;
 pub mod loopback;
+pub mod reactors;

@@ -12,6 +12,7 @@
 //! channel A does not hold back a later message of channel B that has room.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -177,8 +178,7 @@ impl Delivery {
         let order: Vec<ConnId> = match self.cursor {
             Some(c) => self
                 .held
-                .range(c..)
-                .skip(1)
+                .range((Bound::Excluded(c), Bound::Unbounded))
                 .chain(self.held.range(..=c))
                 .map(|(k, _)| *k)
                 .collect(),
