@@ -3,4 +3,5 @@
 pub mod blocking;
 pub mod cometbft;
 pub mod loopback;
+pub mod mempool;
 pub mod reactors;
