@@ -34,14 +34,17 @@ async fn run() -> Res<()> {
     let ReactorEvent::PeerUp(bob_up) = next(&mut alice_in).await? else {
         return Err("expected PeerUp".into());
     };
-    alice.send_wait(bob_up.peer, CHAT, "hello bob".into()).await?;
+    alice
+        .send_wait(bob_up.peer, CHAT, "hello bob".into())
+        .await?;
     let ReactorEvent::PeerUp(alice_up) = next(&mut bob_in).await? else {
         return Err("expected PeerUp".into());
     };
     if let ReactorEvent::Message(_, text) = next(&mut bob_in).await? {
         println!("bob got {text:?}");
     }
-    bob.send_wait(alice_up.peer, CHAT, "hi alice".into()).await?;
+    bob.send_wait(alice_up.peer, CHAT, "hi alice".into())
+        .await?;
     if let ReactorEvent::Message(_, text) = next(&mut alice_in).await? {
         println!("alice got {text:?}");
     }

@@ -39,9 +39,9 @@ use async_std::net::{TcpListener, TcpStream};
 
 pub use cometmesh_driver::{
     BanOutcome, BoxFuture, ChannelDescriptor, ChannelId, ConnFilter, ConnId, DisconnectReason,
-    EngineConfig, Event, EventStream, FilterRefusal, Handle, HeldStats, Inbox, NetAddr,
-    NodeError, NodeId, NodeKey, NodeStatus, PeerFilter, PeerStats, PeerStatus, PeerUp,
-    ReactorEvent, Runtime, SendError, StartError, TryRecvError, core,
+    EngineConfig, Event, EventStream, FilterRefusal, Handle, HeldStats, Inbox, NetAddr, NodeError,
+    NodeId, NodeKey, NodeStatus, PeerFilter, PeerStats, PeerStatus, PeerUp, ReactorEvent, Runtime,
+    SendError, StartError, TryRecvError, core,
 };
 
 /// A node running on async-std.

@@ -71,7 +71,11 @@ fn received(sim: &Sim, from: usize) -> Vec<(ChannelId, u32)> {
 }
 
 fn number(m: &[u8]) -> u32 {
-    u32::from_be_bytes(m.get(..4).and_then(|b| b.try_into().ok()).unwrap_or_default())
+    u32::from_be_bytes(
+        m.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default(),
+    )
 }
 
 fn numbered(i: u32, len: usize) -> Bytes {
@@ -141,7 +145,7 @@ proptest! {
                 e.consumed(now, B, kb);
             });
             // A stalled application must not stall the test: consume everything sometimes.
-            if round % 7 == 0 {
+            if round.is_multiple_of(7) {
                 let (ra, rb) = (seen_a - used_a, seen_b - used_b);
                 used_a = seen_a;
                 used_b = seen_b;
@@ -179,7 +183,8 @@ fn remote_close_behind_held_messages_delivers_them_first() {
     );
     for _ in 0..8 {
         sim.with_engine(1, |e, now| e.consumed(now, A, 1));
-        sim.run_for(Duration::from_millis(10), 100_000).expect("runs");
+        sim.run_for(Duration::from_millis(10), 100_000)
+            .expect("runs");
     }
     let evs: Vec<&Event> = sim.events()[start..]
         .iter()

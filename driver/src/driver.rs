@@ -2,12 +2,12 @@
 //! address-book saves are tasks joined to it by bounded channels.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -726,7 +726,9 @@ impl<R: Runtime> Driver<R> {
                                 Some(reply) => {
                                     let _ = reply.send(Err(SendError::Full(payload)));
                                 }
-                                None => tracing::warn!(%peer, %channel, "try_send message dropped: too many parked sends"),
+                                None => {
+                                    tracing::warn!(%peer, %channel, "try_send message dropped: too many parked sends")
+                                }
                             }
                         }
                     }
@@ -755,9 +757,7 @@ impl<R: Runtime> Driver<R> {
                 except,
                 reply,
             } => {
-                let outcomes = self
-                    .engine
-                    .broadcast_except(now, channel, &payload, except);
+                let outcomes = self.engine.broadcast_except(now, channel, &payload, except);
                 for (peer, r) in &outcomes {
                     match r {
                         Ok(()) => count_sent(&self.engine, &mut self.conns, *peer),
@@ -834,7 +834,14 @@ impl<R: Runtime> Driver<R> {
         channel: ChannelId,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        send_counted(&mut self.engine, &mut self.conns, now, peer, channel, payload)
+        send_counted(
+            &mut self.engine,
+            &mut self.conns,
+            now,
+            peer,
+            channel,
+            payload,
+        )
     }
 
     /// Gives read credit back to connections the engine wants to read again.

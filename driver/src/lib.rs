@@ -88,10 +88,10 @@ mod runtime;
 mod sends;
 
 pub use events::EventStream;
-pub use reactor::{Inbox, PeerUp, ReactorEvent, TryRecvError};
 pub use node::{
     Handle, Node, NodeBuilder, NodeError, NodeStatus, PeerStats, PeerStatus, StartError,
 };
+pub use reactor::{Inbox, PeerUp, ReactorEvent, TryRecvError};
 pub use runtime::{BoxFuture, Runtime};
 
 pub use cometmesh_core as core;

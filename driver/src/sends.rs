@@ -64,12 +64,15 @@ impl Parked {
             self.deadlines.insert((at, seq));
         }
         self.len += 1;
-        self.queues.entry((peer, ch)).or_default().push_back(Waiting {
-            payload,
-            reply,
-            deadline,
-            seq,
-        });
+        self.queues
+            .entry((peer, ch))
+            .or_default()
+            .push_back(Waiting {
+                payload,
+                reply,
+                deadline,
+                seq,
+            });
         Ok(())
     }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cometmesh_core::engine::{
-    ChannelDescriptor, DialFailReason, Direction, DisconnectReason, Event, FilterRefusal,
-    SendError,
+    ChannelDescriptor, DialFailReason, Direction, DisconnectReason, Event, FilterRefusal, SendError,
 };
 use cometmesh_core::{ChannelId, NodeId};
 use cometmesh_driver::{
@@ -73,7 +72,11 @@ fn numbered(i: u32, len: usize) -> Bytes {
 }
 
 fn number(m: &[u8]) -> u32 {
-    u32::from_be_bytes(m.get(..4).and_then(|b| b.try_into().ok()).unwrap_or_default())
+    u32::from_be_bytes(
+        m.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_default(),
+    )
 }
 
 /// A reactor that sleeps while 100 000 messages are sent loses none: the sender sees `Full`
@@ -138,7 +141,10 @@ pub async fn sleeping_reactor_loses_nothing<R: Runtime>(rt: R) {
         assert!(max_len <= WINDOW + 1, "inbox bounded: {max_len}");
     };
     futures::join!(sender, receiver);
-    assert!(fulls.load(Ordering::Relaxed) > 0, "the sender saw backpressure");
+    assert!(
+        fulls.load(Ordering::Relaxed) > 0,
+        "the sender saw backpressure"
+    );
     assert_eq!(ib.try_recv().err(), Some(TryRecvError::Empty));
     let st = b.status().await.expect("status");
     assert_eq!(st.held, Default::default(), "nothing held at the end");
@@ -282,7 +288,8 @@ pub async fn ban_hook<R: Runtime>(rt: R) {
     let mut id = bd.reactor(desc(CH), 8);
     let d = bd.start().await.expect("start");
     let cid = c.node_id();
-    let up = |ev: &ReactorEvent| matches!(ev, ReactorEvent::PeerUp(u) if u.peer == cid && u.persistent);
+    let up =
+        |ev: &ReactorEvent| matches!(ev, ReactorEvent::PeerUp(u) if u.peer == cid && u.persistent);
     assert!(up(&next(&rt, &mut id).await), "persistent peer up");
     let out = d.ban(cid, "misbehaved", Duration::from_secs(600)).await;
     assert_eq!(out.ok(), Some(BanOutcome::Persistent));
@@ -394,7 +401,9 @@ pub async fn filters_refuse<R: Runtime>(rt: R) {
     assert!(
         matches!(
             refused,
-            Some(DialFailReason::Filtered(FilterRefusal("node a is not welcome")))
+            Some(DialFailReason::Filtered(FilterRefusal(
+                "node a is not welcome"
+            )))
         ),
         "{refused:?}"
     );
@@ -416,9 +425,9 @@ pub async fn filters_refuse<R: Runtime>(rt: R) {
     assert!(
         matches!(
             r,
-            Err(NodeError::Dial(cometmesh_core::engine::DialError::Filtered(
-                FilterRefusal("port blocked")
-            )))
+            Err(NodeError::Dial(
+                cometmesh_core::engine::DialError::Filtered(FilterRefusal("port blocked"))
+            ))
         ),
         "{r:?}"
     );

@@ -15,5 +15,4 @@ pub struct FilterRefusal(pub &'static str);
 pub type ConnFilter = Box<dyn Fn(SocketAddr) -> Result<(), FilterRefusal> + Send + Sync>;
 
 /// A peer filter: sees the authenticated NodeInfo and the remote address after the handshake.
-pub type PeerFilter =
-    Box<dyn Fn(&NodeInfo, SocketAddr) -> Result<(), FilterRefusal> + Send + Sync>;
+pub type PeerFilter = Box<dyn Fn(&NodeInfo, SocketAddr) -> Result<(), FilterRefusal> + Send + Sync>;
