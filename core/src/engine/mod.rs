@@ -59,6 +59,26 @@
 //! # Ok::<(), cometmesh_core::engine::ConfigError>(())
 //! ```
 //!
+//! # Reactors: delivery windows, send edges, bans, filters
+//!
+//! - [`Engine::set_delivery_window`] makes a channel flow-controlled: at most `window` of its
+//!   messages are out as [`Event::Message`] and not yet reported with [`Engine::consumed`]. A
+//!   message beyond that is held with its connection, which then stops wanting reads
+//!   ([`Engine::wants_read`]) until all it holds is delivered: the peer's TCP stream stalls.
+//!   Messages of one peer on one channel keep their order; another channel with room keeps
+//!   flowing. When the socket of a stalled peer closes, its held messages are still delivered
+//!   and `PeerDown` comes after the last; when *we* drop the peer (ban, disconnect, timeout,
+//!   protocol error) its held messages are discarded (`Counters::messages_discarded`).
+//!   [`Engine::held`] counts what is held: per connection at most what the adapter read after
+//!   `wants_read` turned false. See [`delivery`].
+//! - A send refused as full marks its (peer, channel); when that queue has room again the
+//!   engine emits [`Event::SendReady`] once.
+//! - [`Engine::ban`] (CometBFT's `StopPeerForError`), [`Engine::mark_good`],
+//!   [`Engine::broadcast_except`] (per-peer outcomes), and the admission filters
+//!   [`Engine::set_conn_filter`] / [`Engine::set_peer_filter`] (pure functions run by the
+//!   engine: refused with [`Refused::Filtered`], [`DialError::Filtered`] or
+//!   [`DialFailReason::Filtered`]).
+//!
 //! # Policies
 //!
 //! - **Duplicates.** Two live connections to one node id (for example a simultaneous cross-dial
