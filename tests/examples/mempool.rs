@@ -58,13 +58,19 @@ async fn main() -> Res<()> {
     // M speaks garbage on 0x30: B bans it.
     let mut mb = cometmesh_tokio::builder(config(), NodeKey::from_seed([4; 32]));
     let mut m_peers = mb.peer_events();
-    let m = mb.channel(ChannelDescriptor::new(MEMPOOL, 5)).start().await?;
+    let m = mb
+        .channel(ChannelDescriptor::new(MEMPOOL, 5))
+        .start()
+        .await?;
     m.dial(b.net_addr()).await?;
     next(&mut m_peers).await?;
     m.send_wait(b.node_id(), MEMPOOL, Bytes::from_static(b"\xff\xff"))
         .await?;
     if let ReactorEvent::PeerDown(_, why) = next(&mut m_peers).await? {
-        println!("M was dropped by B ({why}); B's bans: {}", b.status().await?.counters.bans);
+        println!(
+            "M was dropped by B ({why}); B's bans: {}",
+            b.status().await?.counters.bans
+        );
     }
     Ok(())
 }
