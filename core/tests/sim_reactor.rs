@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cometmesh_core::engine::{ChannelDescriptor, DisconnectReason, Event, SendError};
+use cometmesh_core::engine::{
+    BanOutcome, ChannelDescriptor, DisconnectReason, Engine, Event, SendError,
+};
+use cometmesh_core::identity::NodeKey;
 use cometmesh_core::sim::{Sim, SimConfig, node_config};
 use cometmesh_core::{ChannelId, NodeId};
 use proptest::prelude::*;
@@ -47,9 +50,12 @@ fn pair(seed: u64, window_a: usize, window_b: usize) -> Sim {
     sim.with_engine(0, |e, now| e.dial(now, to))
         .expect("node")
         .expect("dial");
-    let id1 = sim.node_id(1);
+    let (id0, id1) = (sim.node_id(0), sim.node_id(1));
     sim.run_until(
-        |s| s.engine(0).is_some_and(|e| e.peer(&id1).is_some()),
+        |s| {
+            s.engine(0).is_some_and(|e| e.peer(&id1).is_some())
+                && s.engine(1).is_some_and(|e| e.peer(&id0).is_some())
+        },
         100_000,
     )
     .expect("peers up");
@@ -225,4 +231,38 @@ fn local_drop_of_a_stalled_peer_discards_what_it_holds() {
     assert_eq!(e.held(), Default::default());
     assert_eq!(e.counters().messages_discarded, held as u64);
     assert_eq!(e.num_conns(), 0);
+}
+
+/// `ban` goes through the one ban list: id and IP in the engine and in the address book,
+/// which persists it (it survives an encode/load) for exactly the duration asked.
+#[test]
+fn ban_is_persisted_in_the_book_for_its_duration() {
+    let mut sim = pair(9, 8, 8);
+    let id0 = sim.node_id(0);
+    let ip0 = sim.net_addr(0).addr.ip();
+    let out = sim.with_engine(1, |e, now| {
+        e.ban(now, id0, "bad bytes", Duration::from_secs(3600))
+    });
+    assert_eq!(out, Some(BanOutcome::Banned));
+    sim.run_for(Duration::from_secs(1), 100_000).expect("runs");
+    let e = sim.engine(1).expect("node");
+    assert!(e.peer(&id0).is_none(), "disconnected");
+    assert!(e.is_banned(&id0, sim.now()));
+    let unix = sim.unix_now();
+    let saved = e.addr_book().encode();
+    let mut fresh = Engine::new(
+        node_config(1),
+        NodeKey::from_seed([7; 32]),
+        [0; 32],
+        sim.now(),
+        unix,
+    )
+    .expect("engine");
+    fresh.load_addr_book(&saved).expect("loads");
+    assert!(fresh.addr_book().is_banned(&id0, &ip0, unix));
+    assert!(!fresh.addr_book().is_banned(&id0, &ip0, unix + 3601));
+    assert_eq!(
+        sim.with_engine(1, |e, now| e.ban(now, id0, "again", Duration::from_secs(1))),
+        Some(BanOutcome::NotConnected)
+    );
 }
