@@ -1,55 +1,53 @@
-//! Two async-std nodes on loopback exchange messages on a custom channel.
+//! Two async-std nodes on loopback chat through a reactor inbox: nothing can be missed, because
+//! each inbox exists before its node starts and sees `PeerUp` before any message.
 //! Run: `cargo run -p cometmesh-async-std --example async_std_chat`
 use std::error::Error;
 use std::time::Duration;
 
 use async_std::future::timeout;
-use cometmesh_async_std::{self as mesh, ChannelDescriptor, ChannelId, Event, EventStream};
+use cometmesh_async_std::{self as mesh, ChannelDescriptor, ChannelId, Inbox, ReactorEvent};
 use futures::StreamExt;
 
 const CHAT: ChannelId = ChannelId(0x70);
 type Res<T> = Result<T, Box<dyn Error>>;
 
-async fn node(seed: u8) -> Result<mesh::Node, mesh::StartError> {
+async fn node(seed: u8) -> Res<(mesh::Node, Inbox)> {
     let mut config = mesh::EngineConfig::default();
     config.chain_id = "example-chain".into();
     config.listen_addr = ([127, 0, 0, 1], 0).into();
     config.addr_book_strict = false; // loopback addresses are not routable
-    mesh::builder(config, mesh::NodeKey::from_seed([seed; 32]))
-        .channel(ChannelDescriptor::new(CHAT, 1))
-        .start()
-        .await
+    let mut builder = mesh::builder(config, mesh::NodeKey::from_seed([seed; 32]));
+    let inbox = builder.reactor(ChannelDescriptor::new(CHAT, 1), 64);
+    Ok((builder.start().await?, inbox))
 }
 
-/// The next event that `f` picks (waits 10 s at most).
-async fn next<T>(events: &mut EventStream, f: impl Fn(Event) -> Option<T>) -> Res<T> {
-    loop {
-        let event = timeout(Duration::from_secs(10), events.next()).await?;
-        match event.map(&f) {
-            Some(Some(t)) => return Ok(t),
-            Some(None) => {}
-            None => return Err("node stopped".into()),
-        }
-    }
+/// The next inbox event (waits 10 s at most).
+async fn next(inbox: &mut Inbox) -> Res<ReactorEvent> {
+    let event = timeout(Duration::from_secs(10), inbox.next()).await?;
+    event.ok_or_else(|| "node stopped".into())
 }
 
 async fn run() -> Res<()> {
-    let (alice, bob) = (node(1).await?, node(2).await?);
-    let (mut alice_events, mut bob_events) = (alice.events().await?, bob.events().await?);
+    let ((alice, mut alice_in), (bob, mut bob_in)) = (node(1).await?, node(2).await?);
     alice.dial(bob.net_addr()).await?;
-    let peer_up = |e| matches!(e, Event::PeerUp { .. }).then_some(());
-    next(&mut bob_events, peer_up).await?;
-    let message = |e| match e {
-        Event::Message { payload, .. } => Some(payload),
-        _ => None,
+    // Each inbox says PeerUp first: then the peer is up on *that* side, so sending cannot race.
+    let ReactorEvent::PeerUp(bob_up) = next(&mut alice_in).await? else {
+        return Err("expected PeerUp".into());
     };
     alice
-        .send_wait(bob.node_id(), CHAT, "hello bob".into())
+        .send_wait(bob_up.peer, CHAT, "hello bob".into())
         .await?;
-    println!("bob got {:?}", next(&mut bob_events, message).await?);
-    bob.send_wait(alice.node_id(), CHAT, "hi alice".into())
+    let ReactorEvent::PeerUp(alice_up) = next(&mut bob_in).await? else {
+        return Err("expected PeerUp".into());
+    };
+    if let ReactorEvent::Message(_, text) = next(&mut bob_in).await? {
+        println!("bob got {text:?}");
+    }
+    bob.send_wait(alice_up.peer, CHAT, "hi alice".into())
         .await?;
-    println!("alice got {:?}", next(&mut alice_events, message).await?);
+    if let ReactorEvent::Message(_, text) = next(&mut alice_in).await? {
+        println!("alice got {text:?}");
+    }
     futures::join!(alice.shutdown(), bob.shutdown());
     Ok(())
 }

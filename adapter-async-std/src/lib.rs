@@ -38,9 +38,10 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream};
 
 pub use cometmesh_driver::{
-    BoxFuture, ChannelDescriptor, ChannelId, ConnId, EngineConfig, Event, EventStream, Handle,
-    NetAddr, NodeError, NodeId, NodeKey, NodeStatus, PeerStats, PeerStatus, Runtime, SendError,
-    StartError, core,
+    BanOutcome, BoxFuture, ChannelDescriptor, ChannelId, ConnFilter, ConnId, DisconnectReason,
+    EngineConfig, Event, EventStream, FilterRefusal, Handle, HeldStats, Inbox, NetAddr, NodeError,
+    NodeId, NodeKey, NodeStatus, PeerFilter, PeerStats, PeerStatus, PeerUp, ReactorEvent, Runtime,
+    SendError, StartError, TryRecvError, core,
 };
 
 /// A node running on async-std.

@@ -35,9 +35,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use cometmesh_driver::{
-    BoxFuture, ChannelDescriptor, ChannelId, ConnId, EngineConfig, Event, EventStream, Handle,
-    NetAddr, NodeError, NodeId, NodeKey, NodeStatus, PeerStats, PeerStatus, Runtime, SendError,
-    StartError, core,
+    BanOutcome, BoxFuture, ChannelDescriptor, ChannelId, ConnFilter, ConnId, DisconnectReason,
+    EngineConfig, Event, EventStream, FilterRefusal, Handle, HeldStats, Inbox, NetAddr, NodeError,
+    NodeId, NodeKey, NodeStatus, PeerFilter, PeerStats, PeerStatus, PeerUp, ReactorEvent, Runtime,
+    SendError, StartError, TryRecvError, core,
 };
 
 /// A node running on tokio.

@@ -7,13 +7,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cometmesh_core::addr::NetAddr;
 use cometmesh_core::engine::{
-    CloseCause, DialError, DialFailure, Engine, Event, Input, Output, SendError,
+    BanOutcome, CloseCause, DialError, DialFailure, Engine, Event, Input, Output, SendError,
 };
 use cometmesh_core::{ChannelId, ConnId, NodeId};
 use futures::channel::mpsc::TryRecvError;
@@ -26,7 +27,9 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use crate::events::{EventStream, Subscribers};
 use crate::node::{NodeStatus, PeerStats, PeerStatus};
 use crate::persist;
+use crate::reactor::Reactors;
 use crate::runtime::{Runtime, sleep_until};
+use crate::sends::{Gate, Parked, Reply};
 
 /// Tunables of the driver (set through the builder).
 #[derive(Clone, Debug)]
@@ -71,16 +74,6 @@ const READ_MAX: usize = 64 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Most queued IO results or commands handled per wake, after the one that woke us.
 const BATCH: usize = 256;
-/// Most `send_wait` calls parked at once; more are answered `Full`.
-const MAX_WAITING: usize = 4096;
-
-/// A `send_wait` whose channel queue was full: retried, in order, as the queue drains.
-struct Waiting {
-    peer: NodeId,
-    channel: ChannelId,
-    payload: Bytes,
-    reply: oneshot::Sender<Result<(), SendError>>,
-}
 
 /// A request from a [`Handle`](crate::Handle).
 pub(crate) enum Command {
@@ -90,16 +83,34 @@ pub(crate) enum Command {
         payload: Bytes,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
+    /// Waits for room (parked), at most `timeout`; `reply` is `None` for `try_send`.
     SendWait {
         peer: NodeId,
         channel: ChannelId,
         payload: Bytes,
-        reply: oneshot::Sender<Result<(), SendError>>,
+        timeout: Option<Duration>,
+        reply: Reply,
     },
     Broadcast {
         channel: ChannelId,
         payload: Bytes,
         reply: oneshot::Sender<usize>,
+    },
+    BroadcastExcept {
+        channel: ChannelId,
+        payload: Bytes,
+        except: Option<NodeId>,
+        reply: oneshot::Sender<Vec<(NodeId, Result<(), SendError>)>>,
+    },
+    Ban {
+        peer: NodeId,
+        reason: String,
+        duration: Duration,
+        reply: oneshot::Sender<BanOutcome>,
+    },
+    MarkGood {
+        peer: NodeId,
+        reply: oneshot::Sender<bool>,
     },
     Dial {
         addr: NetAddr,
@@ -232,6 +243,8 @@ enum Wake<R: Runtime> {
     Io(IoEvent<R>),
     Cmd(Option<Command>),
     Timer,
+    /// A reactor returned room or dropped its inbox.
+    Room,
 }
 
 struct Driver<R: Runtime> {
@@ -245,7 +258,9 @@ struct Driver<R: Runtime> {
     conns: hashbrown::HashMap<ConnId, Slot>,
     lingers: BTreeSet<(Instant, ConnId)>,
     paused: Vec<ConnId>,
-    waiting: VecDeque<Waiting>,
+    parked: Parked,
+    gate: Arc<Gate>,
+    reactors: Reactors,
     tasks: FuturesUnordered<R::JoinHandle>,
     subs: Subscribers,
     timer: R::Timer,
@@ -255,6 +270,7 @@ struct Driver<R: Runtime> {
 }
 
 /// Starts the listener and the engine task; returns the engine task's handle.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn<R: Runtime>(
     rt: R,
     engine: Engine,
@@ -262,6 +278,8 @@ pub(crate) fn spawn<R: Runtime>(
     cmd_rx: mpsc::Receiver<Command>,
     book_path: Option<PathBuf>,
     cfg: DriverConfig,
+    reactors: Reactors,
+    gate: Arc<Gate>,
 ) -> R::JoinHandle {
     let (io_tx, io_rx) = mpsc::channel(cfg.io_capacity);
     let (listener_abort, reg) = AbortHandle::new_pair();
@@ -280,7 +298,9 @@ pub(crate) fn spawn<R: Runtime>(
         conns: hashbrown::HashMap::new(),
         lingers: BTreeSet::new(),
         paused: Vec::new(),
-        waiting: VecDeque::new(),
+        parked: Parked::default(),
+        gate,
+        reactors,
         tasks,
         timer,
         book: book_path.map(|path| BookSaver {
@@ -325,6 +345,10 @@ impl<R: Runtime> Driver<R> {
                 Wake::Cmd(Some(cmd)) => self.on_cmd(now, cmd),
                 Wake::Cmd(None) => self.cmd_open = false,
                 Wake::Timer => {}
+                Wake::Room => {
+                    self.reactors.collect(&mut self.engine, now);
+                    self.drain(now);
+                }
             }
             for _ in 0..BATCH {
                 match self.io_rx.try_recv() {
@@ -343,12 +367,18 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             self.on_timers(now);
-            self.retry_waiting(now);
+            for (peer, channel) in self.gate.take_busy() {
+                self.event(now, Event::SendReady { peer, channel });
+            }
         }
         self.teardown().await;
     }
 
     fn poll_wake(&mut self, cx: &mut Context<'_>, timed: bool) -> Poll<Wake<R>> {
+        // Room returned by reactors first: under a read flood it must not wait.
+        if self.reactors.notify().poll(cx) {
+            return Poll::Ready(Wake::Room);
+        }
         // Reap finished tasks first, so that their handles never pile up under load.
         for _ in 0..BATCH {
             if self.tasks.is_empty() {
@@ -382,6 +412,7 @@ impl<R: Runtime> Driver<R> {
             self.lingers.first().map(|(t, _)| *t),
             book,
             self.stopping.as_ref().map(|s| s.deadline),
+            self.parked.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -401,6 +432,7 @@ impl<R: Runtime> Driver<R> {
             tracing::debug!(%conn, "closing connection did not flush in time: cut");
             self.finish_conn(now, conn, CloseCause::Local);
         }
+        self.parked.expire(now);
         self.drain(now);
     }
 
@@ -415,13 +447,13 @@ impl<R: Runtime> Driver<R> {
                 }
                 Output::Dial { conn, addr } => self.dial(now, conn, addr),
                 Output::Close { conn } => self.close(now, conn),
-                Output::Event(ev) => self.event(ev),
+                Output::Event(ev) => self.event(now, ev),
                 _ => {}
             }
         }
     }
 
-    fn event(&mut self, ev: Event) {
+    fn event(&mut self, now: Instant, ev: Event) {
         match &ev {
             Event::AddrBookDirty => {
                 if let Some(b) = &mut self.book {
@@ -442,16 +474,46 @@ impl<R: Runtime> Driver<R> {
                 ..
             } => {
                 tracing::info!(%peer, ?direction, moniker = %info.moniker, "peer up");
+                self.gate.peer_up(*peer);
             }
             Event::PeerDown { peer, reason } => {
                 tracing::info!(%peer, %reason, "peer down");
+                self.parked.drop_peer(*peer);
+                self.gate.peer_down(*peer);
             }
             Event::DialFailed { addr, reason } => {
                 tracing::debug!(%addr, %reason, "dial failed");
             }
+            Event::InboundFailed { remote, reason } => {
+                tracing::debug!(%remote, %reason, "inbound connection failed");
+            }
+            Event::SendReady { peer, channel } => {
+                let (peer, ch) = (*peer, *channel);
+                if !self.retry(now, peer, ch) {
+                    // Parked sends took the room: the edge is for later.
+                    return;
+                }
+                self.gate.set_full(peer, ch, false);
+            }
             _ => {}
         }
+        if self.reactors.route(&ev) {
+            return;
+        }
         self.subs.publish(&ev);
+    }
+
+    /// Retries the sends parked for `peer` on `ch`; true when none is left.
+    fn retry(&mut self, now: Instant, peer: NodeId, ch: ChannelId) -> bool {
+        let Driver {
+            parked,
+            engine,
+            conns,
+            ..
+        } = self;
+        parked.retry(peer, ch, |payload| {
+            send_counted(engine, conns, now, peer, ch, payload)
+        })
     }
 
     fn dial(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
@@ -633,24 +695,45 @@ impl<R: Runtime> Driver<R> {
                 reply,
             } => {
                 let r = self.send(now, peer, channel, payload);
+                if matches!(r, Err(SendError::Full(_))) {
+                    self.gate.set_full(peer, channel, true);
+                }
                 let _ = reply.send(r);
             }
             Command::SendWait {
                 peer,
                 channel,
                 payload,
+                timeout,
                 reply,
             } => {
-                let queued_before = self
-                    .waiting
-                    .iter()
-                    .any(|w| w.peer == peer && w.channel == channel);
-                if queued_before {
-                    self.park(peer, channel, payload, reply);
+                if reply.is_none() {
+                    self.gate.release();
+                }
+                let deadline = timeout.map(|t| now + t);
+                let r = if self.parked.is_parked(peer, channel) {
+                    Err(SendError::Full(payload))
                 } else {
-                    match self.send(now, peer, channel, payload) {
-                        Err(SendError::Full(payload)) => self.park(peer, channel, payload, reply),
-                        r => {
+                    self.send(now, peer, channel, payload)
+                };
+                match r {
+                    Err(SendError::Full(payload)) => {
+                        self.gate.set_full(peer, channel, true);
+                        if let Err((payload, reply)) =
+                            self.parked.park(peer, channel, payload, reply, deadline)
+                        {
+                            match reply {
+                                Some(reply) => {
+                                    let _ = reply.send(Err(SendError::Full(payload)));
+                                }
+                                None => {
+                                    tracing::warn!(%peer, %channel, "try_send message dropped: too many parked sends")
+                                }
+                            }
+                        }
+                    }
+                    r => {
+                        if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
                     }
@@ -667,6 +750,34 @@ impl<R: Runtime> Driver<R> {
                     .filter(|p| self.send(now, *p, channel, payload.clone()).is_ok())
                     .count();
                 let _ = reply.send(n);
+            }
+            Command::BroadcastExcept {
+                channel,
+                payload,
+                except,
+                reply,
+            } => {
+                let outcomes = self.engine.broadcast_except(now, channel, &payload, except);
+                for (peer, r) in &outcomes {
+                    match r {
+                        Ok(()) => count_sent(&self.engine, &mut self.conns, *peer),
+                        Err(SendError::Full(_)) => self.gate.set_full(*peer, channel, true),
+                        Err(_) => {}
+                    }
+                }
+                let _ = reply.send(outcomes);
+            }
+            Command::Ban {
+                peer,
+                reason,
+                duration,
+                reply,
+            } => {
+                tracing::info!(%peer, %reason, ?duration, "banning peer");
+                let _ = reply.send(self.engine.ban(now, peer, reason, duration));
+            }
+            Command::MarkGood { peer, reply } => {
+                let _ = reply.send(self.engine.mark_good(now, peer));
             }
             Command::Dial { addr, reply } => {
                 // While stopping, the reply is dropped: the caller sees `NodeError::Stopped`.
@@ -701,6 +812,8 @@ impl<R: Runtime> Driver<R> {
                     connections: self.engine.num_conns(),
                     book_len: self.engine.addr_book().len(),
                     counters: self.engine.counters(),
+                    inbox_discarded: self.reactors.discarded(),
+                    held: self.engine.held(),
                 });
             }
             Command::Subscribe { reply } => {
@@ -721,62 +834,14 @@ impl<R: Runtime> Driver<R> {
         channel: ChannelId,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        self.engine.send(now, peer, channel, payload)?;
-        if let Some(conn) = self.engine.peer(&peer).map(|p| p.conn)
-            && let Some(Slot::Open(o)) = self.conns.get_mut(&conn)
-        {
-            o.stats.messages_sent += 1;
-        }
-        Ok(())
-    }
-
-    fn park(
-        &mut self,
-        peer: NodeId,
-        channel: ChannelId,
-        payload: Bytes,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    ) {
-        if self.waiting.len() >= MAX_WAITING {
-            let _ = reply.send(Err(SendError::Full(payload)));
-            return;
-        }
-        self.waiting.push_back(Waiting {
+        send_counted(
+            &mut self.engine,
+            &mut self.conns,
+            now,
             peer,
             channel,
             payload,
-            reply,
-        });
-    }
-
-    /// Retries parked `send_wait`s in order; one still full blocks those behind it on the
-    /// same peer and channel.
-    fn retry_waiting(&mut self, now: Instant) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let mut blocked: Vec<(NodeId, ChannelId)> = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.waiting.len());
-        while let Some(w) = self.waiting.pop_front() {
-            if w.reply.is_canceled() {
-                continue;
-            }
-            if blocked.contains(&(w.peer, w.channel)) {
-                keep.push_back(w);
-                continue;
-            }
-            match self.send(now, w.peer, w.channel, w.payload) {
-                Err(SendError::Full(payload)) => {
-                    blocked.push((w.peer, w.channel));
-                    keep.push_back(Waiting { payload, ..w });
-                }
-                r => {
-                    let _ = w.reply.send(r);
-                }
-            }
-        }
-        self.waiting = keep;
-        self.drain(now);
+        )
     }
 
     /// Gives read credit back to connections the engine wants to read again.
@@ -886,6 +951,9 @@ impl<R: Runtime> Driver<R> {
             }
         }
         self.subs.close();
+        self.reactors.close();
+        self.parked.clear();
+        self.gate.clear();
         // Join every task (they were aborted, or are about to end); bounded.
         drop(self.io_rx);
         let mut tasks = std::mem::take(&mut self.tasks);
@@ -899,6 +967,28 @@ impl<R: Runtime> Driver<R> {
                 let _ = r.send(());
             }
         }
+    }
+}
+
+/// Queues a message in the engine and counts it in the peer's stats.
+fn send_counted(
+    engine: &mut Engine,
+    conns: &mut hashbrown::HashMap<ConnId, Slot>,
+    now: Instant,
+    peer: NodeId,
+    channel: ChannelId,
+    payload: Bytes,
+) -> Result<(), SendError> {
+    engine.send(now, peer, channel, payload)?;
+    count_sent(engine, conns, peer);
+    Ok(())
+}
+
+fn count_sent(engine: &Engine, conns: &mut hashbrown::HashMap<ConnId, Slot>, peer: NodeId) {
+    if let Some(conn) = engine.peer(&peer).map(|p| p.conn)
+        && let Some(Slot::Open(o)) = conns.get_mut(&conn)
+    {
+        o.stats.messages_sent += 1;
     }
 }
 

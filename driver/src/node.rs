@@ -3,13 +3,15 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cometmesh_core::addr::NetAddr;
 use cometmesh_core::conn::ConnStats;
 use cometmesh_core::engine::{
-    ChannelDescriptor, ConfigError, Counters, DialError, Engine, EngineConfig, PeerInfo, SendError,
+    BanOutcome, ChannelDescriptor, ConfigError, ConnFilter, Counters, DialError, Engine,
+    EngineConfig, HeldStats, PeerFilter, PeerInfo, SendError,
 };
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::{ChannelId, ConnId, NodeId};
@@ -19,7 +21,9 @@ use futures::channel::{mpsc, oneshot};
 use crate::driver::{self, Command, DriverConfig};
 use crate::events::EventStream;
 use crate::persist;
+use crate::reactor::{Inbox, Notify, Reactors};
 use crate::runtime::Runtime;
+use crate::sends::{Gate, Verdict};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +105,14 @@ pub struct NodeStatus {
     pub book_len: usize,
     /// The engine's counters.
     pub counters: Counters,
+    /// Messages of channels whose inbox was dropped, discarded.
+    pub inbox_discarded: u64,
+    /// What the engine holds for peers stalled by full inboxes.
+    pub held: HeldStats,
 }
 
-/// Builds and starts a [`Node`] on runtime `R`. Application channels are registered here.
-#[derive(Debug)]
+/// Builds and starts a [`Node`] on runtime `R`. Application channels and reactors are
+/// registered here, before anything can arrive.
 #[must_use]
 pub struct NodeBuilder<R: Runtime> {
     rt: R,
@@ -114,6 +122,18 @@ pub struct NodeBuilder<R: Runtime> {
     book_path: Option<PathBuf>,
     seed: Option<[u8; 32]>,
     driver: DriverConfig,
+    reactors: Reactors,
+    conn_filter: Option<ConnFilter>,
+    peer_filter: Option<PeerFilter>,
+}
+
+impl<R: Runtime> std::fmt::Debug for NodeBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Runtime> NodeBuilder<R> {
@@ -127,12 +147,54 @@ impl<R: Runtime> NodeBuilder<R> {
             book_path: None,
             seed: None,
             driver: DriverConfig::default(),
+            reactors: Reactors::default(),
+            conn_filter: None,
+            peer_filter: None,
         }
     }
 
-    /// Registers an application channel (0x00 is PEX's).
+    /// Registers an application channel without a reactor: its messages go to the lossy
+    /// monitoring stream ([`Handle::events`]). Prefer [`reactor`](Self::reactor).
     pub fn channel(mut self, desc: ChannelDescriptor) -> Self {
         self.channels.push(desc);
+        self
+    }
+
+    /// Registers an application channel with a reactor and returns the reactor's [`Inbox`]:
+    /// every message of the channel, losslessly, at most `window` of them queued (beyond
+    /// that the sending peers' reads pause), with every peer's `PeerUp` and `PeerDown` in
+    /// order. See the [crate docs](crate#reactors) for the guarantees.
+    ///
+    /// # Panics
+    ///
+    /// If `desc.id` already has a reactor.
+    pub fn reactor(&mut self, desc: ChannelDescriptor, window: usize) -> Inbox {
+        assert!(
+            !self.reactors.has(desc.id),
+            "channel {} already has a reactor",
+            desc.id
+        );
+        let inbox = self.reactors.add(Some(desc.id), window);
+        self.channels.push(desc);
+        inbox
+    }
+
+    /// A lifecycle-only inbox: every peer's `PeerUp` and `PeerDown`, in order, none lost.
+    pub fn peer_events(&mut self) -> Inbox {
+        self.reactors.add(None, 1)
+    }
+
+    /// A connection filter, run inside the engine on the remote address of every inbound
+    /// connection and dial, before the handshake (CometBFT's `ConnFilters`).
+    pub fn conn_filter(mut self, filter: ConnFilter) -> Self {
+        self.conn_filter = Some(filter);
+        self
+    }
+
+    /// A peer filter, run inside the engine on every authenticated NodeInfo, after the
+    /// handshake (CometBFT's `PeerFilters`).
+    pub fn peer_filter(mut self, filter: PeerFilter) -> Self {
+        self.peer_filter = Some(filter);
         self
     }
 
@@ -173,6 +235,9 @@ impl<R: Runtime> NodeBuilder<R> {
             book_path,
             seed,
             driver: dcfg,
+            reactors,
+            conn_filter,
+            peer_filter,
         } = self;
         let listener = rt
             .bind(config.listen_addr)
@@ -194,19 +259,40 @@ impl<R: Runtime> NodeBuilder<R> {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut engine = Engine::new(config, key, seed, rt.now(), unix_now)?;
+        let now = rt.now();
+        let mut engine = Engine::new(config, key, seed, now, unix_now)?;
         for c in channels {
             engine.add_channel(c)?;
+        }
+        reactors.install(&mut engine, now);
+        if let Some(f) = conn_filter {
+            engine.set_conn_filter(f);
+        }
+        if let Some(f) = peer_filter {
+            engine.set_peer_filter(f);
         }
         if let Some(path) = &book_path {
             load_book(&rt, &mut engine, path).await?;
         }
         let node_id = engine.node_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(dcfg.command_capacity);
-        let task = driver::spawn(rt, engine, listener, cmd_rx, book_path, dcfg);
+        let gate = Arc::new(Gate::default());
+        let wake = reactors.notify().clone();
+        let task = driver::spawn(
+            rt,
+            engine,
+            listener,
+            cmd_rx,
+            book_path,
+            dcfg,
+            reactors,
+            gate.clone(),
+        );
         Ok(Node {
             handle: Handle {
                 cmd: cmd_tx,
+                gate,
+                wake,
                 node_id,
                 listen_addr: local,
             },
@@ -301,6 +387,9 @@ impl<R: Runtime> Deref for Node<R> {
 #[derive(Clone, Debug)]
 pub struct Handle {
     cmd: mpsc::Sender<Command>,
+    gate: Arc<Gate>,
+    /// Wakes the engine task (after marking a `try_send` busy).
+    wake: Arc<Notify>,
     node_id: NodeId,
     listen_addr: SocketAddr,
 }
@@ -357,8 +446,9 @@ impl Handle {
 
     /// Like [`send`](Self::send), but a full channel queue makes it wait (in order with other
     /// waiting sends to the same peer and channel) until the queue has room: back-pressure by
-    /// waiting. Fails if the peer goes away. At most 4096 sends wait per node; beyond that
-    /// it returns `Full` at once.
+    /// waiting. It is woken by the queue's room-again edge (`SendReady`), not by polling.
+    /// Fails if the peer goes away. At most 4096 sends wait per node; beyond that it returns
+    /// `Full` at once.
     pub async fn send_wait(
         &self,
         peer: NodeId,
@@ -369,10 +459,120 @@ impl Handle {
             peer,
             channel,
             payload,
-            reply,
+            timeout: None,
+            reply: Some(reply),
         })
         .await??;
         Ok(())
+    }
+
+    /// Like [`send_wait`](Self::send_wait), but gives up after `timeout` (measured by the
+    /// node's clock): then `NodeError::Send(SendError::Full(payload))` hands the message back.
+    pub async fn send_timeout(
+        &self,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        self.call(|reply| Command::SendWait {
+            peer,
+            channel,
+            payload,
+            timeout: Some(timeout),
+            reply: Some(reply),
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Queues `payload` without waiting (callable outside async code). `Ok` means the node
+    /// took it: it is sent in order unless the peer goes away. `SendError::UnknownPeer` if
+    /// the peer is not up; `SendError::Full(payload)` if the (peer, channel) queue is full
+    /// (wait for [`ReactorEvent::SendReady`](crate::ReactorEvent::SendReady) in the
+    /// channel's inbox, or the `SendReady` event) or the node's command queue is.
+    pub fn try_send(
+        &self,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
+        match self.gate.check(peer, channel) {
+            Verdict::UnknownPeer => return Err(SendError::UnknownPeer.into()),
+            Verdict::Full => return Err(SendError::Full(payload).into()),
+            Verdict::Go => {}
+        }
+        if !self.gate.reserve() {
+            self.gate.set_busy(peer, channel);
+            self.wake.notify();
+            return Err(SendError::Full(payload).into());
+        }
+        let cmd = Command::SendWait {
+            peer,
+            channel,
+            payload,
+            timeout: None,
+            reply: None,
+        };
+        match self.cmd.clone().try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_full() => {
+                self.gate.release();
+                self.gate.set_busy(peer, channel);
+                // The engine task may have emptied the queue meanwhile: make it look.
+                self.wake.notify();
+                match e.into_inner() {
+                    Command::SendWait { payload, .. } => Err(SendError::Full(payload).into()),
+                    _ => Err(NodeError::Stopped),
+                }
+            }
+            Err(_) => {
+                self.gate.release();
+                Err(NodeError::Stopped)
+            }
+        }
+    }
+
+    /// Queues `payload` on `channel` for every peer but `except` (the one it came from);
+    /// returns each peer's outcome (`SendError::Full` hands the message back for that peer).
+    pub async fn broadcast_except(
+        &self,
+        channel: ChannelId,
+        payload: Bytes,
+        except: NodeId,
+    ) -> Result<Vec<(NodeId, Result<(), SendError>)>, NodeError> {
+        self.call(|reply| Command::BroadcastExcept {
+            channel,
+            payload,
+            except: Some(except),
+            reply,
+        })
+        .await
+    }
+
+    /// Bans `peer` for `duration` and disconnects it (CometBFT's `StopPeerForError`): its id
+    /// and IP go on the engine's ban list and into the address book's persisted bans. A
+    /// persistent peer is only disconnected (and redialled later): [`BanOutcome::Persistent`].
+    pub async fn ban(
+        &self,
+        peer: NodeId,
+        reason: impl Into<String>,
+        duration: Duration,
+    ) -> Result<BanOutcome, NodeError> {
+        let reason = reason.into();
+        self.call(|reply| Command::Ban {
+            peer,
+            reason,
+            duration,
+            reply,
+        })
+        .await
+    }
+
+    /// Marks `peer` good in the address book (CometBFT's `MarkGood`); false if it is not up
+    /// or its address is not in the book.
+    pub async fn mark_good(&self, peer: NodeId) -> Result<bool, NodeError> {
+        self.call(|reply| Command::MarkGood { peer, reply }).await
     }
 
     /// Queues `payload` on `channel` for every peer that accepts it; returns how many did.
@@ -410,7 +610,10 @@ impl Handle {
         self.call(|reply| Command::KnownAddrs { reply }).await
     }
 
-    /// Subscribes to the node's events from now on.
+    /// Subscribes to the node's events from now on: a **lossy monitoring stream** (a
+    /// subscriber that falls behind loses events). Messages of channels that have a reactor
+    /// do not appear here; reactors get them, and every peer's lifecycle, losslessly in their
+    /// [`Inbox`].
     pub async fn events(&self) -> Result<EventStream, NodeError> {
         self.call(|reply| Command::Subscribe { reply }).await
     }

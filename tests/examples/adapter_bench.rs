@@ -11,6 +11,9 @@
 //!   64 KiB from one to the other through the whole stack (handle → engine task → MConnection →
 //!   SecretConnection → writer task → TCP → reader task → engine → event stream). Rate limits
 //!   lifted, send queue of 100 messages, as bench/go. Prints `<w>_msgs_per_s`, `<w>_mib_per_s`.
+//! - `reactor_64b` / `reactor_64kib`: the same through the reactor path: the sender uses
+//!   `try_send` and waits for the `SendReady` edge when the queue is full, the receiver reads
+//!   its lossless, flow-controlled `Inbox` (window 4096) instead of the lossy event stream.
 //! - `idle_peer_rss`: the RSS growth of this process per idle peer while a child process
 //!   (this program with `--dialer`) holds `--peers` nodes connected to one node here.
 //!   Prints `idle_peer_rss_kib`.
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use cometmesh_core::engine::{ChannelDescriptor, EngineConfig, Event};
 use cometmesh_core::identity::NodeKey;
 use cometmesh_core::{ChannelId, NodeId};
-use cometmesh_driver::{NetAddr, Node, NodeBuilder, Runtime};
+use cometmesh_driver::{NetAddr, Node, NodeBuilder, NodeError, ReactorEvent, Runtime, SendError};
 use futures::StreamExt;
 
 const CH: ChannelId = ChannelId(0x01);
@@ -152,6 +155,65 @@ async fn throughput<R: Runtime>(rt: R, name: &str, size: usize, count: usize) {
     b.shutdown().await;
 }
 
+/// Like [`throughput`], through reactor inboxes (`try_send` + `SendReady`, `Inbox`).
+async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: usize) {
+    let reactor_node = |seed: u8| {
+        let rt = rt.clone();
+        async move {
+            let mut b = NodeBuilder::new(rt, config(), NodeKey::from_seed([seed; 32]));
+            let inbox = b.reactor(channel(), 4096);
+            (b.start().await.expect("node starts"), inbox)
+        }
+    };
+    let (a, mut ia) = reactor_node(1).await;
+    let (b, mut ib) = reactor_node(2).await;
+    a.dial(b.net_addr()).await.expect("dial");
+    assert!(
+        wait_peers(&rt, &a, 1, Duration::from_secs(20)).await,
+        "peers up"
+    );
+    let bid: NodeId = b.node_id();
+    let payload = Bytes::from(vec![0xab; size]);
+    let start = Instant::now();
+    let sender = {
+        let a = a.handle();
+        let payload = payload.clone();
+        rt.spawn(async move {
+            let mut sent = 0;
+            while sent < count {
+                match a.try_send(bid, CH, payload.clone()) {
+                    Ok(()) => sent += 1,
+                    Err(NodeError::Send(SendError::Full(_))) => loop {
+                        match ia.next().await.expect("node runs") {
+                            ReactorEvent::SendReady(_) => break,
+                            _ => continue,
+                        }
+                    },
+                    Err(e) => panic!("try_send: {e}"),
+                }
+            }
+        })
+    };
+    let mut got = 0;
+    while got < count {
+        match ib.next().await {
+            Some(ReactorEvent::Message(..)) => got += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    sender.await;
+    assert_eq!(got, count, "every message arrived");
+    println!("{name}_msgs_per_s {:.0}", count as f64 / secs);
+    println!(
+        "{name}_mib_per_s {:.1}",
+        (count * size) as f64 / secs / 1048576.0
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -220,6 +282,12 @@ async fn run<R: Runtime>(rt: R, a: Args) {
     }
     if want("mconn_64kib") {
         throughput(rt.clone(), "mconn_64kib", 64 * 1024, a.large).await;
+    }
+    if want("reactor_64b") {
+        throughput_reactor(rt.clone(), "reactor_64b", 64, a.small).await;
+    }
+    if want("reactor_64kib") {
+        throughput_reactor(rt.clone(), "reactor_64kib", 64 * 1024, a.large).await;
     }
     if want("idle_peer_rss") {
         idle_rss(rt, &a.runtime, a.peers).await;

@@ -3,4 +3,6 @@
 pub mod blocking;
 pub mod cometbft;
 pub mod loopback;
+pub mod mempool;
+pub mod reactors;
 pub mod virtual_time;

@@ -9,3 +9,4 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 cometmesh_tests::loopback_suite!(cometmesh_async_std::AsyncStdRuntime, block_on);
+cometmesh_tests::reactor_suite!(cometmesh_async_std::AsyncStdRuntime, block_on);

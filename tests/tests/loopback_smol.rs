@@ -146,3 +146,4 @@ fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 cometmesh_tests::loopback_suite!(Smol, block_on);
+cometmesh_tests::reactor_suite!(Smol, block_on);

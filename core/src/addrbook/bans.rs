@@ -15,6 +15,17 @@ impl AddrBook {
     /// or at that IP in the same step (G14, G15). A repeated ban never shortens one. Persistent
     /// peers are never banned: returns false for them.
     pub fn ban(&mut self, id: NodeId, ip: IpAddr, now: UnixTime) -> bool {
+        self.ban_for(id, ip, now, self.config.ban_duration)
+    }
+
+    /// Like [`ban`](Self::ban), for `duration` instead of the configured `ban_duration`.
+    pub fn ban_for(
+        &mut self,
+        id: NodeId,
+        ip: IpAddr,
+        now: UnixTime,
+        duration: std::time::Duration,
+    ) -> bool {
         // `any` over the set: the answer does not depend on the order.
         #[allow(clippy::disallowed_methods)]
         let persistent =
@@ -22,7 +33,7 @@ impl AddrBook {
         if persistent {
             return false;
         }
-        let until = now.saturating_add(self.config.ban_duration.as_secs());
+        let until = now.saturating_add(duration.as_secs());
         let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
         if let Some(ports) = self.ports.get(&ip) {
             for &p in ports {

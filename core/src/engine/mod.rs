@@ -59,6 +59,26 @@
 //! # Ok::<(), cometmesh_core::engine::ConfigError>(())
 //! ```
 //!
+//! # Reactors: delivery windows, send edges, bans, filters
+//!
+//! - [`Engine::set_delivery_window`] makes a channel flow-controlled: at most `window` of its
+//!   messages are out as [`Event::Message`] and not yet reported with [`Engine::consumed`]. A
+//!   message beyond that is held with its connection, which then stops wanting reads
+//!   ([`Engine::wants_read`]) until all it holds is delivered: the peer's TCP stream stalls.
+//!   Messages of one peer on one channel keep their order; another channel with room keeps
+//!   flowing. When the socket of a stalled peer closes, its held messages are still delivered
+//!   and `PeerDown` comes after the last; when *we* drop the peer (ban, disconnect, timeout,
+//!   protocol error) its held messages are discarded (`Counters::messages_discarded`).
+//!   [`Engine::held`] counts what is held: per connection at most what the adapter read after
+//!   `wants_read` turned false. See [`delivery`].
+//! - A send refused as full marks its (peer, channel); when that queue has room again the
+//!   engine emits [`Event::SendReady`] once.
+//! - [`Engine::ban`] (CometBFT's `StopPeerForError`), [`Engine::mark_good`],
+//!   [`Engine::broadcast_except`] (per-peer outcomes), and the admission filters
+//!   [`Engine::set_conn_filter`] / [`Engine::set_peer_filter`] (pure functions run by the
+//!   engine: refused with [`Refused::Filtered`], [`DialError::Filtered`] or
+//!   [`DialFailReason::Filtered`]).
+//!
 //! # Policies
 //!
 //! - **Duplicates.** Two live connections to one node id (for example a simultaneous cross-dial
@@ -87,6 +107,8 @@
 
 pub mod backoff;
 mod config;
+pub mod delivery;
+mod filter;
 mod peers;
 pub mod pex;
 mod switch;
@@ -96,6 +118,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use config::{ConfigError, EngineConfig};
+pub use delivery::HeldStats;
+pub use filter::{ConnFilter, FilterRefusal, PeerFilter};
 pub use peers::{Counters, Origin, PeerInfo, PeerState};
 pub use pex::PexViolation;
 pub use switch::Engine;
@@ -223,6 +247,8 @@ pub enum Event {
         info: NodeInfo,
         /// Who dialled.
         direction: Direction,
+        /// Whether it is one of our persistent peers (never banned, always redialled).
+        persistent: bool,
     },
     /// A peer that was up went away.
     PeerDown {
@@ -257,6 +283,26 @@ pub enum Event {
     },
     /// The address book changed; persist `addr_book().encode()` when convenient.
     AddrBookDirty,
+    /// A send to `peer` on `channel` was refused as full earlier, and the channel's queue has
+    /// room again (an edge: once per refusal streak).
+    SendReady {
+        /// The peer.
+        peer: NodeId,
+        /// The channel.
+        channel: ChannelId,
+    },
+}
+
+/// What [`Engine::ban`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BanOutcome {
+    /// The peer's id and IP are banned and it was disconnected.
+    Banned,
+    /// The peer is persistent: it was disconnected (and will be redialled), not banned.
+    Persistent,
+    /// No such peer is up; nothing was done.
+    NotConnected,
 }
 
 /// Why a peer went down.
@@ -287,6 +333,9 @@ pub enum DisconnectReason {
     /// Seed mode: connected for longer than `seed_disconnect_wait`.
     #[error("seed connection expired")]
     SeedExpired,
+    /// The application banned (or, for a persistent peer, only disconnected) it.
+    #[error("banned: {0}")]
+    Banned(String),
 }
 
 /// Why a dial (or an inbound handshake) did not produce a peer.
@@ -323,6 +372,9 @@ pub enum DialFailReason {
     /// The application cancelled it with `disconnect`.
     #[error("cancelled")]
     Cancelled,
+    /// The peer filter refused the authenticated peer.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why an inbound connection was refused at admission.
@@ -338,6 +390,9 @@ pub enum Refused {
     /// Another connection from that IP exists.
     #[error("duplicate ip")]
     DuplicateIp,
+    /// The connection filter refused the remote address.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why [`Engine::dial`] refused.
@@ -359,6 +414,9 @@ pub enum DialError {
     /// The peer is banned.
     #[error("peer is banned")]
     Banned,
+    /// The connection filter refused the address.
+    #[error("{0}")]
+    Filtered(FilterRefusal),
 }
 
 /// Why [`Engine::send`] refused a message.

@@ -119,8 +119,11 @@ pub struct Counters {
     pub pex_requests_answered: u64,
     /// PEX replies received and accepted.
     pub pex_addrs_received: u64,
-    /// Application messages delivered.
+    /// Application messages received.
     pub messages: u64,
+    /// Received application messages discarded because their peer was disconnected while
+    /// they waited for room in a flow-controlled channel.
+    pub messages_discarded: u64,
 }
 
 /// Bans kept by the engine (by node id and by IP, G14/G15); the address book keeps its own.

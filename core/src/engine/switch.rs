@@ -11,11 +11,13 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
+use super::delivery::{Delivery, HeldStats};
+use super::filter::{ConnFilter, PeerFilter};
 use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
-    DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output, Refused,
-    SendError,
+    BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
+    Refused, SendError,
 };
 use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, Group, is_routable};
@@ -79,6 +81,12 @@ struct Conn {
     hangup_deadline: Option<Instant>,
     /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
     ip_slot: IpSlot,
+    /// Channels on which a send was refused as full (each gets one `SendReady` when room
+    /// returns).
+    send_full: smallvec::SmallVec<[ChannelId; 2]>,
+    /// The socket closed while messages of this peer were held for the application: the
+    /// peer goes down once they are delivered (the connection has no `PeerConnection` then).
+    draining: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +143,9 @@ pub struct Engine {
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
     counters: Counters,
+    delivery: Delivery,
+    conn_filter: Option<ConnFilter>,
+    peer_filter: Option<PeerFilter>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -223,6 +234,9 @@ impl Engine {
             dirty: VecDeque::new(),
             book_dirty: false,
             counters: Counters::default(),
+            delivery: Delivery::default(),
+            conn_filter: None,
+            peer_filter: None,
             cfg,
         };
         engine.rebuild_node_info();
@@ -409,17 +423,34 @@ impl Engine {
     /// Whether `conn` is known (issued and not yet closed).
     #[must_use]
     pub fn has_conn(&self, conn: ConnId) -> bool {
-        self.conns.contains_key(&conn)
+        self.conns.get(&conn).is_some_and(|c| !c.draining)
     }
 
-    /// Whether the adapter should keep reading from `conn` (false while received data waits
-    /// for the receive rate limit; read again after the next timeout). True for unknown ids.
+    /// Whether the adapter should keep reading from `conn`: false while received data waits
+    /// for the receive rate limit (read again after the next timeout) and while a message of
+    /// `conn` waits for room in a flow-controlled channel (read again after
+    /// [`consumed`](Self::consumed) made room). True for unknown ids.
     #[must_use]
     pub fn wants_read(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(&conn)
-            .and_then(|c| c.pc.as_ref())
-            .is_none_or(PeerConnection::wants_read)
+        !self.delivery.is_stalled(conn)
+            && self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.pc.as_ref())
+                .is_none_or(PeerConnection::wants_read)
+    }
+
+    /// Whether `conn` holds a message that waits for room in a flow-controlled channel (its
+    /// reads are paused until [`consumed`](Self::consumed) makes room).
+    #[must_use]
+    pub fn delivery_stalled(&self, conn: ConnId) -> bool {
+        self.delivery.is_stalled(conn)
+    }
+
+    /// What the engine holds for connections stalled by full delivery windows.
+    #[must_use]
+    pub fn held(&self) -> HeldStats {
+        self.delivery.stats()
     }
 
     /// Traffic counters of the connection carrying `peer`.
@@ -671,6 +702,21 @@ impl Engine {
                         events.push(ev);
                     }
                     next = pc.poll_timeout();
+                    if let Phase::Up(peer) = c.phase
+                        && !c.send_full.is_empty()
+                    {
+                        c.send_full.retain(|ch| {
+                            if pc.can_send(*ch) {
+                                self.outputs.push_back(Output::Event(Event::SendReady {
+                                    peer,
+                                    channel: *ch,
+                                }));
+                                false
+                            } else {
+                                true
+                            }
+                        });
+                    }
                 }
             }
             self.set_conn_timer(id, next);
@@ -790,7 +836,17 @@ impl Engine {
                     .ok_or(EngineError::UnknownConn(conn))?;
                 match c.phase {
                     Phase::Closing => {}
+                    Phase::Up(_) if c.draining => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "closed",
+                        });
+                    }
                     Phase::Up(_) => {
+                        if self.delivery.defer_close(conn, DisconnectReason::Io(cause)) {
+                            self.start_draining(conn);
+                            return Ok(());
+                        }
                         self.drop_conn(now, conn, DisconnectReason::Io(cause), false);
                     }
                     Phase::Dialing | Phase::Handshaking => {
@@ -879,6 +935,8 @@ impl Engine {
             && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
         {
             Some(Refused::DuplicateIp)
+        } else if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(remote)) {
+            Some(Refused::Filtered(why))
         } else {
             None
         };
@@ -914,6 +972,8 @@ impl Engine {
                 hangup: None,
                 hangup_deadline: None,
                 ip_slot: IpSlot::None,
+                send_full: smallvec::SmallVec::new(),
+                draining: false,
             },
         );
         self.take_ip(ip, IpSlot::PendingIn);
@@ -945,6 +1005,9 @@ impl Engine {
     fn check_dial(&self, now: Instant, addr: &NetAddr) -> Result<(), DialError> {
         if addr.id == self.our_id {
             return Err(DialError::SelfDial);
+        }
+        if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr.addr)) {
+            return Err(DialError::Filtered(why));
         }
         if self.peers.contains_key(&addr.id) {
             return Err(DialError::AlreadyConnected);
@@ -988,6 +1051,8 @@ impl Engine {
                 hangup: None,
                 hangup_deadline: None,
                 ip_slot: IpSlot::None,
+                send_full: smallvec::SmallVec::new(),
+                draining: false,
             },
         );
         self.move_ip(id, IpSlot::PendingOut);
@@ -1071,6 +1136,7 @@ impl Engine {
             return;
         };
         c.phase = Phase::Closing;
+        let draining = c.draining;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
         {
@@ -1087,7 +1153,8 @@ impl Engine {
         }
         self.set_conn_timer(id, None);
         self.move_ip(id, IpSlot::None);
-        if emit_close {
+        self.counters.messages_discarded += self.delivery.discard(id) as u64;
+        if emit_close && !draining {
             self.outputs.push_back(Output::Close { conn: id });
         }
         if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
@@ -1098,6 +1165,32 @@ impl Engine {
             if self.persistent.contains_key(&peer) {
                 self.schedule_redial(now, peer);
             }
+        }
+        if draining {
+            // The socket is gone already: no `Input::Closed` will come.
+            self.remove_conn(id);
+        }
+    }
+
+    /// The socket of an up connection closed while messages of its peer are held: keep the
+    /// peer (without its `PeerConnection`) until they are delivered.
+    fn start_draining(&mut self, id: ConnId) {
+        self.set_conn_timer(id, None);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.draining = true;
+        c.pc = None;
+        c.hangup = None;
+        if let Some(t) = c.hangup_deadline.take() {
+            self.timers.remove(&(t, Timer::Hangup(id)));
+        }
+    }
+
+    /// Peers whose socket closed while they were drained, and whose last message is out.
+    fn finish_drained(&mut self, now: Instant, done: Vec<(ConnId, NodeId, DisconnectReason)>) {
+        for (conn, _, reason) in done {
+            self.drop_conn(now, conn, reason, false);
         }
     }
 
@@ -1133,6 +1226,129 @@ impl Engine {
             self.fail_conn(now, conn, DialFailReason::Cancelled, true);
         }
         self.finish(now);
+    }
+
+    /// Bans `peer` for `duration` and disconnects it with [`DisconnectReason::Banned`]
+    /// (CometBFT's `StopPeerForError`): its node id and IP go on the engine's ban list and
+    /// into the address book's (persisted) bans, so it is neither dialled nor admitted until
+    /// the ban expires. A persistent peer is never banned: it is disconnected and redialled
+    /// on its usual schedule ([`BanOutcome::Persistent`]).
+    pub fn ban(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        reason: impl Into<String>,
+        duration: Duration,
+    ) -> BanOutcome {
+        self.touch(now);
+        let Some(conn) = self.peers.get(&peer).map(|p| p.conn) else {
+            return BanOutcome::NotConnected;
+        };
+        let reason = DisconnectReason::Banned(reason.into());
+        let outcome = self.ban_conn(now, conn, peer, duration, reason);
+        if outcome == BanOutcome::Banned {
+            self.counters.bans += 1;
+        }
+        self.finish(now);
+        outcome
+    }
+
+    /// Bans the peer on `id` (not if persistent) and drops it with `reason`.
+    fn ban_conn(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        peer: NodeId,
+        duration: Duration,
+        reason: DisconnectReason,
+    ) -> BanOutcome {
+        let Some(ip) = self.conns.get(&id).map(|c| c.remote.ip()) else {
+            return BanOutcome::NotConnected;
+        };
+        let outcome = if self.persistent.contains_key(&peer) {
+            BanOutcome::Persistent
+        } else {
+            let unix = self.unix(now);
+            if self.book.ban_for(peer, ip, unix, duration) {
+                self.book_dirty = true;
+            }
+            self.bans.ban(peer, ip, now + duration);
+            BanOutcome::Banned
+        };
+        self.drop_conn(now, id, reason, true);
+        outcome
+    }
+
+    /// Marks `peer` good in the address book (CometBFT's `MarkGood`: it moves to the tried
+    /// table, which makes it a preferred dial later). Returns false if the peer is not up or
+    /// its address is not in the book.
+    pub fn mark_good(&mut self, now: Instant, peer: NodeId) -> bool {
+        self.touch(now);
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        let addr = match p.direction {
+            Direction::Outbound => self
+                .conns
+                .get(&p.conn)
+                .and_then(|c| c.dialed)
+                .map(|a| a.addr),
+            Direction::Inbound => listen_addr_of(&p.info),
+        };
+        let Some(addr) = addr else {
+            return false;
+        };
+        let unix = self.unix(now);
+        let known = !matches!(
+            self.book.mark_good(addr, unix, &mut self.rng),
+            crate::addrbook::GoodOutcome::Unknown
+        );
+        if known {
+            self.book_dirty = true;
+        }
+        self.finish(now);
+        known
+    }
+
+    /// Makes `ch` flow-controlled with a window of `window` messages (`None`: unlimited, the
+    /// default): see [`delivery`](super::delivery). The application reports what it consumed
+    /// with [`consumed`](Self::consumed).
+    pub fn set_delivery_window(&mut self, now: Instant, ch: ChannelId, window: Option<usize>) {
+        self.touch(now);
+        let done = self.delivery.set_window(ch, window, &mut self.outputs);
+        self.finish_drained(now, done);
+        self.finish(now);
+    }
+
+    /// The application consumed `n` messages of the flow-controlled channel `ch`: their room
+    /// returns, held messages are handed out, and connections with nothing held may be read
+    /// again ([`wants_read`](Self::wants_read)).
+    pub fn consumed(&mut self, now: Instant, ch: ChannelId, n: usize) {
+        self.touch(now);
+        let done = self.delivery.consumed(ch, n, &mut self.outputs);
+        self.finish_drained(now, done);
+        self.finish(now);
+    }
+
+    /// Whether `ch` is flow-controlled.
+    #[must_use]
+    pub fn has_delivery_window(&self, ch: ChannelId) -> bool {
+        self.delivery.has_window(ch)
+    }
+
+    /// Installs a connection filter: a pure function of the remote address, run before the
+    /// handshake on every inbound connection (refused with [`Refused::Filtered`]) and every
+    /// dial (refused with [`DialError::Filtered`]). CometBFT's `ConnFilters`.
+    pub fn set_conn_filter(&mut self, filter: ConnFilter) {
+        self.conn_filter = Some(filter);
+    }
+
+    /// Installs a peer filter: a pure function of the authenticated NodeInfo and the remote
+    /// address, run after the handshake; a refusal ends the connection with
+    /// [`DialFailReason::Filtered`] (in `DialFailed` or `InboundFailed`). CometBFT's
+    /// `PeerFilters`.
+    pub fn set_peer_filter(&mut self, filter: PeerFilter) {
+        self.peer_filter = Some(filter);
     }
 
     // ---------------------------------------------------------------- messages
@@ -1171,8 +1387,36 @@ impl Engine {
             ConnSendError::NotAdvertisedByPeer(_) => SendError::NotAdvertisedByPeer,
             _ => SendError::Closed,
         });
+        if matches!(r, Err(SendError::Full(_))) && !c.send_full.contains(&ch) {
+            c.send_full.push(ch);
+        }
         self.mark_dirty(conn);
         r
+    }
+
+    /// Queues `msg` on channel `ch` for every connected peer except `except`; returns each
+    /// peer's outcome, in node-id order (a full queue hands the message back in
+    /// `SendError::Full`).
+    pub fn broadcast_except(
+        &mut self,
+        now: Instant,
+        ch: ChannelId,
+        msg: &Bytes,
+        except: Option<NodeId>,
+    ) -> Vec<(NodeId, Result<(), SendError>)> {
+        self.touch(now);
+        let targets: Vec<(NodeId, ConnId)> = self
+            .peers
+            .values()
+            .filter(|p| Some(p.id) != except)
+            .map(|p| (p.id, p.conn))
+            .collect();
+        let mut outcomes = Vec::with_capacity(targets.len());
+        for (peer, conn) in targets {
+            outcomes.push((peer, self.send_on(now, conn, ch, msg.clone())));
+        }
+        self.finish(now);
+        outcomes
     }
 
     /// Queues `msg` on channel `ch` for every connected peer that accepts it; returns how many
@@ -1207,11 +1451,8 @@ impl Engine {
                     self.on_pex(now, id, peer, &payload);
                 } else {
                     self.counters.messages += 1;
-                    self.outputs.push_back(Output::Event(Event::Message {
-                        peer,
-                        channel,
-                        payload,
-                    }));
+                    self.delivery
+                        .offer(id, peer, channel, payload, &mut self.outputs);
                 }
             }
             ConnEvent::Closed(reason) => {
@@ -1262,6 +1503,11 @@ impl Engine {
         if !persistent && self.bans.id_banned(&peer, now) {
             self.counters.refused += 1;
             self.fail_conn(now, id, DialFailReason::Banned, true);
+            return;
+        }
+        if let Some(Err(why)) = self.peer_filter.as_ref().map(|f| f(&info, remote)) {
+            self.counters.refused += 1;
+            self.fail_conn(now, id, DialFailReason::Filtered(why), true);
             return;
         }
         // Duplicate id: keep the connection dialled by the lower node id, else the newer one.
@@ -1356,6 +1602,7 @@ impl Engine {
             conn: id,
             info: info.clone(),
             direction,
+            persistent,
         }));
         if self.cfg.pex {
             self.pex_add_peer(now, id, direction, origin, &info, remote);
@@ -1432,19 +1679,12 @@ impl Engine {
     /// Bans `peer` (id and IP) and disconnects it for a PEX violation (G14). Persistent peers
     /// are banned only in the book (spec 7.7) and redialled.
     fn pex_violation(&mut self, now: Instant, id: ConnId, peer: NodeId, v: PexViolation) {
-        let Some(ip) = self.conns.get(&id).map(|c| c.remote.ip()) else {
-            return;
-        };
-        let unix = self.unix(now);
-        if self.book.ban(peer, ip, unix) {
-            self.book_dirty = true;
+        let duration = self.cfg.addr_book.ban_duration;
+        if self.ban_conn(now, id, peer, duration, DisconnectReason::Pex(v))
+            != BanOutcome::NotConnected
+        {
+            self.counters.bans += 1;
         }
-        if !self.persistent.contains_key(&peer) {
-            let until = now + self.cfg.addr_book.ban_duration;
-            self.bans.ban(peer, ip, until);
-        }
-        self.counters.bans += 1;
-        self.drop_conn(now, id, DisconnectReason::Pex(v), true);
     }
 
     fn on_pex(&mut self, now: Instant, id: ConnId, peer: NodeId, payload: &[u8]) {

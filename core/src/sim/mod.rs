@@ -16,7 +16,7 @@
 //! Everything random comes from one seeded RNG, so the same seed and the same calls give the
 //! same event trace; [`Sim::trace_hash`] summarises it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -135,6 +135,11 @@ struct Pipe {
 #[derive(Default)]
 struct EpState {
     close_out: bool,
+    /// Bytes in flight to a connection whose engine does not read it now (a full delivery
+    /// window): the socket buffer of a stalled TCP stream.
+    stash: VecDeque<Bytes>,
+    /// The close that arrived behind stashed bytes.
+    close_after: Option<CloseCause>,
 }
 
 struct Node {
@@ -275,7 +280,44 @@ impl Sim {
         let now = self.now;
         let r = self.nodes.get_mut(i)?.engine.as_mut().map(|e| f(e, now));
         self.drain(i);
+        self.resume_stalled(i);
         r
+    }
+
+    /// Feeds stashed bytes to node `i`'s connections that read again (after `consumed`).
+    fn resume_stalled(&mut self, i: usize) {
+        // Collected, then sorted: the hash order does not reach any decision.
+        #[allow(clippy::disallowed_methods)]
+        let mut eps: Vec<Ep> = self
+            .eps
+            .iter()
+            .filter(|(ep, s)| ep.0 == i && (!s.stash.is_empty() || s.close_after.is_some()))
+            .map(|(ep, _)| *ep)
+            .collect();
+        eps.sort_unstable();
+        for ep in eps {
+            loop {
+                let stalled = self.nodes[i]
+                    .engine
+                    .as_ref()
+                    .is_none_or(|e| e.delivery_stalled(ep.1));
+                if stalled {
+                    break;
+                }
+                let Some(s) = self.eps.get_mut(&ep) else {
+                    break;
+                };
+                match s.stash.pop_front() {
+                    Some(bytes) => self.input(ep, Input::Received { conn: ep.1, bytes }),
+                    None => {
+                        if let Some(cause) = s.close_after.take() {
+                            self.run_event(Ev::Closed { ep, cause });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Node `i`'s id.
@@ -709,6 +751,16 @@ impl Sim {
                 if self.terminal(&ep) {
                     return;
                 }
+                let stalled = self.nodes[ep.0]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.delivery_stalled(ep.1));
+                if let Some(s) = self.eps.get_mut(&ep)
+                    && (stalled || !s.stash.is_empty())
+                {
+                    s.stash.push_back(bytes);
+                    return;
+                }
                 self.input(ep, Input::Received { conn: ep.1, bytes });
             }
             Ev::Sent { ep, len } => {
@@ -719,6 +771,14 @@ impl Sim {
             }
             Ev::Closed { ep, cause } => {
                 if self.terminal(&ep) {
+                    return;
+                }
+                if let Some(s) = self.eps.get_mut(&ep)
+                    && !s.stash.is_empty()
+                    && cause != CloseCause::Local
+                {
+                    // The remote's close follows the bytes still in the socket buffer.
+                    s.close_after = Some(cause);
                     return;
                 }
                 self.mark_terminal(ep);
@@ -916,6 +976,10 @@ impl Sim {
             Event::AddrBookDirty => self.trace_u64(&[7, i as u64]),
             Event::InboundFailed { remote, .. } => {
                 self.trace_u64(&[8, i as u64, u64::from(remote.port())]);
+            }
+            Event::SendReady { peer, channel } => {
+                self.trace_u64(&[9, i as u64, u64::from(channel.0)]);
+                self.trace_id(&peer.clone());
             }
         }
         if self.cfg.record_events {
