@@ -95,6 +95,20 @@ impl FromStr for NodeId {
     }
 }
 
+/// Serialized as its 40 hex characters (as in CometBFT's JSON files).
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 fn hex_value(c: u8) -> u8 {
     match c {
         b'0'..=b'9' => c - b'0',

@@ -1,0 +1,106 @@
+//! The frontier: addresses waiting to be dialled, queued per host so that no host ever has two
+//! connections from us at once, and served round-robin across hosts so that one host that
+//! announces many addresses of its own (a liar, or many nodes behind one IP) delays nobody else.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+
+use crate::addr::NetAddr;
+
+/// Queued addresses, per host, and the hosts we are connected to.
+#[derive(Debug, Default)]
+pub(crate) struct Frontier {
+    /// Addresses not yet dialled, in arrival order, per host.
+    by_host: BTreeMap<IpAddr, VecDeque<NetAddr>>,
+    /// Hosts with queued addresses and no connection, in round-robin order.
+    ready: VecDeque<IpAddr>,
+    /// Hosts we have a connection (or a dial) to.
+    busy: BTreeSet<IpAddr>,
+    /// Number of queued addresses.
+    queued: usize,
+}
+
+impl Frontier {
+    /// Queues `addr` (the caller makes sure it is not queued already).
+    pub(crate) fn push(&mut self, addr: NetAddr) {
+        let ip = addr.addr.ip();
+        let q = self.by_host.entry(ip).or_default();
+        if q.is_empty() && !self.busy.contains(&ip) {
+            self.ready.push_back(ip);
+        }
+        q.push_back(addr);
+        self.queued += 1;
+    }
+
+    /// The next address on a host we are not connected to; its host becomes busy until
+    /// [`Self::release`].
+    pub(crate) fn pop(&mut self) -> Option<NetAddr> {
+        let ip = self.ready.pop_front()?;
+        let q = self.by_host.get_mut(&ip)?;
+        let addr = q.pop_front()?;
+        if q.is_empty() {
+            self.by_host.remove(&ip);
+        }
+        self.queued -= 1;
+        self.busy.insert(ip);
+        Some(addr)
+    }
+
+    /// The connection to `ip` is over: its next address may be dialled.
+    pub(crate) fn release(&mut self, ip: IpAddr) {
+        if self.busy.remove(&ip) && self.by_host.contains_key(&ip) {
+            self.ready.push_back(ip);
+        }
+    }
+
+    /// Whether no address is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Whether an address could be popped now.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Number of queued addresses.
+    pub(crate) fn len(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether we have a connection to `ip`.
+    #[cfg(test)]
+    pub(crate) fn is_busy(&self, ip: IpAddr) -> bool {
+        self.busy.contains(&ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+
+    fn a(id: u8, ip: [u8; 4], port: u16) -> NetAddr {
+        NetAddr::new(NodeId([id; 20]), (ip, port).into())
+    }
+
+    #[test]
+    fn one_connection_per_host_and_round_robin() {
+        let mut f = Frontier::default();
+        f.push(a(1, [1, 1, 1, 1], 1));
+        f.push(a(2, [1, 1, 1, 1], 2));
+        f.push(a(3, [2, 2, 2, 2], 1));
+        assert_eq!(f.pop(), Some(a(1, [1, 1, 1, 1], 1)));
+        assert!(f.is_busy([1, 1, 1, 1].into()));
+        // Host 1.1.1.1 is busy: its second address waits, the other host goes first.
+        assert_eq!(f.pop(), Some(a(3, [2, 2, 2, 2], 1)));
+        assert_eq!(f.pop(), None);
+        assert_eq!(f.len(), 1);
+        f.release([1, 1, 1, 1].into());
+        assert_eq!(f.pop(), Some(a(2, [1, 1, 1, 1], 2)));
+        assert!(f.is_empty());
+        f.release([1, 1, 1, 1].into());
+        f.release([2, 2, 2, 2].into());
+        assert!(!f.has_ready());
+    }
+}
