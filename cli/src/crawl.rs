@@ -416,3 +416,105 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+    use cometmesh_core::crawl::{Failure, Status};
+
+    /// A closed port on loopback (bound, then released).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn unreachable_seeds_and_a_garbage_node_get_a_line_and_the_crawl_ends() {
+        // A "node" that answers every connection with garbage.
+        let garbage = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let garbage_port = garbage.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = garbage.accept().await {
+                let junk: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+                let _ = s.write_all(&junk).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let id = |b: u8| cometmesh_core::ids::NodeId([b; 20]);
+        let seeds: Vec<PeerAddr> = vec![
+            format!("{}@127.0.0.1:{}", id(1), closed_port()).parse().expect("addr"),
+            format!("{}@127.0.0.1:{garbage_port}", id(2)).parse().expect("addr"),
+        ];
+        let mut config = CrawlConfig::default();
+        config.timeout = Duration::from_secs(2);
+        let mut lines = Vec::new();
+        let report = crawl(
+            CrawlJob {
+                seeds,
+                config,
+                resume: None,
+            },
+            |e| {
+                if let CrawlEvent::Note(n) = e {
+                    lines.push(n.to_string());
+                }
+            },
+            std::future::pending(),
+        )
+        .await
+        .expect("crawl");
+        assert_eq!(report.crawl.state, "complete");
+        assert_eq!(report.summary.known, 2);
+        assert_eq!(report.summary.unreachable, 2);
+        let failure = |b: u8| {
+            let n = report.nodes.iter().find(|n| n.id == id(b)).expect("node");
+            assert_eq!(n.status, Status::Unreachable);
+            n.failure.clone().expect("a failure")
+        };
+        assert_eq!(failure(1), Failure::Refused);
+        assert!(
+            matches!(failure(2), Failure::Handshake { .. } | Failure::Timeout { .. }),
+            "{:?}",
+            failure(2)
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.starts_with("seed ")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("connection refused")), "{lines:?}");
+    }
+
+    #[test]
+    fn a_garbage_seed_address_is_one_clear_error() {
+        let cli = crate::args::Cli::try_parse_from([
+            "cometmesh",
+            "crawl",
+            "--seeds",
+            "not-an-address",
+            "--no-progress",
+        ])
+        .expect("parses");
+        let crate::args::Command::Crawl(args) = cli.command else {
+            panic!("not crawl")
+        };
+        let e = run(&args).expect_err("refused").to_string();
+        assert!(e.starts_with("crawl: --seeds: "), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[tokio::test]
+    async fn no_seed_at_all_is_an_error() {
+        let r = crawl(
+            CrawlJob {
+                seeds: vec![],
+                config: CrawlConfig::default(),
+                resume: None,
+            },
+            |_| {},
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(r, Err(CrawlRunError::NoSeeds)));
+    }
+}
