@@ -1148,3 +1148,5 @@ impl crate::sim::Guest for Crawler {
 
 #[cfg(all(test, feature = "sim"))]
 mod sim_tests;
+#[cfg(feature = "sim")]
+pub mod simnet;

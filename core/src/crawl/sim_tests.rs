@@ -1,217 +1,17 @@
-//! The crawler on the simulator: a 1 000-node network of real engines (mixed versions, 20 %
-//! unreachable, some nodes on another chain, a PEX-flooding liar, a node sending garbage),
-//! crawled from one seed.
+//! The crawler on the simulator: a 1 000-node network (see [`super::simnet`]) crawled from one
+//! seed.
 #![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
-
+use super::simnet::{Checked, Kind, Network, OTHER_CHAIN, VERSIONS, checked, network, run};
 use super::*;
-use crate::sim::{Guest, Sim, SimConfig, node_addr, node_config};
+use crate::sim::node_addr;
 
-/// Software versions handed out round-robin.
-const VERSIONS: [&str; 4] = ["0.38.26", "0.37.15", "0.34.35", "1.0.1"];
-/// The other chain's id.
-const OTHER_CHAIN: &str = "other-chain";
-
-/// How network node `i` is set up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// Running, on chain `sim`.
-    Healthy,
-    /// Running, on [`OTHER_CHAIN`].
-    OtherChain,
-    /// Added then stopped: dials are refused.
-    Stopped,
-    /// Never added: dials find no host.
-    Absent,
-    /// Running, but every byte it sends is garbage.
-    Garbage,
-    /// Healthy, with 1 200 made-up addresses in its book.
-    Liar,
-}
-
-/// The network: who is what, their ids and addresses, and the simulator running it.
-pub(crate) struct Network {
-    pub(crate) sim: Sim,
-    pub(crate) kinds: Vec<Kind>,
-    pub(crate) ids: Vec<NodeId>,
-    pub(crate) crawler: usize,
-}
-
-pub(crate) fn kind_of(i: usize) -> Kind {
-    match i {
-        0 => Kind::Healthy, // the seed
-        2 => Kind::Garbage,
-        3 => Kind::Liar,
-        _ if i % 5 == 1 => {
-            if i % 10 == 1 {
-                Kind::Stopped
-            } else {
-                Kind::Absent
-            }
-        }
-        _ if i % 50 == 7 => Kind::OtherChain,
-        _ => Kind::Healthy,
-    }
-}
-
-/// Builds an `n`-node network; every node's book holds `degree` random others.
-pub(crate) fn network(n: usize, degree: usize, seed: u64, crawl: CrawlConfig) -> Network {
-    let mut cfg = SimConfig::default();
-    cfg.seed = seed;
-    cfg.check_invariants = false;
-    let mut sim = Sim::new(cfg, Instant::now());
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let keys: Vec<_> = (0..n).map(|_| sim.gen_key()).collect();
-    let ids: Vec<NodeId> = keys.iter().map(crate::identity::NodeKey::node_id).collect();
-    let kinds: Vec<Kind> = (0..n).map(kind_of).collect();
-    let unix = sim.unix_now();
-    let mut sim_idx = vec![None; n];
-    for i in 0..n {
-        if kinds[i] == Kind::Absent {
-            continue;
-        }
-        let mut c = node_config(i);
-        c.version = VERSIONS[i % VERSIONS.len()].to_owned();
-        c.max_num_outbound_peers = 0; // quiet: only the crawler makes connections
-        if kinds[i] == Kind::OtherChain {
-            c.chain_id = OTHER_CHAIN.to_owned();
-        }
-        let idx = sim.add_node(c, keys[i].clone());
-        sim_idx[i] = Some(idx);
-        let mut picks = BTreeSet::new();
-        while picks.len() < degree.min(n - 1) {
-            let j = usize::try_from(rng.next_u64() % n as u64).unwrap_or(0);
-            if j != i {
-                picks.insert(j);
-            }
-        }
-        let mut brng = ChaCha20Rng::seed_from_u64(seed ^ i as u64);
-        sim.with_engine(idx, |e, _| {
-            for &j in &picks {
-                let a = NetAddr::new(ids[j], node_addr(j));
-                let _ = e.addr_book_mut().add(a, node_addr(j).ip(), unix, &mut brng);
-            }
-            if kinds[i] == Kind::Liar {
-                for k in 0..1200u32 {
-                    let mut id = [0u8; 20];
-                    brng.fill_bytes(&mut id);
-                    let a = 100 + u8::try_from(k % 100).unwrap_or(0);
-                    let b = u8::try_from(k / 100).unwrap_or(0);
-                    let fake: SocketAddr = ([a, b, 7, 1], 26656).into();
-                    let _ = e.addr_book_mut().add(
-                        NetAddr::new(NodeId(id), fake),
-                        fake.ip(),
-                        unix,
-                        &mut brng,
-                    );
-                }
-            }
-        });
-        match kinds[i] {
-            Kind::Stopped => sim.stop(idx),
-            Kind::Garbage => sim.set_corrupt(idx, true),
-            _ => {}
-        }
-    }
-    let mut crawl = crawl;
-    crawl.seeds = vec![NetAddr::new(ids[0], node_addr(0))];
-    let key = sim.gen_key();
-    let mut seed32 = [0u8; 32];
-    rng.fill_bytes(&mut seed32);
-    let crawler = Crawler::new(crawl, key.clone(), seed32, sim.now(), unix).expect("config");
-    let at: SocketAddr = ([198, 18, 0, 1], 40000).into();
-    let crawler = sim.add_guest(at, key, Box::new(Checked::new(crawler)));
-    Network {
-        sim,
-        kinds,
-        ids,
-        crawler,
-    }
-}
-
-/// The crawler, with the politeness rules checked on every output: never two connections to
-/// one host, never more than `concurrency` at once.
-pub(crate) struct Checked {
-    pub(crate) crawler: Crawler,
-    open: BTreeMap<ConnId, IpAddr>,
-    pub(crate) max_open: usize,
-    pub(crate) dials: usize,
-}
-
-impl Checked {
-    fn new(crawler: Crawler) -> Self {
-        Checked {
-            crawler,
-            open: BTreeMap::new(),
-            max_open: 0,
-            dials: 0,
-        }
-    }
-}
-
-impl Guest for Checked {
-    fn handle_input(&mut self, now: Instant, input: Input) {
-        if let Input::DialFailed { conn, .. } | Input::Closed { conn, .. } = &input {
-            self.open.remove(conn);
-        }
-        self.crawler
-            .handle_input(now, input)
-            .expect("crawler accepts the simulator's inputs");
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.crawler.handle_timeout(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        let out = self.crawler.poll_output()?;
-        if let Output::Dial { conn, addr } = &out {
-            assert!(
-                !self.open.values().any(|ip| *ip == addr.ip()),
-                "two connections to host {}",
-                addr.ip()
-            );
-            self.open.insert(*conn, addr.ip());
-            self.dials += 1;
-            self.max_open = self.max_open.max(self.open.len());
-        }
-        Some(out)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.crawler.poll_timeout()
-    }
-}
-
-pub(crate) fn checked(net: &Network) -> &Checked {
-    let g: &dyn std::any::Any = net.sim.guest(net.crawler).expect("crawler");
-    g.downcast_ref::<Checked>().expect("a Checked crawler")
-}
-
-/// Runs the crawl to its end (or `limit` of simulated time).
-pub(crate) fn run(net: &mut Network, limit: Duration) {
-    let crawler = net.crawler;
-    let mut notes = Vec::new();
-    for _ in 0..10_000 {
-        if checked(net).crawler.is_done() || net.sim.elapsed() >= limit {
-            break;
-        }
-        let _ = net.sim.run_for(Duration::from_millis(500), 2_000_000);
-        net.sim.with_guest(crawler, |g, _| {
-            let g: &mut dyn std::any::Any = g;
-            let c = g.downcast_mut::<Checked>().expect("checked");
-            while let Some(n) = c.crawler.poll_note() {
-                notes.push(n);
-            }
-        });
-    }
-    assert!(checked(net).crawler.is_done(), "crawl did not finish");
+fn net(n: usize, degree: usize, seed: u64, crawl: CrawlConfig) -> Network {
+    network(n, degree, seed, crawl, Instant::now())
 }
 
 fn crawl_config() -> CrawlConfig {
@@ -226,7 +26,7 @@ fn crawl_config() -> CrawlConfig {
 #[test]
 fn maps_a_thousand_node_network() {
     let n = 1000;
-    let mut net = network(n, 20, 11, crawl_config());
+    let mut net = net(n, 20, 11, crawl_config());
     run(&mut net, Duration::from_secs(3600));
     let now = net.sim.now();
     let c = checked(&net);
@@ -322,7 +122,7 @@ fn maps_a_thousand_node_network() {
 #[test]
 fn same_seed_same_map() {
     let once = || {
-        let mut net = network(150, 12, 5, crawl_config());
+        let mut net = net(150, 12, 5, crawl_config());
         run(&mut net, Duration::from_secs(3600));
         let now = net.sim.now();
         serde_json::to_string(&checked(&net).crawler.report(now)).expect("json")
@@ -335,7 +135,7 @@ fn same_seed_same_map() {
 fn stop_then_resume_finishes_the_map() {
     // Stop after a few seconds, resume from the report in a fresh crawler on the same
     // network, and end with the same reachable set as an uninterrupted crawl.
-    let mut full = network(120, 10, 9, crawl_config());
+    let mut full = net(120, 10, 9, crawl_config());
     run(&mut full, Duration::from_secs(3600));
     let full_now = full.sim.now();
     let full_report = checked(&full).crawler.report(full_now);
@@ -345,7 +145,7 @@ fn stop_then_resume_finishes_the_map() {
         rate: 2,
         ..crawl_config()
     };
-    let mut net = network(120, 10, 9, cfg.clone());
+    let mut net = net(120, 10, 9, cfg.clone());
     let _ = net.sim.run_for(Duration::from_secs(3), 1_000_000);
     let crawler = net.crawler;
     let report = net
@@ -396,7 +196,7 @@ fn a_given_chain_id_marks_other_chains_and_unreachable_seeds_are_reported() {
         chain_id: Some("sim".to_owned()),
         ..crawl_config()
     };
-    let mut net = network(60, 8, 3, cfg);
+    let mut net = net(60, 8, 3, cfg);
     // An extra seed nobody listens at: a clear note, and the crawl goes on.
     let bogus = NetAddr::new(NodeId([9; 20]), ([198, 51, 100, 7], 26656).into());
     let crawler = net.crawler;
@@ -441,7 +241,7 @@ fn a_given_chain_id_marks_other_chains_and_unreachable_seeds_are_reported() {
 /// document lists appears in a real report.
 #[test]
 fn json_report_matches_the_documented_schema() {
-    let mut net = network(60, 8, 3, crawl_config());
+    let mut net = net(60, 8, 3, crawl_config());
     run(&mut net, Duration::from_secs(3600));
     let now = net.sim.now();
     let report = checked(&net).crawler.report(now);
