@@ -184,7 +184,7 @@ pub async fn crawl(
         }
         let deadline = crawler
             .poll_timeout()
-            .map_or_else(|| start + Duration::from_secs(3600), |t| t);
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(input) = io_rx.recv() => {
                 if let Input::Closed { conn, .. } | Input::DialFailed { conn, .. } = &input {
@@ -445,8 +445,12 @@ mod tests {
         });
         let id = |b: u8| cometmesh_core::ids::NodeId([b; 20]);
         let seeds: Vec<PeerAddr> = vec![
-            format!("{}@127.0.0.1:{}", id(1), closed_port()).parse().expect("addr"),
-            format!("{}@127.0.0.1:{garbage_port}", id(2)).parse().expect("addr"),
+            format!("{}@127.0.0.1:{}", id(1), closed_port())
+                .parse()
+                .expect("addr"),
+            format!("{}@127.0.0.1:{garbage_port}", id(2))
+                .parse()
+                .expect("addr"),
         ];
         let mut config = CrawlConfig::default();
         config.timeout = Duration::from_secs(2);
@@ -476,13 +480,19 @@ mod tests {
         };
         assert_eq!(failure(1), Failure::Refused);
         assert!(
-            matches!(failure(2), Failure::Handshake { .. } | Failure::Timeout { .. }),
+            matches!(
+                failure(2),
+                Failure::Handshake { .. } | Failure::Timeout { .. }
+            ),
             "{:?}",
             failure(2)
         );
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().all(|l| l.starts_with("seed ")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.contains("connection refused")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("connection refused")),
+            "{lines:?}"
+        );
     }
 
     #[test]

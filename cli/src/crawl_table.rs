@@ -49,7 +49,7 @@ pub fn render(r: &CrawlReport) -> String {
         ("unreachable", s.unreachable),
         ("not dialled", s.not_dialled),
     ] {
-        let _ = writeln!(out, "  {name:<12}{n:>8}{:>10}", pct(n, s.known));
+        let _ = writeln!(out, "  {name:<24}{n:>8}{:>10}", pct(n, s.known));
     }
     let table = |out: &mut String, title: &str, rows: Vec<(String, u64)>, whole: u64| {
         if rows.is_empty() {

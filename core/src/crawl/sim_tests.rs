@@ -306,3 +306,34 @@ fn collect_keys(v: &serde_json::Value, path: &str, out: &mut BTreeSet<String>) {
         _ => {}
     }
 }
+
+#[test]
+fn revisit_runs_rounds_until_the_duration_and_max_nodes_bounds_the_map() {
+    let mut cfg = crawl_config();
+    cfg.revisit = true;
+    cfg.revisit_interval = Duration::from_secs(60);
+    cfg.duration = Some(Duration::from_secs(150));
+    cfg.max_nodes = Some(40);
+    let mut net = net(80, 8, 4, cfg);
+    run(&mut net, Duration::from_secs(3600));
+    let now = net.sim.now();
+    let report = checked(&net).crawler.report(now);
+    assert_eq!(report.crawl.state, "duration");
+    assert_eq!(report.crawl.rounds, 3, "rounds at 0, 60 and 120 s");
+    assert_eq!(report.summary.known, 40);
+    assert!(report.crawl.dropped_nodes > 0);
+    // Reachable nodes were dialled once per round at the address that answered.
+    let again = report
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Reachable && n.round == 2)
+        .count();
+    assert!(again > 10, "{again} nodes answered in the third round");
+    assert!(
+        report
+            .nodes
+            .iter()
+            .flat_map(|n| &n.addresses)
+            .any(|a| a.dials == 3)
+    );
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::{Crawler, CrawlConfig};
+use super::{CrawlConfig, Crawler};
 use crate::addr::NetAddr;
 use crate::engine::{Input, Output};
 use crate::ids::{ConnId, NodeId};
@@ -71,16 +71,12 @@ pub fn kind_of(i: usize) -> Kind {
 
 /// Builds an `n`-node network; every node's book holds `degree` random others. `origin` is
 /// the zero of the virtual clock; the crawler (seeded with node 0) is a guest of the sim.
-pub fn network(
-    n: usize,
-    degree: usize,
-    seed: u64,
-    crawl: CrawlConfig,
-    origin: Instant,
-) -> Network {
-    let mut cfg = SimConfig::default();
-    cfg.seed = seed;
-    cfg.check_invariants = false;
+pub fn network(n: usize, degree: usize, seed: u64, crawl: CrawlConfig, origin: Instant) -> Network {
+    let cfg = SimConfig {
+        seed,
+        check_invariants: false,
+        ..SimConfig::default()
+    };
     let mut sim = Sim::new(cfg, origin);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let keys: Vec<_> = (0..n).map(|_| sim.gen_key()).collect();
@@ -233,4 +229,3 @@ pub fn run(net: &mut Network, limit: Duration) {
     }
     assert!(checked(net).crawler.is_done(), "crawl did not finish");
 }
-
