@@ -10,7 +10,7 @@ use super::simnet::{Checked, Kind, Network, OTHER_CHAIN, VERSIONS, checked, netw
 use super::*;
 use crate::sim::node_addr;
 
-fn net(n: usize, degree: usize, seed: u64, crawl: CrawlConfig) -> Network {
+fn build(n: usize, degree: usize, seed: u64, crawl: CrawlConfig) -> Network {
     network(n, degree, seed, crawl, Instant::now())
 }
 
@@ -26,7 +26,7 @@ fn crawl_config() -> CrawlConfig {
 #[test]
 fn maps_a_thousand_node_network() {
     let n = 1000;
-    let mut net = net(n, 20, 11, crawl_config());
+    let mut net = build(n, 20, 11, crawl_config());
     run(&mut net, Duration::from_secs(3600));
     let now = net.sim.now();
     let c = checked(&net);
@@ -117,12 +117,20 @@ fn maps_a_thousand_node_network() {
         }
     }
     assert_eq!(report.crawl.dials as usize, c.dials);
+
+    // Deterministic: the same network and seed give the same map, byte for byte.
+    let first = serde_json::to_string(&report).expect("json");
+    let mut again = build(n, 20, 11, crawl_config());
+    run(&mut again, Duration::from_secs(3600));
+    let now = again.sim.now();
+    let second = serde_json::to_string(&checked(&again).crawler.report(now)).expect("json");
+    assert!(first == second, "two runs gave different maps");
 }
 
 #[test]
 fn same_seed_same_map() {
     let once = || {
-        let mut net = net(150, 12, 5, crawl_config());
+        let mut net = build(150, 12, 5, crawl_config());
         run(&mut net, Duration::from_secs(3600));
         let now = net.sim.now();
         serde_json::to_string(&checked(&net).crawler.report(now)).expect("json")
@@ -135,7 +143,7 @@ fn same_seed_same_map() {
 fn stop_then_resume_finishes_the_map() {
     // Stop after a few seconds, resume from the report in a fresh crawler on the same
     // network, and end with the same reachable set as an uninterrupted crawl.
-    let mut full = net(120, 10, 9, crawl_config());
+    let mut full = build(120, 10, 9, crawl_config());
     run(&mut full, Duration::from_secs(3600));
     let full_now = full.sim.now();
     let full_report = checked(&full).crawler.report(full_now);
@@ -145,7 +153,7 @@ fn stop_then_resume_finishes_the_map() {
         rate: 2,
         ..crawl_config()
     };
-    let mut net = net(120, 10, 9, cfg.clone());
+    let mut net = build(120, 10, 9, cfg.clone());
     let _ = net.sim.run_for(Duration::from_secs(3), 1_000_000);
     let crawler = net.crawler;
     let report = net
@@ -196,7 +204,7 @@ fn a_given_chain_id_marks_other_chains_and_unreachable_seeds_are_reported() {
         chain_id: Some("sim".to_owned()),
         ..crawl_config()
     };
-    let mut net = net(60, 8, 3, cfg);
+    let mut net = build(60, 8, 3, cfg);
     // An extra seed nobody listens at: a clear note, and the crawl goes on.
     let bogus = NetAddr::new(NodeId([9; 20]), ([198, 51, 100, 7], 26656).into());
     let crawler = net.crawler;
@@ -241,7 +249,7 @@ fn a_given_chain_id_marks_other_chains_and_unreachable_seeds_are_reported() {
 /// document lists appears in a real report.
 #[test]
 fn json_report_matches_the_documented_schema() {
-    let mut net = net(60, 8, 3, crawl_config());
+    let mut net = build(60, 8, 3, crawl_config());
     run(&mut net, Duration::from_secs(3600));
     let now = net.sim.now();
     let report = checked(&net).crawler.report(now);
@@ -314,7 +322,7 @@ fn revisit_runs_rounds_until_the_duration_and_max_nodes_bounds_the_map() {
     cfg.revisit_interval = Duration::from_secs(60);
     cfg.duration = Some(Duration::from_secs(150));
     cfg.max_nodes = Some(40);
-    let mut net = net(80, 8, 4, cfg);
+    let mut net = build(80, 8, 4, cfg);
     run(&mut net, Duration::from_secs(3600));
     let now = net.sim.now();
     let report = checked(&net).crawler.report(now);
