@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::addr::NetAddr;
 
@@ -14,8 +15,10 @@ pub(crate) struct Frontier {
     by_host: BTreeMap<IpAddr, VecDeque<NetAddr>>,
     /// Hosts with queued addresses and no connection, in round-robin order.
     ready: VecDeque<IpAddr>,
-    /// Hosts we have a connection (or a dial) to.
+    /// Hosts we have a connection (or a dial) to, or that are cooling down after one.
     busy: BTreeSet<IpAddr>,
+    /// Hosts cooling down after a connection, until when.
+    cooling: BTreeSet<(Instant, IpAddr)>,
     /// Number of queued addresses.
     queued: usize,
 }
@@ -46,7 +49,34 @@ impl Frontier {
         Some(addr)
     }
 
-    /// The connection to `ip` is over: its next address may be dialled.
+    /// The connection to `ip` is over: its next address may be dialled from `at` on (give
+    /// the host time to see our close first: CometBFT refuses a second connection from an IP
+    /// it still has one from).
+    pub(crate) fn release_at(&mut self, ip: IpAddr, at: Instant, now: Instant) {
+        if at <= now {
+            self.release(ip);
+        } else {
+            self.cooling.insert((at, ip));
+        }
+    }
+
+    /// Ends the cool-downs due by `now`.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        while let Some(&(at, ip)) = self.cooling.first() {
+            if at > now {
+                break;
+            }
+            self.cooling.pop_first();
+            self.release(ip);
+        }
+    }
+
+    /// When the next cool-down ends.
+    pub(crate) fn next_release(&self) -> Option<Instant> {
+        self.cooling.first().map(|(at, _)| *at)
+    }
+
+    /// The connection to `ip` is over: its next address may be dialled now.
     pub(crate) fn release(&mut self, ip: IpAddr) {
         if self.busy.remove(&ip) && self.by_host.contains_key(&ip) {
             self.ready.push_back(ip);
@@ -102,5 +132,21 @@ mod tests {
         f.release([1, 1, 1, 1].into());
         f.release([2, 2, 2, 2].into());
         assert!(!f.has_ready());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // Instant::now() only anchors the test clock
+    fn a_host_cools_down_before_its_next_dial() {
+        let t0 = Instant::now();
+        let later = t0 + std::time::Duration::from_millis(100);
+        let mut f = Frontier::default();
+        f.push(a(1, [1, 1, 1, 1], 1));
+        f.push(a(2, [1, 1, 1, 1], 2));
+        assert!(f.pop().is_some());
+        f.release_at([1, 1, 1, 1].into(), later, t0);
+        assert_eq!(f.pop(), None, "cooling down");
+        assert_eq!(f.next_release(), Some(later));
+        f.tick(later);
+        assert_eq!(f.pop(), Some(a(2, [1, 1, 1, 1], 2)));
     }
 }

@@ -13,7 +13,10 @@
 //! - **Frontier.** Addresses are queued per host (IP) and served round-robin across hosts; a host
 //!   never has two connections from us at once ([`CrawlConfig::concurrency`] bounds the total,
 //!   [`CrawlConfig::rate`] the dials per second). Every `id@ip:port` is dialled at most once per
-//!   crawl; once an id answered, its other addresses are recorded but not dialled. With
+//!   crawl; once an id answered, its other addresses are recorded but not dialled. After a
+//!   connection a host cools down for twice that connection's connect time (at most 2 s):
+//!   CometBFT refuses a connection from an IP it still has one from, and our close needs that
+//!   long to reach it. With
 //!   [`CrawlConfig::revisit`] everything is dialled again in rounds until the duration ends.
 //! - **Per connection.** One PEX request right after the handshake (CometBFT accepts a first
 //!   request at any time; a second one within its minimum interval is what gets a peer
@@ -80,6 +83,9 @@ use frontier::Frontier;
 
 /// The listen address the crawler announces (see the module docs).
 pub const ANNOUNCED_LISTEN_ADDR: &str = "0.0.0.0:0";
+
+/// Longest wait between two connections to one host.
+const MAX_HOST_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Most notes kept unread; older ones are dropped (and counted).
 const MAX_NOTES: usize = 4096;
@@ -291,6 +297,9 @@ impl Crawler {
         cfg.validate()?;
         let conn_cfg = ConnectionConfig {
             handshake_timeout: cfg.timeout,
+            // We send one message per connection: waiting 100 ms to batch it with others
+            // would only add 100 ms to every node.
+            flush_throttle: Duration::from_millis(1),
             ..ConnectionConfig::default()
         };
         let mut local = NodeInfo::new(
@@ -523,6 +532,9 @@ impl Crawler {
         if self.stopped == Stopped::Running {
             if let Some(d) = self.cfg.duration {
                 at(self.start + d.saturating_sub(self.prior_elapsed));
+            }
+            if let Some(t) = self.frontier.next_release() {
+                at(t);
             }
             if self.frontier.has_ready() && self.attempts.len() < self.cfg.concurrency {
                 at(self.next_dial_at.max(self.last_now));
@@ -806,6 +818,7 @@ impl Crawler {
         if !self.started_dialling {
             return;
         }
+        self.frontier.tick(now);
         while self.stopped == Stopped::Running
             && self.attempts.len() < self.cfg.concurrency
             && now >= self.next_dial_at
@@ -1048,7 +1061,14 @@ impl Crawler {
         let Some(a) = self.attempts.remove(&id) else {
             return;
         };
-        self.frontier.release(a.addr.addr.ip());
+        // After a connection, wait twice its connect time (about two round trips) before the
+        // next dial to that host, so that the host has seen our close.
+        let cooldown = a.connected_at.map_or(Duration::ZERO, |c| {
+            (c.saturating_duration_since(a.dialled_at) * 2 + Duration::from_millis(5))
+                .min(MAX_HOST_COOLDOWN)
+        });
+        self.frontier
+            .release_at(a.addr.addr.ip(), now + cooldown, now);
         let unix = self.unix(now);
         let round = self.round;
         let outcome = a.outcome.unwrap_or(Outcome::Failed {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::simnet::{Checked, Kind, Network, OTHER_CHAIN, VERSIONS, checked, network, run};
+use super::simnet::{
+    Checked, Kind, Network, OTHER_CHAIN, VERSIONS, WRONG_ID, checked, network, run,
+};
 use super::*;
 use crate::sim::node_addr;
 
@@ -91,6 +93,15 @@ fn maps_a_thousand_node_network() {
             Kind::Healthy | Kind::Liar => {}
         }
     }
+    // An announced id that another node answers for is a wrong id, and names who answered.
+    assert_eq!(
+        by_id[&WRONG_ID].failure,
+        Some(Failure::WrongId {
+            answered_by: net.ids[9]
+        })
+    );
+    // Node 9 itself is then dialled after a cool-down, not refused as a duplicate IP.
+    assert_eq!(by_id[&net.ids[9]].status, Status::Reachable);
     // The liar's made-up addresses were dialled once each and failed; they did not stop the
     // crawl from mapping everything else.
     let liar = by_id[&net.ids[3]];
@@ -194,6 +205,10 @@ fn stop_then_resume_finishes_the_map() {
             .map(|n| n.id)
             .collect()
     };
+    for id in reach(&after).symmetric_difference(&reach(&full_report)) {
+        eprintln!("full: {:?}", full_report.nodes.iter().find(|n| n.id == *id));
+        eprintln!("after: {:?}", after.nodes.iter().find(|n| n.id == *id));
+    }
     assert_eq!(reach(&after), reach(&full_report));
     assert_eq!(after.crawl.state, "complete");
 }

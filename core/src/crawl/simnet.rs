@@ -21,6 +21,9 @@ pub const VERSIONS: [&str; 4] = ["0.38.26", "0.37.15", "0.34.35", "1.0.1"];
 /// The other chain's id.
 pub const OTHER_CHAIN: &str = "other-chain";
 
+/// An id the seed (node 0) announces at node 9's address, where node 9 answers instead.
+pub const WRONG_ID: NodeId = NodeId([0x77; 20]);
+
 /// How network node `i` is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -108,6 +111,13 @@ pub fn network(n: usize, degree: usize, seed: u64, crawl: CrawlConfig, origin: I
             for &j in &picks {
                 let a = NetAddr::new(ids[j], node_addr(j));
                 let _ = e.addr_book_mut().add(a, node_addr(j).ip(), unix, &mut brng);
+            }
+            if i == 0 {
+                // A stale entry: an id nobody has, at node 9's address (node 9 answers).
+                let stale = NetAddr::new(WRONG_ID, node_addr(9));
+                let _ = e
+                    .addr_book_mut()
+                    .add(stale, node_addr(9).ip(), unix, &mut brng);
             }
             if kinds[i] == Kind::Liar {
                 for k in 0..1200u32 {
