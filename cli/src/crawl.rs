@@ -100,6 +100,8 @@ pub enum CrawlRunError {
 
 /// How long to keep closing connections after a stop before giving up on them.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Longest a socket write may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a checkpoint is offered.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
@@ -277,7 +279,9 @@ async fn connection(
             },
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Write(data)) => {
-                    if wr.write_all(&data).await.is_err() {
+                    // A peer that stops reading cannot hold the task forever.
+                    let written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&data)).await;
+                    if !matches!(written, Ok(Ok(()))) {
                         break CloseCause::Io;
                     }
                     let _ = io.send(Input::Sent { conn, len: data.len() });
