@@ -499,6 +499,40 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_stop_ends_the_crawl_at_once_and_keeps_what_was_not_dialled_for_a_resume() {
+        // A node that accepts and then says nothing: without the stop the crawl would end
+        // "complete" with the node timed out.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let seed: PeerAddr = format!("{}@127.0.0.1:{port}", cometmesh_core::ids::NodeId([3; 20]))
+            .parse()
+            .expect("addr");
+        let report = crawl(
+            CrawlJob {
+                seeds: vec![seed],
+                config: CrawlConfig::default(),
+                resume: None,
+            },
+            |_| {},
+            tokio::time::sleep(Duration::from_millis(200)),
+        )
+        .await
+        .expect("crawl");
+        assert_eq!(report.crawl.state, "interrupted");
+        let node = &report.nodes[0];
+        assert_eq!(node.status, Status::Unknown);
+        assert_eq!(node.addresses[0].dials, 0, "a resume dials it again");
+    }
+
     #[test]
     fn a_garbage_seed_address_is_one_clear_error() {
         let cli = crate::args::Cli::try_parse_from([
