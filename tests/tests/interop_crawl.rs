@@ -221,8 +221,7 @@ fn crawl_finds_every_node_of_a_localnet_from_one_seed() {
         assert!(page.contains(&format!("data-id=\"{}\"", n.id)));
     }
 
-    // The crawler is in nobody's address book (it announced 0.0.0.0:0), and nobody banned
-    // it. Address books are written every 2 minutes and at shutdown: stop the nodes first.
+    // The crawler is in nobody's address book (it announced 0.0.0.0:0). Address books are written every 2 minutes and at shutdown: stop the nodes first.
     let crawler = report.crawl.crawler_id.to_string();
     for n in std::iter::once(&seed).chain(&nodes) {
         let _ = Command::new("kill").arg(n.pid.to_string()).status();
