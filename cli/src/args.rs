@@ -48,6 +48,9 @@ pub enum Command {
     Version,
     /// Run a local network of nodes on loopback and watch them find each other.
     Testnet(TestnetArgs),
+    /// Map a network through the p2p protocol: dial every node, read its NodeInfo, ask for
+    /// addresses once, hang up.
+    Crawl(Box<crate::crawl_args::CrawlArgs>),
 }
 
 /// `--home`.

@@ -39,6 +39,9 @@ pub enum CliError {
     /// The local testnet did not reach its target.
     #[error("testnet: {0}")]
     Testnet(String),
+    /// The crawl could not start or its results could not be written.
+    #[error("crawl: {0}")]
+    Crawl(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),

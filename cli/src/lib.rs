@@ -1,4 +1,5 @@
-//! The `cometmesh` command: `init`, `start`, `show-node-id`, `version` and `testnet`.
+//! The `cometmesh` command: `init`, `start`, `show-node-id`, `version`, `testnet` and `crawl`
+//! (whose tokio driver, [`crawl::crawl`], is also a library entry point).
 //!
 //! It reads and writes a home directory laid out as CometBFT's (`config/config.toml`,
 //! `config/node_key.json`, `config/genesis.json`, `config/addrbook.json`), takes the same
@@ -10,6 +11,10 @@
 pub mod addrbook_file;
 pub mod args;
 pub mod config;
+pub mod crawl;
+pub mod crawl_args;
+pub mod crawl_html;
+pub mod crawl_table;
 pub mod duration;
 pub mod error;
 pub mod home;
@@ -76,6 +81,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             // The table is the output; logs only for problems unless asked for.
             logging::init(cli.log_level.as_deref(), cli.log_format, "warn")?;
             testnet::run(&args)
+        }
+        Command::Crawl(args) => {
+            logging::init(cli.log_level.as_deref(), cli.log_format, "warn")?;
+            crawl::run(&args)
         }
         Command::ShowNodeId(args) => {
             let home = home::Home::existing(&args.home)?;

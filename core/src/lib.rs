@@ -11,13 +11,16 @@
 //! - [`wire`]: protobuf messages and the length-delimited codec with the spec's size limits;
 //! - [`secret`]: the SecretConnection handshake and its 1044-byte encrypted frames;
 //! - [`conn`]: one peer connection: NodeInfo exchange and MConnection channels;
-//! - [`addrbook`]: the eclipse-resistant address book.
+//! - [`addrbook`]: the eclipse-resistant address book;
+//! - [`engine`]: the switch, peer life cycle and PEX reactor as one state machine;
+//! - [`crawl`]: the network crawler, fed by the same inputs as the engine.
 
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod addrbook;
 pub mod conn;
+pub mod crawl;
 pub(crate) mod crypto;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -46,7 +46,7 @@ use crate::ids::NodeId;
 
 pub use codec::DecodeError;
 pub use group::Group;
-pub(crate) use group::is_routable;
+pub(crate) use group::{is_routable, is_valid};
 pub use json::ImportError;
 
 /// The book's clock: seconds since the Unix epoch, as persisted. `0` means "never".

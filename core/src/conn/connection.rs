@@ -86,6 +86,8 @@ pub struct PeerConnection {
     deadline: Instant,
     remote_id: Option<NodeId>,
     remote_info: Option<NodeInfo>,
+    received_info: Option<NodeInfo>,
+    adopt_network: bool,
     out: BytesMut,
     in_flight: usize,
     closing: bool,
@@ -130,6 +132,8 @@ impl PeerConnection {
             expected_peer,
             remote_id: None,
             remote_info: None,
+            received_info: None,
+            adopt_network: false,
             out: BytesMut::new(),
             in_flight: 0,
             closing: false,
@@ -138,6 +142,21 @@ impl PeerConnection {
             wire_sent: 0,
             wire_received: 0,
         }
+    }
+
+    /// Observer mode for a crawler that does not know the chain id yet (call it before the
+    /// first input): our NodeInfo is sent only once the peer's has arrived, with the peer's
+    /// `network` in it. CometBFT writes its NodeInfo without waiting for ours, so this costs
+    /// no round trip; the peer never sees a chain id it would refuse.
+    pub fn adopt_peer_network(&mut self) {
+        self.adopt_network = true;
+    }
+
+    /// The NodeInfo the peer sent, once decoded, even if it was then rejected (another
+    /// chain, an invalid field, a wrong id). A crawler records it either way.
+    #[must_use]
+    pub fn received_node_info(&self) -> Option<&NodeInfo> {
+        self.received_info.as_ref()
     }
 
     /// Which side dialled.
@@ -420,10 +439,12 @@ impl PeerConnection {
             }
             let mut sealer = session.sealer;
             let mut opener = Box::new(session.opener);
-            let mut ours = BytesMut::new();
-            encode_delimited(&self.local.to_proto(), &mut ours);
-            if let Err(e) = sealer.seal(&ours, &mut self.out) {
-                return self.close(CloseReason::Frame(e));
+            if !self.adopt_network {
+                let mut ours = BytesMut::new();
+                encode_delimited(&self.local.to_proto(), &mut ours);
+                if let Err(e) = sealer.seal(&ours, &mut self.out) {
+                    return self.close(CloseReason::Frame(e));
+                }
             }
             let mut plain = BytesMut::new();
             // Flush what arrived after the peer's AuthSig into `plain`.
@@ -449,15 +470,33 @@ impl PeerConnection {
                 return;
             }
             let frame = plain.split_to(prefix_len + body_len);
+            let rest = std::mem::take(plain);
             let body = &frame[prefix_len..];
             let remote = match classify_node_info(body) {
                 Ok(p) => p,
                 Err(reason) => return self.close(reason),
             };
+            self.received_info = Some(remote.clone());
+            let local = if self.adopt_network {
+                let mut adopted = (*local).clone();
+                adopted.network.clone_from(&remote.network);
+                let adopted = Arc::new(adopted);
+                self.local = adopted.clone();
+                let mut ours = BytesMut::new();
+                encode_delimited(&adopted.to_proto(), &mut ours);
+                let Phase::NodeInfo { sealer, .. } = &mut self.phase else {
+                    return;
+                };
+                if let Err(e) = sealer.seal(&ours, &mut self.out) {
+                    return self.close(CloseReason::Frame(e));
+                }
+                adopted
+            } else {
+                local
+            };
             if let Err(e) = check_remote(&local, authenticated, &remote) {
                 return self.close(e.into());
             }
-            let rest = std::mem::take(plain);
             let Phase::NodeInfo { sealer, opener, .. } =
                 std::mem::replace(&mut self.phase, Phase::Closed)
             else {

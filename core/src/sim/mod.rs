@@ -52,6 +52,20 @@ pub fn node_config(i: usize) -> EngineConfig {
     }
 }
 
+/// A machine the simulator hosts beside engines, such as a [`Crawler`](crate::crawl::Crawler):
+/// it follows the engine's loop contract (same [`Input`]s and [`Output`]s), dials but never
+/// accepts (dials to it are refused). Add one with [`Sim::add_guest`].
+pub trait Guest: std::any::Any {
+    /// An IO result for one of its connections.
+    fn handle_input(&mut self, now: Instant, input: Input);
+    /// Its deadline passed.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Its next output.
+    fn poll_output(&mut self) -> Option<Output>;
+    /// Its next deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
 /// Simulator settings.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -144,6 +158,7 @@ struct EpState {
 
 struct Node {
     engine: Option<Engine>,
+    guest: Option<Box<dyn Guest>>,
     config: EngineConfig,
     key: NodeKey,
     addr: SocketAddr,
@@ -223,6 +238,7 @@ impl Sim {
         let idx = self.nodes.len();
         self.nodes.push(Node {
             engine: None,
+            guest: None,
             config,
             key,
             addr,
@@ -234,6 +250,50 @@ impl Sim {
         self.by_addr.insert(addr, idx);
         self.start_node(idx);
         idx
+    }
+
+    /// Adds a guest machine at `addr` (with `key` as its identity for [`Sim::node_id`]) and
+    /// carries out its first outputs. Panics if the address is taken.
+    pub fn add_guest(&mut self, addr: SocketAddr, key: NodeKey, guest: Box<dyn Guest>) -> usize {
+        assert!(!self.by_addr.contains_key(&addr), "address {addr} taken");
+        let idx = self.nodes.len();
+        self.nodes.push(Node {
+            engine: None,
+            guest: Some(guest),
+            config: EngineConfig::default(),
+            key,
+            addr,
+            deadline: None,
+            sent_delay: Duration::ZERO,
+            corrupt: false,
+            partition: 0,
+        });
+        self.by_addr.insert(addr, idx);
+        self.drain(idx);
+        idx
+    }
+
+    /// Guest `i` (see [`Sim::add_guest`]); downcast it with `as &dyn Any`.
+    #[must_use]
+    pub fn guest(&self, i: usize) -> Option<&dyn Guest> {
+        self.nodes.get(i).and_then(|n| n.guest.as_deref())
+    }
+
+    /// Calls `f` on guest `i` at the current time, then carries out its outputs.
+    pub fn with_guest<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut dyn Guest, Instant) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let r = self
+            .nodes
+            .get_mut(i)?
+            .guest
+            .as_deref_mut()
+            .map(|g| f(g, now));
+        self.drain(i);
+        r
     }
 
     fn start_node(&mut self, idx: usize) {
@@ -582,6 +642,8 @@ impl Sim {
                 let now = self.now;
                 if let Some(e) = self.nodes[i].engine.as_mut() {
                     e.handle_timeout(now);
+                } else if let Some(g) = self.nodes[i].guest.as_deref_mut() {
+                    g.handle_timeout(now);
                 }
                 self.drain(i);
                 true
@@ -652,6 +714,11 @@ impl Sim {
 
     fn input(&mut self, ep: Ep, input: Input) {
         let now = self.now;
+        if let Some(g) = self.nodes[ep.0].guest.as_deref_mut() {
+            g.handle_input(now, input);
+            self.drain(ep.0);
+            return;
+        }
         let Some(e) = self.nodes[ep.0].engine.as_mut() else {
             return;
         };
@@ -822,7 +889,13 @@ impl Sim {
             self.touched.push(i);
         }
         loop {
-            let Some(out) = self.nodes[i].engine.as_mut().and_then(Engine::poll_output) else {
+            let node = &mut self.nodes[i];
+            let out = match (node.engine.as_mut(), node.guest.as_deref_mut()) {
+                (Some(e), _) => e.poll_output(),
+                (None, Some(g)) => g.poll_output(),
+                (None, None) => None,
+            };
+            let Some(out) = out else {
                 break;
             };
             let now = self.now;
@@ -897,7 +970,12 @@ impl Sim {
                 Output::Event(ev) => self.record(i, ev),
             }
         }
-        let t = self.nodes[i].engine.as_ref().and_then(Engine::poll_timeout);
+        let node = &self.nodes[i];
+        let t = match (node.engine.as_ref(), node.guest.as_deref()) {
+            (Some(e), _) => e.poll_timeout(),
+            (None, Some(g)) => g.poll_timeout(),
+            (None, None) => None,
+        };
         self.set_timer(i, t);
     }
 
