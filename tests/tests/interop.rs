@@ -627,6 +627,8 @@ fn conn_inbound(version: Version) {
         .unwrap();
     assert!(us.is_outbound, "{us:?}");
     assert_eq!(us.channels, "00");
+    // We announce p2p protocol 8; v1.0 (protocol 9) does not compare it (spec 3.6).
+    assert_eq!(listed_p2p_protocol(&node, me.info.id).as_deref(), Some("8"));
     let stop = c.run_until(secs(5), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
     assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
@@ -649,6 +651,17 @@ fn node_accepts_auth_sig_and_node_info_in_one_frame(version: Version) {
     raw.send_pex(&PexMessage::request());
     assert!(matches!(raw.next_pex(), pex_message::Sum::PexAddrs(_)));
     assert!(node.lists_peer_within(key.node_id(), Duration::from_secs(5)));
+}
+
+/// The p2p protocol version `/net_info` shows for peer `id` (a string in CometBFT's JSON).
+fn listed_p2p_protocol(node: &CometBft, id: NodeId) -> Option<String> {
+    let v = node.rpc("/net_info").ok()?;
+    v["result"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["node_info"]["id"] == id.to_string().as_str())
+        .and_then(|p| p["node_info"]["protocol_version"]["p2p"].as_str())
+        .map(str::to_owned)
 }
 
 /// A connected raw peer that has exchanged NodeInfos with the node.
@@ -939,6 +952,8 @@ mod engine {
             if let Event::PeerUp { info, .. } = &up {
                 assert_eq!(info.network, CHAIN);
                 assert!(info.version.starts_with(version.pinned()));
+                // v1.0 announces p2p protocol 9; like CometBFT, the engine does not compare it.
+                assert_eq!(info.protocol.p2p, version.p2p_protocol());
             }
             let fake_addr = NetAddr::new(fake_id, ([127, 0, 0, 1], fake_port).into());
             let mut learned = false;
