@@ -64,9 +64,10 @@ pub struct InitArgs {
     /// The home directory to create.
     #[arg(long, value_name = "DIR")]
     pub home: PathBuf,
-    /// The chain (network) id; peers with another chain id are refused.
+    /// The chain (network) id; peers with another chain id are refused. Default: the one in an
+    /// existing genesis.json, else a new `test-chain-XXXXXX` (as `cometbft init` makes).
     #[arg(long = "chain-id", value_name = "ID")]
-    pub chain_id: String,
+    pub chain_id: Option<String>,
     /// The node's human-readable name (default: the host name).
     #[arg(long)]
     pub moniker: Option<String>,

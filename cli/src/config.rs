@@ -104,8 +104,13 @@ pub struct P2pConfig {
     pub private_peer_ids: String,
     /// `allow_duplicate_ip`: accept several peers from one IP.
     pub allow_duplicate_ip: bool,
-    /// `handshake_timeout`.
+    /// `handshake_timeout`: CometBFT's key, read and written back but not applied, as CometBFT
+    /// does not apply it either (its transport cuts each handshake phase at 3 s).
     pub handshake_timeout: Duration,
+    /// `handshake_phase_timeout` (cometmesh's own key): the limit on each handshake phase
+    /// (SecretConnection, then NodeInfo). Default 3 s, CometBFT's effective value; raising it
+    /// lets a silent connection hold an inbound slot longer.
+    pub handshake_phase_timeout: Duration,
     /// `dial_timeout`.
     pub dial_timeout: Duration,
 }
@@ -132,6 +137,7 @@ impl Default for P2pConfig {
             private_peer_ids: String::new(),
             allow_duplicate_ip: false,
             handshake_timeout: Duration::from_secs(20),
+            handshake_phase_timeout: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(3),
         }
     }
@@ -244,6 +250,7 @@ impl Config {
             p2p.string("private_peer_ids", &mut c.private_peer_ids)?;
             p2p.boolean("allow_duplicate_ip", &mut c.allow_duplicate_ip)?;
             p2p.duration("handshake_timeout", &mut c.handshake_timeout)?;
+            p2p.duration("handshake_phase_timeout", &mut c.handshake_phase_timeout)?;
             p2p.duration("dial_timeout", &mut c.dial_timeout)?;
         }
         if let Some(ins) = top.section("instrumentation")? {
@@ -413,10 +420,19 @@ impl Config {
         line("# Accept more than one peer from the same IP address (needed on one machine)");
         line(&format!("allow_duplicate_ip = {}", p.allow_duplicate_ip));
         line("");
-        line("# Time limits of a new connection");
+        line("# Time limits of a new connection. handshake_timeout is CometBFT's key and, as in");
+        line("# CometBFT, not applied: each handshake phase is cut at handshake_phase_timeout.");
         line(&format!(
             "handshake_timeout = {}",
             quote(&format_go_duration(p.handshake_timeout))
+        ));
+        line("# cometmesh only: the limit on each handshake phase (SecretConnection, NodeInfo).");
+        line(
+            "# CometBFT's is a fixed 3s; a longer one lets silent connections hold inbound slots.",
+        );
+        line(&format!(
+            "handshake_phase_timeout = {}",
+            quote(&format_go_duration(p.handshake_phase_timeout))
         ));
         line(&format!(
             "dial_timeout = {}",

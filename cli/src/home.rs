@@ -194,13 +194,39 @@ pub struct InitReport {
     pub written: Vec<PathBuf>,
     /// Files found and kept as they were.
     pub kept: Vec<PathBuf>,
+    /// The home's chain id (given, found in genesis.json, or generated).
+    pub chain_id: String,
+}
+
+/// A chain id for a home made without one, as `cometbft init` makes it: `test-chain-` and six
+/// random letters or digits.
+pub fn test_chain_id(rng: &mut impl rand_core::RngCore) -> String {
+    const CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::from("test-chain-");
+    while id.len() < "test-chain-".len() + 6 {
+        // Rejection sampling keeps every character equally likely (248 = 4 * 62).
+        let b = (rng.next_u32() & 0xff) as u8;
+        if b < 248 {
+            id.push(char::from(CHARS[usize::from(b % 62)]));
+        }
+    }
+    id
 }
 
 /// Creates a home: `config/config.toml` (unless present), a new `config/node_key.json` (mode
 /// 0600; an existing key is an error and nothing is written), `config/genesis.json` with the
 /// chain id (unless present; a present one must carry the same chain id) and `data/`.
-pub fn init(home: &Home, chain_id: &str, moniker: &str) -> Result<InitReport, HomeError> {
-    check_chain_id(chain_id)?;
+///
+/// Without a chain id, an existing genesis keeps its own and a new one gets `new_chain_id()`.
+pub fn init(
+    home: &Home,
+    chain_id: Option<&str>,
+    new_chain_id: impl FnOnce() -> String,
+    moniker: &str,
+) -> Result<InitReport, HomeError> {
+    if let Some(id) = chain_id {
+        check_chain_id(id)?;
+    }
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| HomeError::Io { path, source }
@@ -222,17 +248,26 @@ pub fn init(home: &Home, chain_id: &str, moniker: &str) -> Result<InitReport, Ho
     }
     let genesis_path = home.resolve(&config.genesis_file);
     let genesis_present = genesis_path.exists();
-    if genesis_present {
+    let chain_id = if genesis_present {
         let existing = home.read_chain_id(&config)?;
-        if existing != chain_id {
-            return Err(HomeError::Genesis {
-                path: genesis_path,
-                reason: format!(
-                    "it is for chain {existing:?}, not {chain_id:?}; remove it or use --chain-id {existing}"
-                ),
-            });
+        match chain_id {
+            Some(wanted) if wanted != existing => {
+                return Err(HomeError::Genesis {
+                    path: genesis_path,
+                    reason: format!(
+                        "it is for chain {existing:?}, not {wanted:?}; remove it or use --chain-id {existing}"
+                    ),
+                });
+            }
+            _ => existing,
         }
-    }
+    } else {
+        match chain_id {
+            Some(id) => id.to_owned(),
+            None => new_chain_id(),
+        }
+    };
+    check_chain_id(&chain_id)?;
 
     for dir in [home.root().join("config"), home.root().join("data")] {
         create_private_dir(&dir).map_err(io(&dir))?;
@@ -242,6 +277,7 @@ pub fn init(home: &Home, chain_id: &str, moniker: &str) -> Result<InitReport, Ho
     }
     let mut report = InitReport {
         node_id: NodeId([0; 20]),
+        chain_id: chain_id.clone(),
         written: Vec::new(),
         kept: Vec::new(),
     };
@@ -261,7 +297,7 @@ pub fn init(home: &Home, chain_id: &str, moniker: &str) -> Result<InitReport, Ho
         if let Some(parent) = genesis_path.parent() {
             create_private_dir(parent).map_err(io(parent))?;
         }
-        write_new(&genesis_path, minimal_genesis(chain_id).as_bytes())
+        write_new(&genesis_path, minimal_genesis(&chain_id).as_bytes())
             .map_err(io(&genesis_path))?;
         report.written.push(genesis_path);
     }
@@ -300,6 +336,46 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn unused_chain_id() -> String {
+        panic!("a chain id was given or found; none may be generated")
+    }
+
+    #[test]
+    fn generated_chain_ids_look_like_cometbfts() {
+        use rand_core::SeedableRng as _;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let a = test_chain_id(&mut rng);
+        let b = test_chain_id(&mut rng);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let tail = id.strip_prefix("test-chain-").expect(id);
+            assert_eq!(tail.len(), 6, "{id}");
+            assert!(tail.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
+            check_chain_id(id).unwrap();
+        }
+    }
+
+    #[test]
+    fn init_without_chain_id_generates_one_or_keeps_the_genesis_one() {
+        let home = temp_home("nochain");
+        let report = init(&home, None, || "test-chain-AbC123".to_owned(), "m").unwrap();
+        assert_eq!(report.chain_id, "test-chain-AbC123");
+        let config = home.load_config().unwrap();
+        assert_eq!(home.read_chain_id(&config).unwrap(), "test-chain-AbC123");
+        std::fs::remove_dir_all(home.root()).unwrap();
+
+        std::fs::create_dir_all(home.root().join("config")).unwrap();
+        std::fs::write(
+            home.root().join("config/genesis.json"),
+            r#"{"chain_id":"found-here","validators":[]}"#,
+        )
+        .unwrap();
+        let report = init(&home, None, unused_chain_id, "m").unwrap();
+        assert_eq!(report.chain_id, "found-here");
+        assert_eq!(report.kept.len(), 1);
+        std::fs::remove_dir_all(home.root()).unwrap();
+    }
+
     fn temp_home(name: &str) -> Home {
         let dir =
             std::env::temp_dir().join(format!("cometmesh-home-{name}-{}", std::process::id()));
@@ -310,14 +386,14 @@ mod tests {
     #[test]
     fn init_writes_a_usable_home_and_refuses_a_second_time() {
         let home = temp_home("init");
-        let report = init(&home, "test-chain", "alpha").unwrap();
+        let report = init(&home, Some("test-chain"), unused_chain_id, "alpha").unwrap();
         assert_eq!(report.written.len(), 3);
         let config = home.load_config().unwrap();
         assert_eq!(config.moniker, "alpha");
         assert_eq!(home.read_chain_id(&config).unwrap(), "test-chain");
         assert_eq!(home.node_id(&config).unwrap(), report.node_id);
         assert!(home.root().join("data").is_dir());
-        let err = init(&home, "test-chain", "alpha").unwrap_err();
+        let err = init(&home, Some("test-chain"), unused_chain_id, "alpha").unwrap_err();
         assert!(
             matches!(err, HomeError::NodeKey(NodeKeyError::Exists { .. })),
             "{err}"
@@ -334,9 +410,11 @@ mod tests {
             r#"{"chain_id":"other","validators":[]}"#,
         )
         .unwrap();
-        let err = init(&home, "mine", "m").unwrap_err().to_string();
+        let err = init(&home, Some("mine"), unused_chain_id, "m")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"other\""), "{err}");
-        let report = init(&home, "other", "m").unwrap();
+        let report = init(&home, Some("other"), unused_chain_id, "m").unwrap();
         assert_eq!(report.kept.len(), 1);
         std::fs::remove_dir_all(home.root()).unwrap();
     }

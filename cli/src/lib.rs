@@ -51,7 +51,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             logging::init(cli.log_level.as_deref(), cli.log_format, "warn")?;
             let home = home::Home::new(&args.home);
             let moniker = args.moniker.unwrap_or_else(default_moniker);
-            let report = home::init(&home, &args.chain_id, &moniker)?;
+            let report = home::init(
+                &home,
+                args.chain_id.as_deref(),
+                || home::test_chain_id(&mut rand_core::OsRng),
+                &moniker,
+            )?;
             for path in &report.written {
                 println!("wrote {}", path.display());
             }
@@ -59,6 +64,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 println!("kept  {}", path.display());
             }
             println!("node id: {}", report.node_id);
+            println!("chain id: {}", report.chain_id);
             Ok(())
         }
         Command::Start(args) => {

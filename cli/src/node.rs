@@ -38,7 +38,8 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.pex = p.pex;
     c.allow_duplicate_ip = p.allow_duplicate_ip;
     c.addr_book_strict = p.addr_book_strict;
-    c.handshake_timeout = p.handshake_timeout.max(Duration::from_millis(1));
+    // CometBFT's `handshake_timeout` (20 s in a stock home) is not applied, as in CometBFT.
+    c.handshake_timeout = p.handshake_phase_timeout.max(Duration::from_millis(1));
     c.dial_timeout = p.dial_timeout.max(Duration::from_millis(1));
     // 0s keeps the engine's cap (CometBFT's exponential back-off is effectively capped too).
     if !p.persistent_peers_max_dial_period.is_zero() {
@@ -279,6 +280,13 @@ mod tests {
         assert_eq!((c.connection.send_rate, c.connection.recv_rate), (11, 12));
         assert_eq!(c.persistent_redial_cap, Duration::from_secs(9));
         assert_eq!(c.chain_id, "chain");
-        assert_eq!(c.handshake_timeout, Duration::from_secs(20));
+        // A stock CometBFT home says 20s; CometBFT applies 3 s per phase, and so do we.
+        assert_eq!(c.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.connection.handshake_timeout, Duration::from_secs(3));
+        let mut config = Config::default();
+        config.p2p.handshake_timeout = Duration::from_secs(60);
+        config.p2p.handshake_phase_timeout = Duration::from_secs(7);
+        let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
+        assert_eq!(engine_config(&s).handshake_timeout, Duration::from_secs(7));
     }
 }

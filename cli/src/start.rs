@@ -64,7 +64,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("cometmesh-start-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        home::init(&Home::new(&dir), "chain-a", "m").unwrap();
+        home::init(&Home::new(&dir), Some("chain-a"), || unreachable!(), "m").unwrap();
         dir
     }
 

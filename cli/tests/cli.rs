@@ -126,6 +126,29 @@ fn init_then_show_node_id() {
 }
 
 #[test]
+fn init_without_chain_id_makes_a_test_chain() {
+    let tmp = TempDir::new("nochain");
+    let home = tmp.path().join("node");
+    let out = run(&["init", "--home", home.to_str().unwrap()]);
+    assert!(out.status.success(), "init failed: {}", stderr(&out));
+    let text = stdout(&out);
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("chain id: "))
+        .expect("init prints the chain id");
+    let tail = id.strip_prefix("test-chain-").expect(id);
+    assert!(
+        tail.len() == 6 && tail.bytes().all(|c| c.is_ascii_alphanumeric()),
+        "{id}"
+    );
+    let genesis = std::fs::read_to_string(home.join("config/genesis.json")).unwrap();
+    assert!(
+        genesis.contains(&format!("\"chain_id\": \"{id}\"")),
+        "{genesis}"
+    );
+}
+
+#[test]
 fn init_refuses_to_overwrite_a_key() {
     let tmp = TempDir::new("reinit");
     let home = tmp.path().join("node");
@@ -453,6 +476,12 @@ fn start_second_node_dials_then_both_stop_gracefully() {
     let status = a.interrupt();
     assert!(status.success(), "a exit: {status:?}");
     a.stderr.wait_for(&["stopped"], within);
+    // a's text log went to a pipe, not a terminal: plain text, no ANSI colour codes.
+    assert!(
+        a.stderr.seen.iter().all(|l| !l.contains('\u{1b}')),
+        "escape codes in a log that is not a terminal: {:?}",
+        a.stderr.seen
+    );
     // a learned b's address from the inbound connection and wrote CometBFT's addrbook.json.
     let book = std::fs::read_to_string(home_a.join("config/addrbook.json")).unwrap();
     assert!(book.starts_with('{') && book.contains(&id_b), "{book}");

@@ -451,3 +451,71 @@ fn seed_hangs_up_even_when_its_reply_is_never_flushed() {
             }
         )));
 }
+
+/// Inbound connections that `node` accepted from each of `from`, in the recorded events.
+fn inbound_ups(sim: &Sim, node: usize, from: &[usize]) -> Vec<usize> {
+    from.iter()
+        .map(|&f| {
+            let id = sim.node_id(f);
+            sim.events()
+                .iter()
+                .filter(|r| {
+                    r.node == node
+                        && matches!(&r.event, Event::PeerUp { peer, direction, .. }
+                            if *peer == id && *direction == cometmesh_core::engine::Direction::Inbound)
+                })
+                .count()
+        })
+        .collect()
+}
+
+/// Issue 15.3: a seed that hung up on the nodes it crawled drew them back every ensure-peers
+/// period (they keep its address as an inbound peer's, and pick it again). Holding the crawled
+/// connection, as CometBFT's seed does, leaves them no reason to dial it again.
+#[test]
+fn seed_holds_crawled_connections_and_draws_no_dial_storm() {
+    let mut sim = sim(21);
+    let seed = seeded_network(&mut sim, 5, |c| {
+        c.allow_duplicate_ip = true;
+    });
+    let nodes: Vec<usize> = (1..5).collect();
+    sim.run_for(Duration::from_secs(300), 2_000_000).unwrap();
+    let ups = inbound_ups(&sim, seed, &nodes);
+    // Each node dials its seed once at start; a redial is allowed if it came before the seed's
+    // crawl reached it, never one per ensure-peers period (10 in 300 s).
+    assert!(
+        ups.iter().all(|&n| n <= 2),
+        "inbound connections per node: {ups:?}"
+    );
+    // The crawl connections are still up.
+    let held = nodes.iter().filter(|&&n| connected(&sim, seed, n)).count();
+    assert!(held >= 3, "the seed holds {held} of 4 crawled connections");
+    // The nodes met each other through the seed.
+    for &n in &nodes {
+        let peers = sim.engine(n).unwrap().num_peers();
+        assert!(peers.0 + peers.1 >= 3, "node {n}: {peers:?}");
+    }
+}
+
+/// The seed's hold on a crawled connection ends after `seed_disconnect_wait`.
+#[test]
+fn seed_lets_a_held_crawl_connection_go_after_its_wait() {
+    let mut sim = sim(22);
+    let seed = seeded_network(&mut sim, 3, |c| {
+        c.allow_duplicate_ip = true;
+        c.seed_disconnect_wait = Duration::from_secs(600);
+    });
+    sim.run_for(Duration::from_secs(120), 1_000_000).unwrap();
+    assert!(connected(&sim, seed, 1) && connected(&sim, seed, 2));
+    let ups = inbound_ups(&sim, seed, &[1, 2]);
+    assert!(ups.iter().all(|&n| n <= 2), "{ups:?}");
+    sim.run_for(Duration::from_secs(900), 4_000_000).unwrap();
+    assert!(sim.events().iter().any(|r| r.node == seed
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedExpired,
+                ..
+            }
+        )));
+}

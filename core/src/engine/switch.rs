@@ -577,12 +577,20 @@ impl Engine {
                 }
                 Timer::EnsurePeers => {
                     self.ensure_at = None;
-                    if self.cfg.seed_mode {
+                    let period = self.cfg.ensure_peers_period;
+                    let next = if self.cfg.seed_mode {
                         self.crawl(now);
-                    } else if self.cfg.pex {
-                        self.ensure_peers(now, true);
-                    }
-                    let next = now + self.cfg.ensure_peers_period;
+                        // Each crawl pass lands at a new phase (period +/- 25 %): crawled nodes
+                        // run their ensure-peers pass on the same fixed period, and a crawl
+                        // that met a node's own dial to us once would otherwise meet it at
+                        // every pass, so that the node is never held and keeps dialling.
+                        now + period * 3 / 4 + backoff::jitter(&mut self.rng, period / 2)
+                    } else {
+                        if self.cfg.pex {
+                            self.ensure_peers(now, true);
+                        }
+                        now + period
+                    };
                     self.set_ensure(next);
                 }
                 Timer::EnsureSoon => {
@@ -1062,6 +1070,15 @@ impl Engine {
         {
             pc.close(CloseReason::Local);
         }
+        // A crawl connection lost before its reply (typically to the duplicate rule, when the
+        // crawled node dialled us at the same moment) is crawled again at the next pass: the
+        // held connection is what keeps that node from dialling us every period.
+        let unanswered_crawl = (c.origin == Origin::Crawl && c.pex.outstanding)
+            .then_some(c.dialed)
+            .flatten();
+        if let Some(addr) = unanswered_crawl {
+            self.crawled.remove(&addr.addr);
+        }
         self.set_conn_timer(id, None);
         self.move_ip(id, IpSlot::None);
         if emit_close {
@@ -1485,17 +1502,17 @@ impl Engine {
                     }
                 }
                 match origin {
-                    Origin::Seed if !self.cfg.seed_mode
+                    Origin::Seed
+                        if !self.cfg.seed_mode
                         // v0.37/v0.38: addresses from a seed trigger an ensure-peers pass.
-                        && self.ensure_soon_at.is_none() => {
-                            self.ensure_soon_at =
-                                self.set_timer(None, Some(now), Timer::EnsureSoon);
-                        }
-                    Origin::Crawl
-                        // The crawler has what it came for.
-                        if !self.persistent.contains_key(&peer) => {
-                            self.hang_up(now, id, DisconnectReason::SeedDone);
-                        }
+                        && self.ensure_soon_at.is_none() =>
+                    {
+                        self.ensure_soon_at = self.set_timer(None, Some(now), Timer::EnsureSoon);
+                    }
+                    // A crawled connection is held (until `seed_disconnect_wait`, as CometBFT's
+                    // seed does), not hung up: the crawled node stored our address as an inbound
+                    // peer's and, were we gone, its ensure-peers pass would dial us again every
+                    // period, a storm that also trips its other peers' PEX rate limits.
                     _ => {}
                 }
             }
@@ -1679,8 +1696,11 @@ impl Engine {
             if self.crawled.len() >= MAX_CRAWL_RECORDS {
                 break;
             }
-            self.crawled.insert(a.addr, now);
-            let _ = self.start_dial(now, a, Origin::Crawl);
+            // Recorded only when dialled: an address skipped now (connected to us this very
+            // moment, say) stays a candidate for the next pass.
+            if self.start_dial(now, a, Origin::Crawl).is_ok() {
+                self.crawled.insert(a.addr, now);
+            }
         }
         // 3. Forget crawl records older than a day; expired bans.
         let day = Duration::from_secs(24 * 3600);
