@@ -46,6 +46,9 @@ enum Timer {
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
+/// Seed mode: how soon after a node contacted us it is crawled (its own connection is hung up
+/// by then: the reply is flushed in milliseconds).
+const SEED_CRAWL_SOON: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -595,7 +598,9 @@ impl Engine {
                 }
                 Timer::EnsureSoon => {
                     self.ensure_soon_at = None;
-                    if !self.cfg.seed_mode {
+                    if self.cfg.seed_mode {
+                        self.crawl(now);
+                    } else {
                         self.ensure_peers(now, false);
                     }
                 }
@@ -1392,6 +1397,14 @@ impl Engine {
                     };
                     if self.book.add(a, source, unix, &mut self.rng).is_ok() {
                         self.book_dirty = true;
+                    }
+                    // A seed crawls a node that just contacted it within seconds, not at the
+                    // next pass: the crawl gives the node our address (an inbound peer's) that
+                    // its PEX then spreads, and every node that learns it dials us at its next
+                    // ensure-peers pass unless we already hold a connection to it.
+                    if self.cfg.seed_mode && self.ensure_soon_at.is_none() {
+                        self.ensure_soon_at =
+                            self.set_timer(None, Some(now + SEED_CRAWL_SOON), Timer::EnsureSoon);
                     }
                 }
             }
