@@ -4,16 +4,24 @@
 #   tests/interop/install-cometbft.sh        # prints the bin dir on its last line
 #
 # - Go comes from Debian's packages (golang-go) if `go` is not on PATH.
-# - `cometbft` (newest v0.38.x) and `cometbft-v0.34` (newest v0.34.x) are built with `go install`
-#   from the Go module registry into $COMETMESH_CACHE/bin (default ~/.cache/cometmesh/bin).
+# - One binary per live CometBFT release line, built with `go install` from the Go module registry
+#   into $COMETMESH_CACHE/bin (default ~/.cache/cometmesh/bin):
+#     cometbft        newest v0.38.x     cometbft-v0.39  newest v0.39.x
+#     cometbft-v0.34  newest v0.34.x     cometbft-v0.40  newest v0.40.x
+#                                        cometbft-v1.0   newest v1.0.x
 # - A binary is rebuilt only when missing or when `<binary> version` differs from the pin.
 # Environment: COMETMESH_CACHE (cache root), COMETMESH_SKIP_V034=1 (skip the v0.34 build).
+# Exits non-zero when any binary fails to build, except v0.34 (its build is a source patch; it is
+# reported as a WARNING, and the tests that need it fail under CI=true when it is missing).
 set -euo pipefail
 
-# Pinned: newest tags on proxy.golang.org as of 2026-11-25
+# Pinned: newest tags of each release line on proxy.golang.org as of 2026-12-04
 # (`go list -m -versions github.com/cometbft/cometbft`).
 COMETBFT_V038="v0.38.26"
 COMETBFT_V034="v0.34.35"
+COMETBFT_V039="v0.39.4"
+COMETBFT_V040="v0.40.0"
+COMETBFT_V100="v1.0.1"
 
 CACHE="${COMETMESH_CACHE:-$HOME/.cache/cometmesh}"
 BIN="$CACHE/bin"
@@ -62,17 +70,22 @@ build_v034() {
     return $rc
 }
 
-# install <version> <name>: builds cmd/cometbft@<version> into $BIN/<name> unless it is there.
+# install_one <version> <name> [<reported>]: builds cmd/cometbft@<version> into $BIN/<name> unless
+# it is there. <reported> is what `<name> version` prints (default: <version> without the `v`).
+# The tag built is also written to $BIN/.<name>.tag, which decides when the reported version does
+# not name the tag (v0.40.0 reports 0.39.0).
 install_one() {
-    local version="$1" name="$2" want have tmp
-    want="${version#v}"
+    local version="$1" name="$2" want="${3:-${1#v}}" have tmp stamp
+    stamp="$BIN/.$name.tag"
     if [ -x "$BIN/$name" ]; then
         have="$("$BIN/$name" version 2>/dev/null | head -n1 || true)"
-        if [ "$have" = "$want" ]; then
-            log "$name $have already installed ($BIN/$name)"
+        if [ "$have" = "$want" ] && { [ "$(cat "$stamp" 2>/dev/null)" = "$version" ] \
+            || [ "$want" = "${version#v}" ]; }; then
+            echo "$version" >"$stamp"
+            log "$name $version already installed ($BIN/$name, reports $have)"
             return 0
         fi
-        log "$name is '$have', want $want: rebuilding"
+        log "$name is '$have' (tag '$(cat "$stamp" 2>/dev/null)'), want $version: rebuilding"
     fi
     tmp="$(mktemp -d)"
     log "building github.com/cometbft/cometbft/cmd/cometbft@$version"
@@ -82,6 +95,7 @@ install_one() {
         *) GOBIN="$tmp" go install "github.com/cometbft/cometbft/cmd/cometbft@$version" \
             || { rm -rf "$tmp"; return 1; } ;;
     esac
+    rm -f "$stamp"
     mv "$tmp/cometbft" "$BIN/$name"
     rm -rf "$tmp"
     have="$("$BIN/$name" version | head -n1)"
@@ -89,15 +103,22 @@ install_one() {
         log "$name reports version '$have', expected $want"
         return 1
     fi
-    log "$name $have built in $((SECONDS - start))s"
+    echo "$version" >"$stamp"
+    log "$name $version built in $((SECONDS - start))s (reports $have)"
 }
 
 install_one "$COMETBFT_V038" cometbft
+install_one "$COMETBFT_V039" cometbft-v0.39
+# v0.40.0's version/version.go still says "0.39.0" (upstream did not bump TMCoreSemVer): that is
+# what `cometbft version` and its NodeInfo report.
+install_one "$COMETBFT_V040" cometbft-v0.40 0.39.0
+install_one "$COMETBFT_V100" cometbft-v1.0
 
 if [ "${COMETMESH_SKIP_V034:-0}" != 1 ]; then
     if ! install_one "$COMETBFT_V034" cometbft-v0.34; then
-        # v0.34 is optional: the tests that use it skip when the binary is absent.
-        log "WARNING: cometbft $COMETBFT_V034 did not build with $(go version); skipping it"
+        # v0.34 is a patched source build, so the script goes on without it; its tests then fail
+        # (they never pass without their node), so CI reports the missing line.
+        log "WARNING: cometbft $COMETBFT_V034 did not build with $(go version); its interop tests will fail"
     fi
 fi
 

@@ -3,9 +3,10 @@
 //! by process id when the guard is dropped, pass or fail (a failing test also prints the node's
 //! log tail).
 //!
-//! Binaries: v0.38 from `$COMETBFT`, else `cometbft` on `PATH`, else
-//! `~/.cache/cometmesh/bin/cometbft`; v0.34 from `$COMETBFT_V034`, else
-//! `~/.cache/cometmesh/bin/cometbft-v0.34` (both installed by `tests/interop/install-cometbft.sh`).
+//! Binaries (all installed by `tests/interop/install-cometbft.sh`): v0.38 from `$COMETBFT`, else
+//! `cometbft` on `PATH`, else `~/.cache/cometmesh/bin/cometbft`; the other lines from
+//! `$COMETBFT_V034` / `$COMETBFT_V039` / `$COMETBFT_V040` / `$COMETBFT_V100`, else
+//! `~/.cache/cometmesh/bin/cometbft-v0.34` / `-v0.39` / `-v0.40` / `-v1.0` (see [`Version`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,25 +18,52 @@ use std::time::{Duration, Instant};
 use cometmesh_core::NodeId;
 
 /// Which CometBFT release line to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
     /// v0.38.x (pinned v0.38.26 by the install script).
     V038,
     /// v0.34.x (pinned v0.34.35).
     V034,
+    /// v0.39.x (pinned v0.39.4).
+    V039,
+    /// v0.40.x (pinned v0.40.0, which reports itself as 0.39.0).
+    V040,
+    /// v1.0.x (pinned v1.0.1): p2p protocol 9.
+    V100,
 }
 
 impl Version {
-    /// The binary for this version, or why there is none.
+    /// Every release line the install script builds, oldest first.
+    pub const ALL: [Version; 5] = [
+        Version::V034,
+        Version::V038,
+        Version::V039,
+        Version::V040,
+        Version::V100,
+    ];
+
+    /// The environment variable that names this line's binary, and the binary's file name in
+    /// the install script's bin dir.
+    #[must_use]
+    pub fn env_and_file(self) -> (&'static str, &'static str) {
+        match self {
+            Version::V038 => ("COMETBFT", "cometbft"),
+            Version::V034 => ("COMETBFT_V034", "cometbft-v0.34"),
+            Version::V039 => ("COMETBFT_V039", "cometbft-v0.39"),
+            Version::V040 => ("COMETBFT_V040", "cometbft-v0.40"),
+            Version::V100 => ("COMETBFT_V100", "cometbft-v1.0"),
+        }
+    }
+
+    /// The binary for this version, or why there is none. Looked up in `$COMETBFT…` (see
+    /// [`Version::env_and_file`]), then (v0.38 only) `cometbft` on `PATH`, then the install
+    /// script's bin dir `${COMETMESH_CACHE:-~/.cache/cometmesh}/bin`.
     pub fn binary(self) -> Result<PathBuf, String> {
         let cache = std::env::var_os("COMETMESH_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/cometmesh")))
             .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-        let (var, name) = match self {
-            Version::V038 => ("COMETBFT", "cometbft"),
-            Version::V034 => ("COMETBFT_V034", "cometbft-v0.34"),
-        };
+        let (var, name) = self.env_and_file();
         let mut candidates = Vec::new();
         if let Some(p) = std::env::var_os(var) {
             candidates.push(PathBuf::from(p));
@@ -55,12 +83,56 @@ impl Version {
         })
     }
 
-    /// The release the install script pins, as `cometbft version` prints it.
+    /// The binary for this version; panics (failing the test) with the install hint when there
+    /// is none. Interop tests are `#[ignore]`d in a plain `cargo test`, so a test that runs has
+    /// been asked for: a missing binary is a failure, never a silent pass.
+    #[must_use]
+    pub fn require(self) -> PathBuf {
+        self.binary().unwrap_or_else(|e| {
+            let ci = if std::env::var("CI").is_ok_and(|v| v == "true") {
+                " (CI=true: every release line must be installed)"
+            } else {
+                ""
+            };
+            panic!(
+                "this test needs CometBFT {} and cannot run{ci}: {e}",
+                self.tag()
+            )
+        })
+    }
+
+    /// The release tag the install script builds (`v0.40.0`).
+    #[must_use]
+    pub fn tag(self) -> &'static str {
+        match self {
+            Version::V038 => "v0.38.26",
+            Version::V034 => "v0.34.35",
+            Version::V039 => "v0.39.4",
+            Version::V040 => "v0.40.0",
+            Version::V100 => "v1.0.1",
+        }
+    }
+
+    /// The release the install script pins, as `cometbft version` prints it and the node's
+    /// NodeInfo reports it. v0.40.0 says "0.39.0": its `version/version.go` was not bumped.
     #[must_use]
     pub fn pinned(self) -> &'static str {
         match self {
             Version::V038 => "0.38.26",
             Version::V034 => "0.34.35",
+            Version::V039 => "0.39.4",
+            Version::V040 => "0.39.0",
+            Version::V100 => "1.0.1",
+        }
+    }
+
+    /// The p2p protocol version the line announces in its NodeInfo (8 up to v0.40, 9 in v1.0).
+    /// Nobody compares it: CometBFT and cometmesh only require the same block protocol (11).
+    #[must_use]
+    pub fn p2p_protocol(self) -> u64 {
+        match self {
+            Version::V100 => 9,
+            _ => 8,
         }
     }
 }
@@ -106,7 +178,7 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    /// A v0.38 node of chain `chain_id` with no peers.
+    /// A node of release line `version` and chain `chain_id`, with no peers.
     #[must_use]
     pub fn new(label: &str, version: Version, chain_id: &str) -> Self {
         NodeOptions {

@@ -1,15 +1,18 @@
-//! Interop with real CometBFT nodes (v0.38.26 and v0.34.35), on loopback.
+//! Interop with real CometBFT nodes of every live release line (v0.34.35, v0.38.26, v0.39.4,
+//! v0.40.0, v1.0.1), on loopback.
 //!
 //! Every test starts its own CometBFT processes in temporary homes (`CometBft` guards kill them
 //! by process id when dropped, pass or fail, and print their log tail on failure). The tests need
-//! the `cometbft` binaries, so they are ignored in a plain `cargo test`; run them with
+//! the `cometbft` binaries, so they are ignored in a plain `cargo test`; a test that runs without
+//! its binary fails (never passes silently). Run them with
 //!
 //! ```sh
 //! tests/interop/install-cometbft.sh
-//! cargo test -p cometmesh-tests --test interop -- --ignored --test-threads=1
+//! cargo test -p cometmesh-tests --test interop -- --ignored --test-threads=1 [_v039]
 //! ```
 //!
-//! `.ci/run` does exactly that. What each test found about the spec is written down in
+//! `.ci/run` runs them one release line at a time (by the name's suffix, see
+//! `interop_tests!`). What each test found about the spec is written down in
 //! `tests/interop/README.md` ("Spec vs node").
 
 use std::io::{ErrorKind, Read, Write};
@@ -65,18 +68,11 @@ fn secs(n: u64) -> Instant {
     now() + Duration::from_secs(n)
 }
 
-/// Whether tests of `version` can run. The v0.38 binary is required (its absence fails the
-/// test with the install hint); v0.34 is optional in `install-cometbft.sh`
-/// (`COMETMESH_SKIP_V034=1`, or a failed build), so its tests say they skip and return.
-fn available(version: Version) -> bool {
-    match version.binary() {
-        Ok(_) => true,
-        Err(e) if version == Version::V034 => {
-            eprintln!("SKIPPED (v0.34 is optional): {e}");
-            false
-        }
-        Err(e) => panic!("{e}"),
-    }
+/// Fails the test with the install hint when `version`'s binary is missing. Every test here is
+/// `#[ignore]`d in a plain `cargo test`; one that runs was asked for, so it never passes
+/// without its node (under `CI=true` the message says every line must be installed).
+fn require(version: Version) {
+    let _ = version.require();
 }
 
 fn start(opts: &NodeOptions) -> CometBft {
@@ -119,9 +115,7 @@ fn pex_request() -> Bytes {
 /// answered with the address the node knows; our pings (every 1 s, pong due in 800 ms) are
 /// answered for 6 s; the node's `/net_info` lists us.
 fn conn_dial(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let (fake_id, fake_port, fake) = unreachable_peer();
     let mut opts = NodeOptions::new("dialled", version, CHAIN);
     // CometBFT puts its persistent peers into its address book at start (spec 7.4), so it has
@@ -134,7 +128,10 @@ fn conn_dial(version: Version) {
     let remote = c.establish(secs(10)).expect("established");
     assert_eq!(remote.id, node.id());
     assert_eq!(remote.network, CHAIN);
-    assert_eq!((remote.protocol.p2p, remote.protocol.block), (8, 11));
+    assert_eq!(
+        (remote.protocol.p2p, remote.protocol.block),
+        (version.p2p_protocol(), 11)
+    );
     assert!(remote.has_channel(ChannelId::PEX), "{remote:?}");
     assert!(
         remote.version.starts_with(version.pinned()),
@@ -190,18 +187,6 @@ fn conn_dial(version: Version) {
         node.lists_peer_within(me.info.id, Duration::from_secs(5)),
         "/net_info lacks us"
     );
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_dials_cometbft_v038() {
-    conn_dial(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_dials_cometbft_v034() {
-    conn_dial(Version::V034);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -395,9 +380,7 @@ fn raw_info(key: &NodeKey, chain: &str, moniker: &str) -> NodeInfo {
 /// node's frames one by one: the AuthSig frame, the NodeInfo frame, the PexAddrs reply and
 /// the Pong.
 fn frames(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let mut opts = NodeOptions::new("kat-b", version, CHAIN);
     opts.node_key_json = Some(KAT_B_NODE_KEY_JSON.to_owned());
     let node = start(&opts);
@@ -486,7 +469,7 @@ fn frames(version: Version) {
 /// What a stock node announces (spec 3.4), as observed.
 fn check_stock_node_info(info: &proto::DefaultNodeInfo, node: &CometBft, version: Version) {
     let pv = info.protocol_version.as_ref().expect("protocol version");
-    assert_eq!((pv.p2p, pv.block), (8, 11));
+    assert_eq!((pv.p2p, pv.block), (version.p2p_protocol(), 11));
     assert_eq!(info.default_node_id, node.id().to_string());
     assert_eq!(
         info.listen_addr,
@@ -507,24 +490,10 @@ fn check_stock_node_info(info: &proto::DefaultNodeInfo, node: &CometBft, version
     );
 }
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn frames_and_derived_kat_v038() {
-    frames(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn frames_and_derived_kat_v034() {
-    frames(Version::V034);
-}
-
 /// A TCP connection that never starts the handshake is closed by the node after its hard-coded
 /// 3 s handshake deadline, not the 5 s `p2p.handshake_timeout` its config.toml sets (spec 3.1).
 fn node_handshake_deadline_is_hard_coded(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("silent", version, CHAIN));
     let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -552,9 +521,7 @@ fn node_handshake_deadline_is_hard_coded(version: Version) {
 /// A node of another chain: the handshake completes, then our side refuses its NodeInfo with
 /// `IncompatibleNetwork`.
 fn conn_other_chain(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new(
         "other-chain",
         version,
@@ -579,9 +546,7 @@ fn conn_other_chain(version: Version) {
 /// Dialling the node's address with another id: refused with `DialedIdMismatch` right after the
 /// SecretConnection handshake (before any NodeInfo).
 fn conn_wrong_id(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("wrong-id", version, CHAIN));
     let me = local(3, CHAIN);
     let wrong = NodeKey::from_seed([0x42; 32]).node_id();
@@ -606,30 +571,6 @@ fn conn_wrong_id(version: Version) {
     );
 }
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_refuses_other_chain_v038() {
-    conn_other_chain(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_refuses_wrong_dialled_id_v038() {
-    conn_wrong_id(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_refuses_other_chain_v034() {
-    conn_other_chain(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_refuses_wrong_dialled_id_v034() {
-    conn_wrong_id(Version::V034);
-}
-
 // ------------------------------------------------------------------------------------------
 // CometBFT dials us (conn level): we are its persistent peer
 // ------------------------------------------------------------------------------------------
@@ -638,9 +579,7 @@ fn conn_refuses_wrong_dialled_id_v034() {
 /// the node sends us a PexRequest at once (it dialled us: spec 5.3), we answer it, and the
 /// node's `/net_info` lists us as an outbound peer for the 5 s we stay connected.
 fn conn_inbound(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().unwrap().port();
     let mut me = local(4, CHAIN);
@@ -688,21 +627,11 @@ fn conn_inbound(version: Version) {
         .unwrap();
     assert!(us.is_outbound, "{us:?}");
     assert_eq!(us.channels, "00");
+    // We announce p2p protocol 8; v1.0 (protocol 9) does not compare it (spec 3.6).
+    assert_eq!(listed_p2p_protocol(&node, me.info.id).as_deref(), Some("8"));
     let stop = c.run_until(secs(5), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
     assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_accepts_cometbft_v038() {
-    conn_inbound(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_accepts_cometbft_v034() {
-    conn_inbound(Version::V034);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -712,9 +641,7 @@ fn conn_accepts_cometbft_v034() {
 /// Spec 2.5: Go accepts our AuthSigMessage and our NodeInfo packed into one frame (we never
 /// send that; Rust peers on `tendermint-p2p` 0.41 would not accept it).
 fn node_accepts_auth_sig_and_node_info_in_one_frame(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("packed", version, CHAIN));
     let key = NodeKey::from_seed([0x31; 32]);
     let mut info = BytesMut::new();
@@ -724,6 +651,17 @@ fn node_accepts_auth_sig_and_node_info_in_one_frame(version: Version) {
     raw.send_pex(&PexMessage::request());
     assert!(matches!(raw.next_pex(), pex_message::Sum::PexAddrs(_)));
     assert!(node.lists_peer_within(key.node_id(), Duration::from_secs(5)));
+}
+
+/// The p2p protocol version `/net_info` shows for peer `id` (a string in CometBFT's JSON).
+fn listed_p2p_protocol(node: &CometBft, id: NodeId) -> Option<String> {
+    let v = node.rpc("/net_info").ok()?;
+    v["result"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["node_info"]["id"] == id.to_string().as_str())
+        .and_then(|p| p["node_info"]["protocol_version"]["p2p"].as_str())
+        .map(str::to_owned)
 }
 
 /// A connected raw peer that has exchanged NodeInfos with the node.
@@ -738,9 +676,7 @@ fn raw_peer(node: &CometBft, seed: u8) -> Raw {
 /// Spec 5.2: the first two PEX requests from a peer are answered whatever their timing; a third
 /// within 10 s is a violation and the node disconnects.
 fn pex_rate_limit(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("pex-rate", version, CHAIN));
     let mut raw = raw_peer(&node, 0x41);
     for i in 0..2 {
@@ -765,23 +701,9 @@ fn pex_rate_limit(version: Version) {
     );
 }
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_punishes_third_quick_pex_request_v038() {
-    pex_rate_limit(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_punishes_third_quick_pex_request_v034() {
-    pex_rate_limit(Version::V034);
-}
-
 /// Spec 5.2: an unsolicited PexAddrs is a violation; the node disconnects.
 fn node_punishes_unsolicited_pex_addrs(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("pex-unsolicited", version, CHAIN));
     let mut raw = raw_peer(&node, 0x42);
     let (_, _, fake) = unreachable_peer();
@@ -798,9 +720,7 @@ fn node_punishes_unsolicited_pex_addrs(version: Version) {
 
 /// Spec 4.4: a PacketMsg on a channel the node did not register closes the connection.
 fn node_disconnects_on_unknown_channel(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("unknown-channel", version, CHAIN));
     let mut raw = raw_peer(&node, 0x43);
     raw.send_packet(&Packet::msg(
@@ -818,9 +738,7 @@ fn node_disconnects_on_unknown_channel(version: Version) {
 
 /// Spec 5.2: a seed answers an inbound peer's request once, then hangs up.
 fn seed_node_answers_once_and_hangs_up(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let (fake_id, _, fake) = unreachable_peer();
     let mut opts = NodeOptions::new("seed", version, CHAIN);
     opts.seed_mode = true;
@@ -844,9 +762,7 @@ fn seed_node_answers_once_and_hangs_up(version: Version) {
 /// channel 1). It checks only that total: a PacketMsg on channel 0 without `eof` carries 1028
 /// data bytes in 1034 and is accepted; one more byte is "message exceeds max size".
 fn node_packet_size_limit_is_1034_bytes(version: Version) {
-    if !available(version) {
-        return;
-    }
+    require(version);
     let node = start(&NodeOptions::new("packet-limit", version, CHAIN));
     let mut raw = raw_peer(&node, 0x45);
     let fits = Packet::msg(ChannelId::PEX, false, Bytes::from(vec![0u8; 1028]));
@@ -877,10 +793,9 @@ fn node_packet_size_limit_is_1034_bytes(version: Version) {
 /// and the connection then stays up. Meanwhile the node's 30 s ensure-peers pass sends us (an
 /// inbound peer) a PexRequest (spec 5.4 step 7), which needs no answer. Lasts about a minute:
 /// the one long test.
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn conn_answers_the_nodes_60s_ping_v038() {
-    let node = start(&NodeOptions::new("slow-ping", Version::V038, CHAIN));
+fn conn_answers_the_nodes_60s_ping(version: Version) {
+    require(version);
+    let node = start(&NodeOptions::new("slow-ping", version, CHAIN));
     let mut me = local(5, CHAIN);
     me.config = Arc::new(ConnectionConfig {
         ping_interval: Duration::from_secs(3600),
@@ -930,78 +845,6 @@ fn conn_answers_the_nodes_60s_ping_v038() {
     let stop = c.run_until(secs(2), |_| false);
     assert!(matches!(stop, Stop::Deadline), "ended: {:?}", c.end());
     assert!(node.lists_peer_within(me.info.id, Duration::from_secs(5)));
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_handshake_deadline_is_hard_coded_v038() {
-    node_handshake_deadline_is_hard_coded(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_handshake_deadline_is_hard_coded_v034() {
-    node_handshake_deadline_is_hard_coded(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_accepts_auth_sig_and_node_info_in_one_frame_v038() {
-    node_accepts_auth_sig_and_node_info_in_one_frame(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_accepts_auth_sig_and_node_info_in_one_frame_v034() {
-    node_accepts_auth_sig_and_node_info_in_one_frame(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_punishes_unsolicited_pex_addrs_v038() {
-    node_punishes_unsolicited_pex_addrs(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_punishes_unsolicited_pex_addrs_v034() {
-    node_punishes_unsolicited_pex_addrs(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_disconnects_on_unknown_channel_v038() {
-    node_disconnects_on_unknown_channel(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_disconnects_on_unknown_channel_v034() {
-    node_disconnects_on_unknown_channel(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn seed_node_answers_once_and_hangs_up_v038() {
-    seed_node_answers_once_and_hangs_up(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn seed_node_answers_once_and_hangs_up_v034() {
-    seed_node_answers_once_and_hangs_up(Version::V034);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_packet_size_limit_is_1034_bytes_v038() {
-    node_packet_size_limit_is_1034_bytes(Version::V038);
-}
-
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn node_packet_size_limit_is_1034_bytes_v034() {
-    node_packet_size_limit_is_1034_bytes(Version::V034);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1090,9 +933,7 @@ mod engine {
     /// the address the node knows (it lands in our book), the connection survives six of our
     /// 1 s ping intervals and the node's `/net_info` lists us.
     pub(super) fn dials(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         let (fake_id, fake_port, fake) = unreachable_peer();
         let mut opts = NodeOptions::new("engine-dialled", version, CHAIN);
         opts.persistent_peers = fake;
@@ -1111,6 +952,8 @@ mod engine {
             if let Event::PeerUp { info, .. } = &up {
                 assert_eq!(info.network, CHAIN);
                 assert!(info.version.starts_with(version.pinned()));
+                // v1.0 announces p2p protocol 9; like CometBFT, the engine does not compare it.
+                assert_eq!(info.protocol.p2p, version.p2p_protocol());
             }
             let fake_addr = NetAddr::new(fake_id, ([127, 0, 0, 1], fake_port).into());
             let mut learned = false;
@@ -1142,9 +985,7 @@ mod engine {
     /// sides (60 s pings): the node's ensure-peers pass sends us a PexRequest about 30 s in,
     /// which the engine answers; the node's 60 s Ping is answered; nobody disconnects.
     pub(super) fn long_lived(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         let node = start(&NodeOptions::new("engine-long", version, CHAIN));
         block_on(async {
             let mut cfg = config(CHAIN);
@@ -1180,9 +1021,7 @@ mod engine {
     /// (b) A CometBFT node dials cometmesh (we are its persistent peer) and stays connected;
     /// its `/net_info` lists us as an outbound peer.
     pub(super) fn accepts(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         block_on(async {
             let me = start_node(config(CHAIN), 12).await;
             let mut events = me.events().await.expect("events");
@@ -1230,9 +1069,8 @@ mod engine {
     /// (c) cometmesh as the seed: two CometBFT nodes that know only the seed find each other
     /// through PEX.
     pub(super) fn seed(a_version: Version, b_version: Version) {
-        if !super::available(a_version) || !super::available(b_version) {
-            return;
-        }
+        super::require(a_version);
+        super::require(b_version);
         block_on(async {
             let mut cfg = config(CHAIN);
             cfg.seed_mode = true;
@@ -1263,9 +1101,7 @@ mod engine {
     /// CometBFT node A (A used it as its seed); cometmesh, whose only seed is that node, learns A
     /// from the seed's one-shot reply and connects to it.
     pub(super) fn uses_cometbft_seed(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         let mut s_opts = NodeOptions::new("cometbft-seed", version, CHAIN);
         s_opts.seed_mode = true;
         let seed = start(&s_opts);
@@ -1318,9 +1154,7 @@ mod engine {
 
     /// (d) A node of another chain is refused with `IncompatibleNetwork`.
     pub(super) fn other_chain(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         let node = start(&NodeOptions::new(
             "engine-other-chain",
             version,
@@ -1360,9 +1194,7 @@ mod engine {
     /// handshake (no event, no counter: reported), so this checks what is observable: no
     /// `PeerUp`, the node's `/net_info` never lists us, and the node logs the incompatibility.
     pub(super) fn inbound_other_chain(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         block_on(async {
             let me = start_node(config(CHAIN), 19).await;
             let mut events = me.events().await.expect("events");
@@ -1395,9 +1227,7 @@ mod engine {
 
     /// (d) Dialling the node's address under another id is refused with `DialedIdMismatch`.
     pub(super) fn wrong_id(version: Version) {
-        if !super::available(version) {
-            return;
-        }
+        super::require(version);
         let node = start(&NodeOptions::new("engine-wrong-id", version, CHAIN));
         block_on(async {
             let me = start_node(config(CHAIN), 15).await;
@@ -1432,86 +1262,148 @@ mod engine {
     }
 }
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_dials_cometbft_v038() {
-    engine::dials(Version::V038);
+// ------------------------------------------------------------------------------------------
+// The tests: one per check and release line
+// ------------------------------------------------------------------------------------------
+
+/// Declares the tests: each `name => call;` becomes `#[test] #[ignore] fn name() { call; }`.
+///
+/// A test's name ends in the release line it checks (`_v034`, `_v038`, `_v039`, `_v040`,
+/// `_v100`); `.ci/run` runs and reports each line by that suffix. A test that needs two lines
+/// ends in the one it is about (the `mixed_lines` seed tests' second node is v0.38).
+macro_rules! interop_tests {
+    ($($name:ident => $call:expr;)+) => {$(
+        #[test]
+        #[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
+        fn $name() {
+            $call;
+        }
+    )+};
 }
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_dials_cometbft_v034() {
-    engine::dials(Version::V034);
-}
+interop_tests! {
+    conn_dials_cometbft_v034 => conn_dial(Version::V034);
+    conn_dials_cometbft_v038 => conn_dial(Version::V038);
+    conn_dials_cometbft_v039 => conn_dial(Version::V039);
+    conn_dials_cometbft_v040 => conn_dial(Version::V040);
+    conn_dials_cometbft_v100 => conn_dial(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_stays_connected_past_the_nodes_timers_v038() {
-    engine::long_lived(Version::V038);
-}
+    conn_accepts_cometbft_v034 => conn_inbound(Version::V034);
+    conn_accepts_cometbft_v038 => conn_inbound(Version::V038);
+    conn_accepts_cometbft_v039 => conn_inbound(Version::V039);
+    conn_accepts_cometbft_v040 => conn_inbound(Version::V040);
+    conn_accepts_cometbft_v100 => conn_inbound(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_accepts_cometbft_v038() {
-    engine::accepts(Version::V038);
-}
+    conn_refuses_other_chain_v034 => conn_other_chain(Version::V034);
+    conn_refuses_other_chain_v038 => conn_other_chain(Version::V038);
+    conn_refuses_other_chain_v039 => conn_other_chain(Version::V039);
+    conn_refuses_other_chain_v040 => conn_other_chain(Version::V040);
+    conn_refuses_other_chain_v100 => conn_other_chain(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_accepts_cometbft_v034() {
-    engine::accepts(Version::V034);
-}
+    conn_refuses_wrong_dialled_id_v034 => conn_wrong_id(Version::V034);
+    conn_refuses_wrong_dialled_id_v038 => conn_wrong_id(Version::V038);
+    conn_refuses_wrong_dialled_id_v039 => conn_wrong_id(Version::V039);
+    conn_refuses_wrong_dialled_id_v040 => conn_wrong_id(Version::V040);
+    conn_refuses_wrong_dialled_id_v100 => conn_wrong_id(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_seed_introduces_two_cometbft_nodes_v038() {
-    engine::seed(Version::V038, Version::V038);
-}
+    conn_answers_the_nodes_60s_ping_v038 => conn_answers_the_nodes_60s_ping(Version::V038);
+    conn_answers_the_nodes_60s_ping_v039 => conn_answers_the_nodes_60s_ping(Version::V039);
+    conn_answers_the_nodes_60s_ping_v040 => conn_answers_the_nodes_60s_ping(Version::V040);
+    conn_answers_the_nodes_60s_ping_v100 => conn_answers_the_nodes_60s_ping(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_seed_introduces_v034_and_v038() {
-    engine::seed(Version::V034, Version::V038);
-}
+    frames_and_derived_kat_v034 => frames(Version::V034);
+    frames_and_derived_kat_v038 => frames(Version::V038);
+    frames_and_derived_kat_v039 => frames(Version::V039);
+    frames_and_derived_kat_v040 => frames(Version::V040);
+    frames_and_derived_kat_v100 => frames(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_refuses_other_chain_v038() {
-    engine::other_chain(Version::V038);
-}
+    node_handshake_deadline_is_hard_coded_v034 => node_handshake_deadline_is_hard_coded(Version::V034);
+    node_handshake_deadline_is_hard_coded_v038 => node_handshake_deadline_is_hard_coded(Version::V038);
+    node_handshake_deadline_is_hard_coded_v039 => node_handshake_deadline_is_hard_coded(Version::V039);
+    node_handshake_deadline_is_hard_coded_v040 => node_handshake_deadline_is_hard_coded(Version::V040);
+    node_handshake_deadline_is_hard_coded_v100 => node_handshake_deadline_is_hard_coded(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_refuses_wrong_dialled_id_v038() {
-    engine::wrong_id(Version::V038);
-}
+    node_accepts_auth_sig_and_node_info_in_one_frame_v034 => node_accepts_auth_sig_and_node_info_in_one_frame(Version::V034);
+    node_accepts_auth_sig_and_node_info_in_one_frame_v038 => node_accepts_auth_sig_and_node_info_in_one_frame(Version::V038);
+    node_accepts_auth_sig_and_node_info_in_one_frame_v039 => node_accepts_auth_sig_and_node_info_in_one_frame(Version::V039);
+    node_accepts_auth_sig_and_node_info_in_one_frame_v040 => node_accepts_auth_sig_and_node_info_in_one_frame(Version::V040);
+    node_accepts_auth_sig_and_node_info_in_one_frame_v100 => node_accepts_auth_sig_and_node_info_in_one_frame(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_refuses_other_chain_v034() {
-    engine::other_chain(Version::V034);
-}
+    node_punishes_third_quick_pex_request_v034 => pex_rate_limit(Version::V034);
+    node_punishes_third_quick_pex_request_v038 => pex_rate_limit(Version::V038);
+    node_punishes_third_quick_pex_request_v039 => pex_rate_limit(Version::V039);
+    node_punishes_third_quick_pex_request_v040 => pex_rate_limit(Version::V040);
+    node_punishes_third_quick_pex_request_v100 => pex_rate_limit(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_refuses_wrong_dialled_id_v034() {
-    engine::wrong_id(Version::V034);
-}
+    node_punishes_unsolicited_pex_addrs_v034 => node_punishes_unsolicited_pex_addrs(Version::V034);
+    node_punishes_unsolicited_pex_addrs_v038 => node_punishes_unsolicited_pex_addrs(Version::V038);
+    node_punishes_unsolicited_pex_addrs_v039 => node_punishes_unsolicited_pex_addrs(Version::V039);
+    node_punishes_unsolicited_pex_addrs_v040 => node_punishes_unsolicited_pex_addrs(Version::V040);
+    node_punishes_unsolicited_pex_addrs_v100 => node_punishes_unsolicited_pex_addrs(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_bootstraps_from_a_cometbft_seed_v038() {
-    engine::uses_cometbft_seed(Version::V038);
-}
+    node_disconnects_on_unknown_channel_v034 => node_disconnects_on_unknown_channel(Version::V034);
+    node_disconnects_on_unknown_channel_v038 => node_disconnects_on_unknown_channel(Version::V038);
+    node_disconnects_on_unknown_channel_v039 => node_disconnects_on_unknown_channel(Version::V039);
+    node_disconnects_on_unknown_channel_v040 => node_disconnects_on_unknown_channel(Version::V040);
+    node_disconnects_on_unknown_channel_v100 => node_disconnects_on_unknown_channel(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_bootstraps_from_a_cometbft_seed_v034() {
-    engine::uses_cometbft_seed(Version::V034);
-}
+    node_packet_size_limit_is_1034_bytes_v034 => node_packet_size_limit_is_1034_bytes(Version::V034);
+    node_packet_size_limit_is_1034_bytes_v038 => node_packet_size_limit_is_1034_bytes(Version::V038);
+    node_packet_size_limit_is_1034_bytes_v039 => node_packet_size_limit_is_1034_bytes(Version::V039);
+    node_packet_size_limit_is_1034_bytes_v040 => node_packet_size_limit_is_1034_bytes(Version::V040);
+    node_packet_size_limit_is_1034_bytes_v100 => node_packet_size_limit_is_1034_bytes(Version::V100);
 
-#[test]
-#[ignore = "needs cometbft: run tests/interop/install-cometbft.sh"]
-fn engine_never_admits_inbound_other_chain_v038() {
-    engine::inbound_other_chain(Version::V038);
+    seed_node_answers_once_and_hangs_up_v034 => seed_node_answers_once_and_hangs_up(Version::V034);
+    seed_node_answers_once_and_hangs_up_v038 => seed_node_answers_once_and_hangs_up(Version::V038);
+    seed_node_answers_once_and_hangs_up_v039 => seed_node_answers_once_and_hangs_up(Version::V039);
+    seed_node_answers_once_and_hangs_up_v040 => seed_node_answers_once_and_hangs_up(Version::V040);
+    seed_node_answers_once_and_hangs_up_v100 => seed_node_answers_once_and_hangs_up(Version::V100);
+
+    engine_dials_cometbft_v034 => engine::dials(Version::V034);
+    engine_dials_cometbft_v038 => engine::dials(Version::V038);
+    engine_dials_cometbft_v039 => engine::dials(Version::V039);
+    engine_dials_cometbft_v040 => engine::dials(Version::V040);
+    engine_dials_cometbft_v100 => engine::dials(Version::V100);
+
+    engine_stays_connected_past_the_nodes_timers_v038 => engine::long_lived(Version::V038);
+    engine_stays_connected_past_the_nodes_timers_v039 => engine::long_lived(Version::V039);
+    engine_stays_connected_past_the_nodes_timers_v040 => engine::long_lived(Version::V040);
+    engine_stays_connected_past_the_nodes_timers_v100 => engine::long_lived(Version::V100);
+
+    engine_accepts_cometbft_v034 => engine::accepts(Version::V034);
+    engine_accepts_cometbft_v038 => engine::accepts(Version::V038);
+    engine_accepts_cometbft_v039 => engine::accepts(Version::V039);
+    engine_accepts_cometbft_v040 => engine::accepts(Version::V040);
+    engine_accepts_cometbft_v100 => engine::accepts(Version::V100);
+
+    // Two nodes of one line; `mixed`: a node of the named line and a v0.38 node.
+    engine_seed_introduces_two_cometbft_nodes_v038 => engine::seed(Version::V038, Version::V038);
+    engine_seed_introduces_two_cometbft_nodes_v039 => engine::seed(Version::V039, Version::V039);
+    engine_seed_introduces_two_cometbft_nodes_v040 => engine::seed(Version::V040, Version::V040);
+    engine_seed_introduces_two_cometbft_nodes_v100 => engine::seed(Version::V100, Version::V100);
+    engine_seed_introduces_mixed_lines_v034 => engine::seed(Version::V034, Version::V038);
+    engine_seed_introduces_mixed_lines_v100 => engine::seed(Version::V100, Version::V038);
+
+    engine_bootstraps_from_a_cometbft_seed_v034 => engine::uses_cometbft_seed(Version::V034);
+    engine_bootstraps_from_a_cometbft_seed_v038 => engine::uses_cometbft_seed(Version::V038);
+    engine_bootstraps_from_a_cometbft_seed_v039 => engine::uses_cometbft_seed(Version::V039);
+    engine_bootstraps_from_a_cometbft_seed_v040 => engine::uses_cometbft_seed(Version::V040);
+    engine_bootstraps_from_a_cometbft_seed_v100 => engine::uses_cometbft_seed(Version::V100);
+
+    engine_refuses_other_chain_v034 => engine::other_chain(Version::V034);
+    engine_refuses_other_chain_v038 => engine::other_chain(Version::V038);
+    engine_refuses_other_chain_v039 => engine::other_chain(Version::V039);
+    engine_refuses_other_chain_v040 => engine::other_chain(Version::V040);
+    engine_refuses_other_chain_v100 => engine::other_chain(Version::V100);
+
+    engine_never_admits_inbound_other_chain_v038 => engine::inbound_other_chain(Version::V038);
+    engine_never_admits_inbound_other_chain_v039 => engine::inbound_other_chain(Version::V039);
+    engine_never_admits_inbound_other_chain_v040 => engine::inbound_other_chain(Version::V040);
+    engine_never_admits_inbound_other_chain_v100 => engine::inbound_other_chain(Version::V100);
+
+    engine_refuses_wrong_dialled_id_v034 => engine::wrong_id(Version::V034);
+    engine_refuses_wrong_dialled_id_v038 => engine::wrong_id(Version::V038);
+    engine_refuses_wrong_dialled_id_v039 => engine::wrong_id(Version::V039);
+    engine_refuses_wrong_dialled_id_v040 => engine::wrong_id(Version::V040);
+    engine_refuses_wrong_dialled_id_v100 => engine::wrong_id(Version::V100);
 }
