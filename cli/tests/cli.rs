@@ -234,13 +234,15 @@ fn real_cometbft_homes_are_accepted() {
     }
 }
 
-/// The CometBFT v0.38 binary (`$COMETBFT`, else `~/.cache/cometmesh/bin/cometbft`, both set up by
-/// tests/interop/install-cometbft.sh). The tests that need it are `#[ignore]`d in a plain
+/// The CometBFT v0.38 binary: `$COMETBFT`, else `${COMETMESH_CACHE:-~/.cache/cometmesh}/bin/cometbft`
+/// (tests/interop/install-cometbft.sh). The tests that need it are `#[ignore]`d in a plain
 /// `cargo test` and run in `.ci/run`'s interop step; a test that runs without it fails.
 fn cometbft_binary() -> PathBuf {
     let from_env = std::env::var_os("COMETBFT").map(PathBuf::from);
-    let cached =
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cometmesh/bin/cometbft"));
+    let cached = std::env::var_os("COMETMESH_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cometmesh")))
+        .map(|c| c.join("bin/cometbft"));
     [from_env, cached]
         .into_iter()
         .flatten()
@@ -253,7 +255,8 @@ fn cometbft_binary() -> PathBuf {
             };
             panic!(
                 "this test needs the cometbft binary and cannot run{ci}: none at $COMETBFT or \
-                 ~/.cache/cometmesh/bin/cometbft; run tests/interop/install-cometbft.sh"
+                 ${{COMETMESH_CACHE:-~/.cache/cometmesh}}/bin/cometbft; run \
+                 tests/interop/install-cometbft.sh"
             )
         })
 }

@@ -27,7 +27,8 @@
 # 60s and pong timeout 45s, PEX ensure-peers period 30s, reconnect interval 5s.
 #
 # Binary: --bin, else $COMETBFT, else `cometbft` on PATH, else ~/.cache/cometmesh/bin/cometbft.
-# Works with v0.38 and v0.34 (same config keys for everything patched here).
+# Works with v0.34, v0.38, v0.39, v0.40 and v1.0 (same config keys, in the same sections, for
+# everything patched here).
 set -euo pipefail
 
 usage() { sed -n '2,8p' "$0" >&2; exit 2; }
