@@ -20,7 +20,8 @@
 #   p2p.allow_duplicate_ip = true             (many peers on 127.0.0.1)
 #   p2p.pex = true, p2p.seeds, p2p.persistent_peers, p2p.seed_mode as given
 #   p2p.flush_throttle_timeout = 10ms         (default 100ms: messages go out sooner)
-#   p2p.handshake_timeout = 5s, p2p.dial_timeout = 2s  (no effect: the transport hard-codes 3 s / 1 s)
+#   p2p.handshake_timeout = 5s (--handshake-timeout), p2p.dial_timeout = 2s  (no effect: the
+#   transport hard-codes 3 s / 1 s)
 #   consensus.create_empty_blocks = false     (quiet node; --empty-blocks turns it back on)
 #   consensus.timeout_commit = 500ms          (when blocks are made, make them quickly)
 # Not configurable in CometBFT (hard-coded, see tests/interop/README.md): MConnection ping interval
@@ -34,7 +35,7 @@ set -euo pipefail
 usage() { sed -n '2,8p' "$0" >&2; exit 2; }
 
 home="" chain_id="" p2p_port="" rpc_port="" peers="" seeds="" seed_mode=false genesis=""
-empty_blocks=false log_level="info" bin="" wait=true node_key=""
+empty_blocks=false log_level="info" bin="" wait=true node_key="" handshake_timeout="5s"
 while [ $# -gt 0 ]; do
     case "$1" in
         --home) home="$2"; shift 2 ;;
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
         --node-key) node_key="$2"; shift 2 ;;
         --empty-blocks) empty_blocks=true; shift ;;
         --log-level) log_level="$2"; shift 2 ;;
+        --handshake-timeout) handshake_timeout="$2"; shift 2 ;;
         --bin) bin="$2"; shift 2 ;;
         --no-wait) wait=false; shift ;;
         -h|--help) usage ;;
@@ -98,7 +100,7 @@ set_key p2p allow_duplicate_ip true
 set_key p2p pex true
 set_key p2p seed_mode "$seed_mode"
 set_key p2p flush_throttle_timeout '"10ms"'
-set_key p2p handshake_timeout '"5s"'
+set_key p2p handshake_timeout "\"$handshake_timeout\""
 set_key p2p dial_timeout '"2s"'
 set_key consensus create_empty_blocks "$empty_blocks"
 set_key consensus timeout_commit '"500ms"'

@@ -175,6 +175,8 @@ pub struct NodeOptions {
     pub seed_mode: bool,
     /// A `node_key.json` to use instead of a generated one.
     pub node_key_json: Option<String>,
+    /// `p2p.handshake_timeout` written into config.toml (default `5s`; CometBFT ignores it).
+    pub handshake_timeout: Option<String>,
 }
 
 impl NodeOptions {
@@ -189,6 +191,7 @@ impl NodeOptions {
             seeds: String::new(),
             seed_mode: false,
             node_key_json: None,
+            handshake_timeout: None,
         }
     }
 }
@@ -248,6 +251,9 @@ impl CometBft {
         }
         if opts.seed_mode {
             cmd.arg("--seed-mode");
+        }
+        if let Some(t) = &opts.handshake_timeout {
+            cmd.args(["--handshake-timeout", t]);
         }
         let mut key_file = None;
         if let Some(json) = &opts.node_key_json {

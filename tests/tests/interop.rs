@@ -490,27 +490,26 @@ fn check_stock_node_info(info: &proto::DefaultNodeInfo, node: &CometBft, version
     );
 }
 
-/// A TCP connection that never starts the handshake is closed by the node after its hard-coded
-/// 3 s handshake deadline, not the 5 s `p2p.handshake_timeout` its config.toml sets (spec 3.1).
+/// A TCP connection that never starts the handshake is closed by the node on its hard-coded 3 s
+/// handshake deadline, not on the `p2p.handshake_timeout` its config.toml sets (spec 3.1). The
+/// config says one hour here, and our read gives up after 60 s: the node closing first shows the
+/// key is not applied, with no assertion on elapsed time (a loaded machine only makes it later).
 fn node_handshake_deadline_is_hard_coded(version: Version) {
     require(version);
-    let node = start(&NodeOptions::new("silent", version, CHAIN));
+    let mut opts = NodeOptions::new("silent", version, CHAIN);
+    opts.handshake_timeout = Some("1h".to_owned());
+    let node = start(&opts);
     let mut s = TcpStream::connect_timeout(&node.p2p_addr(), Duration::from_secs(2)).expect("dial");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let t = now();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut eph = [0u8; 35];
     s.read_exact(&mut eph)
         .expect("the node sends its ephemeral key at once");
     let mut rest = [0u8; 64];
     let r = s.read(&mut rest);
-    let took = now() - t;
     assert!(
         matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
-        "expected the node to close, got {r:?} after {took:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
-        "closed after {took:?}; spec 3.1 says 3 s whatever handshake_timeout (5 s here) says"
+        "expected the node to close the silent connection long before its configured 1h \
+         handshake_timeout (spec 3.1: hard-coded 3 s), got {r:?}"
     );
 }
 
