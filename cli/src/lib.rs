@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Version => {
             println!(
-                "cometmesh {} (p2p protocol 8, CometBFT v0.34-v0.38 compatible)",
+                "cometmesh {} (p2p protocol 8, CometBFT v0.34-v1.0 compatible)",
                 env!("CARGO_PKG_VERSION")
             );
             Ok(())

@@ -7,7 +7,8 @@ use crate::ids::{ChannelId, NodeId};
 use crate::wire::limits::MAX_NODE_INFO_CHANNELS;
 use crate::wire::proto;
 
-/// The p2p protocol version CometBFT v0.34–v0.38 announce.
+/// The p2p protocol version CometBFT v0.34–v0.40 announce (v1.0 announces 9, with the same p2p
+/// wire; neither side compares it).
 pub const P2P_PROTOCOL: u64 = 8;
 /// The block protocol version; the only version number compared (3.6).
 pub const BLOCK_PROTOCOL: u64 = 11;
