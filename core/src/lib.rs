@@ -3,8 +3,9 @@
 //! The pure, sans-IO heart of cometmesh: a CometBFT-compatible (v0.34 through v0.40, p2p
 //! protocol 8; v1.0, protocol 9, the same wire) peer-to-peer layer that turns inputs (bytes
 //! received, timers, dial results, application commands) into outputs (bytes to send, dials,
-//! disconnects, events). It owns no sockets, reads no clock and draws no OS randomness: time is passed in as `now`, randomness comes from a
-//! caller-supplied seed, so the same inputs always give the same outputs.
+//! disconnects, events). It owns no sockets, reads no clock and draws no OS randomness: time is
+//! passed in as `now`, randomness comes from a caller-supplied seed, so the same inputs always
+//! give the same outputs.
 //!
 //! Layers, bottom up:
 //! - [`ids`], [`identity`] and [`addr`]: node ids, node keys and `id@host:port` addresses;
