@@ -155,7 +155,10 @@ impl AddrBook {
             .min(MAX_SELECTION);
         let mut by_group: BTreeMap<Group, Vec<(UnixTime, NetAddr)>> = BTreeMap::new();
         for r in reached {
-            by_group.entry(self.group_of(&r.1.addr.ip())).or_default().push(r);
+            by_group
+                .entry(self.group_of(&r.1.addr.ip()))
+                .or_default()
+                .push(r);
         }
         let mut out: Vec<(UnixTime, NetAddr)> = Vec::with_capacity(n);
         let mut turn = 0usize;
