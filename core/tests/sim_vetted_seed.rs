@@ -43,9 +43,8 @@ fn dead(sim: &mut Sim, k: usize) -> NetAddr {
     NetAddr::new(sim.gen_key().node_id(), node_addr(1000 + k))
 }
 
-/// Runs the scenario and returns how long the new node took to reach its outbound target
-/// (`None` if it did not within [`PATIENCE`] or the step bound), and how many dead addresses its book holds then.
-fn bootstrap(seed: u64, vetted: bool) -> (Option<Duration>, usize) {
+/// The network after its warm-up, and the seed's index.
+fn network(seed: u64, vetted: bool) -> (Sim, usize) {
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
     cfg.check_invariants = std::env::var("NOCHECK").is_err();
@@ -90,6 +89,20 @@ fn bootstrap(seed: u64, vetted: bool) -> (Option<Duration>, usize) {
         }
     }
     sim.run_for(WARM_UP, 4_000_000).expect("warm-up");
+    (sim, seed_idx)
+}
+
+/// Whether `a` is one of the dead addresses (all at 24.x.0.1, see [`dead`]).
+fn is_dead(a: &NetAddr) -> bool {
+    matches!(a.addr.ip(), IpAddr::V4(v4) if v4.octets()[0] == 24)
+}
+
+/// Runs the scenario and returns how long the new node took to reach its outbound target
+/// (`None` if it did not within [`PATIENCE`] or the step bound), and how many dead addresses
+/// its book holds then.
+fn bootstrap(seed: u64, vetted: bool) -> (Option<Duration>, usize) {
+    let (mut sim, seed_idx) = network(seed, vetted);
+    let seed_addr = sim.net_addr(seed_idx);
 
     let mut c = node_config(LIVE + 1);
     c.seeds = vec![seed_addr];
@@ -115,10 +128,8 @@ fn bootstrap(seed: u64, vetted: bool) -> (Option<Duration>, usize) {
         .ok()
         .map(|_| sim.elapsed() - t0)
         .filter(|&d| d <= PATIENCE);
-    // What the newcomer learnt: dead addresses (all at 24.x.0.1, see `dead`) in its book.
     let book = sim.engine(newcomer).unwrap().addr_book();
-    let dead_ip = |a: &NetAddr| matches!(a.addr.ip(), IpAddr::V4(v4) if v4.octets()[0] == 24);
-    let dead_n = book.entries().filter(|(a, _)| dead_ip(a)).count();
+    let dead_n = book.entries().filter(|(a, _)| is_dead(a)).count();
     (took, dead_n)
 }
 
@@ -144,4 +155,57 @@ fn vetted_seed_bootstraps_a_new_node_faster_than_cometbft_policy() {
     let median = ratios[ratios.len() / 2];
     eprintln!("speed-up per sim seed: {ratios:.1?}; median {median:.1}x");
     assert!(median >= 5.0, "median speed-up {median:.1}x");
+}
+
+/// The seed's reply, seen in the book of a node that knows only the seed, at the moment the
+/// reply arrives: only addresses the seed reached (live nodes), none of the dead ones it
+/// knows; with CometBFT's policy, dead ones too.
+#[test]
+fn vetted_seed_reply_holds_only_addresses_it_reached() {
+    for vetted in [true, false] {
+        let (mut sim, seed_idx) = network(11, vetted);
+        let known_dead = sim
+            .engine(seed_idx)
+            .unwrap()
+            .addr_book()
+            .entries()
+            .filter(|(a, _)| is_dead(a))
+            .count();
+        assert!(
+            known_dead >= LIVE / 2,
+            "the seed's book holds {known_dead} dead"
+        );
+        let mut c = node_config(LIVE + 1);
+        c.seeds = vec![sim.net_addr(seed_idx)];
+        let key = sim.gen_key();
+        let probe = sim.add_node(c, key);
+        sim.run_until(
+            |s| s.engine(probe).unwrap().counters().pex_addrs_received >= 1,
+            200_000,
+        )
+        .expect("the seed answers");
+        let book: Vec<NetAddr> = sim
+            .engine(probe)
+            .unwrap()
+            .addr_book()
+            .entries()
+            .map(|(a, _)| a)
+            .collect();
+        let dead = book.iter().filter(|a| is_dead(a)).count();
+        if vetted {
+            assert!(book.len() >= LIVE / 2, "reply of {} addresses", book.len());
+            assert_eq!(dead, 0, "dead addresses served: {book:?}");
+            // Every address served is a node the seed reached (it holds the crawled
+            // connections).
+            let seed = sim.engine(seed_idx).unwrap();
+            for a in &book {
+                assert!(seed.peer(&a.id).is_some(), "{a} served but never reached");
+            }
+        } else {
+            assert!(
+                dead > 0,
+                "CometBFT's policy serves dead addresses too: {book:?}"
+            );
+        }
+    }
 }
