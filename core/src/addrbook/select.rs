@@ -178,6 +178,38 @@ impl AddrBook {
         out.sort_by_key(|&(t, a)| (Reverse(t), a));
         out.into_iter().map(|(_, a)| a).collect()
     }
+
+    /// Up to `limit` entries never reached (no `last_success`) that `accept` takes, most
+    /// recently heard of first (ties by address); never terrible, private or banned ones. A
+    /// seed's crawler tests these first, so that an announced address is served soon after.
+    #[must_use]
+    pub fn untested(
+        &self,
+        now: UnixTime,
+        limit: usize,
+        mut accept: impl FnMut(&NetAddr) -> bool,
+    ) -> Vec<NetAddr> {
+        // `entries` is a vector, then sorted: no hash order decides.
+        let mut found: Vec<(UnixTime, NetAddr)> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| {
+                e.last_success == 0
+                    && !self.terrible(e, now)
+                    && !self.private_ids.contains(&e.addr.id)
+                    && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+            })
+            .map(|e| (e.last_seen, e.addr))
+            .collect();
+        found.sort_by_key(|&(t, a)| (Reverse(t), a));
+        found
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| accept(a))
+            .take(limit)
+            .collect()
+    }
 }
 
 /// Bitcoin's `GetChance`: the selection weight of an entry.
@@ -291,5 +323,20 @@ mod tests {
         // Most recent first.
         assert_eq!(sel[0], addr(1, 29));
         assert_eq!(sel[31], addr(2, 0));
+    }
+
+    #[test]
+    fn untested_newest_first_and_filtered() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        let (reached, early, late, skipped) = (addr(1, 1), addr(2, 1), addr(3, 1), addr(4, 1));
+        b.add(reached, src, T0, &mut rng).unwrap();
+        b.add(early, src, T0 + 10, &mut rng).unwrap();
+        b.add(late, src, T0 + 20, &mut rng).unwrap();
+        b.add(skipped, src, T0 + 30, &mut rng).unwrap();
+        b.mark_good(reached.addr, T0 + 40, &mut rng);
+        let now = T0 + 100;
+        assert_eq!(b.untested(now, 10, |a| *a != skipped), vec![late, early]);
+        assert_eq!(b.untested(now, 1, |_| true), vec![skipped]);
     }
 }

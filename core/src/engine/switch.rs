@@ -1965,9 +1965,23 @@ impl Engine {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
-        let selection = self.book.selection(unix, &mut self.rng);
         let max_inflight = self.cfg.max_num_outbound_peers.max(1) * 3;
-        for a in selection {
+        // Addresses never reached come first (newest first): a vetted seed serves an address
+        // only once it reached it, so an announced one is tested at the next pass (within 2 s
+        // of a node's first contact), whatever the size of the book. Then a random selection.
+        let (crawled, backoff, min_gap) = (
+            &self.crawled,
+            &self.backoff,
+            self.cfg.min_time_between_crawls,
+        );
+        let mut candidates = self.book.untested(unix, max_inflight, |a| {
+            backoff.allowed(&a.addr, now)
+                && crawled
+                    .get(&a.addr)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= min_gap)
+        });
+        candidates.extend(self.book.selection(unix, &mut self.rng));
+        for a in candidates {
             if self.pending_out.len() >= max_inflight {
                 break;
             }
