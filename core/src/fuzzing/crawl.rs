@@ -225,13 +225,15 @@ pub fn crawl(data: &[u8]) -> CrawlReport {
     };
     let flags = next().unwrap_or(0);
     let now = Instant::now();
-    let mut cfg = CrawlConfig::default();
-    cfg.seeds = vec![pool_addr(&keys, 0), pool_addr(&keys, 1)];
-    cfg.chain_id = (flags & 1 != 0).then(|| "fuzz".to_owned());
-    cfg.concurrency = CONCURRENCY;
-    cfg.rate = u32::from(flags >> 4);
-    cfg.timeout = Duration::from_secs(5);
-    cfg.max_nodes = Some(MAX_NODES);
+    let mut cfg = CrawlConfig {
+        seeds: vec![pool_addr(&keys, 0), pool_addr(&keys, 1)],
+        chain_id: (flags & 1 != 0).then(|| "fuzz".to_owned()),
+        concurrency: CONCURRENCY,
+        rate: u32::from(flags >> 4),
+        timeout: Duration::from_secs(5),
+        max_nodes: Some(MAX_NODES),
+        ..CrawlConfig::default()
+    };
     if flags & 2 != 0 {
         cfg.duration = Some(Duration::from_secs(60));
         cfg.revisit = flags & 4 != 0;

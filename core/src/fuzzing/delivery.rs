@@ -155,10 +155,12 @@ pub fn delivery(data: &[u8]) -> [Vec<u32>; 2] {
         lost_conn: false,
         refused: BTreeSet::new(),
     };
-    let mut cfg = SimConfig::default();
-    cfg.seed = u64::from(next().unwrap_or(0));
-    cfg.record_events = true;
-    cfg.rechunk = true;
+    let cfg = SimConfig {
+        seed: u64::from(next().unwrap_or(0)),
+        record_events: true,
+        rechunk: true,
+        ..SimConfig::default()
+    };
     let mut sim = Sim::new(cfg, Instant::now());
     for i in 0..2 {
         let mut c = node_config(i);
