@@ -3,6 +3,8 @@
 
 pub mod addrbook;
 pub mod conn;
+pub mod crawl;
+pub mod delivery;
 pub mod engine;
 pub mod secret;
 pub mod wire;
