@@ -125,6 +125,10 @@ pub struct P2pConfig {
     /// `seed_min_reply_size` (cometmesh's own key): the least number of addresses in a seed's
     /// PEX reply, when its book has them (CometBFT hard-codes 32).
     pub seed_min_reply_size: u64,
+    /// `seed_vetted_window` (cometmesh's own key): a seed serves only addresses it reached
+    /// itself within this window, most recent first; `0s` serves a random selection of its
+    /// book, reached or not, as CometBFT does. Default 24 h.
+    pub seed_vetted_window: Duration,
 }
 
 impl Default for P2pConfig {
@@ -155,6 +159,7 @@ impl Default for P2pConfig {
             seed_crawl_period: Duration::from_secs(30),
             seed_min_time_between_crawls: Duration::from_secs(120),
             seed_min_reply_size: 32,
+            seed_vetted_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -275,6 +280,7 @@ impl Config {
                 &mut c.seed_min_time_between_crawls,
             )?;
             p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
+            p2p.duration("seed_vetted_window", &mut c.seed_vetted_window)?;
         }
         if let Some(ins) = top.section("instrumentation")? {
             let c = &mut config.instrumentation;
@@ -481,6 +487,13 @@ impl Config {
         ));
         line("# The least number of addresses in the seed's PEX reply, when its book has them");
         line(&format!("seed_min_reply_size = {}", p.seed_min_reply_size));
+        line("# The seed serves only addresses it reached itself (its own dial completed the");
+        line("# handshake) within this window, most recent first; \"0s\" serves a random");
+        line("# selection of its address book, reached or not, as CometBFT does");
+        line(&format!(
+            "seed_vetted_window = {}",
+            quote(&format_go_duration(p.seed_vetted_window))
+        ));
         line("");
         line("#######################################################");
         line("###       Instrumentation Configuration Options     ###");
@@ -693,10 +706,12 @@ mod tests {
         config.p2p.seed_crawl_period = Duration::from_secs(45);
         config.p2p.seed_min_time_between_crawls = Duration::from_secs(300);
         config.p2p.seed_min_reply_size = 64;
+        config.p2p.seed_vetted_window = Duration::ZERO;
         config.instrumentation.prometheus = true;
         let text = config.to_toml();
         assert!(text.contains("persistent_peers_max_dial_period = \"1m30s\""));
         assert!(text.contains("seed_disconnect_wait = \"1h0m0s\""), "{text}");
+        assert!(text.contains("seed_vetted_window = \"0s\""), "{text}");
         assert_eq!(Config::parse(&text).unwrap(), config);
     }
 

@@ -56,6 +56,7 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.seed_disconnect_wait = p.seed_disconnect_wait;
     c.crawl_period = p.seed_crawl_period.max(Duration::from_millis(100));
     c.min_time_between_crawls = p.seed_min_time_between_crawls;
+    c.seed_vetted_window = p.seed_vetted_window;
     if p.seed_mode {
         // A seed exists to hand out addresses: give CometBFT's smallest reply (32) rather than
         // the 23 %-of-the-book rule alone, which leaves a young seed answering with nothing.
@@ -281,6 +282,7 @@ mod tests {
         assert_eq!(c.seed_disconnect_wait, Duration::from_secs(28 * 3600));
         assert_eq!(c.crawl_period, Duration::from_secs(30));
         assert_eq!(c.min_time_between_crawls, Duration::from_secs(120));
+        assert_eq!(c.seed_vetted_window, Duration::from_secs(24 * 3600));
         assert_eq!(c.connection.flush_throttle, Duration::from_millis(7));
         assert_eq!(c.connection.max_packet_payload, 2048);
         assert_eq!((c.connection.send_rate, c.connection.recv_rate), (11, 12));
@@ -297,6 +299,7 @@ mod tests {
         config.p2p.seed_crawl_period = Duration::from_secs(10);
         config.p2p.seed_min_time_between_crawls = Duration::from_secs(600);
         config.p2p.seed_min_reply_size = 100;
+        config.p2p.seed_vetted_window = Duration::ZERO;
         let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
         let c = engine_config(&s);
         assert_eq!(c.handshake_timeout, Duration::from_secs(7));
@@ -304,5 +307,10 @@ mod tests {
         assert_eq!(c.crawl_period, Duration::from_secs(10));
         assert_eq!(c.min_time_between_crawls, Duration::from_secs(600));
         assert_eq!(c.addr_book.min_selection, 100);
+        assert_eq!(
+            c.seed_vetted_window,
+            Duration::ZERO,
+            "0s: CometBFT's policy"
+        );
     }
 }

@@ -1,10 +1,14 @@
-//! Choosing addresses: a dial candidate ([`AddrBook::pick`], G8, G9) and a PEX reply
-//! ([`AddrBook::selection`], G19).
+//! Choosing addresses: a dial candidate ([`AddrBook::pick`], G8, G9), a PEX reply
+//! ([`AddrBook::selection`], G19) and a seed's vetted reply ([`AddrBook::vetted_selection`]).
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use hashbrown::HashSet;
 use rand_core::RngCore;
 
-use super::{AddrBook, Entry, MAX_SELECTION, RECENT_ATTEMPT, SELECTION_PERCENT, UnixTime};
+use super::{AddrBook, Entry, Group, MAX_SELECTION, RECENT_ATTEMPT, SELECTION_PERCENT, UnixTime};
 use crate::addr::NetAddr;
 
 impl AddrBook {
@@ -109,6 +113,105 @@ impl AddrBook {
     }
 }
 
+impl AddrBook {
+    /// A seed's vetted PEX reply: only addresses we reached ourselves. An entry qualifies if
+    /// its last completed handshake ([`AddrBook::mark_good`], the book's `last_success`) is at
+    /// or after `since` and no failed dial was counted since then, or if `live` says we hold
+    /// a connection we dialled to it right now (reached at `now`). Never private or banned
+    /// entries. The reply has the size [`AddrBook::selection`] would give a book of only the
+    /// qualifying entries; its members are taken from the address groups in turns (each
+    /// turn the most recently reached remaining entry of every group), so that no group
+    /// dominates, and it is ordered most recently reached first (ties by address).
+    #[must_use]
+    pub fn vetted_selection(
+        &self,
+        now: UnixTime,
+        since: UnixTime,
+        live: impl Fn(&SocketAddr) -> bool,
+    ) -> Vec<NetAddr> {
+        // `entries` is a vector: its order (then the sort) decides, never a hash order.
+        let mut reached: Vec<(UnixTime, NetAddr)> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| {
+                !self.private_ids.contains(&e.addr.id)
+                    && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+            })
+            .filter_map(|e| {
+                if live(&e.addr.addr) {
+                    Some((now, e.addr))
+                } else if e.last_success != 0 && e.last_success >= since && e.attempts == 0 {
+                    Some((e.last_success, e.addr))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        reached.sort_by_key(|&(t, a)| (Reverse(t), a));
+        let total = reached.len();
+        let n = (total * SELECTION_PERCENT / 100)
+            .max(self.config.min_selection.min(total))
+            .min(MAX_SELECTION);
+        let mut by_group: BTreeMap<Group, Vec<(UnixTime, NetAddr)>> = BTreeMap::new();
+        for r in reached {
+            by_group
+                .entry(self.group_of(&r.1.addr.ip()))
+                .or_default()
+                .push(r);
+        }
+        let mut out: Vec<(UnixTime, NetAddr)> = Vec::with_capacity(n);
+        let mut turn = 0usize;
+        while out.len() < n {
+            let mut this_turn: Vec<(UnixTime, NetAddr)> = by_group
+                .values()
+                .filter_map(|members| members.get(turn).copied())
+                .collect();
+            if this_turn.is_empty() {
+                break;
+            }
+            this_turn.sort_by_key(|&(t, a)| (Reverse(t), a));
+            let room = n - out.len();
+            out.extend(this_turn.into_iter().take(room));
+            turn += 1;
+        }
+        out.sort_by_key(|&(t, a)| (Reverse(t), a));
+        out.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Up to `limit` entries never reached (no `last_success`) that `accept` takes, most
+    /// recently heard of first (ties by address); never terrible, private or banned ones. A
+    /// seed's crawler tests these first, so that an announced address is served soon after.
+    #[must_use]
+    pub fn untested(
+        &self,
+        now: UnixTime,
+        limit: usize,
+        mut accept: impl FnMut(&NetAddr) -> bool,
+    ) -> Vec<NetAddr> {
+        // `entries` is a vector, then sorted: no hash order decides.
+        let mut found: Vec<(UnixTime, NetAddr)> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| {
+                e.last_success == 0
+                    && !self.terrible(e, now)
+                    && !self.private_ids.contains(&e.addr.id)
+                    && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+            })
+            .map(|e| (e.last_seen, e.addr))
+            .collect();
+        found.sort_by_key(|&(t, a)| (Reverse(t), a));
+        found
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| accept(a))
+            .take(limit)
+            .collect()
+    }
+}
+
 /// Bitcoin's `GetChance`: the selection weight of an entry.
 fn chance(e: &Entry, now: UnixTime) -> f64 {
     let mut c = 1.0;
@@ -136,4 +239,104 @@ pub(crate) fn uniform(rng: &mut impl RngCore, n: usize) -> usize {
 /// A uniform float in `[0, 1)`.
 fn unit(rng: &mut impl RngCore) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+
+    use super::super::{AddrBook, AddrBookConfig};
+    use crate::addr::NetAddr;
+    use crate::ids::NodeId;
+
+    const T0: u64 = 1_700_000_000;
+
+    /// Address `n` of group `g` (a /16 per group).
+    fn addr(g: u8, n: u8) -> NetAddr {
+        let mut id = [0u8; 20];
+        id[0] = g;
+        id[1] = n;
+        id[19] = 1;
+        NetAddr::new(
+            NodeId(id),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(40 + g, 1, n, 1)), 26656),
+        )
+    }
+
+    fn book() -> (AddrBook, ChaCha8Rng) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let cfg = AddrBookConfig {
+            min_selection: 32,
+            ..AddrBookConfig::default()
+        };
+        (AddrBook::new(cfg, &mut rng), rng)
+    }
+
+    #[test]
+    fn only_reached_within_the_window_most_recent_first() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        let (old, fresh, newer, untested, failed) =
+            (addr(1, 1), addr(2, 1), addr(3, 1), addr(4, 1), addr(5, 1));
+        for a in [old, fresh, newer, untested, failed] {
+            b.add(a, src, T0, &mut rng).unwrap();
+        }
+        b.mark_good(old.addr, T0, &mut rng);
+        b.mark_good(fresh.addr, T0 + 5000, &mut rng);
+        b.mark_good(newer.addr, T0 + 6000, &mut rng);
+        b.mark_good(failed.addr, T0 + 6000, &mut rng);
+        b.mark_failed(failed.addr, T0 + 6500);
+        let now = T0 + 7000;
+        let sel = b.vetted_selection(now, now - 3600, |_| false);
+        assert_eq!(sel, vec![newer, fresh]);
+        // A connection we dialled and hold counts as reached now.
+        let sel = b.vetted_selection(now, now - 3600, |a| *a == old.addr);
+        assert_eq!(sel, vec![old, newer, fresh]);
+    }
+
+    #[test]
+    fn no_group_dominates() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        // 30 recent addresses in group 1, then one older in each of groups 2..=10.
+        let mut all = Vec::new();
+        for n in 0..30 {
+            all.push((addr(1, n), T0 + 1000 + u64::from(n)));
+        }
+        for g in 2..=10 {
+            all.push((addr(g, 0), T0 + u64::from(g)));
+        }
+        for &(a, t) in &all {
+            b.add(a, src, T0, &mut rng).unwrap();
+            b.mark_good(a.addr, t, &mut rng);
+        }
+        let now = T0 + 2000;
+        let sel = b.vetted_selection(now, 0, |_| false);
+        // 39 qualify: the reply holds min(32, 39) of them, every group's entry included.
+        assert_eq!(sel.len(), 32);
+        for g in 2..=10 {
+            assert!(sel.contains(&addr(g, 0)), "group {g} left out: {sel:?}");
+        }
+        // Most recent first.
+        assert_eq!(sel[0], addr(1, 29));
+        assert_eq!(sel[31], addr(2, 0));
+    }
+
+    #[test]
+    fn untested_newest_first_and_filtered() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        let (reached, early, late, skipped) = (addr(1, 1), addr(2, 1), addr(3, 1), addr(4, 1));
+        b.add(reached, src, T0, &mut rng).unwrap();
+        b.add(early, src, T0 + 10, &mut rng).unwrap();
+        b.add(late, src, T0 + 20, &mut rng).unwrap();
+        b.add(skipped, src, T0 + 30, &mut rng).unwrap();
+        b.mark_good(reached.addr, T0 + 40, &mut rng);
+        let now = T0 + 100;
+        assert_eq!(b.untested(now, 10, |a| *a != skipped), vec![late, early]);
+        assert_eq!(b.untested(now, 1, |_| true), vec![skipped]);
+    }
 }

@@ -65,6 +65,11 @@ pub struct EngineConfig {
     pub seed_disconnect_wait: Duration,
     /// A seed re-crawls an address at most this often (2 min).
     pub min_time_between_crawls: Duration,
+    /// Seed mode: a PEX reply holds only addresses the seed itself reached (a completed
+    /// handshake with a node of our chain, dialled by us) within this window, most recent
+    /// first, diverse by address group (24 h). Zero selects CometBFT's policy: a random
+    /// selection of the whole book, reached or not.
+    pub seed_vetted_window: Duration,
     /// Per-connection settings (MConnection, timeouts, budgets).
     pub connection: ConnectionConfig,
     /// Address-book settings.
@@ -98,6 +103,7 @@ impl Default for EngineConfig {
             persistent_redial_cap: Duration::from_secs(300),
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
+            seed_vetted_window: Duration::from_secs(24 * 3600),
             connection: ConnectionConfig::default(),
             // CometBFT's `GetSelection` answers with at least min(32, book size) addresses. A
             // node following only the 23 % rule answers a small network with nothing, and its

@@ -155,6 +155,11 @@ impl PexPeer {
                 .is_none_or(|last| now.saturating_duration_since(last) >= MIN_REQUEST_INTERVAL)
     }
 
+    /// We asked this peer and it answered (no request outstanding).
+    pub(crate) fn replied(&self) -> bool {
+        self.last_sent.is_some() && !self.outstanding
+    }
+
     /// Marks a request as sent; false (and nothing is to be sent) if one is already outstanding
     /// or the last one went out less than [`MIN_REQUEST_INTERVAL`] ago.
     pub(crate) fn start_request(&mut self, now: Instant) -> bool {

@@ -1705,8 +1705,7 @@ impl Engine {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.pex.answered = true;
                     }
-                    let unix = self.unix(now);
-                    let sel = self.book.selection(unix, &mut self.rng);
+                    let sel = self.pex_reply(now);
                     if self
                         .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
                         .is_ok()
@@ -1721,8 +1720,7 @@ impl Engine {
                 let verdict = self.conns.get_mut(&id).map(|c| c.pex.on_request(now, min));
                 match verdict {
                     Some(Ok(())) => {
-                        let unix = self.unix(now);
-                        let sel = self.book.selection(unix, &mut self.rng);
+                        let sel = self.pex_reply(now);
                         if self
                             .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
                             .is_ok()
@@ -1773,6 +1771,29 @@ impl Engine {
         }
     }
 
+    /// The addresses of a PEX reply. A seed with a vetted window serves only what it reached
+    /// itself: the book's `last_success` (set by `mark_good` when a connection we dialled
+    /// completes its handshake, crawls included) is the one record of that; a connection we
+    /// dialled and still hold counts as reached now. Otherwise (and with a zero window,
+    /// CometBFT's policy) a random selection of the book.
+    fn pex_reply(&mut self, now: Instant) -> Vec<NetAddr> {
+        let unix = self.unix(now);
+        let window = self.cfg.seed_vetted_window;
+        if !self.cfg.seed_mode || window.is_zero() {
+            return self.book.selection(unix, &mut self.rng);
+        }
+        let live: BTreeSet<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.direction == Direction::Outbound)
+            .filter_map(|p| self.conns.get(&p.conn).and_then(|c| c.dialed))
+            .map(|a| a.addr)
+            .collect();
+        let since = unix.saturating_sub(window.as_secs());
+        self.book
+            .vetted_selection(unix, since, |a| live.contains(a))
+    }
+
     /// Closes `id` gracefully once its queued bytes are flushed; `reason` is reported then.
     fn hang_up(&mut self, now: Instant, id: ConnId, reason: DisconnectReason) {
         let Some(c) = self.conns.get_mut(&id) else {
@@ -1810,6 +1831,19 @@ impl Engine {
     /// spec 5.4 `ensurePeers`.
     fn ensure_peers(&mut self, now: Instant, period_elapsed: bool) {
         let (_, out) = self.num_peers();
+        // A seed that answered us is about to hang up: it holds no place of the outbound
+        // target, so its addresses are dialled now rather than a period later (CometBFT dials
+        // a seed's addresses at once, #2093).
+        let leaving_seeds = if self.cfg.seed_mode {
+            0
+        } else {
+            self.peers
+                .values()
+                .filter(|p| p.origin == Origin::Seed && p.counts_outbound())
+                .filter(|p| self.conns.get(&p.conn).is_some_and(|c| c.pex.replied()))
+                .count()
+        };
+        let out = out.saturating_sub(leaving_seeds);
         let dialing = self.num_dialing();
         let need = self
             .cfg
@@ -1931,9 +1965,23 @@ impl Engine {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
-        let selection = self.book.selection(unix, &mut self.rng);
         let max_inflight = self.cfg.max_num_outbound_peers.max(1) * 3;
-        for a in selection {
+        // Addresses never reached come first (newest first): a vetted seed serves an address
+        // only once it reached it, so an announced one is tested at the next pass (within 2 s
+        // of a node's first contact), whatever the size of the book. Then a random selection.
+        let (crawled, backoff, min_gap) = (
+            &self.crawled,
+            &self.backoff,
+            self.cfg.min_time_between_crawls,
+        );
+        let mut candidates = self.book.untested(unix, max_inflight, |a| {
+            backoff.allowed(&a.addr, now)
+                && crawled
+                    .get(&a.addr)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= min_gap)
+        });
+        candidates.extend(self.book.selection(unix, &mut self.rng));
+        for a in candidates {
             if self.pending_out.len() >= max_inflight {
                 break;
             }
