@@ -132,6 +132,9 @@ pub(crate) enum Command {
     KnownAddrs {
         reply: oneshot::Sender<Vec<NetAddr>>,
     },
+    VettedAddrs {
+        reply: oneshot::Sender<Vec<NetAddr>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -821,6 +824,9 @@ impl<R: Runtime> Driver<R> {
             }
             Command::KnownAddrs { reply } => {
                 let _ = reply.send(self.engine.addr_book().entries().map(|(a, _)| a).collect());
+            }
+            Command::VettedAddrs { reply } => {
+                let _ = reply.send(self.engine.vetted_addrs(now));
             }
             Command::Shutdown { reply } => self.begin_stop(now, Some(reply)),
         }

@@ -610,6 +610,12 @@ impl Handle {
         self.call(|reply| Command::KnownAddrs { reply }).await
     }
 
+    /// The vetted addresses a seed serves now, most recently reached first
+    /// ([`Engine::vetted_addrs`](cometmesh_core::engine::Engine::vetted_addrs)).
+    pub async fn vetted_addrs(&self) -> Result<Vec<NetAddr>, NodeError> {
+        self.call(|reply| Command::VettedAddrs { reply }).await
+    }
+
     /// Subscribes to the node's events from now on: a **lossy monitoring stream** (a
     /// subscriber that falls behind loses events). Messages of channels that have a reactor
     /// do not appear here; reactors get them, and every peer's lifecycle, losslessly in their

@@ -144,6 +144,62 @@ impl PeerConnection {
         }
     }
 
+    /// Continues an inbound connection that an [`Acceptor`](super::acceptor::Acceptor) of a
+    /// shared port authenticated and routed here: the peer's NodeInfo is checked against
+    /// `local` (this chain's), ours is sent, and the MConnection starts, exactly as for a
+    /// connection that ran its handshake here.
+    #[must_use]
+    pub fn from_routed(
+        now: Instant,
+        config: Arc<ConnectionConfig>,
+        channels: Arc<[ChannelDescriptor]>,
+        local: Arc<NodeInfo>,
+        routed: super::acceptor::Routed,
+    ) -> PeerConnection {
+        let super::acceptor::Routed {
+            mut sealer,
+            opener,
+            plain,
+            remote_id,
+            wire_received,
+            wire_sent,
+            ..
+        } = routed;
+        let mut out = BytesMut::new();
+        let mut ours = BytesMut::new();
+        encode_delimited(&local.to_proto(), &mut ours);
+        let sealed = sealer.seal(&ours, &mut out);
+        let mut pc = PeerConnection {
+            deadline: now + config.handshake_timeout,
+            phase: Phase::NodeInfo {
+                sealer,
+                opener,
+                plain,
+            },
+            config,
+            channels,
+            local,
+            direction: Direction::Inbound,
+            expected_peer: None,
+            remote_id: Some(remote_id),
+            remote_info: None,
+            received_info: None,
+            adopt_network: false,
+            out,
+            in_flight: 0,
+            closing: false,
+            closed: false,
+            events: VecDeque::new(),
+            wire_sent,
+            wire_received,
+        };
+        match sealed {
+            Ok(()) => pc.advance(now),
+            Err(e) => pc.close(CloseReason::Frame(e)),
+        }
+        pc
+    }
+
     /// Observer mode for a crawler that does not know the chain id yet (call it before the
     /// first input): our NodeInfo is sent only once the peer's has arrived, with the peer's
     /// `network` in it. CometBFT writes its NodeInfo without waiting for ours, so this costs
@@ -549,7 +605,7 @@ fn check_remote(
 
 /// Decodes the first message after the SecretConnection handshake as a NodeInfo, telling apart
 /// a peer that skipped its NodeInfo and started sending MConnection packets.
-fn classify_node_info(body: &[u8]) -> Result<NodeInfo, CloseReason> {
+pub(crate) fn classify_node_info(body: &[u8]) -> Result<NodeInfo, CloseReason> {
     let is_packet = || proto::Packet::decode(body).is_ok_and(|p| p.sum.is_some());
     match proto::DefaultNodeInfo::decode(body) {
         Ok(p) if p.default_node_id.is_empty() && is_packet() => {

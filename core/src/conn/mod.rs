@@ -5,6 +5,7 @@
 //! of its `poll_*` methods; every input carries `now`. A misbehaving peer never produces an
 //! error or a panic: the connection closes with a typed [`CloseReason`].
 
+pub mod acceptor;
 pub mod channel;
 pub mod config;
 pub mod connection;
@@ -13,6 +14,7 @@ pub mod mconn;
 pub mod nodeinfo;
 pub mod ratelimit;
 
+pub use acceptor::{Acceptor, RouteRefusal, Routed};
 pub use channel::ChannelDescriptor;
 pub use config::ConnectionConfig;
 pub use connection::{ConnEvent, Direction, PeerConnection};

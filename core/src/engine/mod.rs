@@ -414,6 +414,9 @@ pub enum Refused {
     /// The connection filter refused the remote address.
     #[error("{0}")]
     Filtered(FilterRefusal),
+    /// A connection routed by a shared port belongs to another chain.
+    #[error("peer belongs to another chain")]
+    OtherChain,
 }
 
 /// Why [`Engine::dial`] refused.

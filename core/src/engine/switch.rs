@@ -925,6 +925,35 @@ impl Engine {
 
     /// Admits an inbound TCP connection from `remote`, or refuses it (then close the socket).
     pub fn accept(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, Refused> {
+        self.accept_inner(now, remote, None)
+    }
+
+    /// Admits an inbound connection from `remote` that a shared port's
+    /// [`Acceptor`](crate::conn::Acceptor) already authenticated and routed to this chain (the
+    /// peer's NodeInfo names our chain id): the same admission as [`Engine::accept`], then the
+    /// peer's NodeInfo is checked and ours sent. The acceptor's socket becomes this
+    /// connection; report its bytes and its close as for any other. Refused with
+    /// [`Refused::OtherChain`] if the peer's chain is not ours (a routing mistake).
+    pub fn accept_routed(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        routed: crate::conn::Routed,
+    ) -> Result<ConnId, Refused> {
+        if routed.chain_id() != self.cfg.chain_id {
+            self.touch(now);
+            self.counters.refused += 1;
+            return Err(Refused::OtherChain);
+        }
+        self.accept_inner(now, remote, Some(routed))
+    }
+
+    fn accept_inner(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        routed: Option<crate::conn::Routed>,
+    ) -> Result<ConnId, Refused> {
         self.touch(now);
         let ip = remote.ip();
         let refused = if self.bans.ip_banned(&ip, now) {
@@ -945,17 +974,28 @@ impl Engine {
             return Err(r);
         }
         let id = self.alloc_conn();
-        let secret = self.ephemeral();
-        let pc = PeerConnection::new(
-            now,
-            self.conn_cfg.clone(),
-            self.channels_arc.clone(),
-            self.our_info.clone(),
-            &self.node_key,
-            secret,
-            Direction::Inbound,
-            None,
-        );
+        let pc = match routed {
+            Some(routed) => PeerConnection::from_routed(
+                now,
+                self.conn_cfg.clone(),
+                self.channels_arc.clone(),
+                self.our_info.clone(),
+                routed,
+            ),
+            None => {
+                let secret = self.ephemeral();
+                PeerConnection::new(
+                    now,
+                    self.conn_cfg.clone(),
+                    self.channels_arc.clone(),
+                    self.our_info.clone(),
+                    &self.node_key,
+                    secret,
+                    Direction::Inbound,
+                    None,
+                )
+            }
+        };
         self.conns.insert(
             id,
             Conn {
@@ -1778,9 +1818,21 @@ impl Engine {
     /// CometBFT's policy) a random selection of the book.
     fn pex_reply(&mut self, now: Instant) -> Vec<NetAddr> {
         let unix = self.unix(now);
-        let window = self.cfg.seed_vetted_window;
-        if !self.cfg.seed_mode || window.is_zero() {
+        if !self.cfg.seed_mode || self.cfg.seed_vetted_window.is_zero() {
             return self.book.selection(unix, &mut self.rng);
+        }
+        self.vetted_addrs(now)
+    }
+
+    /// The vetted addresses a seed serves now (most recently reached first): those it reached
+    /// itself within `seed_vetted_window`, as its PEX reply gives them (an operator's view,
+    /// e.g. the CLI's `/vetted` endpoint). Empty with a zero window.
+    #[must_use]
+    pub fn vetted_addrs(&self, now: Instant) -> Vec<NetAddr> {
+        let unix = self.unix(now);
+        let window = self.cfg.seed_vetted_window;
+        if window.is_zero() {
+            return Vec::new();
         }
         let live: BTreeSet<SocketAddr> = self
             .peers
