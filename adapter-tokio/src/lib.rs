@@ -46,6 +46,17 @@ pub type Node = cometmesh_driver::Node<TokioRuntime>;
 /// The builder of a tokio [`Node`].
 pub type NodeBuilder = cometmesh_driver::NodeBuilder<TokioRuntime>;
 
+/// One listen port shared by the nodes of several chains, on tokio.
+pub type SharedPort = cometmesh_driver::SharedPort<TokioRuntime>;
+pub use cometmesh_driver::PortTask;
+
+/// Binds a [`SharedPort`] on `addr` for nodes whose key is `key` (see
+/// [`cometmesh_driver::shared`]); join nodes with [`NodeBuilder::shared_port`], then call
+/// [`SharedPort::start`].
+pub async fn shared_port(addr: SocketAddr, key: NodeKey) -> Result<SharedPort, StartError> {
+    SharedPort::bind(TokioRuntime, addr, key).await
+}
+
 /// A builder for a node with `config` and identity `key` on the current tokio runtime.
 pub fn builder(config: EngineConfig, key: NodeKey) -> NodeBuilder {
     NodeBuilder::new(TokioRuntime, config, key)

@@ -141,11 +141,18 @@ pub(crate) enum Command {
 }
 
 /// A result from an IO task.
-enum IoEvent<R: Runtime> {
+pub(crate) enum IoEvent<R: Runtime> {
     Accepted {
         reader: R::Reader,
         writer: R::Writer,
         remote: SocketAddr,
+    },
+    /// An inbound connection a shared port authenticated and routed to this node's chain.
+    Routed {
+        reader: R::Reader,
+        writer: R::Writer,
+        remote: SocketAddr,
+        routed: cometmesh_core::conn::Routed,
     },
     Connected {
         conn: ConnId,
@@ -269,6 +276,8 @@ struct Driver<R: Runtime> {
     timer: R::Timer,
     book: Option<BookSaver>,
     listener: AbortHandle,
+    /// The shared port this node takes connections from, if any.
+    routes: Option<crate::shared::Routes<R>>,
     stopping: Option<Stopping>,
 }
 
@@ -277,7 +286,8 @@ struct Driver<R: Runtime> {
 pub(crate) fn spawn<R: Runtime>(
     rt: R,
     engine: Engine,
-    listener: R::Listener,
+    listener: Option<R::Listener>,
+    routes: Option<crate::shared::Routes<R>>,
     cmd_rx: mpsc::Receiver<Command>,
     book_path: Option<PathBuf>,
     cfg: DriverConfig,
@@ -287,9 +297,17 @@ pub(crate) fn spawn<R: Runtime>(
     let (io_tx, io_rx) = mpsc::channel(cfg.io_capacity);
     let (listener_abort, reg) = AbortHandle::new_pair();
     let tasks = FuturesUnordered::new();
-    tasks.push(
-        rt.spawn(Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ())),
-    );
+    if let Some(listener) = listener {
+        tasks.push(rt.spawn(
+            Abortable::new(accept_loop(rt.clone(), listener, io_tx.clone()), reg).map(|_| ()),
+        ));
+    }
+    if let Some(routes) = &routes {
+        routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(engine.config().chain_id.clone(), io_tx.clone());
+    }
     let timer = rt.timer(rt.now() + Duration::from_secs(3600));
     let driver = Driver {
         engine,
@@ -313,6 +331,7 @@ pub(crate) fn spawn<R: Runtime>(
             last: None,
         }),
         listener: listener_abort,
+        routes,
         stopping: None,
         cfg,
         rt: rt.clone(),
@@ -627,6 +646,20 @@ impl<R: Runtime> Driver<R> {
                     Err(why) => tracing::debug!(%remote, %why, "inbound connection refused"),
                 }
             }
+            IoEvent::Routed {
+                reader,
+                writer,
+                remote,
+                routed,
+            } => {
+                if self.stopping.is_some() {
+                    return;
+                }
+                match self.engine.accept_routed(now, remote, routed) {
+                    Ok(conn) => self.open(conn, reader, writer),
+                    Err(why) => tracing::debug!(%remote, %why, "routed connection refused"),
+                }
+            }
             IoEvent::Connected {
                 conn,
                 reader,
@@ -899,6 +932,12 @@ impl<R: Runtime> Driver<R> {
         }
         tracing::info!("node shutting down");
         self.listener.abort();
+        if let Some(routes) = &self.routes {
+            routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&self.engine.config().chain_id);
+        }
         self.stopping = Some(Stopping {
             replies: reply.into_iter().collect(),
             deadline: now + self.cfg.shutdown_grace,

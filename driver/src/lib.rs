@@ -91,6 +91,7 @@ pub mod persist;
 mod reactor;
 mod runtime;
 mod sends;
+pub mod shared;
 
 pub use events::EventStream;
 pub use node::{
@@ -98,6 +99,7 @@ pub use node::{
 };
 pub use reactor::{Inbox, PeerUp, ReactorEvent, TryRecvError};
 pub use runtime::{BoxFuture, Runtime};
+pub use shared::{PortTask, SharedPort};
 
 pub use cometmesh_core as core;
 pub use cometmesh_core::addr::NetAddr;

@@ -24,6 +24,7 @@ use crate::persist;
 use crate::reactor::{Inbox, Notify, Reactors};
 use crate::runtime::Runtime;
 use crate::sends::{Gate, Verdict};
+use crate::shared::{PortJoin, SharedPort};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,24 @@ pub enum StartError {
         addr: SocketAddr,
         /// The IO error.
         source: std::io::Error,
+    },
+    /// The node's key is not the key of the shared port it joins.
+    #[error("node key {node_key} is not the key {port_key} of the shared port {addr}")]
+    SharedPortKey {
+        /// The port.
+        addr: SocketAddr,
+        /// The id of the port's key.
+        port_key: NodeId,
+        /// The id of the node's key.
+        node_key: NodeId,
+    },
+    /// Another node of the same chain is already on the shared port.
+    #[error("chain {chain_id:?} already has a node on the shared port {addr}")]
+    SharedPortChain {
+        /// The port.
+        addr: SocketAddr,
+        /// The chain id.
+        chain_id: String,
     },
     /// The address book file could not be read (a corrupt one is moved aside instead).
     #[error("cannot read the address book {path}: {source}")]
@@ -125,6 +144,7 @@ pub struct NodeBuilder<R: Runtime> {
     reactors: Reactors,
     conn_filter: Option<ConnFilter>,
     peer_filter: Option<PeerFilter>,
+    shared: Option<PortJoin<R>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for NodeBuilder<R> {
@@ -150,7 +170,17 @@ impl<R: Runtime> NodeBuilder<R> {
             reactors: Reactors::default(),
             conn_filter: None,
             peer_filter: None,
+            shared: None,
         }
+    }
+
+    /// Takes inbound connections from a [`SharedPort`] (with the other chains on it) instead
+    /// of binding `listen_addr`: the node advertises the port's address, and its key must be
+    /// the port's ([`StartError::SharedPortKey`]); one node per chain id on a port
+    /// ([`StartError::SharedPortChain`]).
+    pub fn shared_port(mut self, port: &SharedPort<R>) -> Self {
+        self.shared = Some(port.join());
+        self
     }
 
     /// Registers an application channel without a reactor: its messages go to the lossy
@@ -238,18 +268,45 @@ impl<R: Runtime> NodeBuilder<R> {
             reactors,
             conn_filter,
             peer_filter,
+            shared,
         } = self;
-        let listener = rt
-            .bind(config.listen_addr)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
-        let local = R::local_addr(&listener).map_err(|source| StartError::Listen {
-            addr: config.listen_addr,
-            source,
-        })?;
+        let (listener, local, routes) = match shared {
+            Some(join) => {
+                if join.node_id != key.node_id() {
+                    return Err(StartError::SharedPortKey {
+                        addr: join.addr,
+                        port_key: join.node_id,
+                        node_key: key.node_id(),
+                    });
+                }
+                let taken = join
+                    .routes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains_key(&config.chain_id);
+                if taken {
+                    return Err(StartError::SharedPortChain {
+                        addr: join.addr,
+                        chain_id: config.chain_id.clone(),
+                    });
+                }
+                (None, join.addr, Some(join.routes))
+            }
+            None => {
+                let listener =
+                    rt.bind(config.listen_addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: config.listen_addr,
+                            source,
+                        })?;
+                let local = R::local_addr(&listener).map_err(|source| StartError::Listen {
+                    addr: config.listen_addr,
+                    source,
+                })?;
+                (Some(listener), local, None)
+            }
+        };
         config.listen_addr = local;
         let seed = seed.unwrap_or_else(|| {
             let mut s = [0u8; 32];
@@ -282,6 +339,7 @@ impl<R: Runtime> NodeBuilder<R> {
             rt,
             engine,
             listener,
+            routes,
             cmd_rx,
             book_path,
             dcfg,
