@@ -41,6 +41,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run a node from a home (a cometmesh or CometBFT home).
     Start(Box<StartArgs>),
+    /// Seed several chains in one process, from a seed config with one [[chain]] table per
+    /// chain (see cli/README.md).
+    Seed(SeedArgs),
     /// Print this node's id.
     #[command(name = "show-node-id")]
     ShowNodeId(HomeArg),
@@ -59,6 +62,14 @@ pub struct HomeArg {
     /// The home directory.
     #[arg(long, value_name = "DIR")]
     pub home: PathBuf,
+}
+
+/// `seed` arguments.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The seed config file (TOML, one [[chain]] table per chain).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// `init` arguments.

@@ -245,49 +245,10 @@ impl Config {
         top.string("genesis_file", &mut config.genesis_file)?;
 
         if let Some(p2p) = top.section("p2p")? {
-            let c = &mut config.p2p;
-            p2p.string("laddr", &mut c.laddr)?;
-            p2p.string("external_address", &mut c.external_address)?;
-            p2p.string("seeds", &mut c.seeds)?;
-            p2p.string("persistent_peers", &mut c.persistent_peers)?;
-            p2p.string("addr_book_file", &mut c.addr_book_file)?;
-            p2p.boolean("addr_book_strict", &mut c.addr_book_strict)?;
-            p2p.integer("max_num_inbound_peers", &mut c.max_num_inbound_peers)?;
-            p2p.integer("max_num_outbound_peers", &mut c.max_num_outbound_peers)?;
-            p2p.string("unconditional_peer_ids", &mut c.unconditional_peer_ids)?;
-            p2p.duration(
-                "persistent_peers_max_dial_period",
-                &mut c.persistent_peers_max_dial_period,
-            )?;
-            p2p.duration("flush_throttle_timeout", &mut c.flush_throttle_timeout)?;
-            p2p.integer(
-                "max_packet_msg_payload_size",
-                &mut c.max_packet_msg_payload_size,
-            )?;
-            p2p.integer("send_rate", &mut c.send_rate)?;
-            p2p.integer("recv_rate", &mut c.recv_rate)?;
-            p2p.boolean("pex", &mut c.pex)?;
-            p2p.boolean("seed_mode", &mut c.seed_mode)?;
-            p2p.string("private_peer_ids", &mut c.private_peer_ids)?;
-            p2p.boolean("allow_duplicate_ip", &mut c.allow_duplicate_ip)?;
-            p2p.duration("handshake_timeout", &mut c.handshake_timeout)?;
-            p2p.duration("handshake_phase_timeout", &mut c.handshake_phase_timeout)?;
-            p2p.duration("dial_timeout", &mut c.dial_timeout)?;
-            p2p.duration("seed_disconnect_wait", &mut c.seed_disconnect_wait)?;
-            p2p.duration("seed_crawl_period", &mut c.seed_crawl_period)?;
-            p2p.duration(
-                "seed_min_time_between_crawls",
-                &mut c.seed_min_time_between_crawls,
-            )?;
-            p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
-            p2p.duration("seed_vetted_window", &mut c.seed_vetted_window)?;
+            read_p2p(&p2p, &mut config.p2p)?;
         }
         if let Some(ins) = top.section("instrumentation")? {
-            let c = &mut config.instrumentation;
-            ins.boolean("prometheus", &mut c.prometheus)?;
-            ins.string("prometheus_listen_addr", &mut c.prometheus_listen_addr)?;
-            ins.integer("max_open_connections", &mut c.max_open_connections)?;
-            ins.string("namespace", &mut c.namespace)?;
+            read_instrumentation(&ins, &mut config.instrumentation)?;
         }
         config.validate()?;
         Ok(config)
@@ -552,6 +513,148 @@ fn type_name(value: &toml::Value) -> String {
         shown = shown.chars().take(40).collect::<String>() + "…";
     }
     format!("{kind} {shown}")
+}
+
+/// The `[p2p]` keys of `p2p` into `c` (absent keys keep `c`'s values).
+fn read_p2p(p2p: &Section<'_>, c: &mut P2pConfig) -> Result<(), ConfigError> {
+    p2p.string("laddr", &mut c.laddr)?;
+    p2p.string("external_address", &mut c.external_address)?;
+    p2p.string("seeds", &mut c.seeds)?;
+    p2p.string("persistent_peers", &mut c.persistent_peers)?;
+    p2p.string("addr_book_file", &mut c.addr_book_file)?;
+    p2p.boolean("addr_book_strict", &mut c.addr_book_strict)?;
+    p2p.integer("max_num_inbound_peers", &mut c.max_num_inbound_peers)?;
+    p2p.integer("max_num_outbound_peers", &mut c.max_num_outbound_peers)?;
+    p2p.string("unconditional_peer_ids", &mut c.unconditional_peer_ids)?;
+    p2p.duration(
+        "persistent_peers_max_dial_period",
+        &mut c.persistent_peers_max_dial_period,
+    )?;
+    p2p.duration("flush_throttle_timeout", &mut c.flush_throttle_timeout)?;
+    p2p.integer(
+        "max_packet_msg_payload_size",
+        &mut c.max_packet_msg_payload_size,
+    )?;
+    p2p.integer("send_rate", &mut c.send_rate)?;
+    p2p.integer("recv_rate", &mut c.recv_rate)?;
+    p2p.boolean("pex", &mut c.pex)?;
+    p2p.boolean("seed_mode", &mut c.seed_mode)?;
+    p2p.string("private_peer_ids", &mut c.private_peer_ids)?;
+    p2p.boolean("allow_duplicate_ip", &mut c.allow_duplicate_ip)?;
+    p2p.duration("handshake_timeout", &mut c.handshake_timeout)?;
+    p2p.duration("handshake_phase_timeout", &mut c.handshake_phase_timeout)?;
+    p2p.duration("dial_timeout", &mut c.dial_timeout)?;
+    p2p.duration("seed_disconnect_wait", &mut c.seed_disconnect_wait)?;
+    p2p.duration("seed_crawl_period", &mut c.seed_crawl_period)?;
+    p2p.duration(
+        "seed_min_time_between_crawls",
+        &mut c.seed_min_time_between_crawls,
+    )?;
+    p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
+    p2p.duration("seed_vetted_window", &mut c.seed_vetted_window)?;
+    Ok(())
+}
+
+/// The `[instrumentation]` keys of `ins` into `c`.
+fn read_instrumentation(
+    ins: &Section<'_>,
+    c: &mut InstrumentationConfig,
+) -> Result<(), ConfigError> {
+    ins.boolean("prometheus", &mut c.prometheus)?;
+    ins.string("prometheus_listen_addr", &mut c.prometheus_listen_addr)?;
+    ins.integer("max_open_connections", &mut c.max_open_connections)?;
+    ins.string("namespace", &mut c.namespace)?;
+    Ok(())
+}
+
+/// Every key of `[p2p]` this file reads (a seed config rejects any other in a chain table).
+pub const P2P_KEYS: &[&str] = &[
+    "laddr",
+    "external_address",
+    "seeds",
+    "persistent_peers",
+    "addr_book_file",
+    "addr_book_strict",
+    "max_num_inbound_peers",
+    "max_num_outbound_peers",
+    "unconditional_peer_ids",
+    "persistent_peers_max_dial_period",
+    "flush_throttle_timeout",
+    "max_packet_msg_payload_size",
+    "send_rate",
+    "recv_rate",
+    "pex",
+    "seed_mode",
+    "private_peer_ids",
+    "allow_duplicate_ip",
+    "handshake_timeout",
+    "handshake_phase_timeout",
+    "dial_timeout",
+    "seed_disconnect_wait",
+    "seed_crawl_period",
+    "seed_min_time_between_crawls",
+    "seed_min_reply_size",
+    "seed_vetted_window",
+];
+
+/// Reads the `[p2p]` keys of one TOML table named `prefix` (for error messages, e.g.
+/// `chain[1]`) over `base`; unknown keys are ignored here.
+pub fn p2p_from_table(
+    table: &toml::Table,
+    prefix: &str,
+    base: P2pConfig,
+) -> Result<P2pConfig, ConfigError> {
+    let mut c = base;
+    read_p2p(&Section { table, prefix }, &mut c)?;
+    Ok(c)
+}
+
+/// Reads an `[instrumentation]` table (named `prefix` in errors).
+pub fn instrumentation_from_table(
+    table: &toml::Table,
+    prefix: &str,
+) -> Result<InstrumentationConfig, ConfigError> {
+    let mut c = InstrumentationConfig::default();
+    read_instrumentation(&Section { table, prefix }, &mut c)?;
+    Ok(c)
+}
+
+/// The key-reading helpers over one table, for other files laid out like config.toml:
+/// `string`, `boolean`, `integer`, `duration`, each naming `prefix.key` in its error.
+pub fn table_string(
+    table: &toml::Table,
+    prefix: &str,
+    name: &str,
+    out: &mut String,
+) -> Result<(), ConfigError> {
+    Section { table, prefix }.string(name, out)
+}
+
+/// See [`table_string`].
+pub fn table_boolean(
+    table: &toml::Table,
+    prefix: &str,
+    name: &str,
+    out: &mut bool,
+) -> Result<(), ConfigError> {
+    Section { table, prefix }.boolean(name, out)
+}
+
+/// A TOML syntax error as a [`ConfigError::Syntax`] naming `path` and the line.
+pub fn toml_syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    match syntax_error(text, e) {
+        ConfigError::Syntax { line, message, .. } => ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            message,
+        },
+        other => other,
+    }
+}
+
+/// `invalid` for other modules: a [`ConfigError::Invalid`] naming `key`.
+pub fn invalid_key(key: &str, reason: &str) -> ConfigError {
+    invalid(key, reason)
 }
 
 /// One table of the file and its dotted prefix, for error messages.

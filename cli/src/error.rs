@@ -33,6 +33,19 @@ pub enum CliError {
         /// Why (in use, permission, not available).
         reason: String,
     },
+    /// The seed configuration (`cometmesh seed --config`).
+    #[error(transparent)]
+    Seed(#[from] crate::seed_config::SeedConfigError),
+    /// A chain's listener could not be bound.
+    #[error("cannot listen on {key} {addr}: {reason}")]
+    SeedListen {
+        /// The key naming the address, e.g. `chain[2].laddr`.
+        key: String,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The node refused to start or stopped working.
     #[error("node: {0}")]
     Node(String),

@@ -1,4 +1,5 @@
-//! The `cometmesh` command: `init`, `start`, `show-node-id`, `version`, `testnet` and `crawl`
+//! The `cometmesh` command: `init`, `start`, `seed` (several chains in one process),
+//! `show-node-id`, `version`, `testnet` and `crawl`
 //! (whose tokio driver, [`crawl::crawl`], is also a library entry point).
 //!
 //! It reads and writes a home directory laid out as CometBFT's (`config/config.toml`,
@@ -22,6 +23,9 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod node_key;
+pub mod seed;
+pub mod seed_config;
+pub mod seed_metrics;
 pub mod settings;
 pub mod start;
 pub mod testnet;
@@ -76,6 +80,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             logging::init(cli.log_level.as_deref(), cli.log_format, "info")?;
             let prepared = start::prepare(&args)?;
             node::run(prepared)
+        }
+        Command::Seed(args) => {
+            logging::init(cli.log_level.as_deref(), cli.log_format, "info")?;
+            let plan = seed_config::load(&args.config)?;
+            seed::run(plan)
         }
         Command::Testnet(args) => {
             // The table is the output; logs only for problems unless asked for.

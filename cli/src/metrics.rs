@@ -323,8 +323,37 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsBindError> {
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` until the task is dropped; `max_open_connections` of 0 means no limit.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, max_open_connections: u32) {
+/// Documents served beside `/metrics` (e.g. the seed's `/vetted`): path → content type and
+/// body, refreshed by their owner, served as they are.
+#[derive(Debug, Default)]
+pub struct Pages(Mutex<BTreeMap<String, (&'static str, String)>>);
+
+impl Pages {
+    /// Sets the document at `path` (e.g. `/vetted`).
+    pub fn set(&self, path: &str, content_type: &'static str, body: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_owned(), (content_type, body));
+    }
+
+    fn get(&self, path: &str) -> Option<(&'static str, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .cloned()
+    }
+}
+
+/// Serves `/metrics` (and `pages`) until the task is dropped; `max_open_connections` of 0
+/// means no limit.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    max_open_connections: u32,
+    pages: Arc<Pages>,
+) {
     let limit = if max_open_connections == 0 {
         Semaphore::MAX_PERMITS
     } else {
@@ -344,8 +373,9 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, max_open_conn
             }
         };
         let registry = Arc::clone(&registry);
+        let pages = Arc::clone(&pages);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &registry).await {
+            if let Err(e) = answer(stream, &registry, &pages).await {
                 tracing::debug!(%peer, error = %e, "metrics request failed");
             }
             drop(permit);
@@ -353,7 +383,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, max_open_conn
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, registry: &Registry, pages: &Pages) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -399,6 +429,8 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
             "text/plain; version=0.0.4; charset=utf-8",
             registry.render(),
         )
+    } else if let Some((content_type, body)) = pages.get(path) {
+        ("200 OK", content_type, body)
     } else {
         ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
     };
@@ -474,7 +506,7 @@ mod tests {
         m.set_peers(3);
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Arc::clone(&registry), 3));
+        let server = tokio::spawn(serve(listener, Arc::clone(&registry), 3, Arc::default()));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -134,6 +134,7 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
             listener,
             registry,
             m.max_open_connections,
+            Arc::default(),
         )));
         tasks.push(tokio::spawn(feed_metrics(node.handle(), p2p)));
     }
@@ -163,13 +164,13 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
 /// SIGINT (Ctrl-C) and SIGTERM, watched from the moment this is made: make it before the
 /// node announces itself, so that a signal sent right after the announcement is not lost to
 /// the default handler.
-struct Signals {
+pub(crate) struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn install() -> Self {
+    pub(crate) fn install() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
         let watch = |kind: SignalKind, name: &str| match signal(kind) {
             Ok(s) => Some(s),
@@ -185,7 +186,7 @@ impl Signals {
     }
 
     /// Waits for either signal; returns its name.
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         async fn one(s: Option<&mut tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
