@@ -107,19 +107,19 @@ pub enum SeedConfigError {
     },
     /// Chains on one shared port have different node keys.
     #[error(
-        "chain[{second}].node_key_file: chains sharing port {addr} need one node key, but chain[{first}] is {first_id} and chain[{second}] is {second_id}"
+        "chain[{second}].node_key_file: chains sharing port {addr} need one node key, but chain[{first}] has {first_key} and chain[{second}] has {second_key}"
     )]
     SharedPortKey {
         /// The port.
         addr: SocketAddr,
         /// The first chain (1-based).
         first: usize,
-        /// Its node id.
-        first_id: cometmesh_core::NodeId,
+        /// Its key: the node id, or the file a new key would be created in.
+        first_key: String,
         /// The second.
         second: usize,
-        /// Its node id.
-        second_id: cometmesh_core::NodeId,
+        /// Its key.
+        second_key: String,
     },
     /// A node key file is unusable.
     #[error("chain[{index}].node_key_file: {source}")]
@@ -245,11 +245,39 @@ pub fn parse(
         });
     }
     let home = Home::new(dir);
-    let mut chains: Vec<ChainPlan> = Vec::with_capacity(tables.len());
+    let mut drafts: Vec<Draft> = Vec::with_capacity(tables.len());
     for (i, t) in tables.into_iter().enumerate() {
         let chain = chain_plan(i + 1, t, &home, &instrumentation, &default_moniker)?;
-        check_against(&chains, &chain)?;
-        chains.push(chain);
+        check_against(&drafts, &chain)?;
+        drafts.push(chain);
+    }
+    // Every check passed: only now create the missing key files (one per path).
+    let mut created: Vec<(PathBuf, NodeKey)> = Vec::new();
+    let mut chains = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let key = match d.key {
+            Some(key) => key,
+            None => {
+                let path = &d.settings.node_key_path;
+                match created.iter().find(|(p, _)| p == path) {
+                    Some((_, key)) => key.clone(),
+                    None => {
+                        let key = create_key(path).map_err(|source| SeedConfigError::NodeKey {
+                            index: d.index,
+                            source,
+                        })?;
+                        created.push((path.clone(), key.clone()));
+                        key
+                    }
+                }
+            }
+        };
+        chains.push(ChainPlan {
+            index: d.index,
+            settings: d.settings,
+            key,
+            shared_port: d.shared_port,
+        });
     }
     let metrics = chains.first().and_then(|c| c.settings.metrics.clone());
     Ok(SeedPlan {
@@ -273,13 +301,32 @@ fn reject_unknown(t: &toml::Table, prefix: &str, known: &[&str]) -> Result<(), S
     }
 }
 
+/// A chain before missing key files are created.
+struct Draft {
+    index: usize,
+    settings: NodeSettings,
+    /// `None`: no file yet.
+    key: Option<NodeKey>,
+    shared_port: bool,
+}
+
+impl Draft {
+    /// Who the chain's key is: its node id, or (no file yet) the file it will be created in.
+    fn key_identity(&self) -> Result<cometmesh_core::NodeId, &Path> {
+        self.key
+            .as_ref()
+            .map(NodeKey::node_id)
+            .ok_or(self.settings.node_key_path.as_path())
+    }
+}
+
 fn chain_plan(
     index: usize,
     t: &toml::Table,
     home: &Home,
     instrumentation: &InstrumentationConfig,
     default_moniker: &impl Fn() -> String,
-) -> Result<ChainPlan, SeedConfigError> {
+) -> Result<Draft, SeedConfigError> {
     let prefix = format!("chain[{index}]");
     let known: Vec<&str> = CHAIN_KEYS.iter().chain(config::P2P_KEYS).copied().collect();
     reject_unknown(t, &prefix, &known)?;
@@ -319,9 +366,12 @@ fn chain_plan(
         .map_err(|e| rename_config_error(e, &prefix))?;
     let settings = NodeSettings::resolve(home, config, chain_id)
         .map_err(|e| SeedConfigError::Settings(rename_settings_error(e, &prefix)))?;
-    let key = load_or_create_key(&settings.node_key_path)
-        .map_err(|source| SeedConfigError::NodeKey { index, source })?;
-    Ok(ChainPlan {
+    let key = match node_key::load(&settings.node_key_path) {
+        Ok(key) => Some(key),
+        Err(NodeKeyError::Missing { .. }) => None,
+        Err(source) => return Err(SeedConfigError::NodeKey { index, source }),
+    };
+    Ok(Draft {
         index,
         settings,
         key,
@@ -329,26 +379,21 @@ fn chain_plan(
     })
 }
 
-/// Reads a node key, or creates one where there is no file (as CometBFT does at start).
-fn load_or_create_key(path: &Path) -> Result<NodeKey, NodeKeyError> {
-    match node_key::load(path) {
-        Err(NodeKeyError::Missing { .. }) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| NodeKeyError::Io {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
-            let key = node_key::generate().map_err(|source| NodeKeyError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-            node_key::create(path, &key)?;
-            tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a node key");
-            Ok(key)
-        }
-        other => other,
+/// Creates a node key file where there is none (as CometBFT does at start).
+fn create_key(path: &Path) -> Result<NodeKey, NodeKeyError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| NodeKeyError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
+    let key = node_key::generate().map_err(|source| NodeKeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    node_key::create(path, &key)?;
+    tracing::info!(path = %path.display(), node_id = %key.node_id(), "created a node key");
+    Ok(key)
 }
 
 /// Whether two listen addresses take the same port (port 0 picks a free one: never).
@@ -358,7 +403,7 @@ fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn check_against(earlier: &[ChainPlan], c: &ChainPlan) -> Result<(), SeedConfigError> {
+fn check_against(earlier: &[Draft], c: &Draft) -> Result<(), SeedConfigError> {
     for e in earlier {
         if e.settings.chain_id == c.settings.chain_id {
             return Err(SeedConfigError::DuplicateChainId {
@@ -395,13 +440,17 @@ fn check_against(earlier: &[ChainPlan], c: &ChainPlan) -> Result<(), SeedConfigE
         if a != b {
             return Err(clash("chains sharing a port need the same laddr"));
         }
-        if e.key.node_id() != c.key.node_id() {
+        if e.key_identity() != c.key_identity() {
+            let show = |d: &Draft| match d.key_identity() {
+                Ok(id) => id.to_string(),
+                Err(path) => format!("a new key in {}", path.display()),
+            };
             return Err(SeedConfigError::SharedPortKey {
                 addr: b,
                 first: e.index,
-                first_id: e.key.node_id(),
+                first_key: show(e),
                 second: c.index,
-                second_id: c.key.node_id(),
+                second_key: show(c),
             });
         }
     }

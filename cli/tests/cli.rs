@@ -699,3 +699,245 @@ fn seed_mode_serves_cometbft_nodes() {
     drop(nodes);
     assert!(seed.interrupt().success());
 }
+
+// ---------------------------------------------------------------- `cometmesh seed` (issue 15)
+
+/// GET `path` on 127.0.0.1:port, the body only (empty if nothing answers).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn seed_config_mistakes_are_one_line() {
+    let tmp = TempDir::new("seedcfg");
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let two_chains = |extra_a: &str, extra_b: &str| {
+        format!(
+            "[[chain]]\nchain_id = \"a\"\nladdr = \"tcp://127.0.0.1:40101\"\n{extra_a}\n\
+             [[chain]]\nchain_id = \"b\"\nladdr = \"tcp://127.0.0.1:40101\"\n{extra_b}\n"
+        )
+    };
+    let dup = write(
+        "dup.toml",
+        "[[chain]]\nchain_id = \"a\"\n[[chain]]\nchain_id = \"a\"\nladdr = \"tcp://127.0.0.1:40102\"\n",
+    );
+    let clash = write("clash.toml", &two_chains("", ""));
+    let half = write("half.toml", &two_chains("shared_port = true", ""));
+    std::fs::write(tmp.path().join("notakey.json"), "{\"priv_key\": 42}").unwrap();
+    let badkey = write(
+        "badkey.toml",
+        "[[chain]]\nchain_id = \"a\"\nnode_key_file = \"notakey.json\"\n",
+    );
+    let empty = write("empty.toml", "");
+    for (config, needle) in [
+        (
+            dup,
+            "chain[2].chain_id: \"a\" is already the chain id of chain[1]",
+        ),
+        (
+            clash.clone(),
+            "chain[2].laddr: 127.0.0.1:40101 is also the listen port of chain[1] (127.0.0.1:40101); set shared_port = true on both chains",
+        ),
+        (half, "set shared_port = true on both chains"),
+        (badkey, "chain[1].node_key_file: node key "),
+        (empty, "no [[chain]] table"),
+    ] {
+        let out = run_bounded(&["seed", "--config", &config]);
+        assert_one_line_error(&out, &needle);
+    }
+    let out = run_bounded(&[
+        "seed",
+        "--config",
+        &tmp.path().join("none.toml").to_string_lossy(),
+    ]);
+    assert_one_line_error(&out, "cannot read config file");
+    // Both chains sharing the port, with one key (the default key file): accepted (it binds
+    // the port, announces both chains, and stops on SIGINT).
+    let shared = write(
+        "shared.toml",
+        &two_chains("shared_port = true", "shared_port = true").replace("40101", "0"),
+    );
+    let mut seed = Running::start(&["seed", "--config", &shared]);
+    let lines = seed_listening(&mut seed, &["a", "b"]);
+    assert_eq!(lines[0], lines[1], "one port, one key");
+    assert!(seed.interrupt().success());
+}
+
+/// The "listening on ADDR as ID for chain CHAIN" lines of a seed for `chains`: (addr, id).
+fn seed_listening(seed: &mut Running, chains: &[&str]) -> Vec<(String, String)> {
+    chains
+        .iter()
+        .map(|chain| {
+            let tail = format!(" for chain {chain}");
+            let line = seed.stdout.wait_for(
+                &["listening on ", &tail],
+                std::time::Duration::from_secs(20),
+            );
+            let rest = line.strip_prefix("listening on ").unwrap();
+            let rest = rest.strip_suffix(tail.as_str()).unwrap();
+            let (addr, id) = rest.split_once(" as ").unwrap();
+            (addr.to_owned(), id.to_owned())
+        })
+        .collect()
+}
+
+/// The vetted addresses of `chain` in a `/vetted` document.
+fn vetted_of(doc: &str, chain: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return Vec::new();
+    };
+    v["chains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["chain_id"] == chain)
+        .flat_map(|c| c["vetted"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn seed_serves_two_chains_on_one_port_and_a_restart_keeps_each_book() {
+    let tmp = TempDir::new("seedrestart");
+    let metrics_port = free_port();
+    let config = tmp.path().join("seeds.toml");
+    let chain = |id: &str| {
+        format!(
+            "[[chain]]\nchain_id = \"{id}\"\nladdr = \"tcp://127.0.0.1:0\"\nshared_port = true\n\
+             allow_duplicate_ip = true\naddr_book_strict = false\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[instrumentation]\nprometheus = true\nprometheus_listen_addr = \"127.0.0.1:{metrics_port}\"\n\n{}\n{}",
+            chain("chain-a"),
+            chain("chain-b")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut seed = Running::start(&["seed", "--config", &config]);
+    let lines = seed_listening(&mut seed, &["chain-a", "chain-b"]);
+    let (addr, seed_id) = lines[0].clone();
+    assert_eq!(lines[1], lines[0], "one port, one key");
+
+    // One node of each chain knows only the seed's (shared) address.
+    let (home_a, home_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let id_a = init(&home_a, "chain-a");
+    let id_b = init(&home_b, "chain-b");
+    loopback_home(&home_a);
+    loopback_home(&home_b);
+    let seeds = format!("{seed_id}@{addr}");
+    let start = |home: &Path| {
+        Running::start(&[
+            "start",
+            "--home",
+            home.to_str().unwrap(),
+            "--p2p.laddr",
+            "tcp://127.0.0.1:0",
+            "--p2p.seeds",
+            &seeds,
+        ])
+    };
+    let mut a = start(&home_a);
+    let mut b = start(&home_b);
+    a.listening();
+    b.listening();
+    // The seed crawls each node back and serves it, for its own chain only.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let doc = http_get(metrics_port, "/vetted");
+        let (va, vb) = (vetted_of(&doc, "chain-a"), vetted_of(&doc, "chain-b"));
+        assert!(
+            va.iter().all(|x| !x.starts_with(&id_b)) && vb.iter().all(|x| !x.starts_with(&id_a)),
+            "crossed chains: {doc}"
+        );
+        if va.iter().any(|x| x.starts_with(&id_a)) && vb.iter().any(|x| x.starts_with(&id_b)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seed never vetted both nodes: {doc}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let metrics = http_get(metrics_port, "/metrics");
+    for chain in ["chain-a", "chain-b"] {
+        assert!(
+            metrics.contains(&format!("cometbft_p2p_peers{{chain_id=\"{chain}\"}}")),
+            "{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("peer_id"),
+        "no per-peer labels: {metrics}"
+    );
+    assert!(a.interrupt().success());
+    assert!(b.interrupt().success());
+    assert!(seed.interrupt().success());
+    let book = |chain: &str| {
+        std::fs::read_to_string(tmp.path().join(chain).join("addrbook.json")).unwrap()
+    };
+    let (book_a, book_b) = (book("chain-a"), book("chain-b"));
+    assert!(
+        book_a.contains(&id_a) && !book_a.contains(&id_b),
+        "{book_a}"
+    );
+    assert!(
+        book_b.contains(&id_b) && !book_b.contains(&id_a),
+        "{book_b}"
+    );
+
+    // Restarted alone, each chain has its own book back.
+    let mut seed = Running::start(&["seed", "--config", &config]);
+    seed_listening(&mut seed, &["chain-a", "chain-b"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = http_get(metrics_port, "/metrics");
+        let size = |chain: &str| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "cometmesh_addrbook_size{{chain_id=\"{chain}\",table=\"all\"}} "
+                    ))
+                })
+                .map(str::to_owned)
+        };
+        if size("chain-a").as_deref() == Some("1") && size("chain-b").as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "books not reloaded: {metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(seed.interrupt().success());
+    let (again_a, again_b) = (book("chain-a"), book("chain-b"));
+    assert!(
+        again_a.contains(&id_a) && !again_a.contains(&id_b),
+        "{again_a}"
+    );
+    assert!(
+        again_b.contains(&id_b) && !again_b.contains(&id_a),
+        "{again_b}"
+    );
+}
