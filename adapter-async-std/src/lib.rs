@@ -49,6 +49,19 @@ pub type Node = cometmesh_driver::Node<AsyncStdRuntime>;
 /// The builder of an async-std [`Node`].
 pub type NodeBuilder = cometmesh_driver::NodeBuilder<AsyncStdRuntime>;
 
+/// One listen port shared by the nodes of several chains, on async-std.
+pub type SharedPort = cometmesh_driver::SharedPort<AsyncStdRuntime>;
+pub use cometmesh_driver::PortTask;
+
+/// Binds a [`SharedPort`] on `addr` for nodes whose key is `key` (see
+/// [`cometmesh_driver::shared`]).
+pub async fn shared_port(
+    addr: std::net::SocketAddr,
+    key: NodeKey,
+) -> Result<SharedPort, StartError> {
+    SharedPort::bind(AsyncStdRuntime, addr, key).await
+}
+
 /// A builder for a node with `config` and identity `key` on async-std.
 pub fn builder(config: EngineConfig, key: NodeKey) -> NodeBuilder {
     NodeBuilder::new(AsyncStdRuntime, config, key)

@@ -22,7 +22,7 @@ use crate::error::{CliError, io_reason};
 use crate::metrics::{self, Pages, Registry};
 use crate::node::{Signals, engine_config, runtime};
 use crate::seed_config::{ChainPlan, SeedPlan};
-use crate::seed_metrics::{ChainMetrics, Snapshot};
+use crate::seed_metrics::{ChainMetrics, PeerBytesSnapshot, Snapshot};
 
 /// How long a graceful shutdown of all chains may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -187,7 +187,11 @@ async fn refresh(mut chains: Vec<(String, adapter::Handle, ChainMetrics)>, pages
                         .iter()
                         .map(|ch| ch.pending_bytes as u64)
                         .sum();
-                    (p.info.id.to_string(), channels, pending)
+                    PeerBytesSnapshot {
+                        id: p.info.id.to_string(),
+                        channels,
+                        pending,
+                    }
                 })
                 .collect();
             m.update(&Snapshot {

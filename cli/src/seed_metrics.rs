@@ -37,9 +37,19 @@ pub struct Snapshot {
     pub book_len: usize,
     /// Vetted addresses served now.
     pub vetted: usize,
-    /// Per connected peer (by id): its channels' (id, bytes sent, bytes received) and its
-    /// pending send bytes.
-    pub peer_bytes: Vec<(String, Vec<(u8, u64, u64)>, u64)>,
+    /// Per connected peer.
+    pub peer_bytes: Vec<PeerBytesSnapshot>,
+}
+
+/// One connected peer's traffic in a [`Snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerBytesSnapshot {
+    /// The peer's node id.
+    pub id: String,
+    /// Per channel: (channel id, bytes sent, bytes received).
+    pub channels: Vec<(u8, u64, u64)>,
+    /// Bytes accepted for the peer and not yet sent.
+    pub pending: u64,
 }
 
 /// The metrics of one chain of the seed.
@@ -151,11 +161,11 @@ impl ChainMetrics {
 
         let mut now: BTreeMap<String, PeerBytes> = BTreeMap::new();
         let mut pending = 0u64;
-        for (peer, channels, p) in &s.peer_bytes {
-            pending += p;
+        for p in &s.peer_bytes {
+            pending += p.pending;
             now.insert(
-                peer.clone(),
-                channels
+                p.id.clone(),
+                p.channels
                     .iter()
                     .map(|&(ch, tx, rx)| (ch, (tx, rx)))
                     .collect(),
@@ -194,8 +204,12 @@ impl ChainMetrics {
 mod tests {
     use super::*;
 
-    fn peer(id: &str, tx: u64, rx: u64) -> (String, Vec<(u8, u64, u64)>, u64) {
-        (id.to_owned(), vec![(0, tx, rx)], 3)
+    fn peer(id: &str, tx: u64, rx: u64) -> PeerBytesSnapshot {
+        PeerBytesSnapshot {
+            id: id.to_owned(),
+            channels: vec![(0, tx, rx)],
+            pending: 3,
+        }
     }
 
     #[test]

@@ -759,7 +759,7 @@ fn seed_config_mistakes_are_one_line() {
         (empty, "no [[chain]] table"),
     ] {
         let out = run_bounded(&["seed", "--config", &config]);
-        assert_one_line_error(&out, &needle);
+        assert_one_line_error(&out, needle);
     }
     let out = run_bounded(&[
         "seed",

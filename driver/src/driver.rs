@@ -152,7 +152,8 @@ pub(crate) enum IoEvent<R: Runtime> {
         reader: R::Reader,
         writer: R::Writer,
         remote: SocketAddr,
-        routed: cometmesh_core::conn::Routed,
+        /// Boxed: the session state is large, the queue's other events are small.
+        routed: Box<cometmesh_core::conn::Routed>,
     },
     Connected {
         conn: ConnId,
@@ -655,7 +656,7 @@ impl<R: Runtime> Driver<R> {
                 if self.stopping.is_some() {
                     return;
                 }
-                match self.engine.accept_routed(now, remote, routed) {
+                match self.engine.accept_routed(now, remote, *routed) {
                     Ok(conn) => self.open(conn, reader, writer),
                     Err(why) => tracing::debug!(%remote, %why, "routed connection refused"),
                 }

@@ -249,7 +249,7 @@ async fn route<R: Runtime>(
                 reader,
                 writer,
                 remote,
-                routed,
+                routed: Box::new(routed),
             };
             if tx.send(ev).await.is_err() {
                 tracing::debug!(%remote, "shared port: the chain's node has stopped");
@@ -265,8 +265,9 @@ async fn route<R: Runtime>(
 
 fn log_refusal(remote: SocketAddr, why: &RouteRefusal) {
     match why {
+        // Debug, not info: anyone can send us a NodeInfo of any chain, as often as they like.
         RouteRefusal::UnknownChain { .. } => {
-            tracing::info!(%remote, %why, "shared port: connection refused");
+            tracing::debug!(%remote, %why, "shared port: connection refused");
         }
         _ => tracing::debug!(%remote, %why, "shared port: handshake failed"),
     }
