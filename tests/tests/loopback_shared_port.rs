@@ -123,3 +123,31 @@ fn two_chains_share_one_port_and_an_unknown_chain_is_refused() {
         }
     });
 }
+
+#[test]
+fn a_silent_client_is_closed_after_the_phase_timeout() {
+    use std::io::Read as _;
+    block_on(async {
+        let port = cometmesh_tokio::shared_port(([127, 0, 0, 1], 0).into(), key(1))
+            .await
+            .unwrap()
+            .phase_timeout(Duration::from_millis(300));
+        let addr = port.local_addr();
+        let _task = port.start();
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            // Bounds the test, not the port: the port closes long before.
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            let end = s.read_to_end(&mut got);
+            assert!(
+                end.is_ok(),
+                "the port never closed a silent client: {end:?}"
+            );
+            // It sent its ephemeral key (the SecretConnection's first message) and nothing else.
+            assert_eq!(got.len(), 35, "{got:?}");
+        })
+        .await
+        .unwrap();
+    });
+}
