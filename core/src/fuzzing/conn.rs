@@ -8,6 +8,9 @@
 //! - [`raw`]: arbitrary bytes into a fresh [`PeerConnection`] from the first byte, with
 //!   deadlines passing and end of stream.
 //! - [`nodeinfo`]: the NodeInfo decoder, validator and compatibility check.
+//! - [`shared_port`]: arbitrary bytes, sealed, where the peer's NodeInfo belongs at a shared
+//!   port's [`Acceptor`], then the routed connection continued by a chain's
+//!   [`PeerConnection::from_routed`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +19,8 @@ use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use crate::conn::{
-    ChannelDescriptor, ConnEvent, ConnectionConfig, Direction, MConnection, NodeInfo,
-    PeerConnection,
+    Acceptor, ChannelDescriptor, ConnEvent, ConnectionConfig, Direction, MConnection, NodeInfo,
+    PeerConnection, RouteRefusal,
 };
 use crate::identity::NodeKey;
 use crate::ids::ChannelId;
@@ -284,9 +287,121 @@ pub fn nodeinfo(data: &[u8]) {
     }
 }
 
+/// A shared port: a real SecretConnection handshake between an [`Acceptor`] (key 1) and a
+/// peer (key 2), then `data`, sealed, where the peer's NodeInfo belongs, in chunks whose sizes
+/// come from its first byte, then end of stream. The acceptor routes only a NodeInfo it could
+/// decode, of a chain it serves (`fuzz`), from the authenticated peer; the routed connection
+/// then establishes at most once, with a valid NodeInfo naming that key, and closes once, last.
+/// Returns `None` if the acceptor did not route, else whether the connection established.
+pub fn shared_port(data: &[u8]) -> Option<bool> {
+    let now = base();
+    let ours = NodeKey::from_seed([1; 32]);
+    let theirs = NodeKey::from_seed([2; 32]);
+    let mut acc = Acceptor::new(now, &ours, [3; 32], Duration::from_secs(3));
+    let mut hs = Handshake::new(&theirs, [4; 32]);
+    for _ in 0..8 {
+        while let Some(b) = hs.poll_transmit() {
+            acc.handle_received(now, &b);
+        }
+        while let Some(b) = acc.poll_transmit(now) {
+            if !hs.is_complete() && hs.handle_received(&b).is_err() {
+                return None;
+            }
+        }
+        if hs.is_complete() {
+            break;
+        }
+    }
+    let Ok(mut session) = hs.into_session() else {
+        return None;
+    };
+    assert_eq!(acc.remote_id(), Some(theirs.node_id()));
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0)) * 8;
+    let mut sealed = BytesMut::new();
+    if session.sealer.seal(data, &mut sealed).is_err() {
+        return None;
+    }
+    let mut pieces = sealed.chunks(chunk);
+    for piece in pieces.by_ref() {
+        acc.handle_received(now, piece);
+        if acc.is_done() {
+            break;
+        }
+    }
+    let rest: Vec<u8> = pieces.flatten().copied().collect();
+    if !acc.is_done() {
+        acc.handle_eof(now);
+    }
+    let chains = std::iter::once("fuzz".to_owned()).collect();
+    let routed = match acc
+        .take_outcome(&chains)
+        .expect("decided after end of stream")
+    {
+        Ok(routed) => routed,
+        Err(RouteRefusal::UnknownChain { peer, chain_id }) => {
+            assert_eq!(peer, theirs.node_id());
+            assert_ne!(chain_id, "fuzz");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    assert_eq!(routed.chain_id(), "fuzz");
+    assert_eq!(routed.remote_id(), theirs.node_id());
+    let mut conn = PeerConnection::from_routed(
+        now,
+        Arc::new(ConnectionConfig::default()),
+        channels(),
+        Arc::new(info(&ours)),
+        routed,
+    );
+    let mut events: Vec<ConnEvent> = std::iter::from_fn(|| conn.poll_event()).collect();
+    conn.handle_received(now, &rest);
+    while let Some(b) = conn.poll_transmit(now) {
+        conn.handle_sent(now, b.len());
+    }
+    conn.handle_eof(now);
+    events.extend(std::iter::from_fn(|| conn.poll_event()));
+    let mut established = 0;
+    for event in &events {
+        if let ConnEvent::Established { remote } = event {
+            established += 1;
+            assert_eq!(remote.validate(), Ok(()));
+            assert_eq!(remote.id, theirs.node_id());
+        }
+    }
+    assert!(established <= 1, "established twice");
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Closed(_)))
+        .count();
+    assert_eq!(closes, 1, "end of stream must close exactly once");
+    assert!(matches!(events.last(), Some(ConnEvent::Closed(_))));
+    Some(established == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared-port entry point routes a valid NodeInfo of the served chain to an
+    /// established connection, and refuses other chains and garbage.
+    #[test]
+    fn shared_port_edge_inputs() {
+        let theirs = NodeKey::from_seed([2; 32]);
+        let mut valid = Vec::new();
+        encode_delimited(&info(&theirs).to_proto(), &mut valid);
+        let mut other = info(&theirs);
+        other.network = "other".into();
+        let mut other_chain = Vec::new();
+        encode_delimited(&other.to_proto(), &mut other_chain);
+        let mut then_ping = valid.clone();
+        then_ping.extend_from_slice(&[0x02, 0x0a, 0x00]);
+        assert_eq!(shared_port(&valid), Some(true));
+        assert_eq!(shared_port(&then_ping), Some(true));
+        assert_eq!(shared_port(&other_chain), None);
+        assert_eq!(shared_port(&[]), None);
+        assert_eq!(shared_port(&[0x81, 0x50]), None);
+    }
 
     /// The upgrade entry point on its edge inputs: nothing, a valid NodeInfo followed by a ping,
     /// a packet where the NodeInfo belongs, and an oversized length prefix.
