@@ -13,8 +13,8 @@
 //! [`RouteRefusal::UnknownChain`] and never sees a NodeInfo of ours.
 //!
 //! Sans-IO like [`PeerConnection`](super::PeerConnection): bytes in, bytes out, one deadline
-//! per phase (the connection config's `handshake_timeout`). Drive it until
-//! [`Acceptor::outcome`] is `Some`, writing every [`Acceptor::poll_transmit`] before that.
+//! per phase. Drive it until [`Acceptor::is_done`], writing every
+//! [`Acceptor::poll_transmit`], then take the decision with [`Acceptor::take_outcome`].
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

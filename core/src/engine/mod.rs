@@ -7,7 +7,9 @@
 //! # The loop contract
 //!
 //! 1. After **every** call that changes the engine — [`Engine::handle_input`],
-//!    [`Engine::handle_timeout`], [`Engine::accept`], [`Engine::dial`], [`Engine::send`],
+//!    [`Engine::handle_timeout`], [`Engine::accept`], [`Engine::accept_routed`] (a connection
+//!    a shared port's [`Acceptor`](crate::conn::Acceptor) authenticated and routed to this
+//!    chain), [`Engine::dial`], [`Engine::send`],
 //!    [`Engine::broadcast`], [`Engine::disconnect`] — drain [`Engine::poll_output`] until it
 //!    returns `None`, carrying out each [`Output`] in order:
 //!    - `Transmit { conn, data }`: write `data` to the socket of `conn`; when bytes are flushed,
