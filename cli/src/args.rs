@@ -41,7 +41,7 @@ pub enum Command {
     Init(InitArgs),
     /// Run a node from a home (a cometmesh or CometBFT home).
     Start(Box<StartArgs>),
-    /// Seed several chains in one process, from a seed config with one [[chain]] table per
+    /// Seed several chains in one process, from a seed config with one `[[chain]]` table per
     /// chain (see cli/README.md).
     Seed(SeedArgs),
     /// Print this node's id.
@@ -67,7 +67,7 @@ pub struct HomeArg {
 /// `seed` arguments.
 #[derive(Debug, Args)]
 pub struct SeedArgs {
-    /// The seed config file (TOML, one [[chain]] table per chain).
+    /// The seed config file (TOML, one `[[chain]]` table per chain).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
 }
