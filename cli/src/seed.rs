@@ -32,7 +32,16 @@ const REFRESH_PERIOD: Duration = Duration::from_secs(1);
 /// Runs the seed until Ctrl-C or SIGTERM, then stops every chain gracefully and writes each
 /// chain's address book.
 pub fn run(plan: SeedPlan) -> Result<(), CliError> {
-    runtime()?.block_on(run_async(plan))
+    runtime()?.block_on(async {
+        // Watched from before the chains announce themselves, so that a signal sent right
+        // after the announcement is not lost to the default handler.
+        let mut signals = Signals::install();
+        serve(plan, async move {
+            let signal = signals.recv().await;
+            tracing::info!(signal, "shutting down");
+        })
+        .await
+    })
 }
 
 fn listen_error(chain: &ChainPlan, e: adapter::StartError) -> CliError {
@@ -46,7 +55,13 @@ fn listen_error(chain: &ChainPlan, e: adapter::StartError) -> CliError {
     }
 }
 
-async fn run_async(plan: SeedPlan) -> Result<(), CliError> {
+/// Runs the seed of `plan` on the current tokio runtime until `stop` completes, then stops
+/// every chain gracefully and writes each chain's address book (what [`run`] does between
+/// two signals; a library entry point for tests and embedders).
+pub async fn serve(
+    plan: SeedPlan,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
     let metrics_listener = match &plan.metrics {
         Some(m) => Some((metrics::bind(m.listen).await?, m.clone())),
         None => None,
@@ -90,7 +105,6 @@ async fn run_async(plan: SeedPlan) -> Result<(), CliError> {
         }
         ports.extend(port.map(adapter::SharedPort::start));
     }
-    let mut signals = Signals::install();
     for (i, node) in &nodes {
         let c = &plan.chains[*i];
         tracing::info!(
@@ -132,8 +146,7 @@ async fn run_async(plan: SeedPlan) -> Result<(), CliError> {
         tasks.push(tokio::spawn(refresh(chains, pages)));
     }
 
-    let signal = signals.recv().await;
-    tracing::info!(signal, "shutting down");
+    stop.await;
     for task in &tasks {
         task.abort();
     }
