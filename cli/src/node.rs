@@ -9,7 +9,7 @@ use cometmesh_tokio as adapter;
 
 use crate::addrbook_file;
 use crate::error::{CliError, io_reason};
-use crate::metrics::{self, P2pMetrics, Registry};
+use crate::metrics::{self, P2pMetrics, Pages, Registry};
 use crate::settings::NodeSettings;
 use crate::start::Prepared;
 
@@ -127,16 +127,18 @@ async fn run_async(p: Prepared) -> Result<(), CliError> {
     let mut tasks = Vec::new();
     if let Some((listener, m)) = metrics_listener {
         let registry = Arc::new(Registry::new());
+        let pages = Arc::new(Pages::default());
         let p2p = P2pMetrics::new(Arc::clone(&registry), &m.namespace, &s.chain_id);
         let addr = listener.local_addr().unwrap_or(m.listen);
-        tracing::info!(%addr, "serving metrics at /metrics");
+        tracing::info!(%addr, "serving metrics at /metrics (and a seed's vetted addresses at /vetted)");
         tasks.push(tokio::spawn(metrics::serve(
             listener,
             registry,
             m.max_open_connections,
-            Arc::default(),
+            Arc::clone(&pages),
         )));
-        tasks.push(tokio::spawn(feed_metrics(node.handle(), p2p)));
+        let vetted = s.config.p2p.seed_mode.then(|| (s.chain_id.clone(), pages));
+        tasks.push(tokio::spawn(feed_metrics(node.handle(), p2p, vetted)));
     }
 
     let signal = signals.recv().await;
@@ -202,8 +204,13 @@ impl Signals {
     }
 }
 
-/// Refreshes the metrics from the node once per [`METRICS_PERIOD`] until it stops.
-async fn feed_metrics(handle: adapter::Handle, m: P2pMetrics) {
+/// Refreshes the metrics (and, for a seed, the `/vetted` document of its chain) from the node
+/// once per [`METRICS_PERIOD`] until it stops.
+async fn feed_metrics(
+    handle: adapter::Handle,
+    m: P2pMetrics,
+    vetted: Option<(String, Arc<Pages>)>,
+) {
     let mut known: Vec<String> = Vec::new();
     let (mut last_bans, mut last_dial_failures) = (0, 0);
     let mut tick = tokio::time::interval(METRICS_PERIOD);
@@ -212,6 +219,17 @@ async fn feed_metrics(handle: adapter::Handle, m: P2pMetrics) {
         let (Ok(status), Ok(peers)) = (handle.status().await, handle.peers().await) else {
             return;
         };
+        if let Some((chain_id, pages)) = &vetted {
+            let Ok(addrs) = handle.vetted_addrs().await else {
+                return;
+            };
+            let entry = crate::seed::vetted_entry(chain_id, &handle, &addrs);
+            pages.set(
+                "/vetted",
+                "application/json",
+                crate::seed::vetted_doc(vec![entry]),
+            );
+        }
         m.set_peers(status.inbound + status.outbound);
         let c = status.counters;
         for _ in last_bans..c.bans {

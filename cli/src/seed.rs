@@ -215,14 +215,29 @@ async fn refresh(mut chains: Vec<(String, adapter::Handle, ChainMetrics)>, pages
                 vetted: vetted.len(),
                 peer_bytes,
             });
-            doc.push(serde_json::json!({
-                "chain_id": chain_id,
-                "node_id": handle.node_id().to_string(),
-                "listen_addr": handle.listen_addr().to_string(),
-                "vetted": vetted.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            }));
+            doc.push(vetted_entry(chain_id, handle, &vetted));
         }
-        let body = serde_json::json!({ "chains": doc }).to_string() + "\n";
-        pages.set("/vetted", "application/json", body);
+        pages.set("/vetted", "application/json", vetted_doc(doc));
     }
+}
+
+/// One chain's entry of the `/vetted` document.
+#[must_use]
+pub fn vetted_entry(
+    chain_id: &str,
+    handle: &adapter::Handle,
+    vetted: &[adapter::NetAddr],
+) -> serde_json::Value {
+    serde_json::json!({
+        "chain_id": chain_id,
+        "node_id": handle.node_id().to_string(),
+        "listen_addr": handle.listen_addr().to_string(),
+        "vetted": vetted.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// The `/vetted` document: `{"chains": [entry, ...]}` and a newline.
+#[must_use]
+pub fn vetted_doc(chains: Vec<serde_json::Value>) -> String {
+    serde_json::json!({ "chains": chains }).to_string() + "\n"
 }

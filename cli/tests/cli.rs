@@ -941,3 +941,48 @@ fn seed_serves_two_chains_on_one_port_and_a_restart_keeps_each_book() {
         "{again_b}"
     );
 }
+
+#[test]
+fn start_in_seed_mode_serves_vetted_addresses() {
+    let tmp = TempDir::new("startvetted");
+    let home = tmp.path().join("seed");
+    let id = init(&home, "vetted-chain");
+    let metrics_port = free_port();
+    let config = home.join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("prometheus = false", "prometheus = true")
+        .replace(
+            "prometheus_listen_addr = \":26660\"",
+            &format!("prometheus_listen_addr = \"127.0.0.1:{metrics_port}\""),
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut seed = Running::start(&[
+        "start",
+        "--home",
+        home.to_str().unwrap(),
+        "--p2p.laddr",
+        "tcp://127.0.0.1:0",
+        "--p2p.seed_mode",
+    ]);
+    let (addr, _) = seed.listening();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let doc = loop {
+        let doc = http_get(metrics_port, "/vetted");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&doc) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no /vetted: {doc:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let chain = &doc["chains"][0];
+    assert_eq!(chain["chain_id"], "vetted-chain", "{doc}");
+    assert_eq!(chain["node_id"], id.as_str(), "{doc}");
+    assert_eq!(chain["listen_addr"], addr.as_str(), "{doc}");
+    assert_eq!(
+        chain["vetted"],
+        serde_json::json!([]),
+        "a new seed reached no one: {doc}"
+    );
+    assert!(seed.interrupt().success());
+}
