@@ -26,8 +26,8 @@ pub enum CliError {
     /// The p2p listener could not be bound.
     #[error("cannot listen on {key} {addr}: {reason}")]
     Listen {
-        /// The key or flag naming the address.
-        key: &'static str,
+        /// The key or flag naming the address (`p2p.laddr`, `chain[2].laddr`).
+        key: String,
         /// The address.
         addr: std::net::SocketAddr,
         /// Why (in use, permission, not available).
@@ -36,16 +36,6 @@ pub enum CliError {
     /// The seed configuration (`cometmesh seed --config`).
     #[error(transparent)]
     Seed(#[from] crate::seed_config::SeedConfigError),
-    /// A chain's listener could not be bound.
-    #[error("cannot listen on {key} {addr}: {reason}")]
-    SeedListen {
-        /// The key naming the address, e.g. `chain[2].laddr`.
-        key: String,
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        reason: String,
-    },
     /// The node refused to start or stopped working.
     #[error("node: {0}")]
     Node(String),

@@ -70,7 +70,7 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
 pub fn start_error(e: adapter::StartError) -> CliError {
     match e {
         adapter::StartError::Listen { addr, source } => CliError::Listen {
-            key: "p2p.laddr",
+            key: "p2p.laddr".to_owned(),
             addr,
             reason: io_reason(&source),
         },

@@ -46,7 +46,7 @@ pub fn run(plan: SeedPlan) -> Result<(), CliError> {
 
 fn listen_error(chain: &ChainPlan, e: adapter::StartError) -> CliError {
     match e {
-        adapter::StartError::Listen { addr, source } => CliError::SeedListen {
+        adapter::StartError::Listen { addr, source } => CliError::Listen {
             key: format!("chain[{}].laddr", chain.index),
             addr,
             reason: io_reason(&source),

@@ -777,6 +777,19 @@ fn seed_config_mistakes_are_one_line() {
     let lines = seed_listening(&mut seed, &["a", "b"]);
     assert_eq!(lines[0], lines[1], "one port, one key");
     assert!(seed.interrupt().success());
+    // A busy port names the chain's key (the key file exists now: nothing else is logged).
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let taken = write(
+        "taken.toml",
+        &format!("[[chain]]\nchain_id = \"a\"\nladdr = \"tcp://127.0.0.1:{port}\"\n"),
+    );
+    let out = run_bounded(&["seed", "--config", &taken]);
+    assert_one_line_error(
+        &out,
+        &format!("cannot listen on chain[1].laddr 127.0.0.1:{port}: address already in use"),
+    );
+    drop(busy);
 }
 
 /// The "listening on ADDR as ID for chain CHAIN" lines of a seed for `chains`: (addr, id).
