@@ -619,6 +619,27 @@ mod tests {
         assert!(e.starts_with("chain[2].addr_book_file: "), "{e}");
     }
 
+    /// The example in cli/README.md is a valid seed config.
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## `seed`").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let d = dir("readme");
+        let plan = parse_in(&d, example).unwrap();
+        let ids: Vec<&str> = plan
+            .chains
+            .iter()
+            .map(|c| c.settings.chain_id.as_str())
+            .collect();
+        assert_eq!(ids, ["cosmoshub-4", "osmosis-1"]);
+        assert_eq!(plan.ports().len(), 1, "one shared port");
+        assert_eq!(plan.chains[0].settings.seeds.len(), 1);
+        assert!(plan.metrics.is_some());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_file_that_is_not_a_node_key_is_refused() {
         let d = dir("badkey");
