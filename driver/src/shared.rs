@@ -39,6 +39,8 @@ use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable, Either};
 use futures::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use futures::{FutureExt as _, SinkExt as _};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::driver::IoEvent;
 use crate::node::StartError;
@@ -64,6 +66,7 @@ pub struct SharedPort<R: Runtime> {
     routes: Routes<R>,
     phase_timeout: Duration,
     max_pending: usize,
+    rng: ChaCha20Rng,
 }
 
 impl<R: Runtime> std::fmt::Debug for SharedPort<R> {
@@ -112,7 +115,17 @@ impl<R: Runtime> SharedPort<R> {
             routes: Arc::default(),
             phase_timeout: Duration::from_secs(3),
             max_pending: 256,
+            rng: ChaCha20Rng::from_rng(rand_core::OsRng)
+                .unwrap_or_else(|_| ChaCha20Rng::from_seed([0; 32])),
         })
+    }
+
+    /// The seed of the port's RNG, which draws each handshake's ephemeral secret (default:
+    /// from the OS). Fixed seeds are for tests.
+    #[must_use]
+    pub fn seed(mut self, seed: [u8; 32]) -> Self {
+        self.rng = ChaCha20Rng::from_seed(seed);
+        self
     }
 
     /// The bound address.
@@ -160,7 +173,7 @@ impl<R: Runtime> SharedPort<R> {
         PortTask { abort }
     }
 
-    async fn accept_loop(self) {
+    async fn accept_loop(mut self) {
         let pending = Arc::new(AtomicUsize::new(0));
         loop {
             match R::accept(&self.listener).await {
@@ -171,7 +184,7 @@ impl<R: Runtime> SharedPort<R> {
                     }
                     pending.fetch_add(1, Ordering::Relaxed);
                     let mut secret = [0u8; 32];
-                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+                    self.rng.fill_bytes(&mut secret);
                     let acceptor =
                         Acceptor::new(self.rt.now(), &self.key, secret, self.phase_timeout);
                     let (rt, routes, pending) = (

@@ -43,7 +43,8 @@ async fn two_chains<R: Runtime>(rt: R) {
     let seed_key = key(1);
     let port = SharedPort::bind(rt.clone(), ([127, 0, 0, 1], 0).into(), seed_key.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .seed([0x11; 32]);
     let addr = port.local_addr();
     let seed_a = NodeBuilder::new(rt.clone(), chain("chain-a"), seed_key.clone())
         .shared_port(&port)
