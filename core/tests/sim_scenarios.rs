@@ -519,3 +519,41 @@ fn seed_lets_a_held_crawl_connection_go_after_its_wait() {
             }
         )));
 }
+
+/// A seed holds an inbound connection for a second after its reply before it hangs up: a
+/// CometBFT node whose reply gave it nothing to dial falls back to its seeds at once, and must
+/// find ours still connected rather than dial it again (tests/interop_seed.rs).
+#[test]
+fn seed_lingers_a_second_after_its_reply() {
+    let mut sim = sim(23);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let mut c = node_config(1);
+    c.seeds = vec![sim.net_addr(s)];
+    let a = add(&mut sim, c);
+    sim.run_until(
+        |x| x.engine(a).unwrap().counters().pex_addrs_received >= 1,
+        100_000,
+    )
+    .unwrap();
+    let answered = sim.elapsed();
+    assert!(connected(&sim, a, s), "the seed hung up with its reply");
+    sim.run_until(|x| !connected(x, s, a), 100_000).unwrap();
+    let held = sim.elapsed() - answered;
+    assert!(
+        held >= Duration::from_millis(700) && held < Duration::from_millis(1200),
+        "{held:?}"
+    );
+    assert!(sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedDone,
+                ..
+            }
+        )));
+    // Its crawl reaches the node afterwards and holds that connection.
+    sim.run_for(Duration::from_secs(5), 100_000).unwrap();
+    assert!(connected(&sim, s, a), "the seed crawled and holds the node");
+}

@@ -28,6 +28,9 @@ use crate::conn::{
 use crate::identity::NodeKey;
 use crate::ids::{ChannelId, ConnId, NodeId};
 
+mod seed_reply;
+use seed_reply::SeedReply;
+
 /// The engine's timers, ordered by deadline in one `BTreeSet`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -43,13 +46,16 @@ enum Timer {
     Redial(NodeId),
     /// A graceful hang-up that has not finished flushing in time.
     Hangup(ConnId),
+    /// Seed mode: a deferred PEX reply's deadline, or the end of an answered inbound
+    /// connection's linger (see `seed_reply`).
+    SeedReply(ConnId),
 }
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
-/// Seed mode: how soon after a node contacted us it is crawled (its own connection is hung up
-/// by then: the reply is flushed in milliseconds).
+/// Seed mode: how soon after a node contacted us, and again after we hung up on it, it is
+/// crawled (its own connection to us must be gone by then, or it refuses ours as a duplicate).
 const SEED_CRAWL_SOON: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +145,8 @@ pub struct Engine {
     timers: BTreeSet<(Instant, Timer)>,
     ensure_at: Option<Instant>,
     ensure_soon_at: Option<Instant>,
+    /// Seed mode: inbound connections whose PEX reply is deferred or that linger after it.
+    seed_replies: BTreeMap<ConnId, SeedReply>,
     outputs: VecDeque<Output>,
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
@@ -228,6 +236,7 @@ impl Engine {
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
             timers: BTreeSet::new(),
+            seed_replies: BTreeMap::new(),
             ensure_at: None,
             ensure_soon_at: None,
             outputs: VecDeque::new(),
@@ -642,6 +651,7 @@ impl Engine {
                     }
                     self.redial(now, id);
                 }
+                Timer::SeedReply(id) => self.on_seed_reply_timer(now, id),
                 Timer::Hangup(id) => {
                     let reason = self.conns.get_mut(&id).and_then(|c| {
                         c.hangup_deadline = None;
@@ -658,6 +668,7 @@ impl Engine {
 
     /// Processes queued connection work and emits coalesced events.
     fn finish(&mut self, now: Instant) {
+        self.release_deferred_replies(now);
         self.process_dirty(now);
         if self.book_dirty {
             self.book_dirty = false;
@@ -872,6 +883,9 @@ impl Engine {
         }
         if let Some(t) = c.hangup_deadline {
             self.timers.remove(&(t, Timer::Hangup(id)));
+        }
+        if let Some(r) = self.seed_replies.remove(&id) {
+            self.timers.remove(&(r.at(), Timer::SeedReply(id)));
         }
         self.release_ip(c.remote.ip(), c.ip_slot);
         if c.direction == Direction::Inbound {
@@ -1705,15 +1719,9 @@ impl Engine {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.pex.answered = true;
                     }
-                    let sel = self.pex_reply(now);
-                    if self
-                        .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
-                        .is_ok()
-                    {
-                        self.counters.pex_requests_answered += 1;
-                    }
-                    // Hang up once the reply is flushed.
-                    self.hang_up(now, id, DisconnectReason::SeedDone);
+                    // Answered now or once the crawler's tests are done, then held a moment
+                    // and hung up (`seed_reply`).
+                    self.seed_request(now, id);
                     return;
                 }
                 let min = self.cfg.ensure_peers_period / 3;
@@ -1728,6 +1736,14 @@ impl Engine {
                             self.counters.pex_requests_answered += 1;
                         }
                     }
+                    // A node we crawled asking again too soon is not banned by a seed, and not
+                    // answered: a CometBFT v0.39+ node sends a request to a random peer
+                    // whenever a seed's addresses arrive, so two come back to back when it
+                    // draws us twice; an answer would trigger one more, and a ban would cut the
+                    // node off its seed (and, behind one NAT or on loopback, every node at its
+                    // IP). Unanswered, its request stays outstanding and it asks others.
+                    Some(Err(PexViolation::TooFrequentRequests))
+                        if self.cfg.seed_mode && direction == Direction::Outbound => {}
                     Some(Err(v)) => self.pex_violation(now, id, peer, v),
                     None => {}
                 }
@@ -1965,22 +1981,47 @@ impl Engine {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
-        let max_inflight = self.cfg.max_num_outbound_peers.max(1) * 3;
         // Addresses never reached come first (newest first): a vetted seed serves an address
         // only once it reached it, so an announced one is tested at the next pass (within 2 s
         // of a node's first contact), whatever the size of the book. Then a random selection.
+        let mut candidates = self.untested_candidates(now);
+        candidates.extend(self.book.selection(unix, &mut self.rng));
+        self.crawl_dials(now, candidates);
+        // 3. Forget crawl records older than a day; expired bans.
+        let day = Duration::from_secs(24 * 3600);
+        self.crawled
+            .retain(|_, t| now.saturating_duration_since(*t) < day);
+        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
+            self.book_dirty = true;
+        }
+        self.bans.expire(now);
+    }
+
+    /// The most crawl dials in flight at once.
+    fn max_crawl_inflight(&self) -> usize {
+        self.cfg.max_num_outbound_peers.max(1) * 3
+    }
+
+    /// Addresses the seed never reached, newest first, that may be crawled now.
+    fn untested_candidates(&self, now: Instant) -> Vec<NetAddr> {
+        let unix = self.unix(now);
         let (crawled, backoff, min_gap) = (
             &self.crawled,
             &self.backoff,
             self.cfg.min_time_between_crawls,
         );
-        let mut candidates = self.book.untested(unix, max_inflight, |a| {
+        self.book.untested(unix, self.max_crawl_inflight(), |a| {
             backoff.allowed(&a.addr, now)
                 && crawled
                     .get(&a.addr)
                     .is_none_or(|t| now.saturating_duration_since(*t) >= min_gap)
-        });
-        candidates.extend(self.book.selection(unix, &mut self.rng));
+        })
+    }
+
+    /// Starts crawl dials to `candidates` in order, within the in-flight budget, skipping
+    /// ourselves, addresses crawled within `min_time_between_crawls` and backed-off ones.
+    fn crawl_dials(&mut self, now: Instant, candidates: Vec<NetAddr>) {
+        let max_inflight = self.max_crawl_inflight();
         for a in candidates {
             if self.pending_out.len() >= max_inflight {
                 break;
@@ -2005,14 +2046,6 @@ impl Engine {
                 self.crawled.insert(a.addr, now);
             }
         }
-        // 3. Forget crawl records older than a day; expired bans.
-        let day = Duration::from_secs(24 * 3600);
-        self.crawled
-            .retain(|_, t| now.saturating_duration_since(*t) < day);
-        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
-            self.book_dirty = true;
-        }
-        self.bans.expire(now);
     }
 }
 
