@@ -14,6 +14,8 @@
 //!      report them with [`Input::Sent`] (this returns send credit; without it transmits stop);
 //!    - `Dial { conn, addr }`: open TCP to `addr`, then report [`Input::Connected`] or
 //!      [`Input::DialFailed`];
+//!    - `DialName { conn, name }` (seeds and persistent peers given by DNS name): resolve
+//!      `name`, report [`Input::Resolved`], then as `Dial`;
 //!    - `Close { conn }`: write the transmits already handed out for `conn`, shut the socket,
 //!      then report [`Input::Closed`];
 //!    - `Event(event)`: hand it to the application.
@@ -138,7 +140,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-pub use config::{ConfigError, EngineConfig};
+pub use config::{ConfigError, DialName, EngineConfig};
 pub use delivery::HeldStats;
 pub use filter::{ConnFilter, FilterRefusal, PeerFilter};
 pub use peers::{Counters, Origin, PeerInfo, PeerState};
@@ -158,7 +160,15 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
-    /// Our `Output::Dial` for `conn` failed.
+    /// The name of our `Output::DialName` for `conn` resolved to `addr`, where the adapter
+    /// now connects (report before `Connected`; the engine records it as the peer's address).
+    Resolved {
+        /// The connection.
+        conn: ConnId,
+        /// The address chosen among those the name resolved to.
+        addr: SocketAddr,
+    },
+    /// Our `Output::Dial` (or `DialName`) for `conn` failed.
     DialFailed {
         /// The connection.
         conn: ConnId,
@@ -204,6 +214,9 @@ pub enum DialFailure {
     /// Any other IO error.
     #[error("dial io error")]
     Io,
+    /// The DNS name of an `Output::DialName` did not resolve.
+    #[error("name did not resolve")]
+    Unresolved,
 }
 
 /// Why a socket closed.
@@ -244,6 +257,14 @@ pub enum Output {
         conn: ConnId,
         /// Where to connect.
         addr: SocketAddr,
+    },
+    /// Resolve `name` (the adapter's resolver, anew at every dial), report `Input::Resolved`
+    /// with the address chosen, then open TCP to it as for `Dial`.
+    DialName {
+        /// The id the engine gave this connection.
+        conn: ConnId,
+        /// The DNS name and port.
+        name: DialName,
     },
     /// Flush what was handed out, then close the socket and report `Input::Closed`.
     Close {

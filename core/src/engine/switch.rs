@@ -16,8 +16,8 @@ use super::filter::{ConnFilter, PeerFilter};
 use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
-    BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
-    Refused, SendError,
+    BanOutcome, DialError, DialFailReason, DialFailure, DisconnectReason, EngineError, Event,
+    Input, Output, Refused, SendError,
 };
 use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, Group, is_routable};
@@ -785,6 +785,23 @@ impl Engine {
                 self.mark_dirty(conn);
                 Ok(())
             }
+            Input::Resolved { conn, addr } => {
+                let c = self
+                    .conns
+                    .get(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Dialing => self.on_resolved(now, conn, addr),
+                    Phase::Closing => {}
+                    _ => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "resolved",
+                        });
+                    }
+                }
+                Ok(())
+            }
             Input::DialFailed { conn, error } => {
                 let c = self
                     .conns
@@ -1020,7 +1037,10 @@ impl Engine {
         if addr.id == self.our_id {
             return Err(DialError::SelfDial);
         }
-        if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr.addr)) {
+        // A node dialled by name has no address yet: its filter and IP checks run on
+        // `Input::Resolved`.
+        let named = self.cfg.dial_names.contains_key(&addr.id);
+        if !named && let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr.addr)) {
             return Err(DialError::Filtered(why));
         }
         if self.peers.contains_key(&addr.id) {
@@ -1033,7 +1053,8 @@ impl Engine {
             return Err(DialError::Banned);
         }
         let ip = addr.addr.ip();
-        if !self.cfg.allow_duplicate_ip
+        if !named
+            && !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
         {
             return Err(DialError::DuplicateIp);
@@ -1079,11 +1100,48 @@ impl Engine {
             p.dialled = true;
         }
         self.counters.dials += 1;
-        self.outputs.push_back(Output::Dial {
-            conn: id,
-            addr: addr.addr,
-        });
+        let out = match self.cfg.dial_names.get(&addr.id) {
+            Some(name) => Output::DialName {
+                conn: id,
+                name: name.clone(),
+            },
+            None => Output::Dial {
+                conn: id,
+                addr: addr.addr,
+            },
+        };
+        self.outputs.push_back(out);
         Ok(id)
+    }
+
+    /// A dial by name learnt its address: the connection, and the persistent peer's entry,
+    /// now carry it; the filter and duplicate-IP checks that waited for it run now.
+    fn on_resolved(&mut self, now: Instant, id: ConnId, addr: SocketAddr) {
+        if let Some(Err(_)) = self.conn_filter.as_ref().map(|f| f(addr)) {
+            self.fail_conn(now, id, DialFailReason::Io(DialFailure::Unresolved), false);
+            return;
+        }
+        let ip = addr.ip();
+        if !self.cfg.allow_duplicate_ip
+            && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
+        {
+            self.fail_conn(now, id, DialFailReason::DuplicateIp, false);
+            return;
+        }
+        self.move_ip(id, IpSlot::None);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.remote = addr;
+        let Some(dialed) = c.dialed.as_mut() else {
+            return;
+        };
+        dialed.addr = addr;
+        let peer = dialed.id;
+        self.move_ip(id, IpSlot::PendingOut);
+        if let Some(p) = self.persistent.get_mut(&peer) {
+            p.addr.addr = addr;
+        }
     }
 
     /// A connection that never became a peer is over (dial or handshake failure).
