@@ -286,3 +286,46 @@ fn young_seed_defers_its_reply_until_it_tested_what_it_knows() {
     }
     assert!(!book.iter().any(is_dead), "dead addresses served: {book:?}");
 }
+
+/// Nodes that contact a young seed one after another, each while the one before is still
+/// connected to it (the seed holds an answered connection for a second): each later node's
+/// reply waits until the seed has hung up on the earlier ones and crawled them, and so names
+/// them, rather than coming back empty and sending the node back to the seed.
+#[test]
+fn a_young_seed_serves_each_newcomer_the_nodes_that_came_before() {
+    let mut cfg = SimConfig::default();
+    cfg.seed = 41;
+    cfg.check_invariants = std::env::var("NOCHECK").is_err();
+    let mut sim = Sim::new(cfg, Instant::now());
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let key = sim.gen_key();
+    let seed_idx = sim.add_node(sc, key);
+    let seed_addr = sim.net_addr(seed_idx);
+    let mut earlier: Vec<NetAddr> = Vec::new();
+    for i in 1..=4 {
+        let mut c = node_config(i);
+        c.seeds = vec![seed_addr];
+        let key = sim.gen_key();
+        let idx = sim.add_node(c, key);
+        let t0 = sim.elapsed();
+        sim.run_until(
+            |s| s.engine(idx).unwrap().counters().pex_addrs_received >= 1,
+            200_000,
+        )
+        .expect("the seed answers");
+        let waited = sim.elapsed() - t0;
+        assert!(waited < Duration::from_secs(4), "node {i}: {waited:?}");
+        let book: Vec<NetAddr> = sim
+            .engine(idx)
+            .unwrap()
+            .addr_book()
+            .entries()
+            .map(|(a, _)| a)
+            .collect();
+        for a in &earlier {
+            assert!(book.contains(a), "node {i} was not given {a}: {book:?}");
+        }
+        earlier.push(sim.net_addr(idx));
+    }
+}

@@ -102,9 +102,13 @@
 //!   schedule documented in [`backoff`]; they are never banned by the engine and always admitted.
 //! - **Seed mode** crawls: it dials addresses from the book (never-reached ones first, then a
 //!   random selection; each at most every `min_time_between_crawls`), asks for addresses and
-//!   holds the connection for `seed_disconnect_wait`; inbound peers get one answer, then the
-//!   seed hangs up.
-//!   A hang-up is graceful (the reply is flushed first) but takes at most 10 s.
+//!   holds the connection for `seed_disconnect_wait`; inbound peers get one answer, held 1 s
+//!   after it (a CometBFT node whose reply gave it nothing to dial falls back to its seeds at
+//!   once, and must find us still connected rather than dial us again), then the seed hangs
+//!   up, and crawls the node 0.5 s after its connection is gone. A hang-up is graceful (the
+//!   reply is flushed first) but takes at most 10 s. A node we crawled that asks again too
+//!   soon is ignored, not banned (CometBFT v0.39+ asks a random peer whenever a seed's
+//!   addresses arrive, so it may ask us twice in a row). Details: `switch/seed_reply.rs`.
 //! - **Vetted seed replies.** A seed's PEX reply holds only addresses it reached itself within
 //!   `seed_vetted_window` (24 h): a connection *we dialled* (a crawl, or any dial) completed
 //!   the handshake, which proves the node listens there and is on our chain. The one record
@@ -112,13 +116,18 @@
 //!   connection comes up; an address whose later dial failed is out until reached again, and
 //!   one we dialled and still hold (crawled connections are held) counts as reached now. An
 //!   inbound peer's announced address is not vetted: the crawler dials addresses never
-//!   reached first (newest first), so it is tested within 2 s of the node's first contact,
-//!   and only then served. The reply is most recently reached first, as
+//!   reached first (newest first), as soon as the node's own connection is gone, and only
+//!   then serves it. A reply that would hold fewer than `min_selection` addresses waits (2 s
+//!   at most) while the crawler tests what the seed knows but never reached, so that a young
+//!   seed does not answer empty. The reply is most recently reached first, as
 //!   large as CometBFT's rule gives for the vetted set (23 %, at least `min_selection`, at most
 //!   250), taken from the address groups in turns so that no group crowds out the others.
 //!   A zero window is CometBFT's policy: a random selection of the whole book, tested or not.
 //!   On a simulated network where half the addresses are dead, a node bootstrapping from a
 //!   vetted seed reaches its outbound target tens of times sooner (`bench/README.md`).
+//! - **Names.** Seeds and persistent peers given by DNS name ([`EngineConfig::add_seed`],
+//!   [`EngineConfig::add_persistent_peer`]) are dialled with [`Output::DialName`]: the adapter
+//!   resolves the name at every dial and reports where it connects with [`Input::Resolved`].
 //! - **Bootstrapping from a seed.** A seed that answered us is about to hang up: the
 //!   ensure-peers pass does not count it against the outbound target, so the addresses it gave
 //!   are dialled at once (as CometBFT does, #2093) rather than a period later.

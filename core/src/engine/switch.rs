@@ -54,9 +54,6 @@ enum Timer {
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
-/// Seed mode: how soon after a node contacted us, and again after we hung up on it, it is
-/// crawled (its own connection to us must be gone by then, or it refuses ours as a duplicate).
-const SEED_CRAWL_SOON: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -1209,6 +1206,7 @@ impl Engine {
         };
         c.phase = Phase::Closing;
         let draining = c.draining;
+        let inbound = c.direction == Direction::Inbound;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
         {
@@ -1228,6 +1226,14 @@ impl Engine {
         self.counters.messages_discarded += self.delivery.discard(id) as u64;
         if emit_close && !draining {
             self.outputs.push_back(Output::Close { conn: id });
+        }
+        // A seed crawls a node that contacted it as soon as that node's own connection is gone
+        // (it refuses a second connection from our id meanwhile), not at the next pass: the
+        // crawl gives the node our address (an inbound peer's) that its PEX then spreads, and
+        // every node that learns it dials us at its next ensure-peers pass unless we already
+        // hold a connection to it.
+        if self.cfg.seed_mode && inbound {
+            self.crawl_after_inbound_close(now);
         }
         if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
             self.peers.remove(&peer);
@@ -1717,14 +1723,6 @@ impl Engine {
                     };
                     if self.book.add(a, source, unix, &mut self.rng).is_ok() {
                         self.book_dirty = true;
-                    }
-                    // A seed crawls a node that just contacted it within seconds, not at the
-                    // next pass: the crawl gives the node our address (an inbound peer's) that
-                    // its PEX then spreads, and every node that learns it dials us at its next
-                    // ensure-peers pass unless we already hold a connection to it.
-                    if self.cfg.seed_mode && self.ensure_soon_at.is_none() {
-                        self.ensure_soon_at =
-                            self.set_timer(None, Some(now + SEED_CRAWL_SOON), Timer::EnsureSoon);
                     }
                 }
             }

@@ -15,12 +15,15 @@
 //!   young seed knows addresses it has not tested yet (nodes that just contacted it, a saved
 //!   book); a reply sent at once would be empty or short, and send the node back. So when the
 //!   reply would be shorter than `min_selection`, the seed starts its crawler's tests of the
-//!   never-reached addresses at once and answers when no crawl dial is in flight any more, or
-//!   after [`SEED_REPLY_DEFER`] at the latest, with whatever was reached by then.
+//!   never-reached addresses at once and answers when no crawl dial is in flight and no other
+//!   node's connection lingers any more (a node that contacted us just before is crawled
+//!   [`SEED_CRAWL_AFTER_HANGUP`] after we hung up on it: its own connection must be gone, or
+//!   it refuses ours as a duplicate), or after [`SEED_REPLY_DEFER`] at the latest, with
+//!   whatever was reached by then.
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, Phase, SEED_CRAWL_SOON, Timer};
+use super::{Engine, Phase, Timer};
 use crate::engine::DisconnectReason;
 use crate::engine::peers::Origin;
 use crate::engine::pex;
@@ -34,6 +37,10 @@ pub(crate) const SEED_REPLY_DEFER: Duration = Duration::from_secs(2);
 /// How long a seed holds an inbound connection after its reply before it hangs up: longer than
 /// a node takes to run its ensure-peers pass on the reply (milliseconds).
 pub(crate) const SEED_REPLY_LINGER: Duration = Duration::from_secs(1);
+
+/// How soon after a seed hung up on a node it crawls it (the node has dropped its own
+/// connection to us by then: it refuses a second one from the same node id).
+pub(crate) const SEED_CRAWL_AFTER_HANGUP: Duration = Duration::from_millis(500);
 
 /// Where an inbound connection's PEX reply stands, with the deadline of its state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +69,7 @@ impl Engine {
         {
             let candidates = self.untested_candidates(now);
             self.crawl_dials(now, candidates);
-            if self.crawl_in_flight() {
+            if self.tests_pending() {
                 self.set_seed_reply(id, Some(SeedReply::Deferred(now + SEED_REPLY_DEFER)));
                 return;
             }
@@ -107,16 +114,23 @@ impl Engine {
             Some(SeedReply::Deferred(_)) => self.send_seed_reply(now, id),
             Some(SeedReply::Lingering(_)) => {
                 self.hang_up(now, id, DisconnectReason::SeedDone);
-                if self.ensure_soon_at.is_none() {
-                    self.ensure_soon_at =
-                        self.set_timer(None, Some(now + SEED_CRAWL_SOON), Timer::EnsureSoon);
-                }
+                // Its crawl is due from now (the close, once flushed, cannot move it later).
+                self.crawl_after_inbound_close(now);
             }
             None => {}
         }
     }
 
-    /// Sends every deferred reply once no crawl dial is in flight (called after each input).
+    /// Seed mode: an inbound node's connection is gone; crawl it (and whatever else is
+    /// untested) [`SEED_CRAWL_AFTER_HANGUP`] from now.
+    pub(super) fn crawl_after_inbound_close(&mut self, now: Instant) {
+        let at = now + SEED_CRAWL_AFTER_HANGUP;
+        if self.ensure_soon_at.is_none_or(|t| t > at) {
+            self.ensure_soon_at = self.set_timer(self.ensure_soon_at, Some(at), Timer::EnsureSoon);
+        }
+    }
+
+    /// Sends every deferred reply once no test is pending (called after each input).
     pub(super) fn release_deferred_replies(&mut self, now: Instant) {
         let deferred: Vec<ConnId> = self
             .seed_replies
@@ -124,12 +138,24 @@ impl Engine {
             .filter(|(_, s)| matches!(s, SeedReply::Deferred(_)))
             .map(|(&id, _)| id)
             .collect();
-        if deferred.is_empty() || self.crawl_in_flight() {
+        if deferred.is_empty() || self.tests_pending() {
             return;
         }
         for id in deferred {
             self.send_seed_reply(now, id);
         }
+    }
+
+    /// Whether a deferred reply should wait: a crawl dial has not completed its handshake yet,
+    /// a crawl pass is due soon (after an inbound node's connection closed), or a node we
+    /// answered lingers (it is crawled once we hung up on it).
+    fn tests_pending(&self) -> bool {
+        self.crawl_in_flight()
+            || self.ensure_soon_at.is_some()
+            || self
+                .seed_replies
+                .values()
+                .any(|s| matches!(s, SeedReply::Lingering(_)))
     }
 
     /// Whether a crawl dial has not completed its handshake yet.
