@@ -117,9 +117,8 @@
 //!   one we dialled and still hold (crawled connections are held) counts as reached now. An
 //!   inbound peer's announced address is not vetted: the crawler dials addresses never
 //!   reached first (newest first), as soon as the node's own connection is gone, and only
-//!   then serves it. A reply that would hold fewer than `min_selection` addresses waits (2 s
-//!   at most) while the crawler tests what the seed knows but never reached, so that a young
-//!   seed does not answer empty. The reply is most recently reached first, as
+//!   then serves it. A reply that would be empty waits (2 s at most) while the crawler tests
+//!   what the seed knows but never reached, so that a young seed does not answer empty. The reply is most recently reached first, as
 //!   large as CometBFT's rule gives for the vetted set (23 %, at least `min_selection`, at most
 //!   250), taken from the address groups in turns so that no group crowds out the others.
 //!   A zero window is CometBFT's policy: a random selection of the whole book, tested or not.

@@ -16,8 +16,8 @@ use super::filter::{ConnFilter, PeerFilter};
 use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
-    BanOutcome, DialError, DialFailReason, DialFailure, DisconnectReason, EngineError, Event,
-    Input, Output, Refused, SendError,
+    BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
+    Refused, SendError,
 };
 use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, Group, is_routable};
@@ -1114,15 +1114,15 @@ impl Engine {
     /// A dial by name learnt its address: the connection, and the persistent peer's entry,
     /// now carry it; the filter and duplicate-IP checks that waited for it run now.
     fn on_resolved(&mut self, now: Instant, id: ConnId, addr: SocketAddr) {
-        if let Some(Err(_)) = self.conn_filter.as_ref().map(|f| f(addr)) {
-            self.fail_conn(now, id, DialFailReason::Io(DialFailure::Unresolved), false);
+        if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr)) {
+            self.fail_conn(now, id, DialFailReason::Filtered(why), true);
             return;
         }
         let ip = addr.ip();
         if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
         {
-            self.fail_conn(now, id, DialFailReason::DuplicateIp, false);
+            self.fail_conn(now, id, DialFailReason::DuplicateIp, true);
             return;
         }
         self.move_ip(id, IpSlot::None);

@@ -13,13 +13,15 @@
 //!   reason to come back.
 //! - **Deferred vetted reply.** A vetted reply holds only addresses the seed reached itself. A
 //!   young seed knows addresses it has not tested yet (nodes that just contacted it, a saved
-//!   book); a reply sent at once would be empty or short, and send the node back. So when the
-//!   reply would be shorter than `min_selection`, the seed starts its crawler's tests of the
-//!   never-reached addresses at once and answers when no crawl dial is in flight and no other
-//!   node's connection lingers any more (a node that contacted us just before is crawled
-//!   [`SEED_CRAWL_AFTER_HANGUP`] after we hung up on it: its own connection must be gone, or
-//!   it refuses ours as a duplicate), or after [`SEED_REPLY_DEFER`] at the latest, with
-//!   whatever was reached by then.
+//!   book); a reply sent at once would be empty, and send the node back. So when the reply
+//!   would be empty, the seed starts its crawler's tests of the never-reached addresses at
+//!   once and answers when no crawl dial is in flight and no crawl pass is due (a node is
+//!   crawled [`SEED_CRAWL_AFTER_HANGUP`] after its own connection to us closed: until then it
+//!   refuses ours as a duplicate), or after [`SEED_REPLY_DEFER`] at the latest, with whatever
+//!   was reached by then. It does not wait for nodes whose answered connection still lingers:
+//!   in a crowd of newcomers (`sim_bootstrap`'s 50 nodes within a second) every deferred reply
+//!   would then go out at once with the same few early nodes, and those drew so many
+//!   connections that one was left with no node to dial.
 
 use std::time::{Duration, Instant};
 
@@ -64,9 +66,7 @@ impl Engine {
     /// An inbound node's first PEX request to a seed: answered now, or deferred while the
     /// crawler tests never-reached addresses (vetted replies only).
     pub(super) fn seed_request(&mut self, now: Instant, id: ConnId) {
-        if !self.cfg.seed_vetted_window.is_zero()
-            && self.pex_reply(now).len() < self.cfg.addr_book.min_selection
-        {
+        if !self.cfg.seed_vetted_window.is_zero() && self.pex_reply(now).is_empty() {
             let candidates = self.untested_candidates(now);
             self.crawl_dials(now, candidates);
             if self.tests_pending() {
@@ -147,15 +147,9 @@ impl Engine {
     }
 
     /// Whether a deferred reply should wait: a crawl dial has not completed its handshake yet,
-    /// a crawl pass is due soon (after an inbound node's connection closed), or a node we
-    /// answered lingers (it is crawled once we hung up on it).
+    /// or a crawl pass is due soon (after an inbound node's connection closed).
     fn tests_pending(&self) -> bool {
-        self.crawl_in_flight()
-            || self.ensure_soon_at.is_some()
-            || self
-                .seed_replies
-                .values()
-                .any(|s| matches!(s, SeedReply::Lingering(_)))
+        self.crawl_in_flight() || self.ensure_soon_at.is_some()
     }
 
     /// Whether a crawl dial has not completed its handshake yet.
