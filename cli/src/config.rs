@@ -333,10 +333,12 @@ impl Config {
         ));
         line("");
         line("# Seed nodes (comma-separated id@host:port) asked for addresses when the");
-        line("# address book runs short");
+        line("# address book runs short. A host may be a DNS name, resolved whenever the");
+        line("# seed is dialled");
         line(&format!("seeds = {}", quote(&p.seeds)));
         line("");
-        line("# Peers (comma-separated id@host:port) dialed at start and redialed forever");
+        line("# Peers (comma-separated id@host:port) dialed at start and redialed forever;");
+        line("# a host may be a DNS name, resolved again at every redial");
         line(&format!(
             "persistent_peers = {}",
             quote(&p.persistent_peers)

@@ -27,8 +27,13 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.external_address = s.external;
     c.chain_id.clone_from(&s.chain_id);
     c.moniker.clone_from(&s.moniker);
-    c.seeds.clone_from(&s.seeds);
-    c.persistent_peers.clone_from(&s.persistent_peers);
+    // DNS names stay names: the driver resolves them at every dial.
+    for p in &s.seeds {
+        c.add_seed(p);
+    }
+    for p in &s.persistent_peers {
+        c.add_persistent_peer(p);
+    }
     c.unconditional_peer_ids
         .clone_from(&s.unconditional_peer_ids);
     c.private_peer_ids.clone_from(&s.private_peer_ids);
@@ -263,6 +268,30 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::home::Home;
+
+    /// Seeds and persistent peers given by DNS name reach the engine as names (resolved by the
+    /// driver at every dial), never resolved here: `.test` names resolve nowhere.
+    #[test]
+    fn dns_names_reach_the_engine_as_names() {
+        let (a, b) = (
+            "7627de929814c7484dc6bf94f60166ab3115b316",
+            "0000000000000000000000000000000000000001",
+        );
+        let mut config = Config::default();
+        config.p2p.seeds = format!("{a}@seed.example.test:26656");
+        config.p2p.persistent_peers = format!("{b}@peer.example.test:26657,{a}@1.2.3.4:8");
+        let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
+        let c = engine_config(&s);
+        let names: Vec<String> = c.dial_names.values().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            ["peer.example.test:26657", "seed.example.test:26656"],
+            "by node id: {b} < {a}"
+        );
+        assert_eq!(c.seeds[0].addr, "0.0.0.0:26656".parse().unwrap());
+        assert_eq!(c.persistent_peers[0].addr, "0.0.0.0:26657".parse().unwrap());
+        assert_eq!(c.persistent_peers[1].addr, "1.2.3.4:8".parse().unwrap());
+    }
 
     #[test]
     fn every_p2p_key_reaches_the_engine() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr as _;
 
 use cometmesh_core::NodeId;
-use cometmesh_core::addr::{Host, NetAddr, PeerAddr};
+use cometmesh_core::addr::PeerAddr;
 
 use crate::config::Config;
 
@@ -72,10 +72,10 @@ pub struct NodeSettings {
     pub listen: SocketAddr,
     /// The address advertised to peers, if set.
     pub external: Option<SocketAddr>,
-    /// Seed nodes.
-    pub seeds: Vec<NetAddr>,
-    /// Persistent peers.
-    pub persistent_peers: Vec<NetAddr>,
+    /// Seed nodes; a DNS name is kept, and resolved whenever the seed is dialled.
+    pub seeds: Vec<PeerAddr>,
+    /// Persistent peers; a DNS name is kept, and resolved at every (re)dial.
+    pub persistent_peers: Vec<PeerAddr>,
     /// Ids exempt from the limits.
     pub unconditional_peer_ids: Vec<NodeId>,
     /// Ids never stored or gossiped.
@@ -161,27 +161,19 @@ pub fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, SettingsE
     resolve(host, port).map_err(err)
 }
 
-/// Parses one `[scheme://]id@host:port` (the core's [`PeerAddr`] syntax), resolving a DNS
-/// name at parse time, as CometBFT does.
-pub fn parse_peer(key: &str, value: &str) -> Result<NetAddr, SettingsError> {
-    let err = |reason: String| SettingsError::PeerAddress {
+/// Parses one `[scheme://]id@host:port` (the core's [`PeerAddr`] syntax). A DNS name is kept
+/// as a name: the node resolves it whenever it dials that peer (CometBFT resolves it once, at
+/// start), so a peer that moves is found at its new address.
+pub fn parse_peer(key: &str, value: &str) -> Result<PeerAddr, SettingsError> {
+    PeerAddr::from_str(value.trim()).map_err(|e| SettingsError::PeerAddress {
         key: key.to_owned(),
         value: value.to_owned(),
-        reason,
-    };
-    let peer = PeerAddr::from_str(value.trim()).map_err(|e| err(e.to_string()))?;
-    match &peer.host {
-        Host::Ip(ip) => Ok(NetAddr::new(peer.id, SocketAddr::new(*ip, peer.port))),
-        Host::Dns(name) => {
-            let addr =
-                resolve(name, peer.port).map_err(|r| err(format!("address {value:?}: {r}")))?;
-            Ok(NetAddr::new(peer.id, addr))
-        }
-    }
+        reason: e.to_string(),
+    })
 }
 
 /// Parses a comma-separated list of peer addresses.
-pub fn parse_peer_list(key: &str, value: &str) -> Result<Vec<NetAddr>, SettingsError> {
+pub fn parse_peer_list(key: &str, value: &str) -> Result<Vec<PeerAddr>, SettingsError> {
     split_list(value)
         .into_iter()
         .map(|entry| parse_peer(key, entry))
@@ -274,6 +266,13 @@ mod tests {
         assert_eq!(peers[0].to_string(), format!("{ID}@127.0.0.1:26656"));
         assert_eq!(peers[1].to_string(), format!("{ID}@[::1]:1"));
         assert!(parse_peer_list("p2p.seeds", "").unwrap().is_empty());
+        // A DNS name is kept, not resolved (the node resolves it at every dial).
+        let named = parse_peer_list("p2p.seeds", &format!("{ID}@Seed.Example.test:26656")).unwrap();
+        assert_eq!(
+            named[0].to_string(),
+            format!("{ID}@seed.example.test:26656")
+        );
+        assert!(named[0].resolved().is_none());
     }
 
     #[test]

@@ -312,3 +312,58 @@ fn failed_inbound_handshake_is_reported() {
     );
     assert_eq!(e.counters().inbound_failures, 1);
 }
+
+/// A persistent peer given by DNS name is dialled by name at every redial (`Output::DialName`,
+/// never an address the engine made up); `Input::Resolved` gives the connection its address,
+/// which the dial's outcome then reports. An unresolved name is an ordinary failed dial.
+#[test]
+fn persistent_peer_by_name_is_dialled_by_name_each_time() {
+    let t0 = Instant::now();
+    let id = NodeKey::from_seed([2; 32]).node_id();
+    let named: cometmesh_core::addr::PeerAddr =
+        format!("{id}@Peer.Example.test:26656").parse().unwrap();
+    let mut c = config();
+    c.pex = false;
+    c.add_persistent_peer(&named);
+    let mut e = engine(c, t0);
+    let mut now = t0;
+    for (k, resolved) in [Some("30.0.0.1:26656"), None, Some("30.0.0.2:26656")]
+        .into_iter()
+        .enumerate()
+    {
+        now = e.poll_timeout().expect("a redial is scheduled");
+        e.handle_timeout(now);
+        let conn = match drain(&mut e).as_slice() {
+            [Output::DialName { conn, name }] => {
+                assert_eq!(name.to_string(), "peer.example.test:26656", "dial {k}");
+                *conn
+            }
+            other => panic!("dial {k}: expected a dial by name, got {other:?}"),
+        };
+        let error = match resolved {
+            Some(a) => {
+                let a: std::net::SocketAddr = a.parse().unwrap();
+                e.handle_input(now, Input::Resolved { conn, addr: a })
+                    .unwrap();
+                DialFailure::Refused
+            }
+            None => DialFailure::Unresolved,
+        };
+        e.handle_input(now, Input::DialFailed { conn, error })
+            .unwrap();
+        match drain(&mut e).as_slice() {
+            [Output::Event(Event::DialFailed { addr, reason })] => {
+                assert_eq!(addr.id, id);
+                assert!(
+                    matches!(reason, DialFailReason::Io(e) if *e == error),
+                    "dial {k}: {reason:?}"
+                );
+                if let Some(a) = resolved {
+                    assert_eq!(addr.addr, a.parse().unwrap(), "dial {k}");
+                }
+            }
+            other => panic!("dial {k}: {other:?}"),
+        }
+    }
+    assert!(now > t0);
+}

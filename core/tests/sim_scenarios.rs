@@ -519,3 +519,89 @@ fn seed_lets_a_held_crawl_connection_go_after_its_wait() {
             }
         )));
 }
+
+/// A seed holds an inbound connection for a second after its reply before it hangs up: a
+/// CometBFT node whose reply gave it nothing to dial falls back to its seeds at once, and must
+/// find ours still connected rather than dial it again (tests/interop_seed.rs).
+#[test]
+fn seed_lingers_a_second_after_its_reply() {
+    let mut sim = sim(23);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let mut c = node_config(1);
+    c.seeds = vec![sim.net_addr(s)];
+    let a = add(&mut sim, c);
+    sim.run_until(
+        |x| x.engine(a).unwrap().counters().pex_addrs_received >= 1,
+        100_000,
+    )
+    .unwrap();
+    let answered = sim.elapsed();
+    assert!(connected(&sim, a, s), "the seed hung up with its reply");
+    sim.run_until(|x| !connected(x, s, a), 100_000).unwrap();
+    let held = sim.elapsed() - answered;
+    assert!(
+        held >= Duration::from_millis(700) && held < Duration::from_millis(1200),
+        "{held:?}"
+    );
+    assert!(sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedDone,
+                ..
+            }
+        )));
+    // Its crawl reaches the node afterwards and holds that connection.
+    sim.run_for(Duration::from_secs(5), 100_000).unwrap();
+    assert!(connected(&sim, s, a), "the seed crawled and holds the node");
+}
+
+/// A node the seed crawled and holds that asks it again too soon (CometBFT v0.39+ asks a
+/// random peer whenever a seed's addresses arrive, so it may draw the seed twice in a row) is
+/// not banned by the seed: a ban would cut the node off its seed for a day (and, behind one
+/// NAT or on loopback, every node at its IP).
+#[test]
+fn seed_does_not_ban_a_crawled_node_that_asks_too_soon() {
+    let mut sim = sim(24);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let mut c = node_config(1);
+    c.seeds = vec![sim.net_addr(s)];
+    let a = add(&mut sim, c);
+    let (s_id, a_id) = (sim.node_id(s), sim.node_id(a));
+    // The seed's crawl reaches the node and holds the connection (outbound at the seed).
+    sim.run_until(
+        |x| {
+            x.engine(s)
+                .unwrap()
+                .peer(&a_id)
+                .is_some_and(|p| p.direction == cometmesh_core::engine::Direction::Outbound)
+        },
+        200_000,
+    )
+    .unwrap();
+    sim.run_until(|x| connected(x, a, s), 100_000).unwrap();
+    sim.with_engine(a, |e, now| {
+        for _ in 0..3 {
+            e.send(now, s_id, ChannelId::PEX, Bytes::from_static(&[0x0a, 0x00]))
+                .expect("the node holds the seed's connection");
+        }
+    });
+    sim.run_for(Duration::from_secs(5), 100_000).unwrap();
+    assert_ne!(
+        sim.engine(s).unwrap().peer_state(&a_id),
+        Some(PeerState::Banned)
+    );
+    assert_eq!(sim.engine(s).unwrap().counters().bans, 0);
+    assert!(!sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::Pex(PexViolation::TooFrequentRequests),
+                ..
+            }
+        )));
+}

@@ -209,3 +209,131 @@ fn vetted_seed_reply_holds_only_addresses_it_reached() {
         }
     }
 }
+
+/// A young seed whose book holds only addresses it never reached (a saved book, nodes that
+/// just announced themselves) does not answer a new node with an empty vetted reply, which
+/// would send the node straight back to it: it tests those addresses at once and answers when
+/// the tests are done (at most 2 s later), with the live ones only.
+#[test]
+fn young_seed_defers_its_reply_until_it_tested_what_it_knows() {
+    const YOUNG_LIVE: usize = 6;
+    const YOUNG_DEAD: usize = 6;
+    let mut cfg = SimConfig::default();
+    cfg.seed = 31;
+    cfg.record_events = true;
+    cfg.check_invariants = std::env::var("NOCHECK").is_err();
+    let mut sim = Sim::new(cfg, Instant::now());
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let key = sim.gen_key();
+    let seed_idx = sim.add_node(sc, key);
+    // Live nodes that know nobody: the seed's book is the only place they are known.
+    let mut live = Vec::new();
+    for i in 1..=YOUNG_LIVE {
+        let key = sim.gen_key();
+        let idx = sim.add_node(node_config(i), key);
+        live.push(sim.net_addr(idx));
+    }
+    let mut known = live.clone();
+    for k in 0..YOUNG_DEAD {
+        known.push(dead(&mut sim, k));
+    }
+    // A new node that knows only the seed.
+    let mut c = node_config(YOUNG_LIVE + 1);
+    c.seeds = vec![sim.net_addr(seed_idx)];
+    let key = sim.gen_key();
+    let probe = sim.add_node(c, key);
+    let probe_id = sim.node_id(probe);
+    // The seed learns the addresses as the probe's connection comes up, before the probe's
+    // request arrives: none of them tested yet.
+    sim.run_until(
+        |s| s.engine(seed_idx).unwrap().peer(&probe_id).is_some(),
+        200_000,
+    )
+    .expect("the probe reaches the seed");
+    assert_eq!(
+        sim.engine(probe).unwrap().counters().pex_addrs_received,
+        0,
+        "the reply came before the probe was up"
+    );
+    let asked = sim.elapsed();
+    let unix = sim.unix_now();
+    let source = IpAddr::from([30, 0, 0, 1]);
+    sim.with_engine(seed_idx, |e, _| {
+        for a in &known {
+            e.addr_book_mut()
+                .add(*a, source, unix, &mut rng)
+                .expect("address added");
+        }
+    });
+    sim.run_until(
+        |s| s.engine(probe).unwrap().counters().pex_addrs_received >= 1,
+        200_000,
+    )
+    .expect("the seed answers");
+    let waited = sim.elapsed() - asked;
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    let book: Vec<NetAddr> = sim
+        .engine(probe)
+        .unwrap()
+        .addr_book()
+        .entries()
+        .map(|(a, _)| a)
+        .collect();
+    for a in &live {
+        assert!(book.contains(a), "live {a} not served: {book:?}");
+    }
+    assert!(!book.iter().any(is_dead), "dead addresses served: {book:?}");
+}
+
+/// Nodes that contact a young seed one after another, each as soon as the one before got its
+/// reply (the seed still holds that connection for a second): each later node's reply waits
+/// for the crawler's tests of the nodes before it, and names at least one of them, rather than
+/// coming back empty and sending the node back to the seed.
+#[test]
+fn a_young_seed_never_answers_a_newcomer_empty() {
+    let mut cfg = SimConfig::default();
+    cfg.seed = 41;
+    cfg.check_invariants = std::env::var("NOCHECK").is_err();
+    let mut sim = Sim::new(cfg, Instant::now());
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let key = sim.gen_key();
+    let seed_idx = sim.add_node(sc, key);
+    let seed_addr = sim.net_addr(seed_idx);
+    let mut earlier: Vec<NetAddr> = Vec::new();
+    for i in 1..=4 {
+        let mut c = node_config(i);
+        c.seeds = vec![seed_addr];
+        let key = sim.gen_key();
+        let idx = sim.add_node(c, key);
+        let t0 = sim.elapsed();
+        sim.run_until(
+            |s| s.engine(idx).unwrap().counters().pex_addrs_received >= 1,
+            200_000,
+        )
+        .expect("the seed answers");
+        let waited = sim.elapsed() - t0;
+        assert!(waited < Duration::from_secs(4), "node {i}: {waited:?}");
+        let book: Vec<NetAddr> = sim
+            .engine(idx)
+            .unwrap()
+            .addr_book()
+            .entries()
+            .map(|(a, _)| a)
+            .collect();
+        let given = earlier.iter().filter(|a| book.contains(a)).count();
+        eprintln!(
+            "node {i}: given {given} of {} after {waited:?}",
+            earlier.len()
+        );
+        if i > 1 {
+            assert!(
+                given >= 1,
+                "node {i} was given none of {earlier:?}: {book:?}"
+            );
+        }
+        earlier.push(sim.net_addr(idx));
+    }
+}

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cometmesh_core::addr::NetAddr;
 use cometmesh_core::engine::{
-    BanOutcome, CloseCause, DialError, DialFailure, Engine, Event, Input, Output, SendError,
+    BanOutcome, CloseCause, DialError, DialFailure, DialName, Engine, Event, Input, Output,
+    SendError,
 };
 use cometmesh_core::{ChannelId, ConnId, NodeId};
 use futures::channel::mpsc::TryRecvError;
@@ -28,6 +29,7 @@ use crate::events::{EventStream, Subscribers};
 use crate::node::{NodeStatus, PeerStats, PeerStatus};
 use crate::persist;
 use crate::reactor::Reactors;
+use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
 use crate::sends::{Gate, Parked, Reply};
 
@@ -50,6 +52,8 @@ pub(crate) struct DriverConfig {
     pub(crate) linger: Duration,
     /// How long shutdown waits for connections to close.
     pub(crate) shutdown_grace: Duration,
+    /// Resolves the names of `Output::DialName`; `None`: the system's ([`SystemResolver`]).
+    pub(crate) resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl Default for DriverConfig {
@@ -63,6 +67,7 @@ impl Default for DriverConfig {
             read_window: 4,
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(2),
+            resolver: None,
         }
     }
 }
@@ -159,6 +164,11 @@ pub(crate) enum IoEvent<R: Runtime> {
         conn: ConnId,
         reader: R::Reader,
         writer: R::Writer,
+    },
+    /// The name of a dial by name resolved to `addr` (sent before its `Connected`).
+    Resolved {
+        conn: ConnId,
+        addr: SocketAddr,
     },
     DialFailed {
         conn: ConnId,
@@ -280,6 +290,7 @@ struct Driver<R: Runtime> {
     /// The shared port this node takes connections from, if any.
     routes: Option<crate::shared::Routes<R>>,
     stopping: Option<Stopping>,
+    resolver: Arc<dyn Resolver>,
 }
 
 /// Starts the listener and the engine task; returns the engine task's handle.
@@ -334,6 +345,10 @@ pub(crate) fn spawn<R: Runtime>(
         listener: listener_abort,
         routes,
         stopping: None,
+        resolver: cfg
+            .resolver
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemResolver::new(rt.clone()))),
         cfg,
         rt: rt.clone(),
     };
@@ -469,6 +484,7 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 Output::Dial { conn, addr } => self.dial(now, conn, addr),
+                Output::DialName { conn, name } => self.dial_name(now, conn, name),
                 Output::Close { conn } => self.close(now, conn),
                 Output::Event(ev) => self.event(now, ev),
                 _ => {}
@@ -561,6 +577,50 @@ impl<R: Runtime> Driver<R> {
                     conn,
                     error: dial_failure(&e),
                 },
+                Either::Right(_) => IoEvent::DialFailed {
+                    conn,
+                    error: DialFailure::TimedOut,
+                },
+            };
+            let _ = io.send(ev).await;
+        };
+        self.tasks
+            .push(self.rt.spawn(Abortable::new(fut, reg).map(|_| ())));
+        self.conns.insert(conn, Slot::Dialing(abort));
+    }
+
+    /// Like [`dial`](Self::dial), for a DNS name resolved now (at every dial, so a persistent
+    /// peer or seed that moved is found at its new address): the first address the resolver
+    /// returns is reported to the engine, then dialled. The dial timeout covers both.
+    fn dial_name(&mut self, now: Instant, conn: ConnId, name: DialName) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let (abort, reg) = AbortHandle::new_pair();
+        let rt = self.rt.clone();
+        let resolver = self.resolver.clone();
+        let mut io = self.io_tx.clone();
+        let deadline = now + self.engine.config().dial_timeout;
+        let fut = async move {
+            let attempt = async {
+                let addr = match resolver.resolve(&name.host, name.port).await {
+                    Ok(addrs) => match addrs.first() {
+                        Some(&a) => a,
+                        None => return Err(DialFailure::Unresolved),
+                    },
+                    Err(_) => return Err(DialFailure::Unresolved),
+                };
+                let _ = io.send(IoEvent::Resolved { conn, addr }).await;
+                rt.connect(addr).await.map_err(|e| dial_failure(&e))
+            };
+            let timeout = pin!(sleep_until(&rt, deadline));
+            let ev = match select(pin!(attempt), timeout).await {
+                Either::Left((Ok((reader, writer)), _)) => IoEvent::Connected {
+                    conn,
+                    reader,
+                    writer,
+                },
+                Either::Left((Err(error), _)) => IoEvent::DialFailed { conn, error },
                 Either::Right(_) => IoEvent::DialFailed {
                     conn,
                     error: DialFailure::TimedOut,
@@ -669,6 +729,13 @@ impl<R: Runtime> Driver<R> {
                 if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
                     self.open(conn, reader, writer);
                     let _ = self.engine.handle_input(now, Input::Connected { conn });
+                }
+            }
+            IoEvent::Resolved { conn, addr } => {
+                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
+                    let _ = self
+                        .engine
+                        .handle_input(now, Input::Resolved { conn, addr });
                 }
             }
             IoEvent::DialFailed { conn, error } => {

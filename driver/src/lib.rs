@@ -89,6 +89,7 @@ mod events;
 mod node;
 pub mod persist;
 mod reactor;
+mod resolve;
 mod runtime;
 mod sends;
 pub mod shared;
@@ -98,6 +99,7 @@ pub use node::{
     Handle, Node, NodeBuilder, NodeError, NodeStatus, PeerStats, PeerStatus, StartError,
 };
 pub use reactor::{Inbox, PeerUp, ReactorEvent, TryRecvError};
+pub use resolve::{Resolver, SystemResolver};
 pub use runtime::{BoxFuture, Runtime};
 pub use shared::{PortTask, SharedPort};
 

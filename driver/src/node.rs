@@ -183,6 +183,13 @@ impl<R: Runtime> NodeBuilder<R> {
         self
     }
 
+    /// The resolver of seeds' and persistent peers' DNS names, asked at every dial by name
+    /// (default: the system's, [`SystemResolver`](crate::SystemResolver)).
+    pub fn resolver(mut self, resolver: Arc<dyn crate::Resolver>) -> Self {
+        self.driver.resolver = Some(resolver);
+        self
+    }
+
     /// Registers an application channel without a reactor: its messages go to the lossy
     /// monitoring stream ([`Handle::events`]). Prefer [`reactor`](Self::reactor).
     pub fn channel(mut self, desc: ChannelDescriptor) -> Self {

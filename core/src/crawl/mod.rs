@@ -596,6 +596,8 @@ impl Crawler {
     pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), CrawlError> {
         self.last_now = now;
         match input {
+            // The crawler dials addresses, never names.
+            Input::Resolved { .. } => {}
             Input::Connected { conn } => {
                 let a = self
                     .attempts

@@ -1,17 +1,20 @@
 //! The engine's configuration: CometBFT's `[p2p]` section (spec 8) in typed form.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::addr::NetAddr;
+use crate::addr::{Host, NetAddr, PeerAddr};
 use crate::addrbook::AddrBookConfig;
 use crate::conn::ConnectionConfig;
 use crate::ids::{ChannelId, NodeId};
 
 /// Engine configuration; `Default` gives CometBFT's defaults (spec 8).
 ///
-/// Seeds and persistent peers are *resolved* addresses: the engine does no IO, so the adapter
-/// parses `id@host:port` lists and resolves DNS names before building the engine.
+/// The engine does no IO: the adapter parses `id@host:port` lists; a seed or persistent peer
+/// given by DNS name is dialled by name and resolved by the adapter at every dial
+/// ([`EngineConfig::dial_names`]).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct EngineConfig {
@@ -33,6 +36,13 @@ pub struct EngineConfig {
     pub seeds: Vec<NetAddr>,
     /// `persistent_peers`: dialled at start and redialled forever (spec 7.5, G18).
     pub persistent_peers: Vec<NetAddr>,
+    /// Seeds and persistent peers given by DNS name (`id@host:port`), by node id: every dial
+    /// of such a node goes out as [`Output::DialName`](super::Output::DialName), which the
+    /// adapter resolves anew (a persistent peer at every redial, a seed whenever it is
+    /// dialled). Its entry in `seeds` / `persistent_peers` holds `0.0.0.0:port` until
+    /// [`Input::Resolved`](super::Input::Resolved) reports an address. Add entries with
+    /// [`EngineConfig::add_seed`] and [`EngineConfig::add_persistent_peer`].
+    pub dial_names: BTreeMap<NodeId, DialName>,
     /// `unconditional_peer_ids`: exempt from the inbound and outbound limits.
     pub unconditional_peer_ids: Vec<NodeId>,
     /// `private_peer_ids`: never stored in the book nor gossiped.
@@ -88,6 +98,7 @@ impl Default for EngineConfig {
             rpc_address: String::new(),
             seeds: Vec::new(),
             persistent_peers: Vec::new(),
+            dial_names: BTreeMap::new(),
             unconditional_peer_ids: Vec::new(),
             private_peer_ids: Vec::new(),
             max_num_inbound_peers: 40,
@@ -196,5 +207,58 @@ impl EngineConfig {
             "tcp://{}",
             self.external_address.unwrap_or(self.listen_addr)
         )
+    }
+}
+
+/// The DNS name and port of a seed or persistent peer (`host:port` of `id@host:port`), resolved
+/// by the adapter at every dial.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DialName {
+    /// The DNS name, lower case.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for DialName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl EngineConfig {
+    /// Adds a seed: an IP address as it is, a DNS name to be resolved whenever the seed is
+    /// dialled ([`EngineConfig::dial_names`]).
+    pub fn add_seed(&mut self, peer: &PeerAddr) {
+        let a = self.by_name_or_ip(peer);
+        self.seeds.push(a);
+    }
+
+    /// Adds a persistent peer: an IP address as it is, a DNS name to be resolved at every
+    /// (re)dial ([`EngineConfig::dial_names`]).
+    pub fn add_persistent_peer(&mut self, peer: &PeerAddr) {
+        let a = self.by_name_or_ip(peer);
+        self.persistent_peers.push(a);
+    }
+
+    /// The address to list for `peer`; a DNS name is recorded in `dial_names` and listed as
+    /// `0.0.0.0:port`.
+    fn by_name_or_ip(&mut self, peer: &PeerAddr) -> NetAddr {
+        match &peer.host {
+            Host::Ip(ip) => NetAddr::new(peer.id, SocketAddr::new(*ip, peer.port)),
+            Host::Dns(name) => {
+                self.dial_names.insert(
+                    peer.id,
+                    DialName {
+                        host: name.clone(),
+                        port: peer.port,
+                    },
+                );
+                NetAddr::new(
+                    peer.id,
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, peer.port)),
+                )
+            }
+        }
     }
 }

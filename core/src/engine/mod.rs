@@ -16,6 +16,8 @@
 //!      report them with [`Input::Sent`] (this returns send credit; without it transmits stop);
 //!    - `Dial { conn, addr }`: open TCP to `addr`, then report [`Input::Connected`] or
 //!      [`Input::DialFailed`];
+//!    - `DialName { conn, name }` (seeds and persistent peers given by DNS name): resolve
+//!      `name`, report [`Input::Resolved`], then as `Dial`;
 //!    - `Close { conn }`: write the transmits already handed out for `conn`, shut the socket,
 //!      then report [`Input::Closed`];
 //!    - `Event(event)`: hand it to the application.
@@ -102,9 +104,13 @@
 //!   schedule documented in [`backoff`]; they are never banned by the engine and always admitted.
 //! - **Seed mode** crawls: it dials addresses from the book (never-reached ones first, then a
 //!   random selection; each at most every `min_time_between_crawls`), asks for addresses and
-//!   holds the connection for `seed_disconnect_wait`; inbound peers get one answer, then the
-//!   seed hangs up.
-//!   A hang-up is graceful (the reply is flushed first) but takes at most 10 s.
+//!   holds the connection for `seed_disconnect_wait`; inbound peers get one answer, held 1 s
+//!   after it (a CometBFT node whose reply gave it nothing to dial falls back to its seeds at
+//!   once, and must find us still connected rather than dial us again), then the seed hangs
+//!   up, and crawls the node 0.5 s after its connection is gone. A hang-up is graceful (the
+//!   reply is flushed first) but takes at most 10 s. A node we crawled that asks again too
+//!   soon is ignored, not banned (CometBFT v0.39+ asks a random peer whenever a seed's
+//!   addresses arrive, so it may ask us twice in a row). Details: `switch/seed_reply.rs`.
 //! - **Vetted seed replies.** A seed's PEX reply holds only addresses it reached itself within
 //!   `seed_vetted_window` (24 h): a connection *we dialled* (a crawl, or any dial) completed
 //!   the handshake, which proves the node listens there and is on our chain. The one record
@@ -112,13 +118,17 @@
 //!   connection comes up; an address whose later dial failed is out until reached again, and
 //!   one we dialled and still hold (crawled connections are held) counts as reached now. An
 //!   inbound peer's announced address is not vetted: the crawler dials addresses never
-//!   reached first (newest first), so it is tested within 2 s of the node's first contact,
-//!   and only then served. The reply is most recently reached first, as
+//!   reached first (newest first), as soon as the node's own connection is gone, and only
+//!   then serves it. A reply that would be empty waits (2 s at most) while the crawler tests
+//!   what the seed knows but never reached, so that a young seed does not answer empty. The reply is most recently reached first, as
 //!   large as CometBFT's rule gives for the vetted set (23 %, at least `min_selection`, at most
 //!   250), taken from the address groups in turns so that no group crowds out the others.
 //!   A zero window is CometBFT's policy: a random selection of the whole book, tested or not.
 //!   On a simulated network where half the addresses are dead, a node bootstrapping from a
 //!   vetted seed reaches its outbound target tens of times sooner (`bench/README.md`).
+//! - **Names.** Seeds and persistent peers given by DNS name ([`EngineConfig::add_seed`],
+//!   [`EngineConfig::add_persistent_peer`]) are dialled with [`Output::DialName`]: the adapter
+//!   resolves the name at every dial and reports where it connects with [`Input::Resolved`].
 //! - **Bootstrapping from a seed.** A seed that answered us is about to hang up: the
 //!   ensure-peers pass does not count it against the outbound target, so the addresses it gave
 //!   are dialled at once (as CometBFT does, #2093) rather than a period later.
@@ -140,7 +150,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-pub use config::{ConfigError, EngineConfig};
+pub use config::{ConfigError, DialName, EngineConfig};
 pub use delivery::HeldStats;
 pub use filter::{ConnFilter, FilterRefusal, PeerFilter};
 pub use peers::{Counters, Origin, PeerInfo, PeerState};
@@ -160,7 +170,15 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
-    /// Our `Output::Dial` for `conn` failed.
+    /// The name of our `Output::DialName` for `conn` resolved to `addr`, where the adapter
+    /// now connects (report before `Connected`; the engine records it as the peer's address).
+    Resolved {
+        /// The connection.
+        conn: ConnId,
+        /// The address chosen among those the name resolved to.
+        addr: SocketAddr,
+    },
+    /// Our `Output::Dial` (or `DialName`) for `conn` failed.
     DialFailed {
         /// The connection.
         conn: ConnId,
@@ -206,6 +224,9 @@ pub enum DialFailure {
     /// Any other IO error.
     #[error("dial io error")]
     Io,
+    /// The DNS name of an `Output::DialName` did not resolve.
+    #[error("name did not resolve")]
+    Unresolved,
 }
 
 /// Why a socket closed.
@@ -246,6 +267,14 @@ pub enum Output {
         conn: ConnId,
         /// Where to connect.
         addr: SocketAddr,
+    },
+    /// Resolve `name` (the adapter's resolver, anew at every dial), report `Input::Resolved`
+    /// with the address chosen, then open TCP to it as for `Dial`.
+    DialName {
+        /// The id the engine gave this connection.
+        conn: ConnId,
+        /// The DNS name and port.
+        name: DialName,
     },
     /// Flush what was handed out, then close the socket and report `Input::Closed`.
     Close {

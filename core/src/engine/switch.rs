@@ -28,6 +28,9 @@ use crate::conn::{
 use crate::identity::NodeKey;
 use crate::ids::{ChannelId, ConnId, NodeId};
 
+mod seed_reply;
+use seed_reply::SeedReply;
+
 /// The engine's timers, ordered by deadline in one `BTreeSet`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -43,14 +46,14 @@ enum Timer {
     Redial(NodeId),
     /// A graceful hang-up that has not finished flushing in time.
     Hangup(ConnId),
+    /// Seed mode: a deferred PEX reply's deadline, or the end of an answered inbound
+    /// connection's linger (see `seed_reply`).
+    SeedReply(ConnId),
 }
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
-/// Seed mode: how soon after a node contacted us it is crawled (its own connection is hung up
-/// by then: the reply is flushed in milliseconds).
-const SEED_CRAWL_SOON: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -139,6 +142,8 @@ pub struct Engine {
     timers: BTreeSet<(Instant, Timer)>,
     ensure_at: Option<Instant>,
     ensure_soon_at: Option<Instant>,
+    /// Seed mode: inbound connections whose PEX reply is deferred or that linger after it.
+    seed_replies: BTreeMap<ConnId, SeedReply>,
     outputs: VecDeque<Output>,
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
@@ -228,6 +233,7 @@ impl Engine {
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
             timers: BTreeSet::new(),
+            seed_replies: BTreeMap::new(),
             ensure_at: None,
             ensure_soon_at: None,
             outputs: VecDeque::new(),
@@ -642,6 +648,7 @@ impl Engine {
                     }
                     self.redial(now, id);
                 }
+                Timer::SeedReply(id) => self.on_seed_reply_timer(now, id),
                 Timer::Hangup(id) => {
                     let reason = self.conns.get_mut(&id).and_then(|c| {
                         c.hangup_deadline = None;
@@ -658,6 +665,7 @@ impl Engine {
 
     /// Processes queued connection work and emits coalesced events.
     fn finish(&mut self, now: Instant) {
+        self.release_deferred_replies(now);
         self.process_dirty(now);
         if self.book_dirty {
             self.book_dirty = false;
@@ -774,6 +782,23 @@ impl Engine {
                 self.mark_dirty(conn);
                 Ok(())
             }
+            Input::Resolved { conn, addr } => {
+                let c = self
+                    .conns
+                    .get(&conn)
+                    .ok_or(EngineError::UnknownConn(conn))?;
+                match c.phase {
+                    Phase::Dialing => self.on_resolved(now, conn, addr),
+                    Phase::Closing => {}
+                    _ => {
+                        return Err(EngineError::Unexpected {
+                            conn,
+                            input: "resolved",
+                        });
+                    }
+                }
+                Ok(())
+            }
             Input::DialFailed { conn, error } => {
                 let c = self
                     .conns
@@ -872,6 +897,9 @@ impl Engine {
         }
         if let Some(t) = c.hangup_deadline {
             self.timers.remove(&(t, Timer::Hangup(id)));
+        }
+        if let Some(r) = self.seed_replies.remove(&id) {
+            self.timers.remove(&(r.at(), Timer::SeedReply(id)));
         }
         self.release_ip(c.remote.ip(), c.ip_slot);
         if c.direction == Direction::Inbound {
@@ -1046,7 +1074,10 @@ impl Engine {
         if addr.id == self.our_id {
             return Err(DialError::SelfDial);
         }
-        if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr.addr)) {
+        // A node dialled by name has no address yet: its filter and IP checks run on
+        // `Input::Resolved`.
+        let named = self.cfg.dial_names.contains_key(&addr.id);
+        if !named && let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr.addr)) {
             return Err(DialError::Filtered(why));
         }
         if self.peers.contains_key(&addr.id) {
@@ -1059,7 +1090,8 @@ impl Engine {
             return Err(DialError::Banned);
         }
         let ip = addr.addr.ip();
-        if !self.cfg.allow_duplicate_ip
+        if !named
+            && !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
         {
             return Err(DialError::DuplicateIp);
@@ -1105,11 +1137,48 @@ impl Engine {
             p.dialled = true;
         }
         self.counters.dials += 1;
-        self.outputs.push_back(Output::Dial {
-            conn: id,
-            addr: addr.addr,
-        });
+        let out = match self.cfg.dial_names.get(&addr.id) {
+            Some(name) => Output::DialName {
+                conn: id,
+                name: name.clone(),
+            },
+            None => Output::Dial {
+                conn: id,
+                addr: addr.addr,
+            },
+        };
+        self.outputs.push_back(out);
         Ok(id)
+    }
+
+    /// A dial by name learnt its address: the connection, and the persistent peer's entry,
+    /// now carry it; the filter and duplicate-IP checks that waited for it run now.
+    fn on_resolved(&mut self, now: Instant, id: ConnId, addr: SocketAddr) {
+        if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(addr)) {
+            self.fail_conn(now, id, DialFailReason::Filtered(why), true);
+            return;
+        }
+        let ip = addr.ip();
+        if !self.cfg.allow_duplicate_ip
+            && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
+        {
+            self.fail_conn(now, id, DialFailReason::DuplicateIp, true);
+            return;
+        }
+        self.move_ip(id, IpSlot::None);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.remote = addr;
+        let Some(dialed) = c.dialed.as_mut() else {
+            return;
+        };
+        dialed.addr = addr;
+        let peer = dialed.id;
+        self.move_ip(id, IpSlot::PendingOut);
+        if let Some(p) = self.persistent.get_mut(&peer) {
+            p.addr.addr = addr;
+        }
     }
 
     /// A connection that never became a peer is over (dial or handshake failure).
@@ -1177,6 +1246,7 @@ impl Engine {
         };
         c.phase = Phase::Closing;
         let draining = c.draining;
+        let inbound = c.direction == Direction::Inbound;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
         {
@@ -1196,6 +1266,14 @@ impl Engine {
         self.counters.messages_discarded += self.delivery.discard(id) as u64;
         if emit_close && !draining {
             self.outputs.push_back(Output::Close { conn: id });
+        }
+        // A seed crawls a node that contacted it as soon as that node's own connection is gone
+        // (it refuses a second connection from our id meanwhile), not at the next pass: the
+        // crawl gives the node our address (an inbound peer's) that its PEX then spreads, and
+        // every node that learns it dials us at its next ensure-peers pass unless we already
+        // hold a connection to it.
+        if self.cfg.seed_mode && inbound {
+            self.crawl_after_inbound_close(now);
         }
         if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
             self.peers.remove(&peer);
@@ -1686,14 +1764,6 @@ impl Engine {
                     if self.book.add(a, source, unix, &mut self.rng).is_ok() {
                         self.book_dirty = true;
                     }
-                    // A seed crawls a node that just contacted it within seconds, not at the
-                    // next pass: the crawl gives the node our address (an inbound peer's) that
-                    // its PEX then spreads, and every node that learns it dials us at its next
-                    // ensure-peers pass unless we already hold a connection to it.
-                    if self.cfg.seed_mode && self.ensure_soon_at.is_none() {
-                        self.ensure_soon_at =
-                            self.set_timer(None, Some(now + SEED_CRAWL_SOON), Timer::EnsureSoon);
-                    }
                 }
             }
         }
@@ -1745,15 +1815,9 @@ impl Engine {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.pex.answered = true;
                     }
-                    let sel = self.pex_reply(now);
-                    if self
-                        .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
-                        .is_ok()
-                    {
-                        self.counters.pex_requests_answered += 1;
-                    }
-                    // Hang up once the reply is flushed.
-                    self.hang_up(now, id, DisconnectReason::SeedDone);
+                    // Answered now or once the crawler's tests are done, then held a moment
+                    // and hung up (`seed_reply`).
+                    self.seed_request(now, id);
                     return;
                 }
                 let min = self.cfg.ensure_peers_period / 3;
@@ -1768,6 +1832,14 @@ impl Engine {
                             self.counters.pex_requests_answered += 1;
                         }
                     }
+                    // A node we crawled asking again too soon is not banned by a seed, and not
+                    // answered: a CometBFT v0.39+ node sends a request to a random peer
+                    // whenever a seed's addresses arrive, so two come back to back when it
+                    // draws us twice; an answer would trigger one more, and a ban would cut the
+                    // node off its seed (and, behind one NAT or on loopback, every node at its
+                    // IP). Unanswered, its request stays outstanding and it asks others.
+                    Some(Err(PexViolation::TooFrequentRequests))
+                        if self.cfg.seed_mode && direction == Direction::Outbound => {}
                     Some(Err(v)) => self.pex_violation(now, id, peer, v),
                     None => {}
                 }
@@ -2017,22 +2089,47 @@ impl Engine {
             self.dial_seeds(now);
         }
         let unix = self.unix(now);
-        let max_inflight = self.cfg.max_num_outbound_peers.max(1) * 3;
         // Addresses never reached come first (newest first): a vetted seed serves an address
         // only once it reached it, so an announced one is tested at the next pass (within 2 s
         // of a node's first contact), whatever the size of the book. Then a random selection.
+        let mut candidates = self.untested_candidates(now);
+        candidates.extend(self.book.selection(unix, &mut self.rng));
+        self.crawl_dials(now, candidates);
+        // 3. Forget crawl records older than a day; expired bans.
+        let day = Duration::from_secs(24 * 3600);
+        self.crawled
+            .retain(|_, t| now.saturating_duration_since(*t) < day);
+        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
+            self.book_dirty = true;
+        }
+        self.bans.expire(now);
+    }
+
+    /// The most crawl dials in flight at once.
+    fn max_crawl_inflight(&self) -> usize {
+        self.cfg.max_num_outbound_peers.max(1) * 3
+    }
+
+    /// Addresses the seed never reached, newest first, that may be crawled now.
+    fn untested_candidates(&self, now: Instant) -> Vec<NetAddr> {
+        let unix = self.unix(now);
         let (crawled, backoff, min_gap) = (
             &self.crawled,
             &self.backoff,
             self.cfg.min_time_between_crawls,
         );
-        let mut candidates = self.book.untested(unix, max_inflight, |a| {
+        self.book.untested(unix, self.max_crawl_inflight(), |a| {
             backoff.allowed(&a.addr, now)
                 && crawled
                     .get(&a.addr)
                     .is_none_or(|t| now.saturating_duration_since(*t) >= min_gap)
-        });
-        candidates.extend(self.book.selection(unix, &mut self.rng));
+        })
+    }
+
+    /// Starts crawl dials to `candidates` in order, within the in-flight budget, skipping
+    /// ourselves, addresses crawled within `min_time_between_crawls` and backed-off ones.
+    fn crawl_dials(&mut self, now: Instant, candidates: Vec<NetAddr>) {
+        let max_inflight = self.max_crawl_inflight();
         for a in candidates {
             if self.pending_out.len() >= max_inflight {
                 break;
@@ -2057,14 +2154,6 @@ impl Engine {
                 self.crawled.insert(a.addr, now);
             }
         }
-        // 3. Forget crawl records older than a day; expired bans.
-        let day = Duration::from_secs(24 * 3600);
-        self.crawled
-            .retain(|_, t| now.saturating_duration_since(*t) < day);
-        if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
-            self.book_dirty = true;
-        }
-        self.bans.expire(now);
     }
 }
 

@@ -94,6 +94,7 @@ impl Driver {
 
     fn carry_out(&mut self, out: Output) {
         match out {
+            Output::DialName { .. } => panic!("the crawler dials addresses, never names"),
             Output::Dial { conn, addr } => {
                 assert!(
                     self.conns.values().all(|p| p.addr.addr.ip() != addr.ip()),

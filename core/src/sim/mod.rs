@@ -905,6 +905,18 @@ impl Sim {
                     self.trace.write(&data);
                     self.transmit(i, conn, data);
                 }
+                // The simulator has no DNS: a dial by name fails as unresolved.
+                Output::DialName { conn, .. } => {
+                    self.eps.insert((i, conn), EpState::default());
+                    let lat = self.link_latency();
+                    self.push(
+                        now + lat,
+                        Ev::DialFailed {
+                            ep: (i, conn),
+                            error: DialFailure::Unresolved,
+                        },
+                    );
+                }
                 Output::Dial { conn, addr } => {
                     self.trace_u64(&[1, i as u64, conn.0, u64::from(addr.port())]);
                     self.trace_ip(addr.ip());
