@@ -102,7 +102,7 @@ pub struct P2pConfig {
     pub seed_mode: bool,
     /// `private_peer_ids`: comma-separated ids never stored or gossiped.
     pub private_peer_ids: String,
-    /// `allow_duplicate_ip`: accept several peers from one IP.
+    /// `allow_duplicate_ip`: accept several peers from one IP (and ban node ids only, not IPs).
     pub allow_duplicate_ip: bool,
     /// `handshake_timeout`: CometBFT's key, read and written back but not applied, as CometBFT
     /// does not apply it either (its transport cuts each handshake phase at 3 s).
@@ -440,7 +440,10 @@ impl Config {
             quote(&p.private_peer_ids)
         ));
         line("");
-        line("# Accept more than one peer from the same IP address (needed on one machine)");
+        line("# Accept more than one peer from the same IP address (needed on one machine).");
+        line("# This also sets what a ban covers: with false a ban covers the offender's node id");
+        line("# and IP; with true (many honest nodes share an IP) only its node id. Bans persist");
+        line("# with the address book (docs/bans.md).");
         line(&format!("allow_duplicate_ip = {}", p.allow_duplicate_ip));
         line("");
         line("# Time limits of a new connection. handshake_timeout is CometBFT's key and, as in");

@@ -551,7 +551,7 @@ impl Handle {
     }
 
     /// Bans `peer` for `duration` and disconnects it (CometBFT's `StopPeerForError`): its id
-    /// and IP go on the engine's ban list and into the address book's persisted bans. A
+    /// and IP (unless `allow_duplicate_ip`) go into the address book's persisted bans. A
     /// persistent peer is only disconnected (and redialled later): [`BanOutcome::Persistent`].
     pub async fn ban(
         &self,

@@ -45,7 +45,9 @@ pub struct EngineConfig {
     pub seed_mode: bool,
     /// `pex`: run the PEX reactor on channel 0x00 (and advertise it).
     pub pex: bool,
-    /// `allow_duplicate_ip`: when false, at most one connection per remote IP.
+    /// `allow_duplicate_ip`: when false, at most one connection per remote IP, and a ban covers
+    /// the peer's IP as well as its node id; when true a ban covers the node id only
+    /// (docs/bans.md).
     pub allow_duplicate_ip: bool,
     /// `addr_book_strict`: refuse non-routable addresses (copied into `addr_book.strict`).
     pub addr_book_strict: bool,

@@ -101,9 +101,12 @@
 //!   A hang-up is graceful (the reply is flushed first) but takes at most 10 s.
 //! - **PEX** (spec 5) runs on channel 0x00: one outstanding request per peer; requests faster
 //!   than every `ensure_peers_period / 3` (from the third on), unsolicited or oversized replies
-//!   and malformed messages ban the peer (id and IP, 24 h) and disconnect it with
+//!   and malformed messages ban the peer (24 h) and disconnect it with
 //!   [`DisconnectReason::Pex`]. Failed dials never ban (G14). Sending on 0x00 through
 //!   [`Engine::send`] bypasses the reactor (meant for tests).
+//! - **Bans** live in one list, the address book's, which is persisted with it: admission and
+//!   every dial read it, so a ban survives a restart. A ban covers the node id, and the IP too
+//!   unless `allow_duplicate_ip` (many honest nodes may then share an IP): see `docs/bans.md`.
 
 pub mod backoff;
 mod config;
@@ -297,7 +300,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BanOutcome {
-    /// The peer's id and IP are banned and it was disconnected.
+    /// The peer is banned (its id, and its IP unless `allow_duplicate_ip`) and disconnected.
     Banned,
     /// The peer is persistent: it was disconnected (and will be redialled), not banned.
     Persistent,

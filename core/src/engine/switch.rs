@@ -13,7 +13,7 @@ use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
 use super::delivery::{Delivery, HeldStats};
 use super::filter::{ConnFilter, PeerFilter};
-use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
+use super::peers::{Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
     BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
@@ -132,7 +132,6 @@ pub struct Engine {
     pending_in_ips: hashbrown::HashMap<IpAddr, u32>,
     pending_out_ips: hashbrown::HashMap<IpAddr, u32>,
     inbound_open: usize,
-    bans: Bans,
     backoff: DialBackoff,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
@@ -224,7 +223,6 @@ impl Engine {
             pending_in_ips: hashbrown::HashMap::new(),
             pending_out_ips: hashbrown::HashMap::new(),
             inbound_open: 0,
-            bans: Bans::default(),
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -374,7 +372,7 @@ impl Engine {
                 _ => PeerState::Handshaking,
             });
         }
-        if self.bans.id_banned(id, self.last_now) {
+        if self.book.is_id_banned(id, self.unix(self.last_now)) {
             return Some(PeerState::Banned);
         }
         self.persistent.get(id).map(|p| {
@@ -470,16 +468,24 @@ impl Engine {
         self.book.group_of(ip)
     }
 
-    /// How many node ids the engine currently bans (expired ones are dropped lazily).
+    /// How many bans are in force (the address book's records, which persist with it).
     #[must_use]
     pub fn num_banned(&self) -> usize {
-        self.bans.len()
+        self.book.len_banned_at(self.unix(self.last_now))
     }
 
-    /// Whether `id` is banned at `now`.
+    /// Whether `id` is banned at `now` (by the address book's ban list, which persists).
     #[must_use]
     pub fn is_banned(&self, id: &NodeId, now: Instant) -> bool {
-        self.bans.id_banned(id, now)
+        self.book.is_id_banned(id, self.unix(now))
+    }
+
+    /// What a ban of a peer seen at `ip` covers: its node id always, and its IP only when
+    /// duplicate IPs are refused (`allow_duplicate_ip = false`). With duplicate IPs allowed the
+    /// operator has declared that many nodes share an address (one host, a NAT), so a ban on
+    /// the IP would refuse honest nodes along with the offender (docs/bans.md).
+    fn ban_scope(&self, ip: IpAddr) -> Option<IpAddr> {
+        (!self.cfg.allow_duplicate_ip).then_some(ip)
     }
 
     fn unix(&self, now: Instant) -> u64 {
@@ -927,7 +933,7 @@ impl Engine {
     pub fn accept(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, Refused> {
         self.touch(now);
         let ip = remote.ip();
-        let refused = if self.bans.ip_banned(&ip, now) {
+        let refused = if self.book.is_ip_banned(&ip, self.unix(now)) {
             Some(Refused::Banned)
         } else if self.inbound_open >= self.inbound_conn_limit() {
             Some(Refused::TooManyInbound)
@@ -1015,10 +1021,12 @@ impl Engine {
         if self.pending_out.contains_key(&addr.id) {
             return Err(DialError::AlreadyDialing);
         }
-        if !self.persistent.contains_key(&addr.id) && self.bans.id_banned(&addr.id, now) {
+        let ip = addr.addr.ip();
+        if !self.persistent.contains_key(&addr.id)
+            && self.book.is_banned(&addr.id, &ip, self.unix(now))
+        {
             return Err(DialError::Banned);
         }
-        let ip = addr.addr.ip();
         if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
         {
@@ -1229,9 +1237,9 @@ impl Engine {
     }
 
     /// Bans `peer` for `duration` and disconnects it with [`DisconnectReason::Banned`]
-    /// (CometBFT's `StopPeerForError`): its node id and IP go on the engine's ban list and
-    /// into the address book's (persisted) bans, so it is neither dialled nor admitted until
-    /// the ban expires. A persistent peer is never banned: it is disconnected and redialled
+    /// (CometBFT's `StopPeerForError`): its node id (and its IP, unless `allow_duplicate_ip`)
+    /// go into the address book's bans, the one persisted list, so it is neither dialled nor
+    /// admitted until the ban expires, across restarts. A persistent peer is never banned: it is disconnected and redialled
     /// on its usual schedule ([`BanOutcome::Persistent`]).
     pub fn ban(
         &mut self,
@@ -1269,10 +1277,14 @@ impl Engine {
             BanOutcome::Persistent
         } else {
             let unix = self.unix(now);
-            if self.book.ban_for(peer, ip, unix, duration) {
+            // A ban always lasts at least one second of the book's clock.
+            let duration = duration.max(Duration::from_secs(1));
+            if self
+                .book
+                .ban_scoped(peer, self.ban_scope(ip), unix, duration)
+            {
                 self.book_dirty = true;
             }
-            self.bans.ban(peer, ip, now + duration);
             BanOutcome::Banned
         };
         self.drop_conn(now, id, reason, true);
@@ -1500,7 +1512,7 @@ impl Engine {
         }
         let persistent = self.persistent.contains_key(&peer);
         let unconditional = self.unconditional.contains(&peer);
-        if !persistent && self.bans.id_banned(&peer, now) {
+        if !persistent && self.book.is_id_banned(&peer, self.unix(now)) {
             self.counters.refused += 1;
             self.fail_conn(now, id, DialFailReason::Banned, true);
             return;
@@ -1676,7 +1688,7 @@ impl Engine {
         }
     }
 
-    /// Bans `peer` (id and IP) and disconnects it for a PEX violation (G14). Persistent peers
+    /// Bans `peer` (id, and IP unless `allow_duplicate_ip`) and disconnects it for a PEX violation (G14). Persistent peers
     /// are banned only in the book (spec 7.7) and redialled.
     fn pex_violation(&mut self, now: Instant, id: ConnId, peer: NodeId, v: PexViolation) {
         let duration = self.cfg.addr_book.ban_duration;
@@ -1825,19 +1837,19 @@ impl Engine {
                 if picked.len() >= need {
                     break;
                 }
-                let (peers, pending, up_ips, pend_ips, bans, backoff, allow_dup, our, persistent) = (
+                let (peers, pending, up_ips, pend_ips, book, backoff, allow_dup, our, persistent) = (
                     &self.peers,
                     &self.pending_out,
                     &self.up_ips,
                     &self.pending_out_ips,
-                    &self.bans,
+                    &self.book,
                     &self.backoff,
                     self.cfg.allow_duplicate_ip,
                     self.our_id,
                     &self.persistent,
                 );
                 let picked_ref = &picked;
-                let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
+                let Some(a) = book.pick(unix, &mut self.rng, |a: &NetAddr| {
                     let ip = a.addr.ip();
                     a.id != our
                         && !persistent.contains_key(&a.id)
@@ -1845,8 +1857,7 @@ impl Engine {
                         && !pending.contains_key(&a.id)
                         && !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
                         && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
-                        && !bans.id_banned(&a.id, now)
-                        && !bans.ip_banned(&ip, now)
+                        && !book.is_banned(&a.id, &ip, unix)
                         && backoff.allowed(&a.addr, now)
                 }) else {
                     continue;
@@ -1869,7 +1880,6 @@ impl Engine {
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
             self.book_dirty = true;
         }
-        self.bans.expire(now);
         if self.book.needs_more() {
             // One request to a peer drawn uniformly among those we may ask now (none
             // outstanding, none in the last 10 s), so the pacing rule never wastes a period.
@@ -1964,7 +1974,6 @@ impl Engine {
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
             self.book_dirty = true;
         }
-        self.bans.expire(now);
     }
 }
 
