@@ -67,6 +67,10 @@ pub struct EngineConfig {
     pub seed_disconnect_wait: Duration,
     /// A seed re-crawls an address at most this often (2 min).
     pub min_time_between_crawls: Duration,
+    /// cometmesh only: mean period of feeler connections (G11, test-before-evict; see
+    /// [`feeler`](super::feeler)): 2 min, each wait drawn from `[p/2, 3p/2)`. Zero turns
+    /// feelers off. Only with PEX and outside seed mode.
+    pub feeler_interval: Duration,
     /// Per-connection settings (MConnection, timeouts, budgets).
     pub connection: ConnectionConfig,
     /// Address-book settings.
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             persistent_redial_cap: Duration::from_secs(300),
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
+            feeler_interval: Duration::from_secs(120),
             connection: ConnectionConfig::default(),
             // CometBFT's `GetSelection` answers with at least min(32, book size) addresses. A
             // node following only the 23 % rule answers a small network with nothing, and its
@@ -175,6 +180,12 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 name: "dial_timeout/handshake_timeout",
                 why: "must be positive",
+            });
+        }
+        if !self.feeler_interval.is_zero() && self.feeler_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                name: "feeler_interval",
+                why: "must be zero (off) or at least 1 s",
             });
         }
         if self.persistent_redial_cap < Duration::from_secs(1) {

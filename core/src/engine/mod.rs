@@ -104,6 +104,9 @@
 //!   and malformed messages ban the peer (24 h) and disconnect it with
 //!   [`DisconnectReason::Pex`]. Failed dials never ban (G14). Sending on 0x00 through
 //!   [`Engine::send`] bypasses the reactor (meant for tests).
+//! - **Feelers** (G11): about every 2 min one short extra outbound connection tests the
+//!   incumbent of a tried collision or a new entry, then hangs up; collisions are resolved
+//!   first, and a tried incumbent we are connected to is never displaced. See [`feeler`].
 //! - **Bans** live in one list, the address book's, which is persisted with it: admission and
 //!   every dial read it, so a ban survives a restart. A ban covers the node id, and the IP too
 //!   unless `allow_duplicate_ip` (many honest nodes may then share an IP): see `docs/bans.md`.
@@ -111,6 +114,7 @@
 pub mod backoff;
 mod config;
 pub mod delivery;
+pub mod feeler;
 mod filter;
 mod peers;
 pub mod pex;

@@ -51,6 +51,9 @@ pub enum Origin {
     Crawl,
     /// The application called [`Engine::dial`](super::Engine::dial).
     App,
+    /// A feeler: one short test connection, closed once the handshake is done (G11, see
+    /// [`feeler`](super::feeler)); it never becomes a peer.
+    Feeler,
 }
 
 /// A connected peer.
@@ -121,6 +124,10 @@ pub struct Counters {
     pub pex_addrs_received: u64,
     /// Application messages received.
     pub messages: u64,
+    /// Feeler connections started (G11).
+    pub feelers: u64,
+    /// Feelers whose handshake completed (the address was marked good).
+    pub feelers_reached: u64,
     /// Received application messages discarded because their peer was disconnected while
     /// they waited for room in a flow-controlled channel.
     pub messages_discarded: u64,

@@ -12,6 +12,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
 use super::delivery::{Delivery, HeldStats};
+use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
@@ -43,6 +44,8 @@ enum Timer {
     Redial(NodeId),
     /// A graceful hang-up that has not finished flushing in time.
     Hangup(ConnId),
+    /// The next feeler connection (G11).
+    Feeler,
 }
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
@@ -138,6 +141,8 @@ pub struct Engine {
     timers: BTreeSet<(Instant, Timer)>,
     ensure_at: Option<Instant>,
     ensure_soon_at: Option<Instant>,
+    feeler: Feeler,
+    feeler_at: Option<Instant>,
     outputs: VecDeque<Output>,
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
@@ -228,6 +233,8 @@ impl Engine {
             timers: BTreeSet::new(),
             ensure_at: None,
             ensure_soon_at: None,
+            feeler: Feeler::default(),
+            feeler_at: None,
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             book_dirty: false,
@@ -254,6 +261,10 @@ impl Engine {
         if engine.cfg.pex || engine.cfg.seed_mode {
             let first = now + backoff::jitter(&mut engine.rng, Duration::from_secs(1));
             engine.set_ensure(first);
+        }
+        if engine.cfg.pex && !engine.cfg.seed_mode {
+            let at = feeler::next_at(now, engine.cfg.feeler_interval, &mut engine.rng);
+            engine.feeler_at = engine.set_timer(None, at, Timer::Feeler);
         }
         Ok(engine)
     }
@@ -407,8 +418,8 @@ impl Engine {
     #[allow(clippy::disallowed_methods)] // a count: the order does not matter
     pub fn num_dialing(&self) -> usize {
         self.pending_out
-            .keys()
-            .filter(|id| !self.unconditional.contains(*id))
+            .iter()
+            .filter(|(id, c)| !self.unconditional.contains(*id) && !self.feeler.is_feeler(**c))
             .count()
     }
 
@@ -648,6 +659,12 @@ impl Engine {
                     }
                     self.redial(now, id);
                 }
+                Timer::Feeler => {
+                    self.feeler_at = None;
+                    self.run_feeler(now);
+                    let at = feeler::next_at(now, self.cfg.feeler_interval, &mut self.rng);
+                    self.feeler_at = self.set_timer(None, at, Timer::Feeler);
+                }
                 Timer::Hangup(id) => {
                     let reason = self.conns.get_mut(&id).and_then(|c| {
                         c.hangup_deadline = None;
@@ -880,6 +897,7 @@ impl Engine {
             self.timers.remove(&(t, Timer::Hangup(id)));
         }
         self.release_ip(c.remote.ip(), c.ip_slot);
+        self.feeler.finished(id);
         if c.direction == Direction::Inbound {
             self.inbound_open = self.inbound_open.saturating_sub(1);
         }
@@ -1522,6 +1540,10 @@ impl Engine {
             self.fail_conn(now, id, DialFailReason::Filtered(why), true);
             return;
         }
+        if origin == Origin::Feeler {
+            self.feeler_reached(now, id, dialed);
+            return;
+        }
         // Duplicate id: keep the connection dialled by the lower node id, else the newer one.
         if let Some(old) = self.peers.get(&peer).map(|p| (p.conn, p.direction)) {
             let dialer = |d: Direction| {
@@ -1800,6 +1822,85 @@ impl Engine {
             c.hangup_deadline = new;
         }
         self.mark_dirty(id);
+    }
+
+    /// The feeler pass (G11): resolve buffered tried collisions, then dial one incumbent of a
+    /// collision or one new entry. See [`feeler`].
+    fn run_feeler(&mut self, now: Instant) {
+        if self.feeler.busy() {
+            return;
+        }
+        let unix = self.unix(now);
+        // A tried incumbent we are connected to is alive: refresh its success time, so that
+        // resolving a collision never displaces it.
+        let live: Vec<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.direction == Direction::Outbound)
+            .filter_map(|p| self.conns.get(&p.conn).and_then(|c| c.dialed))
+            .map(|a| a.addr)
+            .filter(|a| self.book.is_tried(a))
+            .collect();
+        for a in live {
+            let _ = self.book.mark_good(a, unix, &mut self.rng);
+        }
+        let before = self.book.len_collisions();
+        if self.book.resolve_collisions(unix) > 0 || self.book.len_collisions() != before {
+            self.book_dirty = true;
+        }
+        let (book, peers, pending, up_ips, pend_ips, backoff, allow_dup, our, persistent) = (
+            &self.book,
+            &self.peers,
+            &self.pending_out,
+            &self.up_ips,
+            &self.pending_out_ips,
+            &self.backoff,
+            self.cfg.allow_duplicate_ip,
+            self.our_id,
+            &self.persistent,
+        );
+        let target = Feeler::choose(book, unix, &mut self.rng, |a: &NetAddr| {
+            let ip = a.addr.ip();
+            a.id != our
+                && !persistent.contains_key(&a.id)
+                && !peers.contains_key(&a.id)
+                && !pending.contains_key(&a.id)
+                && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
+                && !book.is_banned(&a.id, &ip, unix)
+                && backoff.allowed(&a.addr, now)
+        });
+        if let Some(t) = target
+            && let Ok(conn) = self.start_dial(now, t.addr(), Origin::Feeler)
+        {
+            self.feeler.started(conn);
+            self.counters.feelers += 1;
+        }
+    }
+
+    /// A feeler's handshake completed: the address is alive (marked good: a tested incumbent
+    /// stays, a new entry moves to tried) and the connection closes at once, never a peer.
+    fn feeler_reached(&mut self, now: Instant, id: ConnId, dialed: Option<NetAddr>) {
+        if let Some(a) = dialed {
+            if self.pending_out.get(&a.id) == Some(&id) {
+                self.pending_out.remove(&a.id);
+            }
+            self.backoff.succeeded(&a.addr);
+            let unix = self.unix(now);
+            let _ = self.book.mark_good(a.addr, unix, &mut self.rng);
+            self.book_dirty = true;
+        }
+        self.counters.feelers_reached += 1;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.phase = Phase::Closing;
+        if let Some(pc) = c.pc.as_mut()
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
+        self.set_conn_timer(id, None);
+        self.outputs.push_back(Output::Close { conn: id });
     }
 
     /// Groups of automatic outbound peers and automatic dials in progress (G7).
