@@ -107,10 +107,14 @@
 //! - **Feelers** (G11): about every 2 min one short extra outbound connection tests the
 //!   incumbent of a tried collision or a new entry, then hangs up; collisions are resolved
 //!   first, and a tried incumbent we are connected to is never displaced. See [`feeler`].
+//! - **Anchors** (G12): [`Engine::anchors`] names up to two outbound peers connected for
+//!   10 min or more, to be saved at shutdown; [`Engine::dial_anchors`] dials them first at the
+//!   next start. See [`anchors`].
 //! - **Bans** live in one list, the address book's, which is persisted with it: admission and
 //!   every dial read it, so a ban survives a restart. A ban covers the node id, and the IP too
 //!   unless `allow_duplicate_ip` (many honest nodes may then share an IP): see `docs/bans.md`.
 
+pub mod anchors;
 pub mod backoff;
 mod config;
 pub mod delivery;

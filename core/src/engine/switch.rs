@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::anchors::{MAX_ANCHORS, MIN_ANCHOR_AGE};
 use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
 use super::delivery::{Delivery, HeldStats};
@@ -1307,6 +1308,50 @@ impl Engine {
         };
         self.drop_conn(now, id, reason, true);
         outcome
+    }
+
+    /// The anchors to save at shutdown (G12): up to two automatic outbound peers connected for
+    /// at least 10 min, longest-connected first. A peer that misbehaved provably was banned and
+    /// disconnected, so every peer still connected qualifies. See [`anchors`](super::anchors).
+    #[must_use]
+    pub fn anchors(&self, now: Instant) -> Vec<NetAddr> {
+        let mut found: Vec<(Instant, NodeId, NetAddr)> = self
+            .peers
+            .values()
+            .filter(|p| p.origin == Origin::Auto && p.counts_outbound() && !p.persistent)
+            .filter(|p| now.saturating_duration_since(p.since) >= MIN_ANCHOR_AGE)
+            .filter_map(|p| {
+                let a = self.conns.get(&p.conn)?.dialed?;
+                Some((p.since, p.id, a))
+            })
+            .collect();
+        found.sort_by_key(|&(since, id, _)| (since, id));
+        found.into_iter().take(MAX_ANCHORS).map(|f| f.2).collect()
+    }
+
+    /// Dials saved anchors (G12): call at start, before the first ensure-peers pass picks from
+    /// the book. They are automatic outbound dials (the outbound limit and G7 apply; banned
+    /// ones are skipped). Returns how many dials started.
+    pub fn dial_anchors(&mut self, now: Instant, anchors: &[NetAddr]) -> usize {
+        self.touch(now);
+        let mut groups = self.auto_groups();
+        let mut started = 0;
+        for a in anchors.iter().take(MAX_ANCHORS) {
+            let (_, out) = self.num_peers();
+            if out + self.num_dialing() >= self.cfg.max_num_outbound_peers {
+                break;
+            }
+            let g = self.book.group_of(&a.addr.ip());
+            if groups.contains(&g) {
+                continue;
+            }
+            if self.start_dial(now, *a, Origin::Auto).is_ok() {
+                groups.insert(g);
+                started += 1;
+            }
+        }
+        self.finish(now);
+        started
     }
 
     /// Marks `peer` good in the address book (CometBFT's `MarkGood`: it moves to the tried
