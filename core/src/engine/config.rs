@@ -71,6 +71,13 @@ pub struct EngineConfig {
     /// [`feeler`](super::feeler)): 2 min, each wait drawn from `[p/2, 3p/2)`. Zero turns
     /// feelers off. Only with PEX and outside seed mode.
     pub feeler_interval: Duration,
+    /// cometmesh only: inbound connection attempts allowed per remote IP and minute (a token
+    /// bucket of that size; G13, see [`inbound`](super::inbound)). Non-routable remotes are
+    /// not limited. 0 turns the limit off (CometBFT has none). Default 10.
+    pub inbound_attempts_per_ip_per_minute: u32,
+    /// cometmesh only: inbound connection attempts allowed per address group (`/16`) and
+    /// minute. 0 turns the limit off. Default 60.
+    pub inbound_attempts_per_group_per_minute: u32,
     /// Per-connection settings (MConnection, timeouts, budgets).
     pub connection: ConnectionConfig,
     /// Address-book settings.
@@ -105,6 +112,8 @@ impl Default for EngineConfig {
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
             feeler_interval: Duration::from_secs(120),
+            inbound_attempts_per_ip_per_minute: 10,
+            inbound_attempts_per_group_per_minute: 60,
             connection: ConnectionConfig::default(),
             // CometBFT's `GetSelection` answers with at least min(32, book size) addresses. A
             // node following only the 23 % rule answers a small network with nothing, and its

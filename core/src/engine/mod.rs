@@ -110,6 +110,11 @@
 //! - **Anchors** (G12): [`Engine::anchors`] names up to two outbound peers connected for
 //!   10 min or more, to be saved at shutdown; [`Engine::dial_anchors`] dials them first at the
 //!   next start. See [`anchors`].
+//! - **Inbound protection** (G13): inbound attempts are rate-limited per IP and per address
+//!   group before the handshake (`inbound_attempts_per_ip_per_minute`,
+//!   `inbound_attempts_per_group_per_minute`); when every inbound slot holds a peer, a newcomer
+//!   may evict one ordinary inbound peer of the most-represented group, never a protected one
+//!   (distinct groups, recently useful, longest-connected). See [`inbound`].
 //! - **Bans** live in one list, the address book's, which is persisted with it: admission and
 //!   every dial read it, so a ban survives a restart. A ban covers the node id, and the IP too
 //!   unless `allow_duplicate_ip` (many honest nodes may then share an IP): see `docs/bans.md`.
@@ -120,6 +125,7 @@ mod config;
 pub mod delivery;
 pub mod feeler;
 mod filter;
+pub mod inbound;
 mod peers;
 pub mod pex;
 mod switch;
@@ -332,7 +338,8 @@ pub enum DisconnectReason {
     /// Another connection to the same peer was kept instead.
     #[error("duplicate connection")]
     Duplicate,
-    /// Evicted to make room for a persistent peer.
+    /// Evicted to make room for a persistent peer, or for an inbound newcomer when the inbound
+    /// slots are full (G13).
     #[error("evicted for a persistent peer")]
     Evicted,
     /// The application called `disconnect`.
@@ -401,6 +408,10 @@ pub enum Refused {
     /// Another connection from that IP exists.
     #[error("duplicate ip")]
     DuplicateIp,
+    /// Too many connection attempts from that IP or its address group (G13, see
+    /// [`inbound`]).
+    #[error("too many connection attempts from this ip or its group")]
+    RateLimited,
     /// The connection filter refused the remote address.
     #[error("{0}")]
     Filtered(FilterRefusal),

@@ -15,6 +15,7 @@ use super::config::{ConfigError, EngineConfig};
 use super::delivery::{Delivery, HeldStats};
 use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
+use super::inbound::{self, Candidate, InboundGuard, Rates};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
@@ -144,6 +145,9 @@ pub struct Engine {
     ensure_soon_at: Option<Instant>,
     feeler: Feeler,
     feeler_at: Option<Instant>,
+    inbound_guard: InboundGuard,
+    /// Keys the group hash of the inbound eviction's distinct-group protection.
+    evict_key: u64,
     outputs: VecDeque<Output>,
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
@@ -236,6 +240,8 @@ impl Engine {
             ensure_soon_at: None,
             feeler: Feeler::default(),
             feeler_at: None,
+            inbound_guard: InboundGuard::default(),
+            evict_key: 0,
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             book_dirty: false,
@@ -246,6 +252,7 @@ impl Engine {
             cfg,
         };
         engine.rebuild_node_info();
+        engine.evict_key = engine.rng.next_u64();
         for a in engine.cfg.persistent_peers.clone() {
             let at = now + backoff::startup_jitter(&mut engine.rng);
             engine.persistent.insert(
@@ -899,6 +906,7 @@ impl Engine {
         }
         self.release_ip(c.remote.ip(), c.ip_slot);
         self.feeler.finished(id);
+        self.inbound_guard.forget(id);
         if c.direction == Direction::Inbound {
             self.inbound_open = self.inbound_open.saturating_sub(1);
         }
@@ -952,9 +960,19 @@ impl Engine {
     pub fn accept(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, Refused> {
         self.touch(now);
         let ip = remote.ip();
+        let rates = Rates {
+            per_ip: self.cfg.inbound_attempts_per_ip_per_minute,
+            per_group: self.cfg.inbound_attempts_per_group_per_minute,
+        };
+        let group = self.book.group_of(&ip);
         let refused = if self.book.is_ip_banned(&ip, self.unix(now)) {
             Some(Refused::Banned)
-        } else if self.inbound_open >= self.inbound_conn_limit() {
+        } else if !self
+            .inbound_guard
+            .admit(ip, group, is_routable(&ip), now, rates)
+        {
+            Some(Refused::RateLimited)
+        } else if self.inbound_open >= self.inbound_conn_limit() && !self.may_handshake_to_evict() {
             Some(Refused::TooManyInbound)
         } else if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
@@ -1010,6 +1028,51 @@ impl Engine {
         self.mark_dirty(id);
         self.finish(now);
         Ok(id)
+    }
+
+    /// Whether one more inbound handshake may run beyond the limit: every inbound slot holds a
+    /// peer and fewer than [`inbound::EVICTION_HANDSHAKES`] handshakes are running (the newcomer
+    /// then competes for a slot by eviction, G13).
+    #[allow(clippy::disallowed_methods)] // a count: the order does not matter
+    fn may_handshake_to_evict(&self) -> bool {
+        let (inbound, _) = self.num_peers();
+        let handshaking = self
+            .conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && c.phase == Phase::Handshaking)
+            .count();
+        inbound >= self.cfg.max_num_inbound_peers && handshaking < inbound::EVICTION_HANDSHAKES
+    }
+
+    /// The inbound peer a newcomer on `newcomer` evicts (G13, see [`inbound`]), or `None` when
+    /// the newcomer itself loses (or every peer is protected).
+    fn inbound_victim(
+        &self,
+        now: Instant,
+        newcomer: ConnId,
+        peer: NodeId,
+        remote: SocketAddr,
+    ) -> Option<ConnId> {
+        let mut cands: Vec<Candidate> = self
+            .peers
+            .values()
+            .filter(|p| p.counts_inbound() && !p.persistent)
+            .map(|p| Candidate {
+                conn: p.conn,
+                id: p.id,
+                group: self.book.group_of(&p.remote.ip()),
+                since: p.since,
+                last_useful: self.inbound_guard.last_useful(p.conn),
+            })
+            .collect();
+        cands.push(Candidate {
+            conn: newcomer,
+            id: peer,
+            group: self.book.group_of(&remote.ip()),
+            since: now,
+            last_useful: None,
+        });
+        inbound::select_victim(&cands, self.evict_key).filter(|&v| v != newcomer)
     }
 
     /// Inbound connections open at once: `max_num_inbound_peers + |unconditional| +
@@ -1525,6 +1588,7 @@ impl Engine {
                 if channel == ChannelId::PEX && self.cfg.pex {
                     self.on_pex(now, id, peer, &payload);
                 } else {
+                    self.inbound_guard.useful(id, now);
                     self.counters.messages += 1;
                     self.delivery
                         .offer(id, peer, channel, payload, &mut self.outputs);
@@ -1627,7 +1691,7 @@ impl Engine {
                         .max_by_key(|p| (p.since, p.id))
                         .map(|p| p.conn)
                 } else {
-                    None
+                    self.inbound_victim(now, id, peer, remote)
                 };
                 match victim {
                     Some(v) => self.drop_conn(now, v, DisconnectReason::Evicted, true),

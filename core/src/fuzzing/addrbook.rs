@@ -105,7 +105,13 @@ pub fn ops(data: &[u8]) {
                 let _ = book.mark_good(na.addr, now, &mut rng);
             }
             6 => {
-                let _ = book.ban(na.id, na.addr.ip(), now);
+                // Both ban scopes: id and IP, or the id alone (duplicate IPs allowed).
+                if c & 1 == 0 {
+                    let _ = book.ban(na.id, na.addr.ip(), now);
+                } else {
+                    let d = std::time::Duration::from_secs(u64::from(c) * 60);
+                    let _ = book.ban_scoped(na.id, None, now, d);
+                }
             }
             7 => {
                 now += u64::from(c) * 3600;
