@@ -125,6 +125,15 @@ pub struct P2pConfig {
     /// `seed_min_reply_size` (cometmesh's own key): the least number of addresses in a seed's
     /// PEX reply, when its book has them (CometBFT hard-codes 32).
     pub seed_min_reply_size: u64,
+    /// `feeler_interval` (cometmesh's own key): mean period of feeler connections that test
+    /// addresses before one may replace another in the book (test-before-evict); 0s: off.
+    pub feeler_interval: Duration,
+    /// `inbound_attempts_per_ip_per_minute` (cometmesh's own key): inbound connection attempts
+    /// allowed per remote IP and minute before the handshake; 0: no limit (CometBFT has none).
+    pub inbound_attempts_per_ip_per_minute: u64,
+    /// `inbound_attempts_per_group_per_minute` (cometmesh's own key): the same per address
+    /// group (/16); 0: no limit.
+    pub inbound_attempts_per_group_per_minute: u64,
 }
 
 impl Default for P2pConfig {
@@ -155,6 +164,9 @@ impl Default for P2pConfig {
             seed_crawl_period: Duration::from_secs(30),
             seed_min_time_between_crawls: Duration::from_secs(120),
             seed_min_reply_size: 32,
+            feeler_interval: Duration::from_secs(120),
+            inbound_attempts_per_ip_per_minute: 10,
+            inbound_attempts_per_group_per_minute: 60,
         }
     }
 }
@@ -275,6 +287,15 @@ impl Config {
                 &mut c.seed_min_time_between_crawls,
             )?;
             p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
+            p2p.duration("feeler_interval", &mut c.feeler_interval)?;
+            p2p.integer(
+                "inbound_attempts_per_ip_per_minute",
+                &mut c.inbound_attempts_per_ip_per_minute,
+            )?;
+            p2p.integer(
+                "inbound_attempts_per_group_per_minute",
+                &mut c.inbound_attempts_per_group_per_minute,
+            )?;
         }
         if let Some(ins) = top.section("instrumentation")? {
             let c = &mut config.instrumentation;
@@ -484,6 +505,26 @@ impl Config {
         ));
         line("# The least number of addresses in the seed's PEX reply, when its book has them");
         line(&format!("seed_min_reply_size = {}", p.seed_min_reply_size));
+        line("");
+        line("# cometmesh only: defences CometBFT does not have (docs/bans.md, engine docs).");
+        line("# Mean period of feeler connections: one short extra connection that tests an");
+        line("# address before it may replace another in the book (test-before-evict). 0s: off.");
+        line(&format!(
+            "feeler_interval = {}",
+            quote(&format_go_duration(p.feeler_interval))
+        ));
+        line("# Inbound connection attempts allowed per remote IP, and per address group");
+        line("# (/16), in a minute, checked before any handshake work; loopback and private");
+        line("# addresses are not limited. 0: no limit. When every inbound slot holds a peer, a");
+        line("# newcomer may evict one from the most-represented group, never a protected one.");
+        line(&format!(
+            "inbound_attempts_per_ip_per_minute = {}",
+            p.inbound_attempts_per_ip_per_minute
+        ));
+        line(&format!(
+            "inbound_attempts_per_group_per_minute = {}",
+            p.inbound_attempts_per_group_per_minute
+        ));
         line("");
         line("#######################################################");
         line("###       Instrumentation Configuration Options     ###");
@@ -696,6 +737,9 @@ mod tests {
         config.p2p.seed_crawl_period = Duration::from_secs(45);
         config.p2p.seed_min_time_between_crawls = Duration::from_secs(300);
         config.p2p.seed_min_reply_size = 64;
+        config.p2p.feeler_interval = Duration::from_secs(300);
+        config.p2p.inbound_attempts_per_ip_per_minute = 3;
+        config.p2p.inbound_attempts_per_group_per_minute = 0;
         config.instrumentation.prometheus = true;
         let text = config.to_toml();
         assert!(text.contains("persistent_peers_max_dial_period = \"1m30s\""));
