@@ -88,7 +88,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<NetAddr>, AnchorsError> {
         return Err(AnchorsError::UnsupportedVersion(bytes[MAGIC.len()]));
     }
     let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    if Sha256::digest(body).as_slice() != sum {
+    // Under the fuzzer the checksum is not enforced, so it can reach the parser behind it.
+    if !cfg!(fuzzing) && Sha256::digest(body).as_slice() != sum {
         return Err(AnchorsError::Checksum);
     }
     let n = usize::from(body[MAGIC.len() + 1]);
