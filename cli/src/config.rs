@@ -102,7 +102,7 @@ pub struct P2pConfig {
     pub seed_mode: bool,
     /// `private_peer_ids`: comma-separated ids never stored or gossiped.
     pub private_peer_ids: String,
-    /// `allow_duplicate_ip`: accept several peers from one IP.
+    /// `allow_duplicate_ip`: accept several peers from one IP (and ban node ids only, not IPs).
     pub allow_duplicate_ip: bool,
     /// `handshake_timeout`: CometBFT's key, read and written back but not applied, as CometBFT
     /// does not apply it either (its transport cuts each handshake phase at 3 s).
@@ -129,6 +129,15 @@ pub struct P2pConfig {
     /// itself within this window, most recent first; `0s` serves a random selection of its
     /// book, reached or not, as CometBFT does. Default 24 h.
     pub seed_vetted_window: Duration,
+    /// `feeler_interval` (cometmesh's own key): mean period of feeler connections that test
+    /// addresses before one may replace another in the book (test-before-evict); 0s: off.
+    pub feeler_interval: Duration,
+    /// `inbound_attempts_per_ip_per_minute` (cometmesh's own key): inbound connection attempts
+    /// allowed per remote IP and minute before the handshake; 0: no limit (CometBFT has none).
+    pub inbound_attempts_per_ip_per_minute: u64,
+    /// `inbound_attempts_per_group_per_minute` (cometmesh's own key): the same per address
+    /// group (/16); 0: no limit.
+    pub inbound_attempts_per_group_per_minute: u64,
 }
 
 impl Default for P2pConfig {
@@ -160,6 +169,9 @@ impl Default for P2pConfig {
             seed_min_time_between_crawls: Duration::from_secs(120),
             seed_min_reply_size: 32,
             seed_vetted_window: Duration::from_secs(24 * 3600),
+            feeler_interval: Duration::from_secs(120),
+            inbound_attempts_per_ip_per_minute: 10,
+            inbound_attempts_per_group_per_minute: 60,
         }
     }
 }
@@ -409,7 +421,10 @@ impl Config {
             quote(&p.private_peer_ids)
         ));
         line("");
-        line("# Accept more than one peer from the same IP address (needed on one machine)");
+        line("# Accept more than one peer from the same IP address (needed on one machine).");
+        line("# This also sets what a ban covers: with false a ban covers the offender's node id");
+        line("# and IP; with true (many honest nodes share an IP) only its node id. Bans persist");
+        line("# with the address book (docs/bans.md).");
         line(&format!("allow_duplicate_ip = {}", p.allow_duplicate_ip));
         line("");
         line("# Time limits of a new connection. handshake_timeout is CometBFT's key and, as in");
@@ -456,6 +471,26 @@ impl Config {
         line(&format!(
             "seed_vetted_window = {}",
             quote(&format_go_duration(p.seed_vetted_window))
+        ));
+        line("");
+        line("# cometmesh only: defences CometBFT does not have (docs/bans.md, engine docs).");
+        line("# Mean period of feeler connections: one short extra connection that tests an");
+        line("# address before it may replace another in the book (test-before-evict). 0s: off.");
+        line(&format!(
+            "feeler_interval = {}",
+            quote(&format_go_duration(p.feeler_interval))
+        ));
+        line("# Inbound connection attempts allowed per remote IP, and per address group");
+        line("# (/16), in a minute, checked before any handshake work; loopback and private");
+        line("# addresses are not limited. 0: no limit. When every inbound slot holds a peer, a");
+        line("# newcomer may evict one from the most-represented group, never a protected one.");
+        line(&format!(
+            "inbound_attempts_per_ip_per_minute = {}",
+            p.inbound_attempts_per_ip_per_minute
+        ));
+        line(&format!(
+            "inbound_attempts_per_group_per_minute = {}",
+            p.inbound_attempts_per_group_per_minute
         ));
         line("");
         line("#######################################################");
@@ -554,6 +589,15 @@ fn read_p2p(p2p: &Section<'_>, c: &mut P2pConfig) -> Result<(), ConfigError> {
     )?;
     p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
     p2p.duration("seed_vetted_window", &mut c.seed_vetted_window)?;
+    p2p.duration("feeler_interval", &mut c.feeler_interval)?;
+    p2p.integer(
+        "inbound_attempts_per_ip_per_minute",
+        &mut c.inbound_attempts_per_ip_per_minute,
+    )?;
+    p2p.integer(
+        "inbound_attempts_per_group_per_minute",
+        &mut c.inbound_attempts_per_group_per_minute,
+    )?;
     Ok(())
 }
 
@@ -812,6 +856,9 @@ mod tests {
         config.p2p.seed_min_time_between_crawls = Duration::from_secs(300);
         config.p2p.seed_min_reply_size = 64;
         config.p2p.seed_vetted_window = Duration::ZERO;
+        config.p2p.feeler_interval = Duration::from_secs(300);
+        config.p2p.inbound_attempts_per_ip_per_minute = 3;
+        config.p2p.inbound_attempts_per_group_per_minute = 0;
         config.instrumentation.prometheus = true;
         let text = config.to_toml();
         assert!(text.contains("persistent_peers_max_dial_period = \"1m30s\""));

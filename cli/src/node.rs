@@ -62,6 +62,16 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.crawl_period = p.seed_crawl_period.max(Duration::from_millis(100));
     c.min_time_between_crawls = p.seed_min_time_between_crawls;
     c.seed_vetted_window = p.seed_vetted_window;
+    // Below 1 s (but not off) a feeler period is raised to 1 s, the engine's floor.
+    c.feeler_interval = if p.feeler_interval.is_zero() {
+        Duration::ZERO
+    } else {
+        p.feeler_interval.max(Duration::from_secs(1))
+    };
+    c.inbound_attempts_per_ip_per_minute =
+        u32::try_from(p.inbound_attempts_per_ip_per_minute).unwrap_or(u32::MAX);
+    c.inbound_attempts_per_group_per_minute =
+        u32::try_from(p.inbound_attempts_per_group_per_minute).unwrap_or(u32::MAX);
     if p.seed_mode {
         // A seed exists to hand out addresses: give CometBFT's smallest reply (32) rather than
         // the 23 %-of-the-book rule alone, which leaves a young seed answering with nothing.
@@ -348,8 +358,19 @@ mod tests {
         config.p2p.seed_min_time_between_crawls = Duration::from_secs(600);
         config.p2p.seed_min_reply_size = 100;
         config.p2p.seed_vetted_window = Duration::ZERO;
+        config.p2p.feeler_interval = Duration::from_millis(10);
+        config.p2p.inbound_attempts_per_ip_per_minute = 5;
+        config.p2p.inbound_attempts_per_group_per_minute = 0;
         let s = NodeSettings::resolve(&Home::new("/h"), config, "chain".into()).unwrap();
         let c = engine_config(&s);
+        assert_eq!(c.feeler_interval, Duration::from_secs(1));
+        assert_eq!(
+            (
+                c.inbound_attempts_per_ip_per_minute,
+                c.inbound_attempts_per_group_per_minute
+            ),
+            (5, 0)
+        );
         assert_eq!(c.handshake_timeout, Duration::from_secs(7));
         assert_eq!(c.seed_disconnect_wait, Duration::from_secs(3600));
         assert_eq!(c.crawl_period, Duration::from_secs(10));

@@ -98,10 +98,10 @@ fn g22_foreign_and_newer_files() {
         DecodeError::Truncated
     );
     let mut newer = book(6).encode();
-    newer[9] = 2;
+    newer[9] = 3;
     assert!(matches!(
         AddrBook::decode(&newer, cfg()),
-        Err(DecodeError::UnsupportedVersion { found: 2, .. })
+        Err(DecodeError::UnsupportedVersion { found: 3, .. })
     ));
     // A correct checksum over inconsistent content is still refused.
     let mut bad = small_book(7).encode();
@@ -209,4 +209,72 @@ fn legacy_and_malformed_json_rejected() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A format 1 file (written before a ban could leave out the IP) still loads, with its bans;
+/// a book without id-only bans is written so that a format 1 reader still loads it.
+#[test]
+fn format_1_files_still_load() {
+    let old = include_bytes!("data/addrbook_v1_bans.bin");
+    assert_eq!((old[8], old[9]), (1, 1), "format 1, lowest compatible 1");
+    let d = AddrBook::decode(old, AddrBookConfig::default()).unwrap();
+    let b = small_book(42);
+    assert_eq!(
+        d.entries().collect::<Vec<_>>(),
+        b.entries().collect::<Vec<_>>()
+    );
+    assert_eq!(d.len_banned(), 3);
+    d.check().unwrap();
+    let now = d.encode();
+    assert_eq!(
+        (now[8], now[9]),
+        (2, 1),
+        "format 2, readable by format 1 readers"
+    );
+    assert_eq!(now, b.encode());
+    // Apart from the version byte (and so the checksum), the bytes are format 1's.
+    assert_eq!(now[10..now.len() - 32], old[10..old.len() - 32]);
+}
+
+/// A ban on the node id alone (duplicate IPs allowed) round-trips; such a file says it needs a
+/// format 2 reader.
+#[test]
+fn id_only_ban_round_trips() {
+    let mut r = rng(7);
+    let mut b = small_book(5);
+    let a = netaddr(random_ip(&mut r), &mut r);
+    let neighbour = cometmesh_core::addr::NetAddr::new(
+        id(&mut r),
+        std::net::SocketAddr::new(a.addr.ip(), a.addr.port() + 1),
+    );
+    b.add(a, random_ip(&mut r), T0, &mut r).unwrap();
+    b.add(neighbour, random_ip(&mut r), T0, &mut r).unwrap();
+    assert!(b.ban_scoped(a.id, None, T0, std::time::Duration::from_secs(600)));
+    assert!(
+        b.contains(&neighbour.addr),
+        "the neighbour on the same IP stays"
+    );
+    assert!(!b.contains(&a.addr));
+    let bytes = b.encode();
+    assert_eq!((bytes[8], bytes[9]), (2, 2));
+    let d = AddrBook::decode(&bytes, AddrBookConfig::default()).unwrap();
+    assert_eq!(d.encode(), bytes);
+    assert!(d.is_id_banned(&a.id, T0 + 1));
+    assert!(!d.is_ip_banned(&a.addr.ip(), T0 + 1));
+    assert!(!d.is_id_banned(&a.id, T0 + 600));
+    assert_eq!(d.len_banned(), 4);
+    d.check().unwrap();
+    // A format 1 file may not use the id-only tag.
+    let mut v1 = bytes[..bytes.len() - 32].to_vec();
+    v1[8] = 1;
+    v1[9] = 1;
+    let sum = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&v1)
+    };
+    v1.extend_from_slice(&sum);
+    assert!(matches!(
+        AddrBook::decode(&v1, AddrBookConfig::default()),
+        Err(DecodeError::Corrupt(_))
+    ));
 }

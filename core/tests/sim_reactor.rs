@@ -233,7 +233,7 @@ fn local_drop_of_a_stalled_peer_discards_what_it_holds() {
     assert_eq!(e.num_conns(), 0);
 }
 
-/// `ban` goes through the one ban list: id and IP in the engine and in the address book,
+/// `ban` goes through the one ban list: id and IP in the address book,
 /// which persists it (it survives an encode/load) for exactly the duration asked.
 #[test]
 fn ban_is_persisted_in_the_book_for_its_duration() {

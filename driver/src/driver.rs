@@ -253,6 +253,8 @@ struct BookSaver {
     dirty: bool,
     in_flight: bool,
     last: Option<Instant>,
+    /// The engine's anchors taken when the shutdown began (G12), saved beside the book.
+    anchors: Vec<cometmesh_core::addr::NetAddr>,
 }
 
 struct Stopping {
@@ -341,6 +343,7 @@ pub(crate) fn spawn<R: Runtime>(
             dirty: false,
             in_flight: false,
             last: None,
+            anchors: Vec::new(),
         }),
         listener: listener_abort,
         routes,
@@ -1010,6 +1013,9 @@ impl<R: Runtime> Driver<R> {
             replies: reply.into_iter().collect(),
             deadline: now + self.cfg.shutdown_grace,
         });
+        if let Some(b) = &mut self.book {
+            b.anchors = self.engine.anchors(now);
+        }
         let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
         for p in peers {
             self.engine.disconnect(now, p);
@@ -1060,6 +1066,19 @@ impl<R: Runtime> Driver<R> {
                 Ok(()) => tracing::info!(path = %b.path.display(), "address book saved"),
                 Err(e) => {
                     tracing::warn!(path = %b.path.display(), error = %e, "address book not saved");
+                }
+            }
+            if !b.anchors.is_empty() {
+                let bytes = cometmesh_core::engine::anchors::encode(&b.anchors);
+                let path = persist::anchors_path(&b.path);
+                let n = b.anchors.len();
+                match self
+                    .rt
+                    .spawn_blocking(move || persist::write_atomic(&path, &bytes))
+                    .await
+                {
+                    Ok(()) => tracing::info!(anchors = n, "anchors saved"),
+                    Err(e) => tracing::warn!(error = %e, "anchors not saved"),
                 }
             }
         }

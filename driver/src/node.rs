@@ -337,6 +337,7 @@ impl<R: Runtime> NodeBuilder<R> {
         }
         if let Some(path) = &book_path {
             load_book(&rt, &mut engine, path).await?;
+            dial_anchors(&rt, &mut engine, path, now).await;
         }
         let node_id = engine.node_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(dcfg.command_capacity);
@@ -368,6 +369,46 @@ impl<R: Runtime> NodeBuilder<R> {
 
 /// A saved book larger than this is not read (a full book is about 8 MiB).
 const MAX_BOOK_FILE: u64 = 64 << 20;
+
+/// Reads and deletes the anchors saved beside the book at the last shutdown (G12) and dials
+/// them before the engine picks anything from the book. A missing or unreadable file only
+/// means no anchors.
+async fn dial_anchors<R: Runtime>(
+    rt: &R,
+    engine: &mut Engine,
+    book: &std::path::Path,
+    now: std::time::Instant,
+) {
+    let path = persist::anchors_path(book);
+    let p = path.clone();
+    let read = rt
+        .spawn_blocking(move || {
+            let bytes = persist::read_if_exists(&p, 4096)?;
+            persist::remove_if_exists(&p)?;
+            Ok::<_, std::io::Error>(bytes)
+        })
+        .await;
+    let anchors = match read {
+        Ok(Some(bytes)) => match cometmesh_core::engine::anchors::decode(&bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "anchors file ignored");
+                return;
+            }
+        },
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "anchors file not read");
+            return;
+        }
+    };
+    let n = engine.dial_anchors(now, &anchors);
+    tracing::info!(
+        anchors = anchors.len(),
+        dialled = n,
+        "anchors dialled first"
+    );
+}
 
 /// Loads a saved book; a file the engine cannot read is moved aside with a warning.
 async fn load_book<R: Runtime>(
@@ -616,7 +657,7 @@ impl Handle {
     }
 
     /// Bans `peer` for `duration` and disconnects it (CometBFT's `StopPeerForError`): its id
-    /// and IP go on the engine's ban list and into the address book's persisted bans. A
+    /// and IP (unless `allow_duplicate_ip`) go into the address book's persisted bans. A
     /// persistent peer is only disconnected (and redialled later): [`BanOutcome::Persistent`].
     pub async fn ban(
         &self,

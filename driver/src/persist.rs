@@ -22,6 +22,21 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// The anchors file kept beside the address book at `book` (`<book>.anchors`, G12).
+#[must_use]
+pub fn anchors_path(book: &Path) -> PathBuf {
+    with_suffix(book, ".anchors")
+}
+
+/// Removes the file at `path` (and syncs its directory); a missing file is fine.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent_dir(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads at most `limit + 1` bytes of the file at `path` (so a caller sees that a file is
 /// larger than `limit` without reading it all); `None` if it does not exist.
 pub fn read_if_exists(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {

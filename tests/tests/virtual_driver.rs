@@ -332,3 +332,81 @@ fn book_saved_on_change_at_most_once_per_interval_and_at_shutdown() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A ban survives a restart of the driver (issue 13.2): the book it saves carries the ban and
+/// the restarted node reads it on admission, so the banned peer is refused at once; a
+/// neighbour on the same IP (duplicate IPs allowed: the ban covers the node id only) gets in.
+#[test]
+fn a_ban_survives_a_driver_restart() {
+    block_on(async {
+        let rt = VirtualRuntime::new();
+        let dir = scratch_dir("virtual-ban");
+        let path = dir.join("addrbook.bin");
+        let book = || Some((path.clone(), Duration::from_secs(60)));
+        let a = node(&rt, config(), 1, book()).await;
+        let b = node(&rt, config(), 2, None).await;
+        exchange(&rt, &b, &a).await;
+        let (aid, bid) = (a.node_id(), b.node_id());
+        let out = a.ban(bid, "test", Duration::from_secs(3600)).await;
+        assert_eq!(out.ok(), Some(cometmesh_core::engine::BanOutcome::Banned));
+        sleep(&rt, Duration::from_secs(1)).await;
+        a.shutdown().await;
+        let a = node(&rt, config(), 1, book()).await;
+        let _ = b.dial(a.net_addr()).await;
+        sleep(&rt, Duration::from_secs(5)).await;
+        assert!(
+            !has_peer(&a, bid).await,
+            "banned peer admitted after a restart"
+        );
+        assert!(!has_peer(&b, aid).await);
+        let c = node(&rt, config(), 3, None).await;
+        exchange(&rt, &c, &a).await;
+        for n in [a, b, c] {
+            n.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// Anchors through the driver (issue 13.4, G12): at shutdown the peer the node picked by
+/// itself and held for 10 min is saved beside the book; at the next start the file is read,
+/// deleted, and the anchor dialled even with PEX off (nothing else would dial it).
+#[test]
+fn anchors_are_saved_at_shutdown_and_dialled_at_start() {
+    block_on(async {
+        let rt = VirtualRuntime::new();
+        let dir = scratch_dir("virtual-anchors");
+        let path = dir.join("addrbook.bin");
+        let anchors_file = dir.join("addrbook.bin.anchors");
+        let book = || Some((path.clone(), Duration::from_secs(60)));
+        let c = node(&rt, config(), 3, None).await;
+        let b = node(&rt, config(), 2, None).await;
+        exchange(&rt, &c, &b).await;
+        let mut ca = config();
+        ca.seeds = vec![b.net_addr()];
+        let a = node(&rt, ca, 1, book()).await;
+        let cid = c.node_id();
+        wait_until(&rt, Duration::from_secs(60), "a dials c by itself", || {
+            has_peer(&a, cid)
+        })
+        .await;
+        sleep(&rt, Duration::from_secs(11 * 60)).await;
+        assert!(has_peer(&a, cid).await);
+        a.shutdown().await;
+        let bytes = std::fs::read(&anchors_file).expect("anchors saved");
+        let saved = cometmesh_core::engine::anchors::decode(&bytes).expect("decodes");
+        assert_eq!(saved, vec![c.net_addr()]);
+        let mut quiet = config();
+        quiet.pex = false;
+        let a = node(&rt, quiet, 1, book()).await;
+        assert!(!anchors_file.exists(), "read and deleted at start");
+        wait_until(&rt, Duration::from_secs(5), "the anchor dialled", || {
+            has_peer(&a, cid)
+        })
+        .await;
+        for n in [a, b, c] {
+            n.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -1,5 +1,10 @@
-//! Bans (G14–G16): node id *and* IP, atomic with removal from the tables, bounded in number,
-//! reinstated into *new* only on expiry.
+//! Bans (G14–G16): node id, and IP when the ban's scope covers it, atomic with removal from the
+//! tables, bounded in number, reinstated into *new* only on expiry.
+//!
+//! This is the node's one ban list: it is persisted with the book, and the engine reads it on
+//! admission and before every dial, so a ban survives a restart. Its scope is the caller's
+//! choice ([`AddrBook::ban_scoped`]); the engine bans the IP too only when duplicate IPs are
+//! refused (`allow_duplicate_ip = false`), see `docs/bans.md`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,16 +31,30 @@ impl AddrBook {
         now: UnixTime,
         duration: std::time::Duration,
     ) -> bool {
+        self.ban_scoped(id, Some(ip), now, duration)
+    }
+
+    /// Bans node `id` for `duration`, and `ip` too when given: every entry with that id (and,
+    /// with an IP, every entry at that IP) leaves the tables in the same step. Without an IP,
+    /// other nodes at the same address (one host, a NAT) stay admitted. A repeated ban never
+    /// shortens one. Persistent peers are never banned: returns false for them.
+    pub fn ban_scoped(
+        &mut self,
+        id: NodeId,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+        duration: std::time::Duration,
+    ) -> bool {
         // `any` over the set: the answer does not depend on the order.
         #[allow(clippy::disallowed_methods)]
-        let persistent =
-            self.persistent_ids.contains(&id) || self.persistent_addrs.iter().any(|a| a.ip() == ip);
+        let persistent = self.persistent_ids.contains(&id)
+            || ip.is_some_and(|ip| self.persistent_addrs.iter().any(|a| a.ip() == ip));
         if persistent {
             return false;
         }
         let until = now.saturating_add(duration.as_secs());
         let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
-        if let Some(ports) = self.ports.get(&ip) {
+        if let Some((ip, ports)) = ip.and_then(|ip| self.ports.get(&ip).map(|p| (ip, p))) {
             for &p in ports {
                 if let Some(&i) = self.by_addr.get(&SocketAddr::new(ip, p))
                     && !victims.contains(&i)
@@ -75,8 +94,10 @@ impl AddrBook {
         }
         let t = self.ban_ids.entry(id).or_insert(0);
         *t = (*t).max(until);
-        let t = self.ban_ips.entry(ip).or_insert(0);
-        *t = (*t).max(until);
+        if let Some(ip) = ip {
+            let t = self.ban_ips.entry(ip).or_insert(0);
+            *t = (*t).max(until);
+        }
         true
     }
 
@@ -87,16 +108,37 @@ impl AddrBook {
         for b in &self.bans {
             let t = self.ban_ids.entry(b.id).or_insert(0);
             *t = (*t).max(b.until);
-            let t = self.ban_ips.entry(b.ip).or_insert(0);
-            *t = (*t).max(b.until);
+            if let Some(ip) = b.ip {
+                let t = self.ban_ips.entry(ip).or_insert(0);
+                *t = (*t).max(b.until);
+            }
         }
     }
 
     /// True if node `id` or `ip` is banned at `now`.
     #[must_use]
     pub fn is_banned(&self, id: &NodeId, ip: &IpAddr, now: UnixTime) -> bool {
+        self.is_id_banned(id, now) || self.is_ip_banned(ip, now)
+    }
+
+    /// True if node `id` is banned at `now`.
+    #[must_use]
+    pub fn is_id_banned(&self, id: &NodeId, now: UnixTime) -> bool {
         self.ban_ids.get(id).is_some_and(|&t| t > now)
-            || self.ban_ips.get(ip).is_some_and(|&t| t > now)
+    }
+
+    /// True if `ip` is banned at `now` (only bans that cover the IP count).
+    #[must_use]
+    pub fn is_ip_banned(&self, ip: &IpAddr, now: UnixTime) -> bool {
+        self.ban_ips.get(ip).is_some_and(|&t| t > now)
+    }
+
+    /// Ban records in force at `now` (expired ones wait for [`reinstate_expired`]).
+    ///
+    /// [`reinstate_expired`]: Self::reinstate_expired
+    #[must_use]
+    pub fn len_banned_at(&self, now: UnixTime) -> usize {
+        self.bans.iter().filter(|b| b.until > now).count()
     }
 
     /// Lifts expired bans (earliest expiry first, at most `max_reinstatements_per_hour` per

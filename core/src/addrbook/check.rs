@@ -126,12 +126,13 @@ impl AddrBook {
         }
         for b in &self.bans {
             if b.saved.len() > MAX_SAVED_PER_BAN {
-                return err(format!("ban of {}@{} saves too many entries", b.id, b.ip));
+                return err(format!("ban of {}@{:?} saves too many entries", b.id, b.ip));
             }
             if self.ban_ids.get(&b.id).is_none_or(|&t| t < b.until)
-                || self.ban_ips.get(&b.ip).is_none_or(|&t| t < b.until)
+                || b.ip
+                    .is_some_and(|ip| self.ban_ips.get(&ip).is_none_or(|&t| t < b.until))
             {
-                return err(format!("ban of {}@{} not indexed", b.id, b.ip));
+                return err(format!("ban of {}@{:?} not indexed", b.id, b.ip));
             }
         }
         Ok(())

@@ -5,8 +5,8 @@
 //! | field | size |
 //! |---|---|
 //! | magic `CMADDRBK` | 8 |
-//! | format version (1) | 1 |
-//! | lowest compatible version (1): a reader older than this refuses the file | 1 |
+//! | format version (2) | 1 |
+//! | lowest compatible version (1, or 2 when a ban covers no IP): a reader older than this refuses the file | 1 |
 //! | placement key | 16 |
 //! | group map: strict flag, IPv4 bits, IPv6 bits | 3 |
 //! | geometry: new buckets, tried buckets, bucket size | 2 + 2 + 2 |
@@ -17,8 +17,11 @@
 //!
 //! Entry: node id (20), address (IP tag 4/6, IP, port), source IP (tag, IP), last seen, last
 //! attempt, last success, last counted attempt (8 each), attempts (4), tried flag (1), number
-//! of new buckets (1) and each bucket index (2). Ban: node id, IP, until (8), number of saved
-//! entries (1) and each saved address and source.
+//! of new buckets (1) and each bucket index (2). Ban: node id, IP (tag 0 and nothing else for
+//! a ban on the node id alone: format 2; format 1 always has an IP), until (8), number of
+//! saved entries (1) and each saved address and source. Format 1 files (written before bans
+//! could leave the IP out) are read as they are; a book with no id-only ban is written with
+//! lowest compatible version 1, so an older cometmesh still reads it.
 //!
 //! Not persisted: buffered tried collisions (re-found by the next `mark_good`), the hourly
 //! reinstatement budget, and our own, private and persistent addresses (configuration).
@@ -40,13 +43,14 @@ use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
 const MAGIC: &[u8; 8] = b"CMADDRBK";
-const FORMAT_VERSION: u8 = 1;
-const LOWEST_COMPATIBLE: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// The first format whose bans may leave the IP out (IP tag 0).
+const OPTIONAL_BAN_IP: u8 = 2;
 const HEADER_LEN: usize = 8 + 1 + 1 + 16 + 3 + 6 + 12 + 8;
 const CHECKSUM_LEN: usize = 32;
 /// Smallest encoded entry (IPv4 address and source, no bucket).
 const MIN_ENTRY_LEN: usize = 20 + 7 + 5 + 32 + 4 + 1 + 1;
-const MIN_BAN_LEN: usize = 20 + 5 + 8 + 1;
+const MIN_BAN_LEN: usize = 20 + 1 + 8 + 1;
 
 /// Why bytes could not be loaded as an address book.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -155,7 +159,8 @@ impl AddrBook {
         let mut out = Vec::with_capacity(HEADER_LEN + self.len() * 96 + CHECKSUM_LEN);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_VERSION);
-        out.push(LOWEST_COMPATIBLE);
+        let id_only_bans = self.bans.iter().any(|b| b.ip.is_none());
+        out.push(if id_only_bans { OPTIONAL_BAN_IP } else { 1 });
         out.extend_from_slice(&self.key);
         out.push(u8::from(self.config.strict));
         out.push(self.config.ipv4_group_bits);
@@ -188,7 +193,10 @@ impl AddrBook {
         }
         for b in &self.bans {
             out.extend_from_slice(b.id.as_bytes());
-            put_ip(&mut out, &b.ip);
+            match &b.ip {
+                Some(ip) => put_ip(&mut out, ip),
+                None => out.push(0),
+            }
             out.extend_from_slice(&b.until.to_be_bytes());
             out.push(b.saved.len() as u8);
             for (a, src) in &b.saved {
@@ -229,6 +237,7 @@ impl AddrBook {
         if !cfg!(fuzzing) && Sha256::digest(body).as_slice() != sum {
             return Err(DecodeError::Checksum);
         }
+        let version = body[MAGIC.len()];
         let mut r = Reader {
             buf: &body[MAGIC.len() + 2..],
         };
@@ -318,7 +327,12 @@ impl AddrBook {
         for _ in 0..n_bans {
             let mut id = [0u8; 20];
             id.copy_from_slice(r.take(20)?);
-            let ip = r.ip()?;
+            let ip = if version >= OPTIONAL_BAN_IP && r.buf.first() == Some(&0) {
+                r.u8()?;
+                None
+            } else {
+                Some(r.ip()?)
+            };
             let until: UnixTime = r.u64()?;
             let ns = r.u8()?;
             if usize::from(ns) > MAX_SAVED_PER_BAN {

@@ -35,7 +35,7 @@ fn node(n: u32) -> NodeId {
 fn ban_record(n: u32, until: u64, saved: usize) -> Ban {
     Ban {
         id: node(n),
-        ip: ip(n),
+        ip: Some(ip(n)),
         until,
         saved: (0..saved as u32)
             .map(|k| {

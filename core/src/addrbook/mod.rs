@@ -209,11 +209,12 @@ struct Entry {
     list_pos: u32,
 }
 
-/// A ban record: an (id, ip) pair banned until `until`, with the entries removed for it.
+/// A ban record: a node id, and the IP it came from when the ban covers the IP too (see
+/// [`AddrBook::ban_scoped`]), banned until `until`, with the entries removed for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Ban {
     id: NodeId,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     until: UnixTime,
     /// Entries removed when banning, reinstated into new on expiry (address, original source).
     saved: SmallVec<[(NetAddr, IpAddr); 1]>,

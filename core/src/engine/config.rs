@@ -55,7 +55,9 @@ pub struct EngineConfig {
     pub seed_mode: bool,
     /// `pex`: run the PEX reactor on channel 0x00 (and advertise it).
     pub pex: bool,
-    /// `allow_duplicate_ip`: when false, at most one connection per remote IP.
+    /// `allow_duplicate_ip`: when false, at most one connection per remote IP, and a ban covers
+    /// the peer's IP as well as its node id; when true a ban covers the node id only
+    /// (docs/bans.md).
     pub allow_duplicate_ip: bool,
     /// `addr_book_strict`: refuse non-routable addresses (copied into `addr_book.strict`).
     pub addr_book_strict: bool,
@@ -80,6 +82,17 @@ pub struct EngineConfig {
     /// first, diverse by address group (24 h). Zero selects CometBFT's policy: a random
     /// selection of the whole book, reached or not.
     pub seed_vetted_window: Duration,
+    /// cometmesh only: mean period of feeler connections (G11, test-before-evict; see
+    /// [`feeler`](super::feeler)): 2 min, each wait drawn from `[p/2, 3p/2)`. Zero turns
+    /// feelers off. Only with PEX and outside seed mode.
+    pub feeler_interval: Duration,
+    /// cometmesh only: inbound connection attempts allowed per remote IP and minute (a token
+    /// bucket of that size; G13, see [`inbound`](super::inbound)). Non-routable remotes are
+    /// not limited. 0 turns the limit off (CometBFT has none). Default 10.
+    pub inbound_attempts_per_ip_per_minute: u32,
+    /// cometmesh only: inbound connection attempts allowed per address group (`/16`) and
+    /// minute. 0 turns the limit off. Default 60.
+    pub inbound_attempts_per_group_per_minute: u32,
     /// Per-connection settings (MConnection, timeouts, budgets).
     pub connection: ConnectionConfig,
     /// Address-book settings.
@@ -115,6 +128,9 @@ impl Default for EngineConfig {
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
             seed_vetted_window: Duration::from_secs(24 * 3600),
+            feeler_interval: Duration::from_secs(120),
+            inbound_attempts_per_ip_per_minute: 10,
+            inbound_attempts_per_group_per_minute: 60,
             connection: ConnectionConfig::default(),
             // CometBFT's `GetSelection` answers with at least min(32, book size) addresses. A
             // node following only the 23 % rule answers a small network with nothing, and its
@@ -190,6 +206,12 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 name: "dial_timeout/handshake_timeout",
                 why: "must be positive",
+            });
+        }
+        if !self.feeler_interval.is_zero() && self.feeler_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                name: "feeler_interval",
+                why: "must be zero (off) or at least 1 s",
             });
         }
         if self.persistent_redial_cap < Duration::from_secs(1) {

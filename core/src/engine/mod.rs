@@ -134,14 +134,31 @@
 //!   are dialled at once (as CometBFT does, #2093) rather than a period later.
 //! - **PEX** (spec 5) runs on channel 0x00: one outstanding request per peer; requests faster
 //!   than every `ensure_peers_period / 3` (from the third on), unsolicited or oversized replies
-//!   and malformed messages ban the peer (id and IP, 24 h) and disconnect it with
+//!   and malformed messages ban the peer (24 h) and disconnect it with
 //!   [`DisconnectReason::Pex`]. Failed dials never ban (G14). Sending on 0x00 through
 //!   [`Engine::send`] bypasses the reactor (meant for tests).
+//! - **Feelers** (G11): about every 2 min one short extra outbound connection tests the
+//!   incumbent of a tried collision or a new entry, then hangs up; collisions are resolved
+//!   first, and a tried incumbent we are connected to is never displaced. See [`feeler`].
+//! - **Anchors** (G12): [`Engine::anchors`] names up to two outbound peers connected for
+//!   10 min or more, to be saved at shutdown; [`Engine::dial_anchors`] dials them first at the
+//!   next start. See [`anchors`].
+//! - **Inbound protection** (G13): inbound attempts are rate-limited per IP and per address
+//!   group before the handshake (`inbound_attempts_per_ip_per_minute`,
+//!   `inbound_attempts_per_group_per_minute`); when every inbound slot holds a peer, a newcomer
+//!   may evict one ordinary inbound peer of the most-represented group, never a protected one
+//!   (distinct groups, recently useful, longest-connected). See [`inbound`].
+//! - **Bans** live in one list, the address book's, which is persisted with it: admission and
+//!   every dial read it, so a ban survives a restart. A ban covers the node id, and the IP too
+//!   unless `allow_duplicate_ip` (many honest nodes may then share an IP): see `docs/bans.md`.
 
+pub mod anchors;
 pub mod backoff;
 mod config;
 pub mod delivery;
+pub mod feeler;
 mod filter;
+pub mod inbound;
 mod peers;
 pub mod pex;
 mod switch;
@@ -349,7 +366,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BanOutcome {
-    /// The peer's id and IP are banned and it was disconnected.
+    /// The peer is banned (its id, and its IP unless `allow_duplicate_ip`) and disconnected.
     Banned,
     /// The peer is persistent: it was disconnected (and will be redialled), not banned.
     Persistent,
@@ -373,7 +390,8 @@ pub enum DisconnectReason {
     /// Another connection to the same peer was kept instead.
     #[error("duplicate connection")]
     Duplicate,
-    /// Evicted to make room for a persistent peer.
+    /// Evicted to make room for a persistent peer, or for an inbound newcomer when the inbound
+    /// slots are full (G13).
     #[error("evicted for a persistent peer")]
     Evicted,
     /// The application called `disconnect`.
@@ -442,6 +460,10 @@ pub enum Refused {
     /// Another connection from that IP exists.
     #[error("duplicate ip")]
     DuplicateIp,
+    /// Too many connection attempts from that IP or its address group (G13, see
+    /// [`inbound`]).
+    #[error("too many connection attempts from this ip or its group")]
+    RateLimited,
     /// The connection filter refused the remote address.
     #[error("{0}")]
     Filtered(FilterRefusal),

@@ -1,7 +1,7 @@
-//! The peer table's public view: [`PeerInfo`], [`PeerState`], [`Origin`], [`Counters`], and the
-//! engine's in-memory ban list.
+//! The peer table's public view: [`PeerInfo`], [`PeerState`], [`Origin`], [`Counters`]. Bans
+//! live in the address book (one persisted list, see `addrbook/bans.rs`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::conn::{Direction, NodeInfo};
@@ -51,6 +51,9 @@ pub enum Origin {
     Crawl,
     /// The application called [`Engine::dial`](super::Engine::dial).
     App,
+    /// A feeler: one short test connection, closed once the handshake is done (G11, see
+    /// [`feeler`](super::feeler)); it never becomes a peer.
+    Feeler,
 }
 
 /// A connected peer.
@@ -121,68 +124,11 @@ pub struct Counters {
     pub pex_addrs_received: u64,
     /// Application messages received.
     pub messages: u64,
+    /// Feeler connections started (G11).
+    pub feelers: u64,
+    /// Feelers whose handshake completed (the address was marked good).
+    pub feelers_reached: u64,
     /// Received application messages discarded because their peer was disconnected while
     /// they waited for room in a flow-controlled channel.
     pub messages_discarded: u64,
-}
-
-/// Bans kept by the engine (by node id and by IP, G14/G15); the address book keeps its own.
-#[derive(Debug, Default)]
-pub(crate) struct Bans {
-    ids: hashbrown::HashMap<NodeId, Instant>,
-    ips: hashbrown::HashMap<IpAddr, Instant>,
-}
-
-/// At most this many bans are kept; beyond it the earliest-expiring one is dropped.
-const MAX_BANS: usize = 16_384;
-
-impl Bans {
-    pub(crate) fn ban(&mut self, id: NodeId, ip: IpAddr, until: Instant) {
-        if self.ids.len() >= MAX_BANS {
-            self.prune_earliest();
-        }
-        self.ids.insert(id, until);
-        self.ips.insert(ip, until);
-    }
-
-    // A minimum over a total order (time, then id or ip): the choice does not depend on hash order.
-    #[allow(clippy::disallowed_methods)]
-    fn prune_earliest(&mut self) {
-        let first = self
-            .ids
-            .iter()
-            .min_by_key(|(id, t)| (**t, **id))
-            .map(|(id, _)| *id);
-        if let Some(id) = first {
-            self.ids.remove(&id);
-        }
-        let first = self
-            .ips
-            .iter()
-            .min_by_key(|(ip, t)| (**t, **ip))
-            .map(|(ip, _)| *ip);
-        if let Some(ip) = first {
-            self.ips.remove(&ip);
-        }
-    }
-
-    pub(crate) fn id_banned(&self, id: &NodeId, now: Instant) -> bool {
-        self.ids.get(id).is_some_and(|t| now < *t)
-    }
-
-    pub(crate) fn ip_banned(&self, ip: &IpAddr, now: Instant) -> bool {
-        self.ips.get(ip).is_some_and(|t| now < *t)
-    }
-
-    /// Drops expired bans; returns how many ids were reinstated.
-    pub(crate) fn expire(&mut self, now: Instant) -> usize {
-        let before = self.ids.len();
-        self.ids.retain(|_, t| now < *t);
-        self.ips.retain(|_, t| now < *t);
-        before - self.ids.len()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.ids.len()
-    }
 }

@@ -9,11 +9,14 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::anchors::{MAX_ANCHORS, MIN_ANCHOR_AGE};
 use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
 use super::delivery::{Delivery, HeldStats};
+use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
-use super::peers::{Bans, Counters, Origin, PeerInfo, PeerState};
+use super::inbound::{self, Candidate, InboundGuard, Rates};
+use super::peers::{Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
 use super::{
     BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
@@ -49,6 +52,8 @@ enum Timer {
     /// Seed mode: a deferred PEX reply's deadline, or the end of an answered inbound
     /// connection's linger (see `seed_reply`).
     SeedReply(ConnId),
+    /// The next feeler connection (G11).
+    Feeler,
 }
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
@@ -135,7 +140,6 @@ pub struct Engine {
     pending_in_ips: hashbrown::HashMap<IpAddr, u32>,
     pending_out_ips: hashbrown::HashMap<IpAddr, u32>,
     inbound_open: usize,
-    bans: Bans,
     backoff: DialBackoff,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
@@ -144,6 +148,11 @@ pub struct Engine {
     ensure_soon_at: Option<Instant>,
     /// Seed mode: inbound connections whose PEX reply is deferred or that linger after it.
     seed_replies: BTreeMap<ConnId, SeedReply>,
+    feeler: Feeler,
+    feeler_at: Option<Instant>,
+    inbound_guard: InboundGuard,
+    /// Keys the group hash of the inbound eviction's distinct-group protection.
+    evict_key: u64,
     outputs: VecDeque<Output>,
     dirty: VecDeque<ConnId>,
     book_dirty: bool,
@@ -229,13 +238,16 @@ impl Engine {
             pending_in_ips: hashbrown::HashMap::new(),
             pending_out_ips: hashbrown::HashMap::new(),
             inbound_open: 0,
-            bans: Bans::default(),
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
             timers: BTreeSet::new(),
             seed_replies: BTreeMap::new(),
             ensure_at: None,
             ensure_soon_at: None,
+            feeler: Feeler::default(),
+            feeler_at: None,
+            inbound_guard: InboundGuard::default(),
+            evict_key: 0,
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             book_dirty: false,
@@ -246,6 +258,7 @@ impl Engine {
             cfg,
         };
         engine.rebuild_node_info();
+        engine.evict_key = engine.rng.next_u64();
         for a in engine.cfg.persistent_peers.clone() {
             let at = now + backoff::startup_jitter(&mut engine.rng);
             engine.persistent.insert(
@@ -262,6 +275,10 @@ impl Engine {
         if engine.cfg.pex || engine.cfg.seed_mode {
             let first = now + backoff::jitter(&mut engine.rng, Duration::from_secs(1));
             engine.set_ensure(first);
+        }
+        if engine.cfg.pex && !engine.cfg.seed_mode {
+            let at = feeler::next_at(now, engine.cfg.feeler_interval, &mut engine.rng);
+            engine.feeler_at = engine.set_timer(None, at, Timer::Feeler);
         }
         Ok(engine)
     }
@@ -380,7 +397,7 @@ impl Engine {
                 _ => PeerState::Handshaking,
             });
         }
-        if self.bans.id_banned(id, self.last_now) {
+        if self.book.is_id_banned(id, self.unix(self.last_now)) {
             return Some(PeerState::Banned);
         }
         self.persistent.get(id).map(|p| {
@@ -415,8 +432,8 @@ impl Engine {
     #[allow(clippy::disallowed_methods)] // a count: the order does not matter
     pub fn num_dialing(&self) -> usize {
         self.pending_out
-            .keys()
-            .filter(|id| !self.unconditional.contains(*id))
+            .iter()
+            .filter(|(id, c)| !self.unconditional.contains(*id) && !self.feeler.is_feeler(**c))
             .count()
     }
 
@@ -476,16 +493,24 @@ impl Engine {
         self.book.group_of(ip)
     }
 
-    /// How many node ids the engine currently bans (expired ones are dropped lazily).
+    /// How many bans are in force (the address book's records, which persist with it).
     #[must_use]
     pub fn num_banned(&self) -> usize {
-        self.bans.len()
+        self.book.len_banned_at(self.unix(self.last_now))
     }
 
-    /// Whether `id` is banned at `now`.
+    /// Whether `id` is banned at `now` (by the address book's ban list, which persists).
     #[must_use]
     pub fn is_banned(&self, id: &NodeId, now: Instant) -> bool {
-        self.bans.id_banned(id, now)
+        self.book.is_id_banned(id, self.unix(now))
+    }
+
+    /// What a ban of a peer seen at `ip` covers: its node id always, and its IP only when
+    /// duplicate IPs are refused (`allow_duplicate_ip = false`). With duplicate IPs allowed the
+    /// operator has declared that many nodes share an address (one host, a NAT), so a ban on
+    /// the IP would refuse honest nodes along with the offender (docs/bans.md).
+    fn ban_scope(&self, ip: IpAddr) -> Option<IpAddr> {
+        (!self.cfg.allow_duplicate_ip).then_some(ip)
     }
 
     fn unix(&self, now: Instant) -> u64 {
@@ -649,6 +674,12 @@ impl Engine {
                     self.redial(now, id);
                 }
                 Timer::SeedReply(id) => self.on_seed_reply_timer(now, id),
+                Timer::Feeler => {
+                    self.feeler_at = None;
+                    self.run_feeler(now);
+                    let at = feeler::next_at(now, self.cfg.feeler_interval, &mut self.rng);
+                    self.feeler_at = self.set_timer(None, at, Timer::Feeler);
+                }
                 Timer::Hangup(id) => {
                     let reason = self.conns.get_mut(&id).and_then(|c| {
                         c.hangup_deadline = None;
@@ -902,6 +933,8 @@ impl Engine {
             self.timers.remove(&(r.at(), Timer::SeedReply(id)));
         }
         self.release_ip(c.remote.ip(), c.ip_slot);
+        self.feeler.finished(id);
+        self.inbound_guard.forget(id);
         if c.direction == Direction::Inbound {
             self.inbound_open = self.inbound_open.saturating_sub(1);
         }
@@ -984,9 +1017,19 @@ impl Engine {
     ) -> Result<ConnId, Refused> {
         self.touch(now);
         let ip = remote.ip();
-        let refused = if self.bans.ip_banned(&ip, now) {
+        let rates = Rates {
+            per_ip: self.cfg.inbound_attempts_per_ip_per_minute,
+            per_group: self.cfg.inbound_attempts_per_group_per_minute,
+        };
+        let group = self.book.group_of(&ip);
+        let refused = if self.book.is_ip_banned(&ip, self.unix(now)) {
             Some(Refused::Banned)
-        } else if self.inbound_open >= self.inbound_conn_limit() {
+        } else if !self
+            .inbound_guard
+            .admit(ip, group, is_routable(&ip), now, rates)
+        {
+            Some(Refused::RateLimited)
+        } else if self.inbound_open >= self.inbound_conn_limit() && !self.may_handshake_to_evict() {
             Some(Refused::TooManyInbound)
         } else if !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
@@ -1055,6 +1098,51 @@ impl Engine {
         Ok(id)
     }
 
+    /// Whether one more inbound handshake may run beyond the limit: every inbound slot holds a
+    /// peer and fewer than [`inbound::EVICTION_HANDSHAKES`] handshakes are running (the newcomer
+    /// then competes for a slot by eviction, G13).
+    #[allow(clippy::disallowed_methods)] // a count: the order does not matter
+    fn may_handshake_to_evict(&self) -> bool {
+        let (inbound, _) = self.num_peers();
+        let handshaking = self
+            .conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && c.phase == Phase::Handshaking)
+            .count();
+        inbound >= self.cfg.max_num_inbound_peers && handshaking < inbound::EVICTION_HANDSHAKES
+    }
+
+    /// The inbound peer a newcomer on `newcomer` evicts (G13, see [`inbound`]), or `None` when
+    /// the newcomer itself loses (or every peer is protected).
+    fn inbound_victim(
+        &self,
+        now: Instant,
+        newcomer: ConnId,
+        peer: NodeId,
+        remote: SocketAddr,
+    ) -> Option<ConnId> {
+        let mut cands: Vec<Candidate> = self
+            .peers
+            .values()
+            .filter(|p| p.counts_inbound() && !p.persistent)
+            .map(|p| Candidate {
+                conn: p.conn,
+                id: p.id,
+                group: self.book.group_of(&p.remote.ip()),
+                since: p.since,
+                last_useful: self.inbound_guard.last_useful(p.conn),
+            })
+            .collect();
+        cands.push(Candidate {
+            conn: newcomer,
+            id: peer,
+            group: self.book.group_of(&remote.ip()),
+            since: now,
+            last_useful: None,
+        });
+        inbound::select_victim(&cands, self.evict_key).filter(|&v| v != newcomer)
+    }
+
     /// Inbound connections open at once: `max_num_inbound_peers + |unconditional| +
     /// |persistent|` (Go counts the unconditional ids; the persistent ones are added so a
     /// persistent peer can still complete its handshake when inbound is full, G18).
@@ -1086,10 +1174,12 @@ impl Engine {
         if self.pending_out.contains_key(&addr.id) {
             return Err(DialError::AlreadyDialing);
         }
-        if !self.persistent.contains_key(&addr.id) && self.bans.id_banned(&addr.id, now) {
+        let ip = addr.addr.ip();
+        if !self.persistent.contains_key(&addr.id)
+            && self.book.is_banned(&addr.id, &ip, self.unix(now))
+        {
             return Err(DialError::Banned);
         }
-        let ip = addr.addr.ip();
         if !named
             && !self.cfg.allow_duplicate_ip
             && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
@@ -1347,9 +1437,9 @@ impl Engine {
     }
 
     /// Bans `peer` for `duration` and disconnects it with [`DisconnectReason::Banned`]
-    /// (CometBFT's `StopPeerForError`): its node id and IP go on the engine's ban list and
-    /// into the address book's (persisted) bans, so it is neither dialled nor admitted until
-    /// the ban expires. A persistent peer is never banned: it is disconnected and redialled
+    /// (CometBFT's `StopPeerForError`): its node id (and its IP, unless `allow_duplicate_ip`)
+    /// go into the address book's bans, the one persisted list, so it is neither dialled nor
+    /// admitted until the ban expires, across restarts. A persistent peer is never banned: it is disconnected and redialled
     /// on its usual schedule ([`BanOutcome::Persistent`]).
     pub fn ban(
         &mut self,
@@ -1387,14 +1477,62 @@ impl Engine {
             BanOutcome::Persistent
         } else {
             let unix = self.unix(now);
-            if self.book.ban_for(peer, ip, unix, duration) {
+            // A ban always lasts at least one second of the book's clock.
+            let duration = duration.max(Duration::from_secs(1));
+            if self
+                .book
+                .ban_scoped(peer, self.ban_scope(ip), unix, duration)
+            {
                 self.book_dirty = true;
             }
-            self.bans.ban(peer, ip, now + duration);
             BanOutcome::Banned
         };
         self.drop_conn(now, id, reason, true);
         outcome
+    }
+
+    /// The anchors to save at shutdown (G12): up to two automatic outbound peers connected for
+    /// at least 10 min, longest-connected first. A peer that misbehaved provably was banned and
+    /// disconnected, so every peer still connected qualifies. See [`anchors`](super::anchors).
+    #[must_use]
+    pub fn anchors(&self, now: Instant) -> Vec<NetAddr> {
+        let mut found: Vec<(Instant, NodeId, NetAddr)> = self
+            .peers
+            .values()
+            .filter(|p| p.origin == Origin::Auto && p.counts_outbound() && !p.persistent)
+            .filter(|p| now.saturating_duration_since(p.since) >= MIN_ANCHOR_AGE)
+            .filter_map(|p| {
+                let a = self.conns.get(&p.conn)?.dialed?;
+                Some((p.since, p.id, a))
+            })
+            .collect();
+        found.sort_by_key(|&(since, id, _)| (since, id));
+        found.into_iter().take(MAX_ANCHORS).map(|f| f.2).collect()
+    }
+
+    /// Dials saved anchors (G12): call at start, before the first ensure-peers pass picks from
+    /// the book. They are automatic outbound dials (the outbound limit and G7 apply; banned
+    /// ones are skipped). Returns how many dials started.
+    pub fn dial_anchors(&mut self, now: Instant, anchors: &[NetAddr]) -> usize {
+        self.touch(now);
+        let mut groups = self.auto_groups();
+        let mut started = 0;
+        for a in anchors.iter().take(MAX_ANCHORS) {
+            let (_, out) = self.num_peers();
+            if out + self.num_dialing() >= self.cfg.max_num_outbound_peers {
+                break;
+            }
+            let g = self.book.group_of(&a.addr.ip());
+            if groups.contains(&g) {
+                continue;
+            }
+            if self.start_dial(now, *a, Origin::Auto).is_ok() {
+                groups.insert(g);
+                started += 1;
+            }
+        }
+        self.finish(now);
+        started
     }
 
     /// Marks `peer` good in the address book (CometBFT's `MarkGood`: it moves to the tried
@@ -1568,6 +1706,7 @@ impl Engine {
                 if channel == ChannelId::PEX && self.cfg.pex {
                     self.on_pex(now, id, peer, &payload);
                 } else {
+                    self.inbound_guard.useful(id, now);
                     self.counters.messages += 1;
                     self.delivery
                         .offer(id, peer, channel, payload, &mut self.outputs);
@@ -1618,7 +1757,7 @@ impl Engine {
         }
         let persistent = self.persistent.contains_key(&peer);
         let unconditional = self.unconditional.contains(&peer);
-        if !persistent && self.bans.id_banned(&peer, now) {
+        if !persistent && self.book.is_id_banned(&peer, self.unix(now)) {
             self.counters.refused += 1;
             self.fail_conn(now, id, DialFailReason::Banned, true);
             return;
@@ -1626,6 +1765,10 @@ impl Engine {
         if let Some(Err(why)) = self.peer_filter.as_ref().map(|f| f(&info, remote)) {
             self.counters.refused += 1;
             self.fail_conn(now, id, DialFailReason::Filtered(why), true);
+            return;
+        }
+        if origin == Origin::Feeler {
+            self.feeler_reached(now, id, dialed);
             return;
         }
         // Duplicate id: keep the connection dialled by the lower node id, else the newer one.
@@ -1666,7 +1809,7 @@ impl Engine {
                         .max_by_key(|p| (p.since, p.id))
                         .map(|p| p.conn)
                 } else {
-                    None
+                    self.inbound_victim(now, id, peer, remote)
                 };
                 match victim {
                     Some(v) => self.drop_conn(now, v, DisconnectReason::Evicted, true),
@@ -1786,7 +1929,7 @@ impl Engine {
         }
     }
 
-    /// Bans `peer` (id and IP) and disconnects it for a PEX violation (G14). Persistent peers
+    /// Bans `peer` (id, and IP unless `allow_duplicate_ip`) and disconnects it for a PEX violation (G14). Persistent peers
     /// are banned only in the book (spec 7.7) and redialled.
     fn pex_violation(&mut self, now: Instant, id: ConnId, peer: NodeId, v: PexViolation) {
         let duration = self.cfg.addr_book.ban_duration;
@@ -1935,6 +2078,85 @@ impl Engine {
         self.mark_dirty(id);
     }
 
+    /// The feeler pass (G11): resolve buffered tried collisions, then dial one incumbent of a
+    /// collision or one new entry. See [`feeler`].
+    fn run_feeler(&mut self, now: Instant) {
+        if self.feeler.busy() {
+            return;
+        }
+        let unix = self.unix(now);
+        // A tried incumbent we are connected to is alive: refresh its success time, so that
+        // resolving a collision never displaces it.
+        let live: Vec<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.direction == Direction::Outbound)
+            .filter_map(|p| self.conns.get(&p.conn).and_then(|c| c.dialed))
+            .map(|a| a.addr)
+            .filter(|a| self.book.is_tried(a))
+            .collect();
+        for a in live {
+            let _ = self.book.mark_good(a, unix, &mut self.rng);
+        }
+        let before = self.book.len_collisions();
+        if self.book.resolve_collisions(unix) > 0 || self.book.len_collisions() != before {
+            self.book_dirty = true;
+        }
+        let (book, peers, pending, up_ips, pend_ips, backoff, allow_dup, our, persistent) = (
+            &self.book,
+            &self.peers,
+            &self.pending_out,
+            &self.up_ips,
+            &self.pending_out_ips,
+            &self.backoff,
+            self.cfg.allow_duplicate_ip,
+            self.our_id,
+            &self.persistent,
+        );
+        let target = Feeler::choose(book, unix, &mut self.rng, |a: &NetAddr| {
+            let ip = a.addr.ip();
+            a.id != our
+                && !persistent.contains_key(&a.id)
+                && !peers.contains_key(&a.id)
+                && !pending.contains_key(&a.id)
+                && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
+                && !book.is_banned(&a.id, &ip, unix)
+                && backoff.allowed(&a.addr, now)
+        });
+        if let Some(t) = target
+            && let Ok(conn) = self.start_dial(now, t.addr(), Origin::Feeler)
+        {
+            self.feeler.started(conn);
+            self.counters.feelers += 1;
+        }
+    }
+
+    /// A feeler's handshake completed: the address is alive (marked good: a tested incumbent
+    /// stays, a new entry moves to tried) and the connection closes at once, never a peer.
+    fn feeler_reached(&mut self, now: Instant, id: ConnId, dialed: Option<NetAddr>) {
+        if let Some(a) = dialed {
+            if self.pending_out.get(&a.id) == Some(&id) {
+                self.pending_out.remove(&a.id);
+            }
+            self.backoff.succeeded(&a.addr);
+            let unix = self.unix(now);
+            let _ = self.book.mark_good(a.addr, unix, &mut self.rng);
+            self.book_dirty = true;
+        }
+        self.counters.feelers_reached += 1;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.phase = Phase::Closing;
+        if let Some(pc) = c.pc.as_mut()
+            && !pc.is_closed()
+        {
+            pc.close(CloseReason::Local);
+        }
+        self.set_conn_timer(id, None);
+        self.outputs.push_back(Output::Close { conn: id });
+    }
+
     /// Groups of automatic outbound peers and automatic dials in progress (G7).
     #[allow(clippy::disallowed_methods)] // collected into a BTreeSet: the order does not matter
     fn auto_groups(&self) -> BTreeSet<Group> {
@@ -1983,19 +2205,19 @@ impl Engine {
                 if picked.len() >= need {
                     break;
                 }
-                let (peers, pending, up_ips, pend_ips, bans, backoff, allow_dup, our, persistent) = (
+                let (peers, pending, up_ips, pend_ips, book, backoff, allow_dup, our, persistent) = (
                     &self.peers,
                     &self.pending_out,
                     &self.up_ips,
                     &self.pending_out_ips,
-                    &self.bans,
+                    &self.book,
                     &self.backoff,
                     self.cfg.allow_duplicate_ip,
                     self.our_id,
                     &self.persistent,
                 );
                 let picked_ref = &picked;
-                let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
+                let Some(a) = book.pick(unix, &mut self.rng, |a: &NetAddr| {
                     let ip = a.addr.ip();
                     a.id != our
                         && !persistent.contains_key(&a.id)
@@ -2003,8 +2225,7 @@ impl Engine {
                         && !pending.contains_key(&a.id)
                         && !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
                         && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
-                        && !bans.id_banned(&a.id, now)
-                        && !bans.ip_banned(&ip, now)
+                        && !book.is_banned(&a.id, &ip, unix)
                         && backoff.allowed(&a.addr, now)
                 }) else {
                     continue;
@@ -2027,7 +2248,6 @@ impl Engine {
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
             self.book_dirty = true;
         }
-        self.bans.expire(now);
         if self.book.needs_more() {
             // One request to a peer drawn uniformly among those we may ask now (none
             // outstanding, none in the last 10 s), so the pacing rule never wastes a period.
@@ -2102,7 +2322,6 @@ impl Engine {
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
             self.book_dirty = true;
         }
-        self.bans.expire(now);
     }
 
     /// The most crawl dials in flight at once.

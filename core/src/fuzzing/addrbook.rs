@@ -9,10 +9,20 @@ use crate::addr::NetAddr;
 use crate::addrbook::{AddrBook, AddrBookConfig};
 use crate::ids::NodeId;
 
-/// Feeds arbitrary bytes to [`AddrBook::decode`] (and, if UTF-8, to the `addrbook.json`
-/// importer). Under `cfg(fuzzing)` the checksum is not enforced, so the parser behind it is
+/// Feeds arbitrary bytes to [`AddrBook::decode`], to the anchors decoder
+/// ([`crate::engine::anchors::decode`]) and, if UTF-8, to the `addrbook.json` importer. Under `cfg(fuzzing)` the checksum is not enforced, so the parser behind it is
 /// reached. Anything accepted must pass `check()`, and its encoding must reload to itself.
 pub fn decode(data: &[u8]) {
+    // The anchors file kept beside the book (G12): decode, and a round trip must agree.
+    if let Ok(anchors) = crate::engine::anchors::decode(data) {
+        assert!(anchors.len() <= crate::engine::anchors::MAX_ANCHORS);
+        let bytes = crate::engine::anchors::encode(&anchors);
+        assert_eq!(
+            crate::engine::anchors::decode(&bytes).ok(),
+            Some(anchors),
+            "anchors round trip differs"
+        );
+    }
     if let Ok(book) = AddrBook::decode(data, AddrBookConfig::default()) {
         assert!(book.check().is_ok(), "decoded book fails check");
         let bytes = book.encode();
@@ -105,7 +115,13 @@ pub fn ops(data: &[u8]) {
                 let _ = book.mark_good(na.addr, now, &mut rng);
             }
             6 => {
-                let _ = book.ban(na.id, na.addr.ip(), now);
+                // Both ban scopes: id and IP, or the id alone (duplicate IPs allowed).
+                if c & 1 == 0 {
+                    let _ = book.ban(na.id, na.addr.ip(), now);
+                } else {
+                    let d = std::time::Duration::from_secs(u64::from(c) * 60);
+                    let _ = book.ban_scoped(na.id, None, now, d);
+                }
             }
             7 => {
                 now += u64::from(c) * 3600;
@@ -135,5 +151,42 @@ pub fn ops(data: &[u8]) {
     }
     if let Err(e) = book.check_full() {
         panic!("at the end: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every committed `addrbook_decode` seed runs clean; the format 2 book (an id-only ban)
+    /// and the anchors file are valid, so the fuzzer starts past their checksums.
+    #[test]
+    fn decode_corpus_runs_clean() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/addrbook_decode");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("corpus dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        for p in &names {
+            decode(&std::fs::read(p).expect("seed"));
+        }
+        let book = std::fs::read(dir.join("ours_id_only_ban.bin")).expect("seed");
+        let b = AddrBook::decode(&book, AddrBookConfig::default()).expect("a valid book");
+        assert_eq!((book[8], book[9], b.len_banned()), (2, 2, 1));
+        let anchors = std::fs::read(dir.join("anchors_two.bin")).expect("seed");
+        assert_eq!(
+            crate::engine::anchors::decode(&anchors).map(|a| a.len()),
+            Ok(2)
+        );
+    }
+
+    /// Both ban scopes reach the book in an op sequence (op 6 with an even and an odd operand).
+    #[test]
+    fn ops_with_both_ban_scopes_run_clean() {
+        ops(&[
+            1, 0, 5, 9, 2, 0, 5, 9, 2, 6, 5, 9, 2, 6, 6, 0, 3, 11, 0, 0, 0,
+        ]);
     }
 }

@@ -1,7 +1,8 @@
 //! Fuzz entry point for the engine: a small simulated network driven by arbitrary input.
 //!
 //! The input is a program of one-byte opcodes with operands: run steps, dial, stop and restart
-//! nodes, reset connections, corrupt bytes in flight, jump the clock, partition and heal,
+//! nodes (a restart may load the book and anchors saved at the stop), reset connections,
+//! corrupt bytes in flight, jump the clock, partition and heal,
 //! refuse dials, disconnect peers, and inject arbitrary bytes on the PEX channel. The simulator
 //! checks the engine invariants after every step and panics on a violation (a finding).
 
@@ -80,6 +81,7 @@ pub fn engine_sim(data: &[u8]) {
         }
         sim.add_node(c, key.clone());
     }
+    let mut saved: Vec<Option<(Vec<u8>, Vec<crate::addr::NetAddr>)>> = vec![None; n];
     let start = sim.steps();
     while let Some(op) = input.byte() {
         if sim.steps() - start >= MAX_STEPS {
@@ -100,8 +102,19 @@ pub fn engine_sim(data: &[u8]) {
                 let _ = sim.with_engine(node, |e, now| e.dial(now, to));
             }
             3 => {
-                if sim.engine(node).is_some() {
+                // A stop saves the book and the anchors as the driver does; a restart with the
+                // high bit set loads them (bans, anchors and the book survive), else starts empty.
+                if let Some(e) = sim.engine(node) {
+                    saved[node] = Some((e.addr_book().encode(), e.anchors(sim.now())));
                     sim.stop(node);
+                } else if arg & 0x80 != 0
+                    && let Some((book, anchors)) = saved[node].take()
+                {
+                    let now = sim.now();
+                    sim.restart_with(node, |e| {
+                        let _ = e.load_addr_book(&book);
+                        let _ = e.dial_anchors(now, &anchors);
+                    });
                 } else {
                     sim.restart(node);
                 }

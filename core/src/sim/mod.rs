@@ -297,12 +297,17 @@ impl Sim {
     }
 
     fn start_node(&mut self, idx: usize) {
+        self.start_node_with(idx, |_| {});
+    }
+
+    fn start_node_with(&mut self, idx: usize, setup: impl FnOnce(&mut Engine)) {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let unix = self.unix_now();
         let node = &mut self.nodes[idx];
-        let engine = Engine::new(node.config.clone(), node.key.clone(), seed, self.now, unix)
+        let mut engine = Engine::new(node.config.clone(), node.key.clone(), seed, self.now, unix)
             .expect("valid engine config");
+        setup(&mut engine);
         node.engine = Some(engine);
         self.drain(idx);
     }
@@ -467,8 +472,15 @@ impl Sim {
 
     /// Restarts a stopped node with a fresh engine (same key and config).
     pub fn restart(&mut self, i: usize) {
+        self.restart_with(i, |_| {});
+    }
+
+    /// Restarts a stopped node with a fresh engine (same key and config) that `setup` prepares
+    /// before its first output, as a driver does at start (load the saved address book,
+    /// anchors).
+    pub fn restart_with(&mut self, i: usize, setup: impl FnOnce(&mut Engine)) {
         if self.nodes[i].engine.is_none() {
-            self.start_node(i);
+            self.start_node_with(i, setup);
         }
     }
 
