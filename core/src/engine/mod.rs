@@ -162,6 +162,7 @@ pub mod inbound;
 mod peers;
 pub mod pex;
 mod switch;
+mod timers;
 
 use std::net::SocketAddr;
 

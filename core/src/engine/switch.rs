@@ -18,6 +18,7 @@ use super::filter::{ConnFilter, PeerFilter};
 use super::inbound::{self, Candidate, InboundGuard, Rates};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
 use super::pex::{self, PexMsg, PexPeer, PexViolation};
+use super::timers::{Timer, TimerTable};
 use super::{
     BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
     Refused, SendError,
@@ -33,28 +34,6 @@ use crate::ids::{ChannelId, ConnId, NodeId};
 
 mod seed_reply;
 use seed_reply::SeedReply;
-
-/// The engine's timers, ordered by deadline in one `BTreeSet`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    /// The connection's own deadline (handshake, ping, pong, flush).
-    Conn(ConnId),
-    /// A dial that has not connected yet.
-    DialTimeout(ConnId),
-    /// The periodic ensure-peers pass (or the seed crawler).
-    EnsurePeers,
-    /// An extra ensure-peers pass after addresses from a seed.
-    EnsureSoon,
-    /// A persistent peer's redial.
-    Redial(NodeId),
-    /// A graceful hang-up that has not finished flushing in time.
-    Hangup(ConnId),
-    /// Seed mode: a deferred PEX reply's deadline, or the end of an answered inbound
-    /// connection's linger (see `seed_reply`).
-    SeedReply(ConnId),
-    /// The next feeler connection (G11).
-    Feeler,
-}
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
@@ -77,16 +56,10 @@ struct Conn {
     /// The address dialled (outbound only).
     dialed: Option<NetAddr>,
     phase: Phase,
-    /// The deadline registered for `Timer::Conn`.
-    timer: Option<Instant>,
-    /// The deadline registered for `Timer::DialTimeout`.
-    dial_deadline: Option<Instant>,
     dirty: bool,
     pex: PexPeer,
     /// Why we asked the connection to close after flushing (reported when it closes).
     hangup: Option<DisconnectReason>,
-    /// The registered `Timer::Hangup` deadline.
-    hangup_deadline: Option<Instant>,
     /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
     ip_slot: IpSlot,
     /// Channels on which a send was refused as full (each gets one `SendReady` when room
@@ -111,8 +84,6 @@ struct Persistent {
     failures: u32,
     /// Ever dialled (distinguishes candidate from reconnecting).
     dialled: bool,
-    /// Registered `Timer::Redial` deadline.
-    next: Option<Instant>,
 }
 
 /// The sans-IO p2p engine. See the [module docs](super) for the loop contract.
@@ -143,13 +114,11 @@ pub struct Engine {
     backoff: DialBackoff,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
-    timers: BTreeSet<(Instant, Timer)>,
-    ensure_at: Option<Instant>,
-    ensure_soon_at: Option<Instant>,
+    /// Every deadline the engine runs.
+    timers: TimerTable,
     /// Seed mode: inbound connections whose PEX reply is deferred or that linger after it.
     seed_replies: BTreeMap<ConnId, SeedReply>,
     feeler: Feeler,
-    feeler_at: Option<Instant>,
     inbound_guard: InboundGuard,
     /// Keys the group hash of the inbound eviction's distinct-group protection.
     evict_key: u64,
@@ -240,12 +209,9 @@ impl Engine {
             inbound_open: 0,
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: TimerTable::default(),
             seed_replies: BTreeMap::new(),
-            ensure_at: None,
-            ensure_soon_at: None,
             feeler: Feeler::default(),
-            feeler_at: None,
             inbound_guard: InboundGuard::default(),
             evict_key: 0,
             outputs: VecDeque::new(),
@@ -267,7 +233,6 @@ impl Engine {
                     addr: a,
                     failures: 0,
                     dialled: false,
-                    next: None,
                 },
             );
             engine.set_redial(a.id, at);
@@ -278,7 +243,7 @@ impl Engine {
         }
         if engine.cfg.pex && !engine.cfg.seed_mode {
             let at = feeler::next_at(now, engine.cfg.feeler_interval, &mut engine.rng);
-            engine.feeler_at = engine.set_timer(None, at, Timer::Feeler);
+            engine.timers.set_opt(Timer::Feeler, at);
         }
         Ok(engine)
     }
@@ -544,7 +509,7 @@ impl Engine {
         if !self.outputs.is_empty() {
             return Some(self.last_now);
         }
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.next()
     }
 
     fn touch(&mut self, now: Instant) {
@@ -553,96 +518,65 @@ impl Engine {
         }
     }
 
-    fn set_timer(
-        &mut self,
-        slot: Option<Instant>,
-        at: Option<Instant>,
-        t: Timer,
-    ) -> Option<Instant> {
-        if slot == at {
-            return slot;
-        }
-        if let Some(old) = slot {
-            self.timers.remove(&(old, t));
-        }
-        if let Some(at) = at {
-            self.timers.insert((at, t));
-        }
-        at
-    }
-
     fn set_ensure(&mut self, at: Instant) {
-        self.ensure_at = self.set_timer(self.ensure_at, Some(at), Timer::EnsurePeers);
+        self.timers.set(Timer::EnsurePeers, at);
     }
 
     fn set_redial(&mut self, id: NodeId, at: Instant) {
-        let Some(old) = self.persistent.get(&id).map(|p| p.next) else {
-            return;
-        };
-        let next = self.set_timer(old, Some(at), Timer::Redial(id));
-        if let Some(p) = self.persistent.get_mut(&id) {
-            p.next = next;
+        debug_assert!(
+            self.persistent.contains_key(&id),
+            "redial of a non-persistent peer"
+        );
+        if self.persistent.contains_key(&id) {
+            self.timers.set(Timer::Redial(id), at);
         }
     }
 
+    /// Arms (or with `None` disarms) a live connection's own deadline.
     fn set_conn_timer(&mut self, id: ConnId, at: Option<Instant>) {
-        let Some(old) = self.conns.get(&id).map(|c| c.timer) else {
-            return;
-        };
-        let new = self.set_timer(old, at, Timer::Conn(id));
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.timer = new;
+        if self.conns.contains_key(&id) {
+            self.timers.set_opt(Timer::Conn(id), at);
         }
     }
 
+    /// Arms (or with `None` disarms) a live connection's dial timeout.
     fn set_dial_deadline(&mut self, id: ConnId, at: Option<Instant>) {
-        let Some(old) = self.conns.get(&id).map(|c| c.dial_deadline) else {
-            return;
-        };
-        let new = self.set_timer(old, at, Timer::DialTimeout(id));
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.dial_deadline = new;
+        if self.conns.contains_key(&id) {
+            self.timers.set_opt(Timer::DialTimeout(id), at);
         }
     }
 
     /// Runs every timer due at `now`. Call when `poll_timeout()` has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.remove(&(at, timer));
+        while let Some(timer) = self.timers.expired(now) {
             match timer {
                 Timer::Conn(id) => {
                     let mut closed = false;
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.timer = None;
-                        if let Some(pc) = c.pc.as_mut() {
-                            pc.handle_timeout(now);
-                            closed = pc.is_closed();
-                        }
+                    if let Some(pc) = self.conns.get_mut(&id).and_then(|c| c.pc.as_mut()) {
+                        pc.handle_timeout(now);
+                        closed = pc.is_closed();
                     }
                     self.mark_dirty(id);
                     self.process_dirty(now);
                     // A connection whose deadline did not move would spin: push it forward.
                     if !closed
-                        && let Some(c) = self.conns.get(&id)
-                        && c.timer.is_some_and(|t| t <= now)
+                        && self.conns.contains_key(&id)
+                        && self.timers.get(Timer::Conn(id)).is_some_and(|t| t <= now)
                     {
                         self.set_conn_timer(id, Some(now + Duration::from_millis(1)));
                     }
                 }
                 Timer::DialTimeout(id) => {
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.dial_deadline = None;
-                        if c.phase == Phase::Dialing {
-                            self.fail_conn(now, id, DialFailReason::Timeout, true);
-                        }
+                    if self
+                        .conns
+                        .get(&id)
+                        .is_some_and(|c| c.phase == Phase::Dialing)
+                    {
+                        self.fail_conn(now, id, DialFailReason::Timeout, true);
                     }
                 }
                 Timer::EnsurePeers => {
-                    self.ensure_at = None;
                     let next = if self.cfg.seed_mode {
                         let period = self.cfg.crawl_period;
                         self.crawl(now);
@@ -660,31 +594,21 @@ impl Engine {
                     self.set_ensure(next);
                 }
                 Timer::EnsureSoon => {
-                    self.ensure_soon_at = None;
                     if self.cfg.seed_mode {
                         self.crawl(now);
                     } else {
                         self.ensure_peers(now, false);
                     }
                 }
-                Timer::Redial(id) => {
-                    if let Some(p) = self.persistent.get_mut(&id) {
-                        p.next = None;
-                    }
-                    self.redial(now, id);
-                }
+                Timer::Redial(id) => self.redial(now, id),
                 Timer::SeedReply(id) => self.on_seed_reply_timer(now, id),
                 Timer::Feeler => {
-                    self.feeler_at = None;
                     self.run_feeler(now);
                     let at = feeler::next_at(now, self.cfg.feeler_interval, &mut self.rng);
-                    self.feeler_at = self.set_timer(None, at, Timer::Feeler);
+                    self.timers.set_opt(Timer::Feeler, at);
                 }
                 Timer::Hangup(id) => {
-                    let reason = self.conns.get_mut(&id).and_then(|c| {
-                        c.hangup_deadline = None;
-                        c.hangup.take()
-                    });
+                    let reason = self.conns.get_mut(&id).and_then(|c| c.hangup.take());
                     if let Some(reason) = reason {
                         self.drop_conn(now, id, reason, true);
                     }
@@ -920,18 +844,10 @@ impl Engine {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
-        if let Some(t) = c.timer {
-            self.timers.remove(&(t, Timer::Conn(id)));
+        for timer in Timer::of_conn(id) {
+            self.timers.cancel(timer);
         }
-        if let Some(t) = c.dial_deadline {
-            self.timers.remove(&(t, Timer::DialTimeout(id)));
-        }
-        if let Some(t) = c.hangup_deadline {
-            self.timers.remove(&(t, Timer::Hangup(id)));
-        }
-        if let Some(r) = self.seed_replies.remove(&id) {
-            self.timers.remove(&(r.at(), Timer::SeedReply(id)));
-        }
+        self.seed_replies.remove(&id);
         self.release_ip(c.remote.ip(), c.ip_slot);
         self.feeler.finished(id);
         self.inbound_guard.forget(id);
@@ -1076,12 +992,9 @@ impl Engine {
                 remote,
                 dialed: None,
                 phase: Phase::Handshaking,
-                timer: None,
-                dial_deadline: None,
                 dirty: false,
                 pex: PexPeer::default(),
                 hangup: None,
-                hangup_deadline: None,
                 ip_slot: IpSlot::None,
                 send_full: smallvec::SmallVec::new(),
                 draining: false,
@@ -1206,12 +1119,9 @@ impl Engine {
                 remote: addr.addr,
                 dialed: Some(addr),
                 phase: Phase::Dialing,
-                timer: None,
-                dial_deadline: None,
                 dirty: false,
                 pex: PexPeer::default(),
                 hangup: None,
-                hangup_deadline: None,
                 ip_slot: IpSlot::None,
                 send_full: smallvec::SmallVec::new(),
                 draining: false,
@@ -1390,9 +1300,7 @@ impl Engine {
         c.draining = true;
         c.pc = None;
         c.hangup = None;
-        if let Some(t) = c.hangup_deadline.take() {
-            self.timers.remove(&(t, Timer::Hangup(id)));
-        }
+        self.timers.cancel(Timer::Hangup(id));
     }
 
     /// Peers whose socket closed while they were drained, and whose last message is out.
@@ -1838,10 +1746,7 @@ impl Engine {
         if let Some(p) = self.persistent.get_mut(&peer) {
             p.failures = 0;
             p.dialled = true;
-            let next = p.next.take();
-            if let Some(t) = next {
-                self.timers.remove(&(t, Timer::Redial(peer)));
-            }
+            self.timers.cancel(Timer::Redial(peer));
         }
         self.peers.insert(
             peer,
@@ -2012,9 +1917,9 @@ impl Engine {
                     Origin::Seed
                         if !self.cfg.seed_mode
                         // v0.37/v0.38: addresses from a seed trigger an ensure-peers pass.
-                        && self.ensure_soon_at.is_none() =>
+                        && !self.timers.is_set(Timer::EnsureSoon) =>
                     {
-                        self.ensure_soon_at = self.set_timer(None, Some(now), Timer::EnsureSoon);
+                        self.timers.set(Timer::EnsureSoon, now);
                     }
                     // A crawled connection is held (until `seed_disconnect_wait`, as CometBFT's
                     // seed does), not hung up: the crawled node stored our address as an inbound
@@ -2070,11 +1975,7 @@ impl Engine {
         if let Some(pc) = c.pc.as_mut() {
             pc.close_after_flush();
         }
-        let old = c.hangup_deadline;
-        let new = self.set_timer(old, Some(now + HANGUP_GRACE), Timer::Hangup(id));
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.hangup_deadline = new;
-        }
+        self.timers.set(Timer::Hangup(id), now + HANGUP_GRACE);
         self.mark_dirty(id);
     }
 

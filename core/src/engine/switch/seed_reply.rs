@@ -44,22 +44,14 @@ pub(crate) const SEED_REPLY_LINGER: Duration = Duration::from_secs(1);
 /// connection to us by then: it refuses a second one from the same node id).
 pub(crate) const SEED_CRAWL_AFTER_HANGUP: Duration = Duration::from_millis(500);
 
-/// Where an inbound connection's PEX reply stands, with the deadline of its state.
+/// Where an inbound connection's PEX reply stands; the deadline of its state is
+/// `Timer::SeedReply` in the engine's timer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SeedReply {
-    /// Waiting for the crawler's tests; answered at this deadline at the latest.
-    Deferred(Instant),
-    /// Answered; hung up at this time.
-    Lingering(Instant),
-}
-
-impl SeedReply {
-    /// The deadline registered for `Timer::SeedReply`.
-    pub(super) fn at(self) -> Instant {
-        match self {
-            SeedReply::Deferred(t) | SeedReply::Lingering(t) => t,
-        }
-    }
+    /// Waiting for the crawler's tests; answered at the timer at the latest.
+    Deferred,
+    /// Answered; hung up at the timer.
+    Lingering,
 }
 
 impl Engine {
@@ -70,7 +62,7 @@ impl Engine {
             let candidates = self.untested_candidates(now);
             self.crawl_dials(now, candidates);
             if self.tests_pending() {
-                self.set_seed_reply(id, Some(SeedReply::Deferred(now + SEED_REPLY_DEFER)));
+                self.set_seed_reply(id, Some((SeedReply::Deferred, now + SEED_REPLY_DEFER)));
                 return;
             }
         }
@@ -94,25 +86,29 @@ impl Engine {
         {
             self.counters.pex_requests_answered += 1;
         }
-        self.set_seed_reply(id, Some(SeedReply::Lingering(now + SEED_REPLY_LINGER)));
+        self.set_seed_reply(id, Some((SeedReply::Lingering, now + SEED_REPLY_LINGER)));
     }
 
-    /// Sets (or, with `None`, clears) the reply state of `id` and its timer.
-    fn set_seed_reply(&mut self, id: ConnId, state: Option<SeedReply>) {
-        let old = self.seed_replies.get(&id).map(|s| s.at());
-        self.set_timer(old, state.map(SeedReply::at), Timer::SeedReply(id));
+    /// Sets (or, with `None`, clears) the reply state of `id` and its deadline.
+    fn set_seed_reply(&mut self, id: ConnId, state: Option<(SeedReply, Instant)>) {
         match state {
-            Some(s) => self.seed_replies.insert(id, s),
-            None => self.seed_replies.remove(&id),
-        };
+            Some((s, at)) => {
+                self.timers.set(Timer::SeedReply(id), at);
+                self.seed_replies.insert(id, s);
+            }
+            None => {
+                self.timers.cancel(Timer::SeedReply(id));
+                self.seed_replies.remove(&id);
+            }
+        }
     }
 
     /// `Timer::SeedReply(id)` fired (the timer is already out of the set): a deferred reply
     /// goes out now; a lingering connection is hung up, and crawled once it is gone.
     pub(super) fn on_seed_reply_timer(&mut self, now: Instant, id: ConnId) {
         match self.seed_replies.remove(&id) {
-            Some(SeedReply::Deferred(_)) => self.send_seed_reply(now, id),
-            Some(SeedReply::Lingering(_)) => {
+            Some(SeedReply::Deferred) => self.send_seed_reply(now, id),
+            Some(SeedReply::Lingering) => {
                 self.hang_up(now, id, DisconnectReason::SeedDone);
                 // Its crawl is due from now (the close, once flushed, cannot move it later).
                 self.crawl_after_inbound_close(now);
@@ -125,8 +121,8 @@ impl Engine {
     /// untested) [`SEED_CRAWL_AFTER_HANGUP`] from now.
     pub(super) fn crawl_after_inbound_close(&mut self, now: Instant) {
         let at = now + SEED_CRAWL_AFTER_HANGUP;
-        if self.ensure_soon_at.is_none_or(|t| t > at) {
-            self.ensure_soon_at = self.set_timer(self.ensure_soon_at, Some(at), Timer::EnsureSoon);
+        if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > at) {
+            self.timers.set(Timer::EnsureSoon, at);
         }
     }
 
@@ -135,7 +131,7 @@ impl Engine {
         let deferred: Vec<ConnId> = self
             .seed_replies
             .iter()
-            .filter(|(_, s)| matches!(s, SeedReply::Deferred(_)))
+            .filter(|(_, s)| matches!(s, SeedReply::Deferred))
             .map(|(&id, _)| id)
             .collect();
         if deferred.is_empty() || self.tests_pending() {
@@ -149,7 +145,7 @@ impl Engine {
     /// Whether a deferred reply should wait: a crawl dial has not completed its handshake yet,
     /// or a crawl pass is due soon (after an inbound node's connection closed).
     fn tests_pending(&self) -> bool {
-        self.crawl_in_flight() || self.ensure_soon_at.is_some()
+        self.crawl_in_flight() || self.timers.is_set(Timer::EnsureSoon)
     }
 
     /// Whether a crawl dial has not completed its handshake yet.
