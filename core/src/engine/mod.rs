@@ -155,6 +155,7 @@
 pub mod anchors;
 pub mod backoff;
 mod config;
+mod conns;
 pub mod delivery;
 pub mod feeler;
 mod filter;

@@ -12,12 +12,13 @@ use rand_core::{RngCore, SeedableRng};
 use super::anchors::{MAX_ANCHORS, MIN_ANCHOR_AGE};
 use super::backoff::{self, DialBackoff};
 use super::config::{ConfigError, EngineConfig};
+use super::conns::{Conn, ConnTable, IpSlot, Phase};
 use super::delivery::{Delivery, HeldStats};
 use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
 use super::inbound::{self, Candidate, InboundGuard, Rates};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
-use super::pex::{self, PexMsg, PexPeer, PexViolation};
+use super::pex::{self, PexMsg, PexViolation};
 use super::timers::{Timer, TimerTable};
 use super::{
     BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
@@ -39,51 +40,37 @@ use seed_reply::SeedReply;
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Dialing,
-    Handshaking,
-    Up(NodeId),
-    /// `Output::Close` was emitted; waiting for `Input::Closed`.
-    Closing,
-}
-
-struct Conn {
-    pc: Option<PeerConnection>,
-    direction: Direction,
-    origin: Origin,
-    remote: SocketAddr,
-    /// The address dialled (outbound only).
-    dialed: Option<NetAddr>,
-    phase: Phase,
-    dirty: bool,
-    pex: PexPeer,
-    /// Why we asked the connection to close after flushing (reported when it closes).
-    hangup: Option<DisconnectReason>,
-    /// Counted in `pending_out_ips` / `pending_in_ips` / `up_ips`.
-    ip_slot: IpSlot,
-    /// Channels on which a send was refused as full (each gets one `SendReady` when room
-    /// returns).
-    send_full: smallvec::SmallVec<[ChannelId; 2]>,
-    /// The socket closed while messages of this peer were held for the application: the
-    /// peer goes down once they are delivered (the connection has no `PeerConnection` then).
-    draining: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum IpSlot {
-    None,
-    PendingOut,
-    PendingIn,
-    Up,
-}
-
 struct Persistent {
     addr: NetAddr,
     /// Consecutive failures since the last success (k of the G18 schedule).
     failures: u32,
     /// Ever dialled (distinguishes candidate from reconnecting).
     dialled: bool,
+}
+
+/// What an automatic pick (ensure-peers, a feeler) may dial: not us, not a persistent peer
+/// (dialled on its own schedule), not connected or being dialled, no duplicate IP (unless
+/// allowed), not banned, not backed off.
+struct Dialable<'a> {
+    our: NodeId,
+    book: &'a AddrBook,
+    persistent: &'a BTreeMap<NodeId, Persistent>,
+    peers: &'a BTreeMap<NodeId, PeerInfo>,
+    conns: &'a ConnTable,
+    backoff: &'a DialBackoff,
+}
+
+impl Dialable<'_> {
+    fn allows(&self, a: &NetAddr, unix: u64, now: Instant) -> bool {
+        let ip = a.addr.ip();
+        a.id != self.our
+            && !self.persistent.contains_key(&a.id)
+            && !self.peers.contains_key(&a.id)
+            && !self.conns.is_dialing(&a.id)
+            && !self.conns.outbound_duplicate(&ip)
+            && !self.book.is_banned(&a.id, &ip, unix)
+            && self.backoff.allowed(&a.addr, now)
+    }
 }
 
 /// The sans-IO p2p engine. See the [module docs](super) for the loop contract.
@@ -100,17 +87,11 @@ pub struct Engine {
     start: Instant,
     unix_start: u64,
     last_now: Instant,
-    next_conn: u64,
-    conns: hashbrown::HashMap<ConnId, Conn>,
+    /// Connections, dials in progress, per-IP counts and the duplicate-IP policy.
+    conns: ConnTable,
     peers: BTreeMap<NodeId, PeerInfo>,
-    /// Outbound connections not yet up, by the id dialled.
-    pending_out: hashbrown::HashMap<NodeId, ConnId>,
     persistent: BTreeMap<NodeId, Persistent>,
     unconditional: hashbrown::HashSet<NodeId>,
-    up_ips: hashbrown::HashMap<IpAddr, u32>,
-    pending_in_ips: hashbrown::HashMap<IpAddr, u32>,
-    pending_out_ips: hashbrown::HashMap<IpAddr, u32>,
-    inbound_open: usize,
     backoff: DialBackoff,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
@@ -197,16 +178,10 @@ impl Engine {
             start: now,
             unix_start: unix_now,
             last_now: now,
-            next_conn: 1,
-            conns: hashbrown::HashMap::new(),
+            conns: ConnTable::new(cfg.allow_duplicate_ip),
             peers: BTreeMap::new(),
-            pending_out: hashbrown::HashMap::new(),
             persistent: BTreeMap::new(),
             unconditional: cfg.unconditional_peer_ids.iter().copied().collect(),
-            up_ips: hashbrown::HashMap::new(),
-            pending_in_ips: hashbrown::HashMap::new(),
-            pending_out_ips: hashbrown::HashMap::new(),
-            inbound_open: 0,
             backoff: DialBackoff::default(),
             crawled: BTreeMap::new(),
             timers: TimerTable::default(),
@@ -268,7 +243,7 @@ impl Engine {
     /// Registers an application channel. Only before the first connection; 0x00 is PEX's.
     /// Channels are advertised in registration order, PEX last (as CometBFT).
     pub fn add_channel(&mut self, desc: ChannelDescriptor) -> Result<(), ConfigError> {
-        if self.next_conn != 1 {
+        if self.conns.started() {
             return Err(ConfigError::AlreadyStarted);
         }
         if desc.id == ChannelId::PEX {
@@ -293,7 +268,7 @@ impl Engine {
     /// Replaces the address book with a saved one (bytes from `addr_book().encode()`).
     /// Only before the first connection.
     pub fn load_addr_book(&mut self, bytes: &[u8]) -> Result<(), ConfigError> {
-        if self.next_conn != 1 {
+        if self.conns.started() {
             return Err(ConfigError::AlreadyStarted);
         }
         let mut book = AddrBook::decode(bytes, self.cfg.addr_book.clone())
@@ -356,7 +331,7 @@ impl Engine {
         if self.peers.contains_key(id) {
             return Some(PeerState::Connected);
         }
-        if let Some(c) = self.pending_out.get(id).and_then(|c| self.conns.get(c)) {
+        if let Some(c) = self.conns.dialing(id).and_then(|c| self.conns.get(&c)) {
             return Some(match c.phase {
                 Phase::Dialing => PeerState::Dialing,
                 _ => PeerState::Handshaking,
@@ -394,12 +369,9 @@ impl Engine {
 
     /// Outbound dials in progress (TCP or handshake) that count against the outbound limit.
     #[must_use]
-    #[allow(clippy::disallowed_methods)] // a count: the order does not matter
     pub fn num_dialing(&self) -> usize {
-        self.pending_out
-            .iter()
-            .filter(|(id, c)| !self.unconditional.contains(*id) && !self.feeler.is_feeler(**c))
-            .count()
+        self.conns
+            .count_dials(|id, c, _| !self.unconditional.contains(&id) && !self.feeler.is_feeler(c))
     }
 
     /// Open connections (any phase, until their `Input::Closed`).
@@ -480,12 +452,6 @@ impl Engine {
 
     fn unix(&self, now: Instant) -> u64 {
         self.unix_start + now.saturating_duration_since(self.start).as_secs()
-    }
-
-    fn alloc_conn(&mut self) -> ConnId {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
-        id
     }
 
     fn ephemeral(&mut self) -> [u8; 32] {
@@ -841,61 +807,15 @@ impl Engine {
 
     /// Forgets a connection after its terminal input.
     fn remove_conn(&mut self, id: ConnId) {
-        let Some(c) = self.conns.remove(&id) else {
+        let Some(_) = self.conns.remove(id) else {
             return;
         };
         for timer in Timer::of_conn(id) {
             self.timers.cancel(timer);
         }
         self.seed_replies.remove(&id);
-        self.release_ip(c.remote.ip(), c.ip_slot);
         self.feeler.finished(id);
         self.inbound_guard.forget(id);
-        if c.direction == Direction::Inbound {
-            self.inbound_open = self.inbound_open.saturating_sub(1);
-        }
-        if let Some(a) = c.dialed
-            && self.pending_out.get(&a.id) == Some(&id)
-        {
-            self.pending_out.remove(&a.id);
-        }
-    }
-
-    fn ip_map(&mut self, slot: IpSlot) -> Option<&mut hashbrown::HashMap<IpAddr, u32>> {
-        match slot {
-            IpSlot::None => None,
-            IpSlot::PendingOut => Some(&mut self.pending_out_ips),
-            IpSlot::PendingIn => Some(&mut self.pending_in_ips),
-            IpSlot::Up => Some(&mut self.up_ips),
-        }
-    }
-
-    fn release_ip(&mut self, ip: IpAddr, slot: IpSlot) {
-        if let Some(map) = self.ip_map(slot)
-            && let Some(n) = map.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
-
-    fn take_ip(&mut self, ip: IpAddr, slot: IpSlot) {
-        if let Some(map) = self.ip_map(slot) {
-            *map.entry(ip).or_insert(0) += 1;
-        }
-    }
-
-    fn move_ip(&mut self, id: ConnId, slot: IpSlot) {
-        let Some((ip, old)) = self.conns.get(&id).map(|c| (c.remote.ip(), c.ip_slot)) else {
-            return;
-        };
-        self.release_ip(ip, old);
-        self.take_ip(ip, slot);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.ip_slot = slot;
-        }
     }
 
     // ---------------------------------------------------------------- admission and dials
@@ -945,11 +865,11 @@ impl Engine {
             .admit(ip, group, is_routable(&ip), now, rates)
         {
             Some(Refused::RateLimited)
-        } else if self.inbound_open >= self.inbound_conn_limit() && !self.may_handshake_to_evict() {
-            Some(Refused::TooManyInbound)
-        } else if !self.cfg.allow_duplicate_ip
-            && (self.up_ips.contains_key(&ip) || self.pending_in_ips.contains_key(&ip))
+        } else if self.conns.inbound_open() >= self.inbound_conn_limit()
+            && !self.may_handshake_to_evict()
         {
+            Some(Refused::TooManyInbound)
+        } else if self.conns.inbound_duplicate(&ip) {
             Some(Refused::DuplicateIp)
         } else if let Some(Err(why)) = self.conn_filter.as_ref().map(|f| f(remote)) {
             Some(Refused::Filtered(why))
@@ -960,7 +880,7 @@ impl Engine {
             self.counters.refused += 1;
             return Err(r);
         }
-        let id = self.alloc_conn();
+        let id = self.conns.alloc();
         let pc = match routed {
             Some(routed) => PeerConnection::from_routed(
                 now,
@@ -983,28 +903,7 @@ impl Engine {
                 )
             }
         };
-        self.conns.insert(
-            id,
-            Conn {
-                pc: Some(pc),
-                direction: Direction::Inbound,
-                origin: Origin::Inbound,
-                remote,
-                dialed: None,
-                phase: Phase::Handshaking,
-                dirty: false,
-                pex: PexPeer::default(),
-                hangup: None,
-                ip_slot: IpSlot::None,
-                send_full: smallvec::SmallVec::new(),
-                draining: false,
-            },
-        );
-        self.take_ip(ip, IpSlot::PendingIn);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.ip_slot = IpSlot::PendingIn;
-        }
-        self.inbound_open += 1;
+        self.conns.insert_inbound(id, Conn::inbound(pc, remote));
         self.counters.accepted += 1;
         self.mark_dirty(id);
         self.finish(now);
@@ -1014,14 +913,9 @@ impl Engine {
     /// Whether one more inbound handshake may run beyond the limit: every inbound slot holds a
     /// peer and fewer than [`inbound::EVICTION_HANDSHAKES`] handshakes are running (the newcomer
     /// then competes for a slot by eviction, G13).
-    #[allow(clippy::disallowed_methods)] // a count: the order does not matter
     fn may_handshake_to_evict(&self) -> bool {
         let (inbound, _) = self.num_peers();
-        let handshaking = self
-            .conns
-            .values()
-            .filter(|c| c.direction == Direction::Inbound && c.phase == Phase::Handshaking)
-            .count();
+        let handshaking = self.conns.inbound_handshaking();
         inbound >= self.cfg.max_num_inbound_peers && handshaking < inbound::EVICTION_HANDSHAKES
     }
 
@@ -1084,7 +978,7 @@ impl Engine {
         if self.peers.contains_key(&addr.id) {
             return Err(DialError::AlreadyConnected);
         }
-        if self.pending_out.contains_key(&addr.id) {
+        if self.conns.is_dialing(&addr.id) {
             return Err(DialError::AlreadyDialing);
         }
         let ip = addr.addr.ip();
@@ -1093,10 +987,7 @@ impl Engine {
         {
             return Err(DialError::Banned);
         }
-        if !named
-            && !self.cfg.allow_duplicate_ip
-            && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
-        {
+        if !named && self.conns.outbound_duplicate(&ip) {
             return Err(DialError::DuplicateIp);
         }
         Ok(())
@@ -1109,26 +1000,8 @@ impl Engine {
         origin: Origin,
     ) -> Result<ConnId, DialError> {
         self.check_dial(now, &addr)?;
-        let id = self.alloc_conn();
-        self.conns.insert(
-            id,
-            Conn {
-                pc: None,
-                direction: Direction::Outbound,
-                origin,
-                remote: addr.addr,
-                dialed: Some(addr),
-                phase: Phase::Dialing,
-                dirty: false,
-                pex: PexPeer::default(),
-                hangup: None,
-                ip_slot: IpSlot::None,
-                send_full: smallvec::SmallVec::new(),
-                draining: false,
-            },
-        );
-        self.move_ip(id, IpSlot::PendingOut);
-        self.pending_out.insert(addr.id, id);
+        let id = self.conns.alloc();
+        self.conns.insert_dial(id, Conn::dial(addr, origin));
         let deadline = now + self.cfg.dial_timeout;
         self.set_dial_deadline(id, Some(deadline));
         let unix = self.unix(now);
@@ -1159,13 +1032,11 @@ impl Engine {
             return;
         }
         let ip = addr.ip();
-        if !self.cfg.allow_duplicate_ip
-            && (self.up_ips.contains_key(&ip) || self.pending_out_ips.contains_key(&ip))
-        {
+        if self.conns.outbound_duplicate(&ip) {
             self.fail_conn(now, id, DialFailReason::DuplicateIp, true);
             return;
         }
-        self.move_ip(id, IpSlot::None);
+        self.conns.move_ip(id, IpSlot::None);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1175,7 +1046,7 @@ impl Engine {
         };
         dialed.addr = addr;
         let peer = dialed.id;
-        self.move_ip(id, IpSlot::PendingOut);
+        self.conns.move_ip(id, IpSlot::PendingOut);
         if let Some(p) = self.persistent.get_mut(&peer) {
             p.addr.addr = addr;
         }
@@ -1209,9 +1080,7 @@ impl Engine {
                 .push_back(Output::Event(Event::InboundFailed { remote, reason }));
             return;
         };
-        if self.pending_out.get(&addr.id) == Some(&id) {
-            self.pending_out.remove(&addr.id);
-        }
+        self.conns.dial_done(addr.id, id);
         self.counters.dial_failures += 1;
         let counts_as_failure = !matches!(
             reason,
@@ -1262,7 +1131,7 @@ impl Engine {
             self.crawled.remove(&addr.addr);
         }
         self.set_conn_timer(id, None);
-        self.move_ip(id, IpSlot::None);
+        self.conns.move_ip(id, IpSlot::None);
         self.counters.messages_discarded += self.delivery.discard(id) as u64;
         if emit_close && !draining {
             self.outputs.push_back(Output::Close { conn: id });
@@ -1338,7 +1207,7 @@ impl Engine {
         self.touch(now);
         if let Some(conn) = self.peers.get(&peer).map(|p| p.conn) {
             self.drop_conn(now, conn, DisconnectReason::Local, true);
-        } else if let Some(conn) = self.pending_out.get(&peer).copied() {
+        } else if let Some(conn) = self.conns.dialing(&peer) {
             self.fail_conn(now, conn, DialFailReason::Cancelled, true);
         }
         self.finish(now);
@@ -1703,7 +1572,7 @@ impl Engine {
             }
         }
         let ip = remote.ip();
-        if !self.cfg.allow_duplicate_ip && self.up_ips.contains_key(&ip) {
+        if self.conns.peer_duplicate(&ip) {
             self.fail_conn(now, id, DialFailReason::DuplicateIp, true);
             return;
         }
@@ -1733,11 +1602,9 @@ impl Engine {
         if let Some(c) = self.conns.get_mut(&id) {
             c.phase = Phase::Up(peer);
         }
-        self.move_ip(id, IpSlot::Up);
+        self.conns.move_ip(id, IpSlot::Up);
         if let Some(a) = dialed {
-            if self.pending_out.get(&a.id) == Some(&id) {
-                self.pending_out.remove(&a.id);
-            }
+            self.conns.dial_done(a.id, id);
             self.backoff.succeeded(&a.addr);
             let unix = self.unix(now);
             self.book.mark_good(a.addr, unix, &mut self.rng);
@@ -2003,26 +1870,16 @@ impl Engine {
         if self.book.resolve_collisions(unix) > 0 || self.book.len_collisions() != before {
             self.book_dirty = true;
         }
-        let (book, peers, pending, up_ips, pend_ips, backoff, allow_dup, our, persistent) = (
-            &self.book,
-            &self.peers,
-            &self.pending_out,
-            &self.up_ips,
-            &self.pending_out_ips,
-            &self.backoff,
-            self.cfg.allow_duplicate_ip,
-            self.our_id,
-            &self.persistent,
-        );
-        let target = Feeler::choose(book, unix, &mut self.rng, |a: &NetAddr| {
-            let ip = a.addr.ip();
-            a.id != our
-                && !persistent.contains_key(&a.id)
-                && !peers.contains_key(&a.id)
-                && !pending.contains_key(&a.id)
-                && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
-                && !book.is_banned(&a.id, &ip, unix)
-                && backoff.allowed(&a.addr, now)
+        let dialable = Dialable {
+            our: self.our_id,
+            book: &self.book,
+            persistent: &self.persistent,
+            peers: &self.peers,
+            conns: &self.conns,
+            backoff: &self.backoff,
+        };
+        let target = Feeler::choose(&self.book, unix, &mut self.rng, |a: &NetAddr| {
+            dialable.allows(a, unix, now)
         });
         if let Some(t) = target
             && let Ok(conn) = self.start_dial(now, t.addr(), Origin::Feeler)
@@ -2036,9 +1893,7 @@ impl Engine {
     /// stays, a new entry moves to tried) and the connection closes at once, never a peer.
     fn feeler_reached(&mut self, now: Instant, id: ConnId, dialed: Option<NetAddr>) {
         if let Some(a) = dialed {
-            if self.pending_out.get(&a.id) == Some(&id) {
-                self.pending_out.remove(&a.id);
-            }
+            self.conns.dial_done(a.id, id);
             self.backoff.succeeded(&a.addr);
             let unix = self.unix(now);
             let _ = self.book.mark_good(a.addr, unix, &mut self.rng);
@@ -2067,10 +1922,8 @@ impl Engine {
                 groups.insert(self.book.group_of(&p.remote.ip()));
             }
         }
-        for c in self.pending_out.values().filter_map(|c| self.conns.get(c)) {
-            if c.origin == Origin::Auto {
-                groups.insert(self.book.group_of(&c.remote.ip()));
-            }
+        for ip in self.conns.dial_ips(Origin::Auto) {
+            groups.insert(self.book.group_of(&ip));
         }
         groups
     }
@@ -2106,28 +1959,19 @@ impl Engine {
                 if picked.len() >= need {
                     break;
                 }
-                let (peers, pending, up_ips, pend_ips, book, backoff, allow_dup, our, persistent) = (
-                    &self.peers,
-                    &self.pending_out,
-                    &self.up_ips,
-                    &self.pending_out_ips,
-                    &self.book,
-                    &self.backoff,
-                    self.cfg.allow_duplicate_ip,
-                    self.our_id,
-                    &self.persistent,
-                );
+                let dialable = Dialable {
+                    our: self.our_id,
+                    book: &self.book,
+                    persistent: &self.persistent,
+                    peers: &self.peers,
+                    conns: &self.conns,
+                    backoff: &self.backoff,
+                };
                 let picked_ref = &picked;
-                let Some(a) = book.pick(unix, &mut self.rng, |a: &NetAddr| {
+                let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
                     let ip = a.addr.ip();
-                    a.id != our
-                        && !persistent.contains_key(&a.id)
-                        && !peers.contains_key(&a.id)
-                        && !pending.contains_key(&a.id)
-                        && !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
-                        && (allow_dup || (!up_ips.contains_key(&ip) && !pend_ips.contains_key(&ip)))
-                        && !book.is_banned(&a.id, &ip, unix)
-                        && backoff.allowed(&a.addr, now)
+                    !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
+                        && dialable.allows(a, unix, now)
                 }) else {
                     continue;
                 };
@@ -2251,7 +2095,7 @@ impl Engine {
     fn crawl_dials(&mut self, now: Instant, candidates: Vec<NetAddr>) {
         let max_inflight = self.max_crawl_inflight();
         for a in candidates {
-            if self.pending_out.len() >= max_inflight {
+            if self.conns.num_dials() >= max_inflight {
                 break;
             }
             if a.id == self.our_id {

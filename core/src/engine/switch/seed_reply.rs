@@ -149,10 +149,7 @@ impl Engine {
     }
 
     /// Whether a crawl dial has not completed its handshake yet.
-    #[allow(clippy::disallowed_methods)] // `any`: the order does not matter
     fn crawl_in_flight(&self) -> bool {
-        self.pending_out
-            .values()
-            .any(|c| self.conns.get(c).is_some_and(|c| c.origin == Origin::Crawl))
+        self.conns.count_dials(|_, _, c| c.origin == Origin::Crawl) > 0
     }
 }
