@@ -10,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::DisconnectReason;
 use super::peers::Origin;
-use super::pex::PexPeer;
 use crate::addr::NetAddr;
 use crate::conn::{Direction, PeerConnection};
 use crate::ids::{ChannelId, ConnId, NodeId};
@@ -53,7 +52,6 @@ pub(super) struct Conn {
     pub(super) phase: Phase,
     /// Queued in the engine's dirty list.
     pub(super) dirty: bool,
-    pub(super) pex: PexPeer,
     /// Why we asked the connection to close after flushing (reported when it closes).
     pub(super) hangup: Option<DisconnectReason>,
     /// Counted in the table's per-IP map of this slot (changed only by the table).
@@ -107,7 +105,6 @@ impl Conn {
             dialed,
             phase,
             dirty: false,
-            pex: PexPeer::default(),
             hangup: None,
             ip_slot: IpSlot::None,
             send_full: smallvec::SmallVec::new(),

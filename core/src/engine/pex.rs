@@ -2,14 +2,17 @@
 //! the "one outstanding request" bookkeeping. The engine owns one `PexPeer` per connected
 //! peer and drives it with decoded messages and injected time.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message as _;
+use rand_core::RngCore;
 
 use crate::addr::NetAddr;
-use crate::ids::NodeId;
+use crate::addrbook::{AddrBook, Group};
+use crate::ids::{ConnId, NodeId};
 use crate::wire::CodecError;
 use crate::wire::limits::MAX_PEX_ADDRS;
 use crate::wire::messages::{WireError, decode_pex_message};
@@ -172,6 +175,159 @@ impl PexPeer {
     }
 }
 
+/// At most this many crawl records are kept in seed mode.
+pub(crate) const MAX_CRAWL_RECORDS: usize = 65_536;
+
+/// The PEX reactor's node-wide state and decisions (spec 5.4-5.7): the per-peer PEX state of
+/// every connection, the seeds, the seed crawler's records, and the ensure-peers choices. It
+/// does not dial or send: its decisions return the addresses to dial or the connection to ask,
+/// and the engine carries them out.
+#[derive(Debug)]
+pub(crate) struct Pex {
+    /// Per-connection PEX state, from the connection's start to its end.
+    peers: BTreeMap<ConnId, PexPeer>,
+    /// The configured seeds (dialled in a fresh random order each time).
+    seeds: Vec<NetAddr>,
+    /// The outbound target (`max_num_outbound_peers`).
+    max_outbound: usize,
+    /// Seed mode: the least time between two crawls of one address.
+    min_time_between_crawls: Duration,
+    /// Seed mode: when each address was last crawled.
+    crawled: BTreeMap<SocketAddr, Instant>,
+}
+
+impl Pex {
+    /// A reactor with `seeds`, the outbound target and the crawl spacing.
+    pub(crate) fn new(
+        seeds: Vec<NetAddr>,
+        max_outbound: usize,
+        min_time_between_crawls: Duration,
+    ) -> Pex {
+        Pex {
+            peers: BTreeMap::new(),
+            seeds,
+            max_outbound,
+            min_time_between_crawls,
+            crawled: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the PEX state of a new connection.
+    pub(crate) fn add_conn(&mut self, id: ConnId) {
+        self.peers.insert(id, PexPeer::default());
+    }
+
+    /// Drops the PEX state of a connection that is gone.
+    pub(crate) fn remove_conn(&mut self, id: ConnId) {
+        self.peers.remove(&id);
+    }
+
+    /// The PEX state of connection `id`.
+    pub(crate) fn peer(&self, id: ConnId) -> Option<&PexPeer> {
+        self.peers.get(&id)
+    }
+
+    /// The PEX state of connection `id`, mutable.
+    pub(crate) fn peer_mut(&mut self, id: ConnId) -> Option<&mut PexPeer> {
+        self.peers.get_mut(&id)
+    }
+
+    /// How many automatic dials ensure-peers wants: the outbound target less the outbound
+    /// peers (`out`) and the dials in progress.
+    pub(crate) fn need(&self, out: usize, dialing: usize) -> usize {
+        self.max_outbound.saturating_sub(out + dialing)
+    }
+
+    /// Picks up to `need` addresses from `book` to dial (spec 5.4, G7): each from a group not
+    /// in `groups` (the groups of automatic peers and dials, extended with each pick), none
+    /// sharing a node id or an IP with another pick, every one accepted by `dialable`; at most
+    /// `3 * need + 16` draws.
+    pub(crate) fn pick_dials(
+        book: &AddrBook,
+        rng: &mut impl RngCore,
+        unix: u64,
+        need: usize,
+        mut groups: BTreeSet<Group>,
+        dialable: impl Fn(&NetAddr) -> bool,
+    ) -> Vec<NetAddr> {
+        let mut picked: Vec<NetAddr> = Vec::new();
+        let tries = 3 * need + 16;
+        for _ in 0..tries {
+            if picked.len() >= need {
+                break;
+            }
+            let picked_ref = &picked;
+            let Some(a) = book.pick(unix, rng, |a: &NetAddr| {
+                let ip = a.addr.ip();
+                !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip) && dialable(a)
+            }) else {
+                continue;
+            };
+            if !groups.insert(book.group_of(&a.addr.ip())) {
+                continue;
+            }
+            picked.push(a);
+        }
+        picked
+    }
+
+    /// The one peer ensure-peers asks for addresses: drawn uniformly among `askable`.
+    pub(crate) fn choose_request(askable: &[ConnId], rng: &mut impl RngCore) -> Option<ConnId> {
+        if askable.is_empty() {
+            return None;
+        }
+        let n = askable.len() as u64;
+        let i = usize::try_from(rng.next_u64() % n).unwrap_or(0);
+        askable.get(i).copied()
+    }
+
+    /// The seeds in a fresh random order (spec 5.6: dialled in this order until one dial
+    /// starts or one is connected or being dialled already).
+    pub(crate) fn seed_order(&self, rng: &mut impl RngCore) -> Vec<NetAddr> {
+        let mut seeds = self.seeds.clone();
+        // Fisher-Yates.
+        for i in (1..seeds.len()).rev() {
+            let j = usize::try_from(rng.next_u64() % (i as u64 + 1)).unwrap_or(0);
+            seeds.swap(i, j);
+        }
+        seeds
+    }
+
+    /// The most crawl dials in flight at once.
+    pub(crate) fn max_crawl_inflight(&self) -> usize {
+        self.max_outbound.max(1) * 3
+    }
+
+    /// Whether `addr` may be crawled at `now`: not crawled within `min_time_between_crawls`.
+    pub(crate) fn crawl_due(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.crawled
+            .get(addr)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= self.min_time_between_crawls)
+    }
+
+    /// Whether another crawl record fits ([`MAX_CRAWL_RECORDS`]).
+    pub(crate) fn crawl_records_full(&self) -> bool {
+        self.crawled.len() >= MAX_CRAWL_RECORDS
+    }
+
+    /// Records a crawl dial to `addr` at `now`.
+    pub(crate) fn record_crawl(&mut self, addr: SocketAddr, now: Instant) {
+        self.crawled.insert(addr, now);
+    }
+
+    /// Forgets the crawl of `addr` (crawled again at the next pass).
+    pub(crate) fn forget_crawl(&mut self, addr: &SocketAddr) {
+        self.crawled.remove(addr);
+    }
+
+    /// Forgets crawl records older than a day.
+    pub(crate) fn expire_crawls(&mut self, now: Instant) {
+        let day = Duration::from_secs(24 * 3600);
+        self.crawled
+            .retain(|_, t| now.saturating_duration_since(*t) < day);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // a test needs some Instant as its origin
 mod tests {
@@ -272,5 +428,129 @@ mod tests {
         assert!(p.start_request(t0 + MIN_REQUEST_INTERVAL));
         assert!(p.on_addrs().is_ok());
         assert_eq!(p.on_addrs(), Err(PexViolation::UnsolicitedAddrs));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() only anchors the test clock
+mod reactor_tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::addrbook::AddrBookConfig;
+
+    fn addr(n: u8, ip: [u8; 4]) -> NetAddr {
+        NetAddr::new(NodeId([n; 20]), SocketAddr::from((ip, 26656)))
+    }
+
+    fn pex() -> Pex {
+        let seeds = (1..=5).map(|n| addr(n, [1, n, 0, 1])).collect();
+        Pex::new(seeds, 4, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn need_is_the_outbound_target_less_peers_and_dials() {
+        let p = pex();
+        assert_eq!(p.need(0, 0), 4);
+        assert_eq!(p.need(1, 2), 1);
+        assert_eq!(p.need(3, 3), 0);
+        assert_eq!(p.max_crawl_inflight(), 12);
+    }
+
+    #[test]
+    fn per_connection_state_lives_with_the_connection() {
+        let mut p = pex();
+        let c = ConnId(9);
+        assert!(p.peer(c).is_none());
+        p.add_conn(c);
+        assert!(
+            p.peer_mut(c)
+                .is_some_and(|s| s.start_request(Instant::now()))
+        );
+        assert!(p.peer(c).is_some_and(|s| s.outstanding));
+        p.remove_conn(c);
+        assert!(p.peer(c).is_none());
+    }
+
+    #[test]
+    fn seed_order_is_a_seeded_permutation() {
+        let p = pex();
+        let a = p.seed_order(&mut ChaCha20Rng::from_seed([1; 32]));
+        let b = p.seed_order(&mut ChaCha20Rng::from_seed([1; 32]));
+        assert_eq!(a, b);
+        let mut sorted = a.clone();
+        sorted.sort_by_key(|s| s.id);
+        assert_eq!(sorted, p.seeds);
+        // Some seed draws another order (5! orders; three draws all equal would be a bug).
+        let mut rng = ChaCha20Rng::from_seed([2; 32]);
+        let others = [
+            p.seed_order(&mut rng),
+            p.seed_order(&mut rng),
+            p.seed_order(&mut rng),
+        ];
+        assert!(others.iter().any(|o| *o != a));
+    }
+
+    #[test]
+    fn choose_request_draws_among_the_askable() {
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        assert_eq!(Pex::choose_request(&[], &mut rng), None);
+        let askable = [ConnId(1), ConnId(2), ConnId(3)];
+        for _ in 0..20 {
+            let c = Pex::choose_request(&askable, &mut rng).expect("one");
+            assert!(askable.contains(&c));
+        }
+    }
+
+    #[test]
+    fn crawl_records_space_crawls_and_expire() {
+        let now = Instant::now();
+        let mut p = pex();
+        let a = addr(1, [2, 0, 0, 1]).addr;
+        assert!(p.crawl_due(&a, now));
+        p.record_crawl(a, now);
+        assert!(!p.crawl_due(&a, now + Duration::from_secs(59)));
+        assert!(p.crawl_due(&a, now + Duration::from_secs(60)));
+        p.forget_crawl(&a);
+        assert!(p.crawl_due(&a, now));
+        p.record_crawl(a, now);
+        p.expire_crawls(now + Duration::from_secs(24 * 3600 - 1));
+        assert!(!p.crawl_due(&a, now));
+        p.expire_crawls(now + Duration::from_secs(24 * 3600));
+        assert!(p.crawl_due(&a, now));
+        assert!(!p.crawl_records_full());
+    }
+
+    #[test]
+    fn pick_dials_takes_distinct_groups_and_respects_the_filter() {
+        let unix = 1_700_000_000;
+        let mut rng = ChaCha20Rng::from_seed([4; 32]);
+        let mut book = AddrBook::new(AddrBookConfig::default(), &mut rng);
+        // Two addresses in each of twenty /16 groups (a rare slot collision only drops one).
+        let mut added = BTreeSet::new();
+        for g in 1..=20u8 {
+            for h in 1..=2u8 {
+                let a = addr(g * 10 + h, [30 + g, 1, h, 1]);
+                let src = IpAddr::from([9, g, h, 1]);
+                if book.add(a, src, unix, &mut rng).is_ok() {
+                    added.insert(book.group_of(&a.addr.ip()));
+                }
+            }
+        }
+        assert!(added.len() >= 10, "the book holds enough groups");
+        let banned_group = book.group_of(&IpAddr::from([31, 1, 1, 1]));
+        let taken = book.group_of(&IpAddr::from([32, 1, 1, 1]));
+        let picked = Pex::pick_dials(&book, &mut rng, unix, 5, BTreeSet::from([taken]), |a| {
+            book.group_of(&a.addr.ip()) != banned_group
+        });
+        assert_eq!(picked.len(), 5);
+        let groups: BTreeSet<Group> = picked.iter().map(|a| book.group_of(&a.addr.ip())).collect();
+        assert_eq!(groups.len(), 5, "one pick per group");
+        assert!(!groups.contains(&banned_group));
+        assert!(!groups.contains(&taken));
+        // Nothing dialable: nothing picked, within the bounded number of draws.
+        let none = Pex::pick_dials(&book, &mut rng, unix, 5, BTreeSet::new(), |_| false);
+        assert!(none.is_empty());
     }
 }

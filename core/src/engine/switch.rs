@@ -18,7 +18,7 @@ use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
 use super::inbound::{self, Candidate, InboundGuard, Rates};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
-use super::pex::{self, PexMsg, PexViolation};
+use super::pex::{self, Pex, PexMsg, PexViolation};
 use super::timers::{Timer, TimerTable};
 use super::{
     BanOutcome, DialError, DialFailReason, DisconnectReason, EngineError, Event, Input, Output,
@@ -93,8 +93,8 @@ pub struct Engine {
     persistent: BTreeMap<NodeId, Persistent>,
     unconditional: hashbrown::HashSet<NodeId>,
     backoff: DialBackoff,
-    /// Seed mode: when each address was last crawled.
-    crawled: BTreeMap<SocketAddr, Instant>,
+    /// The PEX reactor: per-connection PEX state, seeds, crawl records, ensure-peers picks.
+    pex: Pex,
     /// Every deadline the engine runs.
     timers: TimerTable,
     /// Seed mode: inbound connections whose PEX reply is deferred or that linger after it.
@@ -121,9 +121,6 @@ impl std::fmt::Debug for Engine {
             .finish_non_exhaustive()
     }
 }
-
-/// At most this many crawl records are kept in seed mode.
-const MAX_CRAWL_RECORDS: usize = 65_536;
 
 impl Engine {
     /// Builds an engine. `seed` feeds the one ChaCha RNG (ephemeral keys, PEX sampling,
@@ -183,7 +180,11 @@ impl Engine {
             persistent: BTreeMap::new(),
             unconditional: cfg.unconditional_peer_ids.iter().copied().collect(),
             backoff: DialBackoff::default(),
-            crawled: BTreeMap::new(),
+            pex: Pex::new(
+                cfg.seeds.clone(),
+                cfg.max_num_outbound_peers,
+                cfg.min_time_between_crawls,
+            ),
             timers: TimerTable::default(),
             seed_replies: BTreeMap::new(),
             feeler: Feeler::default(),
@@ -814,6 +815,7 @@ impl Engine {
             self.timers.cancel(timer);
         }
         self.seed_replies.remove(&id);
+        self.pex.remove_conn(id);
         self.feeler.finished(id);
         self.inbound_guard.forget(id);
     }
@@ -904,6 +906,7 @@ impl Engine {
             }
         };
         self.conns.insert_inbound(id, Conn::inbound(pc, remote));
+        self.pex.add_conn(id);
         self.counters.accepted += 1;
         self.mark_dirty(id);
         self.finish(now);
@@ -1002,6 +1005,7 @@ impl Engine {
         self.check_dial(now, &addr)?;
         let id = self.conns.alloc();
         self.conns.insert_dial(id, Conn::dial(addr, origin));
+        self.pex.add_conn(id);
         let deadline = now + self.cfg.dial_timeout;
         self.set_dial_deadline(id, Some(deadline));
         let unix = self.unix(now);
@@ -1124,11 +1128,12 @@ impl Engine {
         // A crawl connection lost before its reply (typically to the duplicate rule, when the
         // crawled node dialled us at the same moment) is crawled again at the next pass: the
         // held connection is what keeps that node from dialling us every period.
-        let unanswered_crawl = (c.origin == Origin::Crawl && c.pex.outstanding)
+        let outstanding = self.pex.peer(id).is_some_and(|p| p.outstanding);
+        let unanswered_crawl = (c.origin == Origin::Crawl && outstanding)
             .then_some(c.dialed)
             .flatten();
         if let Some(addr) = unanswered_crawl {
-            self.crawled.remove(&addr.addr);
+            self.pex.forget_crawl(&addr.addr);
         }
         self.set_conn_timer(id, None);
         self.conns.move_ip(id, IpSlot::None);
@@ -1685,10 +1690,10 @@ impl Engine {
     }
 
     fn pex_request(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(p) = self.pex.peer_mut(id) else {
             return;
         };
-        if !c.pex.start_request(now) {
+        if !p.start_request(now) {
             return;
         }
         if self
@@ -1696,8 +1701,8 @@ impl Engine {
             .is_ok()
         {
             self.counters.pex_requests_sent += 1;
-        } else if let Some(c) = self.conns.get_mut(&id) {
-            c.pex.outstanding = false;
+        } else if let Some(p) = self.pex.peer_mut(id) {
+            p.outstanding = false;
         }
     }
 
@@ -1723,12 +1728,12 @@ impl Engine {
         match msg {
             PexMsg::Request => {
                 if self.cfg.seed_mode && direction == Direction::Inbound {
-                    let answered = self.conns.get(&id).is_some_and(|c| c.pex.answered);
+                    let answered = self.pex.peer(id).is_some_and(|p| p.answered);
                     if answered {
                         return;
                     }
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.pex.answered = true;
+                    if let Some(p) = self.pex.peer_mut(id) {
+                        p.answered = true;
                     }
                     // Answered now or once the crawler's tests are done, then held a moment
                     // and hung up (`seed_reply`).
@@ -1736,7 +1741,7 @@ impl Engine {
                     return;
                 }
                 let min = self.cfg.ensure_peers_period / 3;
-                let verdict = self.conns.get_mut(&id).map(|c| c.pex.on_request(now, min));
+                let verdict = self.pex.peer_mut(id).map(|p| p.on_request(now, min));
                 match verdict {
                     Some(Ok(())) => {
                         let sel = self.pex_reply(now);
@@ -1760,7 +1765,7 @@ impl Engine {
                 }
             }
             PexMsg::Addrs(addrs) => {
-                let verdict = self.conns.get_mut(&id).map(|c| c.pex.on_addrs());
+                let verdict = self.pex.peer_mut(id).map(pex::PexPeer::on_addrs);
                 match verdict {
                     Some(Ok(())) => {}
                     Some(Err(v)) => return self.pex_violation(now, id, peer, v),
@@ -1940,48 +1945,26 @@ impl Engine {
             self.peers
                 .values()
                 .filter(|p| p.origin == Origin::Seed && p.counts_outbound())
-                .filter(|p| self.conns.get(&p.conn).is_some_and(|c| c.pex.replied()))
+                .filter(|p| self.pex.peer(p.conn).is_some_and(pex::PexPeer::replied))
                 .count()
         };
         let out = out.saturating_sub(leaving_seeds);
-        let dialing = self.num_dialing();
-        let need = self
-            .cfg
-            .max_num_outbound_peers
-            .saturating_sub(out + dialing);
+        let need = self.pex.need(out, self.num_dialing());
         let mut picked_any = false;
         if need > 0 {
-            let mut groups = self.auto_groups();
-            let mut picked: Vec<NetAddr> = Vec::new();
+            let groups = self.auto_groups();
             let unix = self.unix(now);
-            let tries = 3 * need + 16;
-            for _ in 0..tries {
-                if picked.len() >= need {
-                    break;
-                }
-                let dialable = Dialable {
-                    our: self.our_id,
-                    book: &self.book,
-                    persistent: &self.persistent,
-                    peers: &self.peers,
-                    conns: &self.conns,
-                    backoff: &self.backoff,
-                };
-                let picked_ref = &picked;
-                let Some(a) = self.book.pick(unix, &mut self.rng, |a: &NetAddr| {
-                    let ip = a.addr.ip();
-                    !picked_ref.iter().any(|p| p.id == a.id || p.addr.ip() == ip)
-                        && dialable.allows(a, unix, now)
-                }) else {
-                    continue;
-                };
-                let g = self.book.group_of(&a.addr.ip());
-                if groups.contains(&g) {
-                    continue;
-                }
-                groups.insert(g);
-                picked.push(a);
-            }
+            let dialable = Dialable {
+                our: self.our_id,
+                book: &self.book,
+                persistent: &self.persistent,
+                peers: &self.peers,
+                conns: &self.conns,
+                backoff: &self.backoff,
+            };
+            let picked = Pex::pick_dials(&self.book, &mut self.rng, unix, need, groups, |a| {
+                dialable.allows(a, unix, now)
+            });
             for a in picked {
                 if self.start_dial(now, a, Origin::Auto).is_ok() {
                     picked_any = true;
@@ -2001,14 +1984,10 @@ impl Engine {
                     .peers
                     .values()
                     .map(|p| p.conn)
-                    .filter(|c| self.conns.get(c).is_some_and(|c| c.pex.can_request(now)))
+                    .filter(|&c| self.pex.peer(c).is_some_and(|p| p.can_request(now)))
                     .collect();
-                if !askable.is_empty() {
-                    let n = askable.len() as u64;
-                    let i = usize::try_from(self.rng.next_u64() % n).unwrap_or(0);
-                    if let Some(&conn) = askable.get(i) {
-                        self.pex_request(now, conn);
-                    }
+                if let Some(conn) = Pex::choose_request(&askable, &mut self.rng) {
+                    self.pex_request(now, conn);
                 }
             }
             if !picked_any && need > 0 {
@@ -2020,13 +1999,7 @@ impl Engine {
     /// spec 5.6: try the seeds in random order; stop at the first dial started or at a seed
     /// already connected or being dialled.
     fn dial_seeds(&mut self, now: Instant) {
-        let mut seeds = self.cfg.seeds.clone();
-        // Fisher-Yates with the engine RNG.
-        for i in (1..seeds.len()).rev() {
-            let j = usize::try_from(self.rng.next_u64() % (i as u64 + 1)).unwrap_or(0);
-            seeds.swap(i, j);
-        }
-        for s in seeds {
+        for s in self.pex.seed_order(&mut self.rng) {
             match self.start_dial(now, s, Origin::Seed) {
                 Ok(_) | Err(DialError::AlreadyConnected | DialError::AlreadyDialing) => return,
                 Err(_) => {}
@@ -2061,39 +2034,25 @@ impl Engine {
         candidates.extend(self.book.selection(unix, &mut self.rng));
         self.crawl_dials(now, candidates);
         // 3. Forget crawl records older than a day; expired bans.
-        let day = Duration::from_secs(24 * 3600);
-        self.crawled
-            .retain(|_, t| now.saturating_duration_since(*t) < day);
+        self.pex.expire_crawls(now);
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
             self.book_dirty = true;
         }
     }
 
-    /// The most crawl dials in flight at once.
-    fn max_crawl_inflight(&self) -> usize {
-        self.cfg.max_num_outbound_peers.max(1) * 3
-    }
-
     /// Addresses the seed never reached, newest first, that may be crawled now.
     fn untested_candidates(&self, now: Instant) -> Vec<NetAddr> {
         let unix = self.unix(now);
-        let (crawled, backoff, min_gap) = (
-            &self.crawled,
-            &self.backoff,
-            self.cfg.min_time_between_crawls,
-        );
-        self.book.untested(unix, self.max_crawl_inflight(), |a| {
-            backoff.allowed(&a.addr, now)
-                && crawled
-                    .get(&a.addr)
-                    .is_none_or(|t| now.saturating_duration_since(*t) >= min_gap)
-        })
+        self.book
+            .untested(unix, self.pex.max_crawl_inflight(), |a| {
+                self.backoff.allowed(&a.addr, now) && self.pex.crawl_due(&a.addr, now)
+            })
     }
 
     /// Starts crawl dials to `candidates` in order, within the in-flight budget, skipping
     /// ourselves, addresses crawled within `min_time_between_crawls` and backed-off ones.
     fn crawl_dials(&mut self, now: Instant, candidates: Vec<NetAddr>) {
-        let max_inflight = self.max_crawl_inflight();
+        let max_inflight = self.pex.max_crawl_inflight();
         for a in candidates {
             if self.conns.num_dials() >= max_inflight {
                 break;
@@ -2101,21 +2060,19 @@ impl Engine {
             if a.id == self.our_id {
                 continue;
             }
-            if self.crawled.get(&a.addr).is_some_and(|t| {
-                now.saturating_duration_since(*t) < self.cfg.min_time_between_crawls
-            }) {
+            if !self.pex.crawl_due(&a.addr, now) {
                 continue;
             }
             if !self.backoff.allowed(&a.addr, now) {
                 continue;
             }
-            if self.crawled.len() >= MAX_CRAWL_RECORDS {
+            if self.pex.crawl_records_full() {
                 break;
             }
             // Recorded only when dialled: an address skipped now (connected to us this very
             // moment, say) stays a candidate for the next pass.
             if self.start_dial(now, a, Origin::Crawl).is_ok() {
-                self.crawled.insert(a.addr, now);
+                self.pex.record_crawl(a.addr, now);
             }
         }
     }
