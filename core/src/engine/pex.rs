@@ -1,6 +1,8 @@
-//! The PEX reactor's per-peer rules (spec 5.2): message encoding, request rate limiting and
-//! the "one outstanding request" bookkeeping. The engine owns one `PexPeer` per connected
-//! peer and drives it with decoded messages and injected time.
+//! The PEX reactor: message encoding, the per-peer rules (spec 5.2: request rate limiting and
+//! the "one outstanding request" bookkeeping, `PexPeer`) and the node-wide part, `Pex`, which
+//! owns one `PexPeer` per connection, the seeds and the seed crawler's records, and decides the
+//! ensure-peers picks (spec 5.4-5.7). The engine feeds it decoded messages and injected time
+//! and carries out the dials and sends it returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

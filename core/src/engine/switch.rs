@@ -1,4 +1,6 @@
-//! The [`Engine`] itself: connections, the peer table, timers, PEX and the address book.
+//! The [`Engine`] itself: construction, input dispatch, `poll_*` and the glue between its
+//! parts (the connection table, the timer table, the PEX reactor, the address book and the
+//! defences).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -1185,6 +1187,10 @@ impl Engine {
     }
 
     fn schedule_redial(&mut self, now: Instant, id: NodeId) {
+        debug_assert!(
+            self.persistent.contains_key(&id),
+            "redial of a non-persistent peer"
+        );
         let cap = self.cfg.persistent_redial_cap;
         let Some(k) = self.persistent.get(&id).map(|p| p.failures) else {
             return;
@@ -1197,6 +1203,10 @@ impl Engine {
     }
 
     fn redial(&mut self, now: Instant, id: NodeId) {
+        debug_assert!(
+            self.persistent.contains_key(&id),
+            "redial of a non-persistent peer"
+        );
         let Some(addr) = self.persistent.get(&id).map(|p| p.addr) else {
             return;
         };
@@ -1722,6 +1732,8 @@ impl Engine {
             Ok(m) => m,
             Err(v) => return self.pex_violation(now, id, peer, v),
         };
+        // Called for a message of an up connection: it and its PEX state exist.
+        debug_assert!(self.conns.contains_key(&id) && self.pex.peer(id).is_some());
         let Some(direction) = self.conns.get(&id).map(|c| c.direction) else {
             return;
         };
