@@ -1,5 +1,7 @@
 //! The command's errors: each prints as one line a person can act on, and exits with code 2.
 
+pub use crate::io_reason::io_reason;
+
 use crate::home::HomeError;
 use crate::logging::LogError;
 use crate::metrics::MetricsBindError;
@@ -58,27 +60,6 @@ impl CliError {
             // The network ran but did not converge: not a usage error.
             CliError::Testnet(_) => 1,
             _ => 2,
-        }
-    }
-}
-
-/// A short reason for an IO error on a socket, without the OS error number.
-#[must_use]
-pub fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::AddrInUse => "address already in use".to_owned(),
-        ErrorKind::PermissionDenied => {
-            "permission denied (ports below 1024 need privileges)".to_owned()
-        }
-        ErrorKind::AddrNotAvailable => "address not available on this machine".to_owned(),
-        _ => {
-            let text = e.to_string();
-            // Drop Rust's " (os error N)" suffix; keep the OS message.
-            match text.rfind(" (os error ") {
-                Some(i) => text[..i].to_owned(),
-                None => text,
-            }
         }
     }
 }

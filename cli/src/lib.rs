@@ -19,6 +19,7 @@ pub mod crawl_table;
 pub mod duration;
 pub mod error;
 pub mod home;
+pub mod io_reason;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -303,7 +303,7 @@ impl P2pMetrics {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot listen on instrumentation.prometheus_listen_addr {addr}: {}",
-    crate::error::io_reason(source)
+    crate::io_reason::io_reason(source)
 )]
 pub struct MetricsBindError {
     /// The address.

@@ -26,12 +26,12 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use crate::events::{EventStream, Subscribers};
-use crate::node::{NodeStatus, PeerStats, PeerStatus};
 use crate::persist;
 use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
 use crate::sends::{Gate, Parked, Reply};
+use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
 /// Tunables of the driver (set through the builder).
 #[derive(Clone, Debug)]

@@ -93,15 +93,15 @@ mod resolve;
 mod runtime;
 mod sends;
 pub mod shared;
+mod status;
 
 pub use events::EventStream;
-pub use node::{
-    Handle, Node, NodeBuilder, NodeError, NodeStatus, PeerStats, PeerStatus, StartError,
-};
+pub use node::{Handle, Node, NodeBuilder, NodeError, StartError};
 pub use reactor::{Inbox, PeerUp, ReactorEvent, TryRecvError};
 pub use resolve::{Resolver, SystemResolver};
 pub use runtime::{BoxFuture, Runtime};
 pub use shared::{PortTask, SharedPort};
+pub use status::{NodeStatus, PeerStats, PeerStatus};
 
 pub use cometmesh_core as core;
 pub use cometmesh_core::addr::NetAddr;
