@@ -490,7 +490,6 @@ impl<R: Runtime> Driver<R> {
                 Output::DialName { conn, name } => self.dial_name(now, conn, name),
                 Output::Close { conn } => self.close(now, conn),
                 Output::Event(ev) => self.event(now, ev),
-                _ => {}
             }
         }
     }

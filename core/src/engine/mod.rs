@@ -266,12 +266,12 @@ pub enum CloseCause {
     Local,
 }
 
-/// Something for the adapter to do.
+/// Something for the adapter to do. Exhaustive: every output is an obligation of the loop,
+/// so a new one must break the adapters' matches rather than be ignored by a wildcard.
 // `Event` (with a NodeInfo) is the large variant; outputs are drained at once, so the queue
 // never holds many and boxing would only add an allocation per event.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum Output {
     /// Write `data` to the connection.
     Transmit {
