@@ -401,6 +401,52 @@ mod tests {
         assert!(!t.outbound_duplicate(&a.addr.ip()));
     }
 
+    #[allow(clippy::disallowed_methods)] // Instant::now() only anchors the test clock
+    fn inbound_conn(remote: SocketAddr) -> Conn {
+        use std::sync::Arc;
+        use std::time::Instant;
+
+        use crate::conn::{ConnectionConfig, NodeInfo};
+        use crate::identity::NodeKey;
+        let key = NodeKey::from_seed([1; 32]);
+        let info = NodeInfo::new(key.node_id(), "t", "", "", []);
+        let pc = PeerConnection::new(
+            Instant::now(),
+            Arc::new(ConnectionConfig::default()),
+            Arc::from(Vec::new()),
+            Arc::new(info),
+            &key,
+            [2; 32],
+            Direction::Inbound,
+            None,
+        );
+        Conn::inbound(pc, remote)
+    }
+
+    #[test]
+    fn inbound_connections_count_until_removed() {
+        let mut t = ConnTable::new(false);
+        let remote = SocketAddr::from(([10, 0, 0, 6], 40000));
+        let id = t.alloc();
+        t.insert_inbound(id, inbound_conn(remote));
+        assert_eq!((t.inbound_open(), t.inbound_handshaking()), (1, 1));
+        assert!(t.inbound_duplicate(&remote.ip()));
+        // A dial to that IP is not refused by an inbound handshake from it.
+        assert!(!t.outbound_duplicate(&remote.ip()));
+        // Up, it blocks new peers from its IP in both directions.
+        t.move_ip(id, IpSlot::Up);
+        if let Some(c) = t.get_mut(&id) {
+            c.phase = Phase::Up(NodeId([6; 20]));
+        }
+        assert_eq!((t.inbound_open(), t.inbound_handshaking()), (1, 0));
+        assert!(t.peer_duplicate(&remote.ip()));
+        assert!(t.outbound_duplicate(&remote.ip()));
+        t.remove(id);
+        assert_eq!(t.inbound_open(), 0);
+        assert!(!t.inbound_duplicate(&remote.ip()));
+        assert!(!t.peer_duplicate(&remote.ip()));
+    }
+
     #[test]
     fn dial_done_ignores_a_stale_connection() {
         let mut t = ConnTable::new(false);
