@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::{Pin, pin};
@@ -12,25 +11,25 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cometmesh_core::addr::NetAddr;
 use cometmesh_core::engine::{
-    BanOutcome, CloseCause, DialError, DialFailure, DialName, Engine, Event, Input, Output,
-    SendError,
+    CloseCause, DialFailure, DialName, Engine, Event, Input, Output, SendError,
 };
 use cometmesh_core::{ChannelId, ConnId, NodeId};
 use futures::channel::mpsc::TryRecvError;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, Either, select};
-use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use crate::events::{EventStream, Subscribers};
+pub(crate) use crate::command::Command;
+use crate::events::Subscribers;
+pub(crate) use crate::io_tasks::IoEvent;
+use crate::io_tasks::{WriterMsg, accept_loop, dial_failure, read_loop, write_loop};
 use crate::persist;
 use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
-use crate::sends::{Gate, Parked, Reply};
+use crate::sends::{Gate, Parked};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
 /// Tunables of the driver (set through the builder).
@@ -72,133 +71,8 @@ impl Default for DriverConfig {
     }
 }
 
-/// Smallest and largest read buffer of a connection (it grows while reads fill it).
-const READ_MIN: usize = 4096;
-const READ_MAX: usize = 64 * 1024;
-/// Most bytes a writer coalesces into one write.
-const WRITE_BATCH: usize = 64 * 1024;
 /// Most queued IO results or commands handled per wake, after the one that woke us.
 const BATCH: usize = 256;
-
-/// A request from a [`Handle`](crate::Handle).
-pub(crate) enum Command {
-    Send {
-        peer: NodeId,
-        channel: ChannelId,
-        payload: Bytes,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    },
-    /// Waits for room (parked), at most `timeout`; `reply` is `None` for `try_send`.
-    SendWait {
-        peer: NodeId,
-        channel: ChannelId,
-        payload: Bytes,
-        timeout: Option<Duration>,
-        reply: Reply,
-    },
-    Broadcast {
-        channel: ChannelId,
-        payload: Bytes,
-        reply: oneshot::Sender<usize>,
-    },
-    BroadcastExcept {
-        channel: ChannelId,
-        payload: Bytes,
-        except: Option<NodeId>,
-        reply: oneshot::Sender<Vec<(NodeId, Result<(), SendError>)>>,
-    },
-    Ban {
-        peer: NodeId,
-        reason: String,
-        duration: Duration,
-        reply: oneshot::Sender<BanOutcome>,
-    },
-    MarkGood {
-        peer: NodeId,
-        reply: oneshot::Sender<bool>,
-    },
-    Dial {
-        addr: NetAddr,
-        reply: oneshot::Sender<Result<ConnId, DialError>>,
-    },
-    Disconnect {
-        peer: NodeId,
-        reply: oneshot::Sender<()>,
-    },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerStatus>>,
-    },
-    Status {
-        reply: oneshot::Sender<NodeStatus>,
-    },
-    Subscribe {
-        reply: oneshot::Sender<EventStream>,
-    },
-    KnownAddrs {
-        reply: oneshot::Sender<Vec<NetAddr>>,
-    },
-    VettedAddrs {
-        reply: oneshot::Sender<Vec<NetAddr>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// A result from an IO task.
-pub(crate) enum IoEvent<R: Runtime> {
-    Accepted {
-        reader: R::Reader,
-        writer: R::Writer,
-        remote: SocketAddr,
-    },
-    /// An inbound connection a shared port authenticated and routed to this node's chain.
-    Routed {
-        reader: R::Reader,
-        writer: R::Writer,
-        remote: SocketAddr,
-        /// Boxed: the session state is large, the queue's other events are small.
-        routed: Box<cometmesh_core::conn::Routed>,
-    },
-    Connected {
-        conn: ConnId,
-        reader: R::Reader,
-        writer: R::Writer,
-    },
-    /// The name of a dial by name resolved to `addr` (sent before its `Connected`).
-    Resolved {
-        conn: ConnId,
-        addr: SocketAddr,
-    },
-    DialFailed {
-        conn: ConnId,
-        error: DialFailure,
-    },
-    Read {
-        conn: ConnId,
-        bytes: Bytes,
-    },
-    /// A writer took a batch (`len` bytes written and flushed; may be 0).
-    Flushed {
-        conn: ConnId,
-        len: usize,
-    },
-    ReadEnd {
-        conn: ConnId,
-        cause: CloseCause,
-    },
-    /// The writer stopped: `None` after a local close, else the write error.
-    WriteEnd {
-        conn: ConnId,
-        cause: Option<CloseCause>,
-    },
-    Saved(io::Result<()>),
-}
-
-enum WriterMsg {
-    Data(Bytes),
-    Close,
-}
 
 struct Open {
     tx: mpsc::Sender<WriterMsg>,
@@ -1120,162 +994,5 @@ fn count_sent(engine: &Engine, conns: &mut hashbrown::HashMap<ConnId, Slot>, pee
         && let Some(Slot::Open(o)) = conns.get_mut(&conn)
     {
         o.stats.messages_sent += 1;
-    }
-}
-
-/// Accepts connections and hands them to the engine task (which admits or refuses them).
-async fn accept_loop<R: Runtime>(rt: R, listener: R::Listener, mut io: mpsc::Sender<IoEvent<R>>) {
-    loop {
-        match R::accept(&listener).await {
-            Ok((reader, writer, remote)) => {
-                let ev = IoEvent::Accepted {
-                    reader,
-                    writer,
-                    remote,
-                };
-                if io.send(ev).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                // E.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                sleep_until(&rt, rt.now() + Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Reads while it has credit; each chunk goes to the engine task.
-async fn read_loop<R: Runtime>(
-    conn: ConnId,
-    mut reader: R::Reader,
-    mut credits: mpsc::Receiver<()>,
-    window: usize,
-    mut io: mpsc::Sender<IoEvent<R>>,
-) {
-    let mut have = window;
-    let mut buf = vec![0u8; READ_MIN];
-    loop {
-        while let Ok(()) = credits.try_recv() {
-            have += 1;
-        }
-        if have == 0 {
-            match credits.next().await {
-                Some(()) => have += 1,
-                None => return,
-            }
-        }
-        let ev = match reader.read(&mut buf).await {
-            Ok(0) => IoEvent::ReadEnd {
-                conn,
-                cause: CloseCause::Eof,
-            },
-            Ok(n) => {
-                have -= 1;
-                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                if n == buf.len() && buf.len() < READ_MAX {
-                    buf.resize(buf.len() * 2, 0);
-                } else if n < buf.len() / 8 && buf.len() > READ_MIN {
-                    buf.truncate(buf.len() / 2);
-                    buf.shrink_to_fit();
-                }
-                IoEvent::Read { conn, bytes }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => IoEvent::ReadEnd {
-                conn,
-                cause: close_cause(&e),
-            },
-        };
-        let end = matches!(ev, IoEvent::ReadEnd { .. });
-        if io.send(ev).await.is_err() || end {
-            return;
-        }
-    }
-}
-
-/// Writes transmits in batches, reports what it flushed, and closes on request.
-async fn write_loop<R: Runtime>(
-    conn: ConnId,
-    mut writer: R::Writer,
-    mut rx: mpsc::Receiver<WriterMsg>,
-    mut io: mpsc::Sender<IoEvent<R>>,
-) {
-    let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.next().await {
-        let mut close = false;
-        let mut len = 0;
-        let mut next = Some(first);
-        while let Some(m) = next {
-            match m {
-                WriterMsg::Data(b) => {
-                    len += b.len();
-                    batch.push(b);
-                }
-                WriterMsg::Close => {
-                    close = true;
-                    break;
-                }
-            }
-            if len >= WRITE_BATCH {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        let written = async {
-            match batch.as_slice() {
-                [] => {}
-                [one] => writer.write_all(one).await?,
-                many => {
-                    let mut buf = Vec::with_capacity(len);
-                    for b in many {
-                        buf.extend_from_slice(b);
-                    }
-                    writer.write_all(&buf).await?;
-                }
-            }
-            writer.flush().await
-        }
-        .await;
-        batch.clear();
-        if let Err(e) = written {
-            let _ = io
-                .send(IoEvent::WriteEnd {
-                    conn,
-                    cause: Some(close_cause(&e)),
-                })
-                .await;
-            return;
-        }
-        if io.send(IoEvent::Flushed { conn, len }).await.is_err() {
-            return;
-        }
-        if close {
-            let _ = writer.close().await;
-            let _ = io.send(IoEvent::WriteEnd { conn, cause: None }).await;
-            return;
-        }
-    }
-}
-
-fn close_cause(e: &io::Error) -> CloseCause {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe => CloseCause::Reset,
-        io::ErrorKind::UnexpectedEof => CloseCause::Eof,
-        _ => CloseCause::Io,
-    }
-}
-
-fn dial_failure(e: &io::Error) -> DialFailure {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => DialFailure::Refused,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            DialFailure::Unreachable
-        }
-        io::ErrorKind::TimedOut => DialFailure::TimedOut,
-        _ => DialFailure::Io,
     }
 }

@@ -84,8 +84,10 @@
 
 #![forbid(unsafe_code)]
 
+mod command;
 mod driver;
 mod events;
+mod io_tasks;
 mod node;
 pub mod persist;
 mod reactor;
