@@ -128,6 +128,7 @@ median_of() {
 }
 
 cometmesh_build
+START="$(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for w in "${WORKLOADS[@]}"; do
@@ -139,8 +140,9 @@ for w in "${WORKLOADS[@]}"; do
     done
 done
 
-echo "# bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), median of $RUNS runs"
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# bench/compare.sh, median of $RUNS interleaved runs"
+echo "# start: $START; end: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# cometbft: $(awk '/^require github.com\/cometbft\/cometbft v/ { print $3 }' "$CB_MODFILE"), $(go version | awk '{print $3}')"
 echo "# cometmesh runtime: ${COMETMESH_RUNTIME:-tokio}; peers (idle_peer_rss): $PEERS"
 echo "# ratio = cometmesh / cometbft"

@@ -67,8 +67,9 @@ impl Default for DriverConfig {
     }
 }
 
-/// Smallest and largest read buffer of a connection (it grows while reads fill it).
-const READ_MIN: usize = 4096;
+/// Smallest and largest read buffer of a connection (it grows while reads fill it). The
+/// smallest is what an idle connection holds, so it is small: 1 KiB.
+const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 /// Most bytes a writer coalesces into one write.
 const WRITE_BATCH: usize = 64 * 1024;
