@@ -68,8 +68,9 @@ impl Default for DriverConfig {
 }
 
 /// Smallest and largest read buffer of a connection (it grows while reads fill it). The
-/// smallest is what an idle connection holds, so it is small: 1 KiB.
-const READ_MIN: usize = 1024;
+/// smallest is what an idle connection holds, so it is small, yet holds one sealed frame
+/// (1044 bytes) so that a ping does not grow it.
+const READ_MIN: usize = 1536;
 const READ_MAX: usize = 64 * 1024;
 /// Most bytes a writer coalesces into one write.
 const WRITE_BATCH: usize = 64 * 1024;
