@@ -1047,7 +1047,9 @@ async fn read_loop<R: Runtime>(
                 let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                 if n == buf.len() && buf.len() < READ_MAX {
                     buf.resize(buf.len() * 2, 0);
-                } else if n < buf.len() / 8 && buf.len() > READ_MIN {
+                } else if n <= buf.len() / 2 && buf.len() > READ_MIN {
+                    // A read that fills half the buffer or less (an idle connection's ping
+                    // after a burst) gives half back: idle peers keep small buffers.
                     buf.truncate(buf.len() / 2);
                     buf.shrink_to_fit();
                 }
