@@ -136,7 +136,7 @@ pub struct Opener {
     nonce: u64,
     /// A partial frame: `partial[..partial_len]`. Allocated when the first partial frame
     /// arrives (an idle connection whose reads end on frame boundaries never needs it); frames
-    /// are decrypted in place in the caller's output buffer, so there is no other work space.
+    /// are decrypted in a copy on the stack, so there is no other work space.
     partial: Option<Box<[u8; SEALED_FRAME_SIZE]>>,
     partial_len: usize,
     /// Plaintext recovered during the handshake and not yet handed out.
@@ -252,23 +252,22 @@ impl Opener {
         let (body, tag) = frame.split_at(TOTAL_FRAME_SIZE);
         let mut tag_bytes = [0u8; TAG_LEN];
         tag_bytes.copy_from_slice(tag);
-        // Decrypt in place at the end of `out`, then move the data over the length prefix.
-        let start = out.len();
-        out.extend_from_slice(body);
-        let work = &mut out[start..];
-        if !self.key.open(frame_nonce(self.nonce), work, &tag_bytes) {
-            out.truncate(start);
+        // Decrypt in a copy on the stack (the connection keeps no work space of its own).
+        let mut work: [u8; TOTAL_FRAME_SIZE] = body
+            .try_into()
+            .expect("a sealed frame holds TOTAL_FRAME_SIZE bytes before its tag");
+        if !self
+            .key
+            .open(frame_nonce(self.nonce), &mut work, &tag_bytes)
+        {
             return Err(self.diagnose(body, &tag_bytes));
         }
         self.nonce += 1;
         let len = u32::from_le_bytes([work[0], work[1], work[2], work[3]]);
         if len as usize > DATA_MAX_SIZE {
-            out.truncate(start);
             return Err(FrameError::ChunkTooLong(len));
         }
-        let len = len as usize;
-        out.copy_within(start + 4..start + 4 + len, start);
-        out.truncate(start + len);
+        out.extend_from_slice(&work[4..4 + len as usize]);
         Ok(())
     }
 
