@@ -65,7 +65,9 @@ enum Phase {
 }
 
 struct Conn {
-    pc: Option<PeerConnection>,
+    /// Boxed: a `PeerConnection` is over 1 KiB, and the map of connections would otherwise
+    /// hold that inline for every spare slot of its table as well.
+    pc: Option<Box<PeerConnection>>,
     direction: Direction,
     origin: Origin,
     remote: SocketAddr,
@@ -442,7 +444,7 @@ impl Engine {
             && self
                 .conns
                 .get(&conn)
-                .and_then(|c| c.pc.as_ref())
+                .and_then(|c| c.pc.as_deref())
                 .is_none_or(PeerConnection::wants_read)
     }
 
@@ -466,7 +468,7 @@ impl Engine {
         self.conns
             .get(&conn)?
             .pc
-            .as_ref()
+            .as_deref()
             .map(PeerConnection::stats)
     }
 
@@ -775,7 +777,7 @@ impl Engine {
                     expected,
                 );
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.pc = Some(pc);
+                    c.pc = Some(Box::new(pc));
                     c.phase = Phase::Handshaking;
                 }
                 self.set_dial_deadline(conn, None);
@@ -1027,7 +1029,7 @@ impl Engine {
         self.conns.insert(
             id,
             Conn {
-                pc: Some(pc),
+                pc: Some(Box::new(pc)),
                 direction: Direction::Inbound,
                 origin: Origin::Inbound,
                 remote,
