@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the same p2p workloads through CometBFT's own Go implementation (bench/go, built against
-# github.com/cometbft/cometbft/p2p/conn at the version pinned in bench/go/go.mod) and through
-# cometmesh, in the same sitting, and prints one table:
+# github.com/cometbft/cometbft/p2p/conn) and through cometmesh, in the same sitting, and prints
+# one table:
 #
 #   workload cometmesh_value cometbft_value ratio
 #
@@ -11,12 +11,22 @@
 #   bench/compare.sh                 # all workloads
 #   RUNS=5 bench/compare.sh
 #   bench/compare.sh secret_bulk     # some workloads
+#   COMETBFT_VERSION=v0.38.26 bench/compare.sh   # against another CometBFT release
+#
+# CometBFT version: COMETBFT_VERSION, default v0.40.0 (bench/go/go.mod). v0.38.26 is pinned in
+# bench/go/go-v0.38.26.mod (+ .sum), used through `go build -modfile`; any other version gets a
+# module file made under target/bench-compare/ by `go mod edit` + `go mod tidy` (needs the Go
+# module proxy). The committed go.mod is never edited.
 #
 # Workloads (loopback TCP, one connection unless said otherwise):
 #   secret_bulk    256 MiB one way through one SecretConnection             -> secret_bulk_mib_per_s
 #   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s
 #   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s
-#   idle_peer_rss  RSS growth of the accepting process per idle peer (1000) -> idle_peer_rss_kib
+#   handshakes     2000 SecretConnection handshakes in a row, both ends in one process, each
+#                  with its TCP connect and accept                           -> handshakes_per_s
+#   idle_peer_rss  RSS growth of the accepting process per idle peer (PEERS, default 1000)
+#                  -> idle_peer_rss_kib, idle_connect_seconds, idle_arrival_handshakes_per_s,
+#                     idle_cpu_percent (CPU of the accepting process while its peers idle)
 # Needs Go (tests/interop/install-cometbft.sh installs it from Debian if missing).
 set -euo pipefail
 
@@ -28,7 +38,12 @@ CACHE="${COMETMESH_CACHE:-$HOME/.cache/cometmesh}"
 export GOMODCACHE="${GOMODCACHE:-$CACHE/go/mod}"
 export GOCACHE="${GOCACHE:-$CACHE/go/build}"
 
-ALL_WORKLOADS=(secret_bulk mconn_64b mconn_64kib idle_peer_rss)
+ALL_WORKLOADS=(secret_bulk mconn_64b mconn_64kib handshakes idle_peer_rss)
+COMETBFT_VERSION="${COMETBFT_VERSION:-v0.40.0}"
+PEERS="${PEERS:-1000}"
+# Many peers need many file descriptors (two per peer in the dialling process): raise the soft
+# limit for this benchmark only, as far as the hard limit allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ $# -gt 0 ]; then WORKLOADS=("$@"); else WORKLOADS=("${ALL_WORKLOADS[@]}"); fi
 
 # The figures each workload reports (the `key value` lines compared).
@@ -37,17 +52,39 @@ keys_of() {
         secret_bulk) echo secret_bulk_mib_per_s ;;
         mconn_64b) echo mconn_64b_msgs_per_s mconn_64b_mib_per_s ;;
         mconn_64kib) echo mconn_64kib_msgs_per_s mconn_64kib_mib_per_s ;;
-        idle_peer_rss) echo idle_peer_rss_kib ;;
+        handshakes) echo handshakes_per_s ;;
+        idle_peer_rss) echo idle_peer_rss_kib idle_connect_seconds idle_arrival_handshakes_per_s idle_cpu_percent ;;
         *) echo "compare.sh: unknown workload $1" >&2; exit 2 ;;
     esac
 }
 
 # --- CometBFT side -----------------------------------------------------------------------------
-echo "building bench/go (CometBFT p2p/conn)..." >&2
-(cd "$ROOT/bench/go" && go build -o "$OUT/cometbft-bench" .)
+# The module file for COMETBFT_VERSION: the committed go.mod (v0.40.0), a committed
+# go-<version>.mod, or one made under $OUT from go.mod.
+cometbft_modfile() {
+    local pinned
+    pinned="$(awk '/^require github.com\/cometbft\/cometbft v/ { print $3 }' "$ROOT/bench/go/go.mod")"
+    if [ "$COMETBFT_VERSION" = "$pinned" ]; then
+        echo "$ROOT/bench/go/go.mod"
+    elif [ -f "$ROOT/bench/go/go-$COMETBFT_VERSION.mod" ]; then
+        echo "$ROOT/bench/go/go-$COMETBFT_VERSION.mod"
+    else
+        local mod="$OUT/go-$COMETBFT_VERSION.mod"
+        cp "$ROOT/bench/go/go.mod" "$mod"
+        cp "$ROOT/bench/go/go.sum" "${mod%.mod}.sum"
+        (cd "$ROOT/bench/go" &&
+            go mod edit -modfile="$mod" -require="github.com/cometbft/cometbft@$COMETBFT_VERSION" &&
+            go mod tidy -modfile="$mod") >&2
+        echo "$mod"
+    fi
+}
+CB_BENCH="$OUT/cometbft-bench-$COMETBFT_VERSION"
+echo "building bench/go against CometBFT $COMETBFT_VERSION (p2p/conn)..." >&2
+CB_MODFILE="$(cometbft_modfile)"
+(cd "$ROOT/bench/go" && go build -modfile="$CB_MODFILE" -o "$CB_BENCH" .)
 
 cometbft_run() {
-    "$OUT/cometbft-bench" -only "$1"
+    "$CB_BENCH" -only "$1" -peers "$PEERS"
 }
 
 # --- cometmesh side ----------------------------------------------------------------------------
@@ -72,9 +109,11 @@ cometmesh_run() {
         return
     fi
     case "$1" in
-        secret_bulk) "$CM_SECRET" --only "$1" ;;
-        mconn_64b | mconn_64kib | idle_peer_rss)
+        secret_bulk | handshakes) "$CM_SECRET" --only "$1" ;;
+        mconn_64b | mconn_64kib)
             "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" ;;
+        idle_peer_rss)
+            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" --peers "$PEERS" ;;
         *) return 1 ;;
     esac
 }
@@ -89,6 +128,7 @@ median_of() {
 }
 
 cometmesh_build
+START="$(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for w in "${WORKLOADS[@]}"; do
@@ -96,13 +136,15 @@ for w in "${WORKLOADS[@]}"; do
     for _ in $(seq 1 "$RUNS"); do
         echo "running $w..." >&2
         cometbft_run "$w" >>"$tmp/cometbft.$w"
-        cometmesh_run "$w" >>"$tmp/cometmesh.$w" 2>/dev/null || true
+        cometmesh_run "$w" >>"$tmp/cometmesh.$w" 2>>"$OUT/cometmesh-$w.stderr" || echo "compare.sh: cometmesh $w failed, see $OUT/cometmesh-$w.stderr" >&2
     done
 done
 
-echo "# bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), median of $RUNS runs"
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# cometbft: $(awk '/github.com\/cometbft\/cometbft v/ { for (i = 1; i <= NF; i++) if ($i ~ /^v[0-9]/) print $i }' "$ROOT/bench/go/go.mod"), $(go version | awk '{print $3}')"
+echo "# bench/compare.sh, median of $RUNS interleaved runs"
+echo "# start: $START; end: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "# cometbft: $(awk '/^require github.com\/cometbft\/cometbft v/ { print $3 }' "$CB_MODFILE"), $(go version | awk '{print $3}')"
+echo "# cometmesh runtime: ${COMETMESH_RUNTIME:-tokio}; peers (idle_peer_rss): $PEERS"
 echo "# ratio = cometmesh / cometbft"
 printf '%-26s %16s %16s %8s\n' workload cometmesh_value cometbft_value ratio
 for w in "${WORKLOADS[@]}"; do

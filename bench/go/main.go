@@ -7,8 +7,11 @@
 //	secret_bulk      one SecretConnection, one direction: -bulk-mib MiB written in 64 KiB writes
 //	mconn_64b        one MConnection over a SecretConnection, one channel: -small-msgs 64-byte messages
 //	mconn_64kib      the same with -large-msgs 65536-byte messages
+//	handshakes       -handshakes SecretConnection handshakes one after another, both ends in this
+//	                 process: TCP connect and accept, then MakeSecretConnection on each end
 //	idle_peer_rss    RSS growth of this process per idle peer (SecretConnection + MConnection),
-//	                 with -peers peers dialled from a child process
+//	                 with -peers peers dialled from a child process; also the time until all
+//	                 are connected, handshakes/s while they arrive and CPU while idle
 //
 // MConnection runs with CometBFT's defaults except: send/recv rate limits lifted (the node's
 // defaults, 5 MB/s from config.toml, would measure the limiter), send queue capacity 100
@@ -30,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cometbft/cometbft/crypto/ed25519"
@@ -44,7 +48,9 @@ func main() {
 	smallMsgs := flag.Int("small-msgs", 200000, "number of 64-byte messages")
 	largeMsgs := flag.Int("large-msgs", 2048, "number of 64 KiB messages")
 	peers := flag.Int("peers", 1000, "idle peers for the memory measurement")
+	handshakes := flag.Int("handshakes", 2000, "number of handshakes")
 	only := flag.String("only", "", "comma-separated workloads to run (default: all)")
+	idleSecs := flag.Int("idle-seconds", 10, "idle_peer_rss: seconds over which idle CPU is measured")
 	dialer := flag.String("dialer", "", "internal: dial this address -peers times and stay idle")
 	flag.Parse()
 
@@ -79,8 +85,11 @@ func main() {
 	if want("mconn_64kib") {
 		check(benchMConn("mconn_64kib", 64*1024, *largeMsgs))
 	}
+	if want("handshakes") {
+		check(benchHandshakes(*handshakes))
+	}
 	if want("idle_peer_rss") {
-		check(benchIdlePeers(*peers))
+		check(benchIdlePeers(*peers, time.Duration(*idleSecs)*time.Second))
 	}
 }
 
@@ -125,6 +134,55 @@ func secretPair() (*conn.SecretConnection, *conn.SecretConnection, error) {
 		return nil, nil, r.err
 	}
 	return dialed, r.sc, nil
+}
+
+// benchHandshakes runs n SecretConnection handshakes one after another over loopback TCP: the
+// dialling end on this goroutine, the accepting end on another, each with its node key made
+// once (as a node's), the ephemeral keys fresh per handshake (inside MakeSecretConnection).
+func benchHandshakes(n int) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	dialKey, acceptKey := ed25519.GenPrivKey(), ed25519.GenPrivKey()
+	errs := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				errs <- err
+				return
+			}
+			sc, err := conn.MakeSecretConnection(c, acceptKey)
+			if err != nil {
+				errs <- err
+				return
+			}
+			_ = sc.Close()
+		}
+		errs <- nil
+	}()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		sc, err := conn.MakeSecretConnection(c, dialKey)
+		if err != nil {
+			return err
+		}
+		_ = sc.Close()
+	}
+	if err := <-errs; err != nil {
+		return err
+	}
+	el := time.Since(start)
+	fmt.Printf("handshakes %d\n", n)
+	fmt.Printf("handshakes_seconds %.3f\n", el.Seconds())
+	fmt.Printf("handshakes_per_s %.0f\n", float64(n)/el.Seconds())
+	return nil
 }
 
 func benchSecretBulk(mib int) error {
@@ -179,6 +237,24 @@ func newMConn(c net.Conn, descs []*conn.ChannelDescriptor, onReceive func(byte, 
 	m := conn.NewMConnectionWithConfig(c, descs, onReceive, onError, cfg)
 	m.SetLogger(log.NewNopLogger())
 	return m
+}
+
+// idleConfig is mconnConfig with pings every 5 s (pong timeout 3 s), so that the idle-CPU
+// window of idle_peer_rss sees pings; cometmesh's side uses the same intervals.
+func idleConfig() conn.MConnConfig {
+	cfg := mconnConfig()
+	cfg.PingInterval = 5 * time.Second
+	cfg.PongTimeout = 3 * time.Second
+	return cfg
+}
+
+// cpuSeconds is the user + system CPU time this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func mconnConfig() conn.MConnConfig {
@@ -284,7 +360,9 @@ func rssKiB() (int64, error) {
 // benchIdlePeers accepts -peers connections from a child process (this binary with -dialer), runs
 // the SecretConnection handshake and an MConnection on each, and reports how much this process's
 // RSS grew per idle peer. Only the accepting side is measured; the dialling ends live in the child.
-func benchIdlePeers(n int) error {
+// It also reports the time from starting the child until every peer's MConnection is up, the
+// handshakes per second that makes, and the CPU this process uses over idle (pings only).
+func benchIdlePeers(n int, idle time.Duration) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -313,6 +391,7 @@ func benchIdlePeers(n int) error {
 	if err != nil {
 		return err
 	}
+	connectStart := time.Now()
 	child := exec.Command(self, "-dialer", ln.Addr().String(), "-peers", strconv.Itoa(n))
 	child.Stderr = os.Stderr
 	childOut, err := child.StdoutPipe()
@@ -343,7 +422,7 @@ func benchIdlePeers(n int) error {
 				errs <- err
 				return
 			}
-			m := newMConn(sc, chDescs(), func(byte, []byte) {}, func(interface{}) {}, mconnConfig())
+			m := newMConn(sc, chDescs(), func(byte, []byte) {}, func(interface{}) {}, idleConfig())
 			if err := m.Start(); err != nil {
 				errs <- err
 				return
@@ -354,6 +433,7 @@ func benchIdlePeers(n int) error {
 		}()
 	}
 	wg.Wait()
+	connectSecs := time.Since(connectStart).Seconds()
 	close(errs)
 	for err := range errs {
 		return err
@@ -368,6 +448,9 @@ func benchIdlePeers(n int) error {
 	if err != nil {
 		return err
 	}
+	cpu0, t0 := cpuSeconds(), time.Now()
+	time.Sleep(idle)
+	idleCPU := (cpuSeconds() - cpu0) / time.Since(t0).Seconds() * 100
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	heapPerPeer := (float64(ms.HeapInuse) - float64(msBefore.HeapInuse)) / float64(len(conns)) / 1024
@@ -376,6 +459,9 @@ func benchIdlePeers(n int) error {
 	fmt.Printf("idle_rss_before_kib %d\n", before)
 	fmt.Printf("idle_rss_after_kib %d\n", after)
 	fmt.Printf("idle_peer_rss_kib %.1f\n", float64(after-before)/float64(len(conns)))
+	fmt.Printf("idle_connect_seconds %.2f\n", connectSecs)
+	fmt.Printf("idle_arrival_handshakes_per_s %.0f\n", float64(n)/connectSecs)
+	fmt.Printf("idle_cpu_percent %.2f\n", idleCPU)
 	fmt.Printf("idle_peer_go_heap_inuse_kib %.1f\n", heapPerPeer)
 	fmt.Printf("idle_peer_go_stack_inuse_kib %.1f\n", stackPerPeer)
 	fmt.Printf("idle_goroutines %d\n", runtime.NumGoroutine())
@@ -397,7 +483,7 @@ func runDialer(addr string, n int) error {
 		if err != nil {
 			return err
 		}
-		m := newMConn(sc, chDescs(), func(byte, []byte) {}, func(interface{}) {}, mconnConfig())
+		m := newMConn(sc, chDescs(), func(byte, []byte) {}, func(interface{}) {}, idleConfig())
 		if err := m.Start(); err != nil {
 			return err
 		}

@@ -1,5 +1,7 @@
 //! Address-book benchmarks with the book at capacity (peer-management.md G24): add, good,
-//! select (full and almost empty), selection(250), encode, decode.
+//! select (full and almost empty), selection(250), encode, decode. The group `addrbook_sizes`
+//! repeats add, select, selection(250) and encode on books filled by 4 000, 40 000 and 400 000
+//! offers (the cost curve of bench/README.md).
 //!
 //! `cargo bench -p cometmesh-core --bench addrbook`
 
@@ -35,9 +37,14 @@ fn random_ip(r: &mut impl RngCore) -> IpAddr {
 /// A book filled the way a busy node fills it: 400,000 offers from random sources, a quarter
 /// of the successful ones promoted, so both tables are (nearly) full.
 fn full_book(r: &mut ChaCha20Rng) -> (AddrBook, Vec<SocketAddr>) {
+    book_of(400_000, r)
+}
+
+/// A book filled by `offers` offers as [`full_book`].
+fn book_of(offers: u32, r: &mut ChaCha20Rng) -> (AddrBook, Vec<SocketAddr>) {
     let mut b = AddrBook::new(AddrBookConfig::default(), r);
     let mut new_entries = Vec::new();
-    for i in 0..400_000u32 {
+    for i in 0..offers {
         let a = random_addr(r);
         if b.add(a, random_ip(r), NOW, r).is_ok() {
             if i % 4 == 0 {
@@ -133,5 +140,50 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// add, select, selection(250) and encode at three sizes of the book.
+fn sizes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("addrbook_sizes");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for offers in [4_000u32, 40_000, 400_000] {
+        let mut r = ChaCha20Rng::seed_from_u64(u64::from(offers));
+        let (book, _) = book_of(offers, &mut r);
+        eprintln!(
+            "{offers} offers: {} entries ({} new, {} tried)",
+            book.len(),
+            book.len_new(),
+            book.len_tried()
+        );
+        let fresh: Vec<(NetAddr, IpAddr)> = (0..100_000)
+            .map(|_| (random_addr(&mut r), random_ip(&mut r)))
+            .collect();
+        g.bench_function(format!("add ({offers} offers)"), |bch| {
+            bch.iter_custom(|iters| {
+                let mut b = book.clone();
+                let mut rr = ChaCha20Rng::seed_from_u64(iters);
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let (a, s) = fresh[i % fresh.len()];
+                    let _ = black_box(b.add(a, s, NOW + 60, &mut rr));
+                }
+                start.elapsed()
+            })
+        });
+        g.bench_function(format!("select ({offers} offers)"), |bch| {
+            let mut rr = ChaCha20Rng::seed_from_u64(2);
+            bch.iter(|| black_box(book.pick(NOW + 60, &mut rr, |_| true)))
+        });
+        g.bench_function(format!("selection(250) ({offers} offers)"), |bch| {
+            let mut rr = ChaCha20Rng::seed_from_u64(4);
+            bch.iter(|| black_box(book.selection(NOW + 60, &mut rr)))
+        });
+        g.bench_function(format!("encode ({offers} offers)"), |bch| {
+            bch.iter(|| black_box(book.encode()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, sizes);
 criterion_main!(benches);

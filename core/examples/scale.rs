@@ -2,8 +2,12 @@
 //! seeds until 95 % of them reach their outbound target (10).
 //!
 //! ```text
-//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed]
+//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled]
 //! ```
+//!
+//! A third argument `modelled` runs the simulator's modelled-crypto mode
+//! (`SimConfig::modelled_crypto`: the fuzzing shim instead of X25519, Ed25519 verification and
+//! ChaCha20-Poly1305, same frame sizes); its figures go beside the real-crypto ones.
 //!
 //! Prints simulated time, wall time, steps and peak resident memory (VmHWM). Run one N per
 //! process so the peak memory is that run's own.
@@ -23,10 +27,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let modelled = args.next().is_some_and(|a| a == "modelled");
     let seeds = 5;
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
     cfg.check_invariants = false;
+    cfg.modelled_crypto = modelled;
     let wall = Instant::now();
     let mut sim = Sim::new(cfg, wall);
     let mut seed_addrs = Vec::new();
@@ -73,7 +79,8 @@ fn main() {
         }
     }
     println!(
-        "nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
+        "crypto={} nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
+        if modelled { "modelled" } else { "real" },
         reached as f64 * 100.0 / n as f64,
         sim.elapsed().as_secs_f64(),
         wall_total.as_secs_f64(),

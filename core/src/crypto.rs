@@ -4,7 +4,8 @@
 //! merlin transcript challenge, ChaCha20-Poly1305 (via `ring`, chosen by measurement, see
 //! `bench/README.md`) and Ed25519 verification. Under `cfg(fuzzing)` an insecure shim replaces
 //! the DH, the AEAD and signature verification so that fuzzers reach the code behind the MAC;
-//! normal builds never compile it.
+//! with feature `sim` the simulator can switch to the same shim per step (its modelled-crypto
+//! mode, for scale runs); builds without either never compile it.
 
 /// The HKDF `info` string (spec 2.1).
 const HKDF_INFO: &[u8] = b"TENDERMINT_SECRET_CONNECTION_KEY_AND_CHALLENGE_GEN";
@@ -44,11 +45,107 @@ pub(crate) fn frame_nonce(counter: u64) -> [u8; 12] {
     nonce
 }
 
-#[cfg(not(fuzzing))]
+#[cfg(all(not(fuzzing), not(any(feature = "sim", feature = "fuzzing"))))]
 pub(crate) use real::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 
 #[cfg(fuzzing)]
 pub(crate) use shim::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
+
+#[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
+pub(crate) use modelled::with_modelled_crypto;
+#[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
+pub(crate) use modelled::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
+
+/// Under `cfg(fuzzing)` the shim is always in force: nothing to switch.
+#[cfg(all(fuzzing, any(feature = "sim", feature = "fuzzing")))]
+pub(crate) fn with_modelled_crypto<T>(_modelled: bool, f: impl FnOnce() -> T) -> T {
+    f()
+}
+
+/// Features `sim` and `fuzzing` (which compile the simulator): the real primitives, or the shim's while this thread runs a simulator
+/// step with `SimConfig::modelled_crypto` (see [`with_modelled_crypto`]). Builds without the
+/// simulator never compile the switch.
+#[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
+mod modelled {
+    use std::cell::Cell;
+
+    use super::{TAG_LEN, real, shim};
+
+    thread_local! {
+        static MODELLED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn on() -> bool {
+        MODELLED.with(Cell::get)
+    }
+
+    /// Runs `f` with the shim's primitives on this thread when `modelled` (and the real ones
+    /// otherwise), then restores what was in force.
+    pub(crate) fn with_modelled_crypto<T>(modelled: bool, f: impl FnOnce() -> T) -> T {
+        let before = MODELLED.with(|m| m.replace(modelled));
+        let out = f();
+        MODELLED.with(|m| m.set(before));
+        out
+    }
+
+    pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+        if on() {
+            shim::x25519_public(secret)
+        } else {
+            real::x25519_public(secret)
+        }
+    }
+
+    pub(crate) fn diffie_hellman(secret: &[u8; 32], their_public: &[u8; 32]) -> Option<[u8; 32]> {
+        if on() {
+            shim::diffie_hellman(secret, their_public)
+        } else {
+            real::diffie_hellman(secret, their_public)
+        }
+    }
+
+    pub(crate) fn verify_ed25519(public_key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> bool {
+        if on() {
+            shim::verify_ed25519(public_key, message, sig)
+        } else {
+            real::verify_ed25519(public_key, message, sig)
+        }
+    }
+
+    /// A frame key made while modelled stays modelled (and a real one real) for its life.
+    // Boxing the real key would add an indirection per frame; one key per direction per
+    // connection, and only in builds with the simulator.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Clone)]
+    pub(crate) enum FrameKey {
+        Real(real::FrameKey),
+        Modelled(shim::FrameKey),
+    }
+
+    impl FrameKey {
+        pub(crate) fn new(key: &[u8; 32]) -> Self {
+            if on() {
+                FrameKey::Modelled(shim::FrameKey::new(key))
+            } else {
+                FrameKey::Real(real::FrameKey::new(key))
+            }
+        }
+
+        pub(crate) fn seal(&self, nonce: [u8; 12], buf: &mut [u8]) -> [u8; TAG_LEN] {
+            match self {
+                FrameKey::Real(k) => k.seal(nonce, buf),
+                FrameKey::Modelled(k) => k.seal(nonce, buf),
+            }
+        }
+
+        pub(crate) fn open(&self, nonce: [u8; 12], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+            match self {
+                FrameKey::Real(k) => k.open(nonce, buf, tag),
+                FrameKey::Modelled(k) => k.open(nonce, buf, tag),
+            }
+        }
+    }
+}
 
 #[cfg(not(fuzzing))]
 mod real {
@@ -121,9 +218,10 @@ mod real {
     }
 }
 
-/// INSECURE stand-ins for fuzzing only (like rustls' fuzzing provider): the DH never fails, the
-/// AEAD is the identity with a fixed all-zero tag, and every signature verifies.
-#[cfg(fuzzing)]
+/// INSECURE stand-ins for fuzzing (like rustls' fuzzing provider) and for the simulator's
+/// modelled-crypto mode: the DH never fails, the AEAD is the identity with a fixed all-zero
+/// tag, and every signature verifies. Frame sizes and framing are those of the real AEAD.
+#[cfg(any(fuzzing, feature = "sim", feature = "fuzzing"))]
 mod shim {
     use super::TAG_LEN;
 

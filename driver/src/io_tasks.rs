@@ -14,8 +14,10 @@ use futures::{SinkExt, StreamExt};
 
 use crate::runtime::{Runtime, sleep_until};
 
-/// Smallest and largest read buffer of a connection (it grows while reads fill it).
-const READ_MIN: usize = 4096;
+/// Smallest and largest read buffer of a connection (it grows while reads fill it). The
+/// smallest is what an idle connection holds, so it is small, yet holds one sealed frame
+/// (1044 bytes) so that a ping does not grow it.
+const READ_MIN: usize = 1536;
 const READ_MAX: usize = 64 * 1024;
 /// Most bytes a writer coalesces into one write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -133,7 +135,9 @@ pub(crate) async fn read_loop<R: Runtime>(
                 let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                 if n == buf.len() && buf.len() < READ_MAX {
                     buf.resize(buf.len() * 2, 0);
-                } else if n < buf.len() / 8 && buf.len() > READ_MIN {
+                } else if n <= buf.len() / 2 && buf.len() > READ_MIN {
+                    // A read that fills half the buffer or less (an idle connection's ping
+                    // after a burst) gives half back: idle peers keep small buffers.
                     buf.truncate(buf.len() / 2);
                     buf.shrink_to_fit();
                 }

@@ -14,9 +14,13 @@
 //! - `reactor_64b` / `reactor_64kib`: the same through the reactor path: the sender uses
 //!   `try_send` and waits for the `SendReady` edge when the queue is full, the receiver reads
 //!   its lossless, flow-controlled `Inbox` (window 4096) instead of the lossy event stream.
-//! - `idle_peer_rss`: the RSS growth of this process per idle peer while a child process
-//!   (this program with `--dialer`) holds `--peers` nodes connected to one node here.
-//!   Prints `idle_peer_rss_kib`.
+//! - `idle_peer_rss`: the RSS growth of this process per idle peer while child processes
+//!   (this program with `--dialer`, at most 4000 nodes each, so that no process needs more
+//!   than ~8 000 file descriptors) hold `--peers` nodes connected to one node here. Pings every
+//!   5 s (pong timeout 3 s), as bench/go's idle workload. Prints `idle_peer_rss_kib`,
+//!   `idle_connect_seconds` (from starting the children until all peers are up),
+//!   `idle_arrival_handshakes_per_s` (peers / that time) and `idle_cpu_percent` (this
+//!   process's CPU over `--idle-seconds`, default 10, while the peers idle).
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +39,9 @@ struct Args {
     small: usize,
     large: usize,
     peers: usize,
+    idle_seconds: u64,
     dialer: Option<String>,
+    dialer_index: usize,
 }
 
 fn args() -> Args {
@@ -45,7 +51,9 @@ fn args() -> Args {
         small: 200_000,
         large: 2048,
         peers: 1000,
+        idle_seconds: 10,
         dialer: None,
+        dialer_index: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +64,8 @@ fn args() -> Args {
             "--small-msgs" => a.small = v.parse().expect("number"),
             "--large-msgs" => a.large = v.parse().expect("number"),
             "--peers" => a.peers = v.parse().expect("number"),
+            "--idle-seconds" => a.idle_seconds = v.parse().expect("number"),
+            "--dialer-index" => a.dialer_index = v.parse().expect("number"),
             "--dialer" => a.dialer = Some(v),
             _ => panic!("unknown argument {k}"),
         }
@@ -222,40 +232,94 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn idle_rss<R: Runtime>(rt: R, runtime: &str, peers: usize) {
+/// User + system CPU seconds of this process (`/proc/self/stat`, clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Most dialling nodes per child process: each holds a listener and a connection (2 fds).
+const PEERS_PER_DIALER: usize = 4000;
+
+/// The engine settings of both ends of the idle workload: pings every 5 s, as bench/go's.
+fn idle_config() -> EngineConfig {
     let mut c = config();
+    c.connection.ping_interval = Duration::from_secs(5);
+    c.connection.pong_timeout = Duration::from_secs(3);
+    c
+}
+
+async fn idle_rss<R: Runtime>(rt: R, runtime: &str, peers: usize, idle_seconds: u64) {
+    let mut c = idle_config();
     c.max_num_inbound_peers = peers + 10;
     let n = node(&rt, c, 1).await;
     // Warm up the runtime (threads, timers) before the baseline.
     rt.timer(Instant::now() + Duration::from_millis(200)).await;
     let before = rss_kib();
     let exe = std::env::current_exe().expect("own path");
-    let mut child = std::process::Command::new(exe)
-        .args(["--runtime", runtime, "--peers", &peers.to_string()])
-        .args(["--dialer", &n.net_addr().to_string()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("dialer starts");
-    let up = wait_peers(&rt, &n, peers, Duration::from_secs(180)).await;
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for (k, first) in (0..peers).step_by(PEERS_PER_DIALER).enumerate() {
+        let count = PEERS_PER_DIALER.min(peers - first);
+        children.push(
+            std::process::Command::new(&exe)
+                .args(["--runtime", runtime, "--peers", &count.to_string()])
+                .args(["--dialer", &n.net_addr().to_string()])
+                .args(["--dialer-index", &k.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("dialer starts"),
+        );
+    }
+    let up = wait_peers(&rt, &n, peers, Duration::from_secs(300)).await;
+    let connect = start.elapsed().as_secs_f64();
     rt.timer(Instant::now() + Duration::from_secs(2)).await;
     let after = rss_kib();
-    let _ = child.kill();
-    let _ = child.wait();
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    rt.timer(Instant::now() + Duration::from_secs(idle_seconds))
+        .await;
+    let idle_cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let still = n.status().await.map_or(0, |s| s.inbound + s.outbound);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert!(up, "all {peers} peers connected");
+    println!("idle_peers {peers}");
     println!(
         "idle_peer_rss_kib {:.1}",
         (after.saturating_sub(before)) as f64 / peers as f64
     );
+    println!("idle_connect_seconds {connect:.2}");
+    println!(
+        "idle_arrival_handshakes_per_s {:.0}",
+        peers as f64 / connect
+    );
+    println!("idle_cpu_percent {idle_cpu:.2}");
+    println!("idle_peers_after_idle {still}");
     n.shutdown().await;
 }
 
-/// Child mode: `peers` nodes, each dialling `target`, idle until stdin closes.
-async fn dialer<R: Runtime>(rt: R, target: String, peers: usize) {
+/// Child mode: `peers` nodes, each dialling `target`, idle until stdin closes. Child `index`
+/// listens on 127.<index + 1>.x.y, one address per node, so that the listeners take no ports
+/// from 127.0.0.1, where the connections draw theirs.
+async fn dialer<R: Runtime>(rt: R, target: String, peers: usize, index: usize) {
     let (id, addr) = target.split_once('@').expect("id@addr");
     let to = NetAddr::new(id.parse().expect("node id"), addr.parse().expect("address"));
     let mut nodes = Vec::new();
     for i in 0..peers {
-        let n = node(&rt, config(), 1000 + i as u64).await;
+        let mut c = idle_config();
+        let [_, _, hi, lo] = (i as u32 + 1).to_be_bytes();
+        c.listen_addr = ([127, index as u8 + 1, hi, lo], 0).into();
+        let n = node(&rt, c, 1000 + (index * PEERS_PER_DIALER + i) as u64).await;
         n.dial(to).await.expect("dial");
         nodes.push(n);
         if i % 50 == 49 {
@@ -273,7 +337,7 @@ async fn dialer<R: Runtime>(rt: R, target: String, peers: usize) {
 
 async fn run<R: Runtime>(rt: R, a: Args) {
     if let Some(t) = a.dialer {
-        return dialer(rt, t, a.peers).await;
+        return dialer(rt, t, a.peers, a.dialer_index).await;
     }
     let want = |w: &str| a.only.is_empty() || a.only.iter().any(|x| x == w);
     println!("impl cometmesh-{}", a.runtime);
@@ -290,7 +354,7 @@ async fn run<R: Runtime>(rt: R, a: Args) {
         throughput_reactor(rt.clone(), "reactor_64kib", 64 * 1024, a.large).await;
     }
     if want("idle_peer_rss") {
-        idle_rss(rt, &a.runtime, a.peers).await;
+        idle_rss(rt, &a.runtime, a.peers, a.idle_seconds).await;
     }
 }
 

@@ -14,6 +14,13 @@
 //! and opens it with [`Opener`]. The clock runs from just before the writer starts until the
 //! reader has every plaintext byte, as in Go. Prints `secret_bulk_mib`, `secret_bulk_seconds`,
 //! `secret_bulk_mib_per_s`.
+//!
+//! `--only handshakes` is the cometmesh side of `handshakes`: `--handshakes` (default 2000)
+//! SecretConnection handshakes one after another over loopback TCP, both ends in this process
+//! (the dialling end on the main thread, the accepting end on another), each end's node key made
+//! once and its ephemeral key fresh per handshake, as `benchHandshakes` in bench/go. The clock
+//! covers every TCP connect and accept and every handshake. Prints `handshakes`,
+//! `handshakes_seconds`, `handshakes_per_s`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,12 +36,14 @@ const CHUNK: usize = 64 * 1024;
 struct Args {
     only: Vec<String>,
     bulk_mib: u64,
+    handshakes: u64,
 }
 
 fn args() -> Args {
     let mut a = Args {
         only: Vec::new(),
         bulk_mib: 256,
+        handshakes: 2000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -42,6 +51,7 @@ fn args() -> Args {
         match k.as_str() {
             "--only" => a.only = v.split(',').map(str::to_owned).collect(),
             "--bulk-mib" => a.bulk_mib = v.parse().expect("number"),
+            "--handshakes" => a.handshakes = v.parse().expect("number"),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -51,8 +61,13 @@ fn args() -> Args {
 /// Runs the handshake on a blocking stream until the peer is authenticated.
 fn handshake(stream: &mut TcpStream, seed: u8) -> SecretSession {
     let key = NodeKey::from_seed([seed; 32]);
-    let mut hs = Handshake::new(&key, [seed.wrapping_add(100); 32]);
-    let mut buf = vec![0u8; 4096];
+    handshake_with(stream, &key, [seed.wrapping_add(100); 32])
+}
+
+/// Runs one handshake of `key` with the given ephemeral secret on a blocking stream.
+fn handshake_with(stream: &mut TcpStream, key: &NodeKey, ephemeral: [u8; 32]) -> SecretSession {
+    let mut hs = Handshake::new(key, ephemeral);
+    let mut buf = [0u8; 1024];
     loop {
         while let Some(out) = hs.poll_transmit() {
             stream.write_all(&out).expect("handshake write");
@@ -123,11 +138,46 @@ fn bench_secret_bulk(mib: u64) {
     println!("secret_bulk_mib_per_s {:.1}", mib as f64 / secs);
 }
 
+/// A fresh ephemeral secret per handshake (distinct per side and index; any 32 bytes will do).
+fn ephemeral(side: u8, i: u64) -> [u8; 32] {
+    let mut e = [side; 32];
+    e[..8].copy_from_slice(&i.to_le_bytes());
+    e
+}
+
+fn bench_handshakes(n: u64) {
+    let ln = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = ln.local_addr().expect("address");
+    let start = Instant::now();
+    let acceptor = std::thread::spawn(move || {
+        let key = NodeKey::from_seed([2; 32]);
+        for i in 0..n {
+            let (mut s, _) = ln.accept().expect("accept");
+            s.set_nodelay(true).expect("nodelay");
+            handshake_with(&mut s, &key, ephemeral(2, i));
+        }
+    });
+    let key = NodeKey::from_seed([1; 32]);
+    for i in 0..n {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        handshake_with(&mut s, &key, ephemeral(1, i));
+    }
+    acceptor.join().expect("acceptor thread");
+    let secs = start.elapsed().as_secs_f64();
+    println!("handshakes {n}");
+    println!("handshakes_seconds {secs:.3}");
+    println!("handshakes_per_s {:.0}", n as f64 / secs);
+}
+
 fn main() {
     let a = args();
     let want = |w: &str| a.only.is_empty() || a.only.iter().any(|x| x == w);
     println!("impl cometmesh-core-std");
     if want("secret_bulk") {
         bench_secret_bulk(a.bulk_mib);
+    }
+    if want("handshakes") {
+        bench_handshakes(a.handshakes);
     }
 }

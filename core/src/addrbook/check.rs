@@ -2,7 +2,7 @@
 //! ([`AddrBook::check`]) or with a full table scan ([`AddrBook::check_full`]).
 
 use super::{
-    AddrBook, CheckError, EMPTY, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
+    AddrBook, CheckError, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
     NEW_BUCKETS,
 };
 
@@ -142,8 +142,8 @@ impl AddrBook {
     /// (O(table size); `check` is O(entries)).
     pub fn check_full(&self) -> Result<(), CheckError> {
         self.check()?;
-        let new = self.new_table.iter().filter(|&&i| i != EMPTY).count();
-        let tried = self.tried_table.iter().filter(|&&i| i != EMPTY).count();
+        let new = self.new_table.count_occupied();
+        let tried = self.tried_table.count_occupied();
         if new != self.new_used || tried != self.tried_used {
             return Err(CheckError(format!(
                 "tables hold {new}/{tried} references, counts say {}/{}",

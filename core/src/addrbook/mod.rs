@@ -30,6 +30,7 @@ mod json;
 #[cfg(test)]
 mod limit_tests;
 mod select;
+mod table;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -40,6 +41,7 @@ use select::uniform;
 use siphasher::sip::SipHasher24;
 use smallvec::SmallVec;
 use std::hash::Hasher;
+use table::SlotTable;
 
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -238,8 +240,8 @@ pub struct AddrBook {
     by_addr: HashMap<SocketAddr, u32>,
     ports: HashMap<IpAddr, SmallVec<[u16; 4]>>,
     by_id: HashMap<NodeId, SmallVec<[u32; 1]>>,
-    new_table: Vec<u32>,
-    tried_table: Vec<u32>,
+    new_table: SlotTable,
+    tried_table: SlotTable,
     /// Occupied slots of each table, kept exact by the only two writers of the tables
     /// (`set_new_slot`, `set_tried_slot`), so `check` needs no full scan.
     new_used: usize,
@@ -285,8 +287,8 @@ impl AddrBook {
             by_addr: HashMap::new(),
             ports: HashMap::new(),
             by_id: HashMap::new(),
-            new_table: vec![EMPTY; NEW_BUCKETS * BUCKET_SIZE],
-            tried_table: vec![EMPTY; TRIED_BUCKETS * BUCKET_SIZE],
+            new_table: SlotTable::new(NEW_BUCKETS * BUCKET_SIZE),
+            tried_table: SlotTable::new(TRIED_BUCKETS * BUCKET_SIZE),
             new_used: 0,
             tried_used: 0,
             new_list: Vec::new(),
@@ -400,7 +402,7 @@ impl AddrBook {
     /// The only writer of the new table: keeps `new_used` exact.
     fn set_new_slot(&mut self, pos: usize, idx: u32) {
         let was = self.new_table[pos] != EMPTY;
-        self.new_table[pos] = idx;
+        self.new_table.set(pos, idx);
         match (was, idx != EMPTY) {
             (false, true) => self.new_used += 1,
             (true, false) => self.new_used -= 1,
@@ -411,7 +413,7 @@ impl AddrBook {
     /// The only writer of the tried table: keeps `tried_used` exact.
     fn set_tried_slot(&mut self, pos: usize, idx: u32) {
         let was = self.tried_table[pos] != EMPTY;
-        self.tried_table[pos] = idx;
+        self.tried_table.set(pos, idx);
         match (was, idx != EMPTY) {
             (false, true) => self.tried_used += 1,
             (true, false) => self.tried_used -= 1,

@@ -42,8 +42,10 @@ pub(super) enum IpSlot {
 
 /// One connection of the engine.
 pub(super) struct Conn {
-    /// The connection's layers; `None` while dialling and once drained.
-    pub(super) pc: Option<PeerConnection>,
+    /// The connection's layers; `None` while dialling and once drained. Boxed: a
+    /// `PeerConnection` is over 1 KiB, and the map of connections would otherwise hold that
+    /// inline for every spare slot of its table as well.
+    pub(super) pc: Option<Box<PeerConnection>>,
     pub(super) direction: Direction,
     pub(super) origin: Origin,
     pub(super) remote: SocketAddr,
@@ -68,7 +70,7 @@ impl Conn {
     /// A new inbound connection in its handshake.
     pub(super) fn inbound(pc: PeerConnection, remote: SocketAddr) -> Conn {
         Conn::new(
-            Some(pc),
+            Some(Box::new(pc)),
             Direction::Inbound,
             Origin::Inbound,
             remote,
@@ -90,7 +92,7 @@ impl Conn {
     }
 
     fn new(
-        pc: Option<PeerConnection>,
+        pc: Option<Box<PeerConnection>>,
         direction: Direction,
         origin: Origin,
         remote: SocketAddr,

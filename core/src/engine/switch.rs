@@ -401,7 +401,7 @@ impl Engine {
             && self
                 .conns
                 .get(&conn)
-                .and_then(|c| c.pc.as_ref())
+                .and_then(|c| c.pc.as_deref())
                 .is_none_or(PeerConnection::wants_read)
     }
 
@@ -425,7 +425,7 @@ impl Engine {
         self.conns
             .get(&conn)?
             .pc
-            .as_ref()
+            .as_deref()
             .map(PeerConnection::stats)
     }
 
@@ -701,7 +701,7 @@ impl Engine {
                     expected,
                 );
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.pc = Some(pc);
+                    c.pc = Some(Box::new(pc));
                     c.phase = Phase::Handshaking;
                 }
                 self.set_dial_deadline(conn, None);

@@ -134,11 +134,11 @@ impl std::fmt::Debug for Sealer {
 pub struct Opener {
     key: FrameKey,
     nonce: u64,
-    /// A partial frame: `partial[..partial_len]`.
-    partial: Box<[u8; SEALED_FRAME_SIZE]>,
+    /// A partial frame: `partial[..partial_len]`. Allocated when the first partial frame
+    /// arrives (an idle connection whose reads end on frame boundaries never needs it); frames
+    /// are decrypted in a copy on the stack, so there is no other work space.
+    partial: Option<Box<[u8; SEALED_FRAME_SIZE]>>,
     partial_len: usize,
-    /// Decryption work space.
-    work: Box<[u8; SEALED_FRAME_SIZE]>,
     /// Plaintext recovered during the handshake and not yet handed out.
     pending: BytesMut,
     /// Set after the first error: the stream cannot be resynchronised.
@@ -160,9 +160,8 @@ impl Opener {
         Opener {
             key: FrameKey::new(key),
             nonce: counter,
-            partial: Box::new([0u8; SEALED_FRAME_SIZE]),
+            partial: None,
             partial_len: 0,
-            work: Box::new([0u8; SEALED_FRAME_SIZE]),
             pending: BytesMut::new(),
             failed: None,
         }
@@ -196,17 +195,19 @@ impl Opener {
             out.extend_from_slice(&self.pending);
             self.pending = BytesMut::new();
         }
-        if self.partial_len > 0 {
+        if self.partial_len > 0
+            && let Some(partial) = self.partial.as_deref_mut()
+        {
             let take = (SEALED_FRAME_SIZE - self.partial_len).min(ciphertext.len());
             let (head, rest) = ciphertext.split_at(take);
-            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(head);
+            partial[self.partial_len..self.partial_len + take].copy_from_slice(head);
             self.partial_len += take;
             ciphertext = rest;
             if self.partial_len < SEALED_FRAME_SIZE {
                 return Ok(());
             }
             self.partial_len = 0;
-            let frame = *self.partial;
+            let frame = *partial;
             self.open_frame(&frame, out)?;
         }
         let mut frames = ciphertext.chunks_exact(SEALED_FRAME_SIZE);
@@ -214,7 +215,12 @@ impl Opener {
             self.open_frame(frame, out)?;
         }
         let rest = frames.remainder();
-        self.partial[..rest.len()].copy_from_slice(rest);
+        if !rest.is_empty() {
+            let partial = self
+                .partial
+                .get_or_insert_with(|| Box::new([0u8; SEALED_FRAME_SIZE]));
+            partial[..rest.len()].copy_from_slice(rest);
+        }
         self.partial_len = rest.len();
         Ok(())
     }
@@ -246,9 +252,14 @@ impl Opener {
         let (body, tag) = frame.split_at(TOTAL_FRAME_SIZE);
         let mut tag_bytes = [0u8; TAG_LEN];
         tag_bytes.copy_from_slice(tag);
-        let work = &mut self.work[..TOTAL_FRAME_SIZE];
-        work.copy_from_slice(body);
-        if !self.key.open(frame_nonce(self.nonce), work, &tag_bytes) {
+        // Decrypt in a copy on the stack (the connection keeps no work space of its own).
+        let mut work: [u8; TOTAL_FRAME_SIZE] = body
+            .try_into()
+            .expect("a sealed frame holds TOTAL_FRAME_SIZE bytes before its tag");
+        if !self
+            .key
+            .open(frame_nonce(self.nonce), &mut work, &tag_bytes)
+        {
             return Err(self.diagnose(body, &tag_bytes));
         }
         self.nonce += 1;
@@ -264,7 +275,8 @@ impl Opener {
     /// before and after it. Runs only on the failure path (the connection then closes).
     fn diagnose(&mut self, body: &[u8], tag: &[u8; TAG_LEN]) -> FrameError {
         let expected = self.nonce;
-        let work = &mut self.work[..TOTAL_FRAME_SIZE];
+        let mut work = [0u8; TOTAL_FRAME_SIZE];
+        let work = &mut work[..];
         for distance in 1..=DIAGNOSIS_WINDOW {
             if let Some(found) = expected.checked_sub(distance) {
                 work.copy_from_slice(body);

@@ -1,0 +1,159 @@
+//! The storage of one bucket table (new or tried): `buckets × BUCKET_SIZE` slots, each holding an
+//! entry index or `EMPTY`.
+//!
+//! A fresh or small book uses few of its 81 920 slots, yet a flat array costs 320 KiB per book
+//! (a simulator with 10 000 nodes holds 10 000 books). So the table starts sparse, a hash map of
+//! its occupied slots, and turns into the flat array once the map would cost about as much
+//! (an eighth of the slots occupied); it never turns back. Placement, capacity and every
+//! guarantee of the book are the same in both forms: only the memory differs.
+
+use std::ops::Index;
+
+use hashbrown::HashMap;
+
+use super::EMPTY;
+
+/// One bucket table's slots (see the module documentation).
+#[derive(Clone, Debug)]
+pub(super) struct SlotTable {
+    /// Number of slots (`buckets × BUCKET_SIZE`).
+    len: usize,
+    slots: Slots,
+}
+
+#[derive(Clone, Debug)]
+enum Slots {
+    /// Occupied slots only (never an `EMPTY` value).
+    Sparse(HashMap<u32, u32>),
+    /// Every slot.
+    Dense(Vec<u32>),
+}
+
+impl SlotTable {
+    /// An empty table of `len` slots.
+    pub(super) fn new(len: usize) -> SlotTable {
+        debug_assert!(u32::try_from(len).is_ok());
+        SlotTable {
+            len,
+            slots: Slots::Sparse(HashMap::new()),
+        }
+    }
+
+    /// Sets slot `pos` to `idx` (`EMPTY` clears it).
+    pub(super) fn set(&mut self, pos: usize, idx: u32) {
+        assert!(pos < self.len, "slot {pos} out of {}", self.len);
+        match &mut self.slots {
+            Slots::Dense(v) => v[pos] = idx,
+            Slots::Sparse(m) => {
+                // `pos < len ≤ u32::MAX` (checked at construction).
+                let key = pos as u32;
+                if idx == EMPTY {
+                    m.remove(&key);
+                } else {
+                    m.insert(key, idx);
+                    if m.len() > self.len / 8 {
+                        self.densify();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the sparse form into the flat array.
+    fn densify(&mut self) {
+        let mut v = vec![EMPTY; self.len];
+        if let Slots::Sparse(m) = &self.slots {
+            // Each slot is written once; the order of the writes cannot matter.
+            #[allow(clippy::disallowed_methods)]
+            for (&pos, &idx) in m.iter() {
+                v[pos as usize] = idx;
+            }
+        }
+        self.slots = Slots::Dense(v);
+    }
+
+    /// Occupied slots, counted by a scan (O(table size) when dense); for `check_full`.
+    pub(super) fn count_occupied(&self) -> usize {
+        match &self.slots {
+            Slots::Dense(v) => v.iter().filter(|&&i| i != EMPTY).count(),
+            // A count does not depend on the order of the values.
+            #[allow(clippy::disallowed_methods)]
+            Slots::Sparse(m) => m.values().filter(|&&i| i != EMPTY).count(),
+        }
+    }
+
+    /// Whether the table has turned into the flat array.
+    #[cfg(test)]
+    fn is_dense(&self) -> bool {
+        matches!(self.slots, Slots::Dense(_))
+    }
+}
+
+impl Index<usize> for SlotTable {
+    type Output = u32;
+
+    fn index(&self, pos: usize) -> &u32 {
+        assert!(pos < self.len, "slot {pos} out of {}", self.len);
+        match &self.slots {
+            Slots::Dense(v) => &v[pos],
+            Slots::Sparse(m) => m.get(&(pos as u32)).unwrap_or(&EMPTY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sparse and the dense form read back what was written, across the switch.
+    #[test]
+    fn reads_back_across_densify() {
+        let len = 1024;
+        let mut t = SlotTable::new(len);
+        let mut model = vec![EMPTY; len];
+        assert_eq!(t[5], EMPTY);
+        // Fill every third slot, clearing every ninth again; the table densifies on the way.
+        for pos in (0..len).step_by(3) {
+            t.set(pos, pos as u32 * 2);
+            model[pos] = pos as u32 * 2;
+            if pos % 9 == 0 {
+                t.set(pos, EMPTY);
+                model[pos] = EMPTY;
+            }
+            for p in [0, 1, pos, len - 1] {
+                assert_eq!(t[p], model[p], "slot {p} after writing {pos}");
+            }
+        }
+        assert!(t.is_dense());
+        assert!((0..len).all(|p| t[p] == model[p]));
+        let occupied = model.iter().filter(|&&i| i != EMPTY).count();
+        assert_eq!(t.count_occupied(), occupied);
+    }
+
+    /// A table with few occupied slots stays sparse, and clearing removes the slot.
+    #[test]
+    fn small_table_stays_sparse() {
+        let mut t = SlotTable::new(1024);
+        for pos in 0..128 {
+            t.set(pos * 8, 7);
+        }
+        assert!(!t.is_dense());
+        assert_eq!(t.count_occupied(), 128);
+        t.set(8, EMPTY);
+        assert_eq!(t[8], EMPTY);
+        assert_eq!(t.count_occupied(), 127);
+        t.set(9, 3);
+        assert!(!t.is_dense(), "128 of 1024 slots is an eighth");
+        t.set(10, 3);
+        assert!(t.is_dense(), "129 of 1024 slots is more than an eighth");
+        assert_eq!(t.count_occupied(), 129);
+        assert_eq!((t[8], t[9], t[10], t[16]), (EMPTY, 3, 3, 7));
+    }
+
+    #[test]
+    #[should_panic(expected = "out of")]
+    fn out_of_range_panics_as_a_slice() {
+        let t = SlotTable::new(64);
+        let _ = t[64];
+    }
+}
