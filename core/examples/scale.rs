@@ -2,12 +2,14 @@
 //! seeds until 95 % of them reach their outbound target (10).
 //!
 //! ```text
-//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled]
+//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled] [cometbft-seeds]
 //! ```
 //!
 //! A third argument `modelled` runs the simulator's modelled-crypto mode
 //! (`SimConfig::modelled_crypto`: the fuzzing shim instead of X25519, Ed25519 verification and
 //! ChaCha20-Poly1305, same frame sizes); its figures go beside the real-crypto ones.
+//! `cometbft-seeds` makes the seeds answer as CometBFT's do (a random selection of their book,
+//! `seed_vetted_window = 0s`) instead of serving only the addresses they reached themselves.
 //!
 //! Prints simulated time, wall time, steps and peak resident memory (VmHWM). Run one N per
 //! process so the peak memory is that run's own.
@@ -27,7 +29,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
-    let modelled = args.next().is_some_and(|a| a == "modelled");
+    let rest: Vec<String> = args.collect();
+    let modelled = rest.iter().any(|a| a == "modelled");
+    // `cometbft-seeds`: the seeds follow CometBFT's reply policy (a random selection of the
+    // whole book, `seed_vetted_window = 0s`) instead of serving only vetted addresses.
+    let cometbft_seeds = rest.iter().any(|a| a == "cometbft-seeds");
     let seeds = 5;
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
@@ -39,6 +45,9 @@ fn main() {
     for i in 0..seeds {
         let mut c = node_config(i);
         c.seed_mode = true;
+        if cometbft_seeds {
+            c.seed_vetted_window = Duration::ZERO;
+        }
         let key = sim.gen_key();
         let idx = sim.add_node(c, key);
         seed_addrs.push(sim.net_addr(idx));
