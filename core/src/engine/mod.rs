@@ -161,6 +161,7 @@ pub mod feeler;
 mod filter;
 pub mod inbound;
 mod peers;
+mod persistent;
 pub mod pex;
 mod switch;
 mod timers;

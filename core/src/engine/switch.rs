@@ -20,6 +20,7 @@ use super::feeler::{self, Feeler};
 use super::filter::{ConnFilter, PeerFilter};
 use super::inbound::{self, Candidate, InboundGuard, Rates};
 use super::peers::{Counters, Origin, PeerInfo, PeerState};
+use super::persistent::PersistentPeers;
 use super::pex::{self, Pex, PexMsg, PexViolation};
 use super::timers::{Timer, TimerTable};
 use super::{
@@ -39,6 +40,7 @@ mod admission;
 mod anchors;
 mod bans;
 mod conn_io;
+mod dialable;
 mod discovery;
 mod feelers;
 mod inputs;
@@ -48,44 +50,12 @@ mod queries;
 mod seed_reply;
 #[cfg(test)]
 mod tests;
+use dialable::Dialable;
 use seed_reply::SeedReply;
 
 /// How long a graceful hang-up may wait for its bytes to be flushed before the connection is
 /// closed anyway (a peer that stops reading cannot keep it open).
 const HANGUP_GRACE: Duration = Duration::from_secs(10);
-
-struct Persistent {
-    addr: NetAddr,
-    /// Consecutive failures since the last success (k of the G18 schedule).
-    failures: u32,
-    /// Ever dialled (distinguishes candidate from reconnecting).
-    dialled: bool,
-}
-
-/// What an automatic pick (ensure-peers, a feeler) may dial: not us, not a persistent peer
-/// (dialled on its own schedule), not connected or being dialled, no duplicate IP (unless
-/// allowed), not banned, not backed off.
-struct Dialable<'a> {
-    our: NodeId,
-    book: &'a AddrBook,
-    persistent: &'a BTreeMap<NodeId, Persistent>,
-    peers: &'a BTreeMap<NodeId, PeerInfo>,
-    conns: &'a ConnTable,
-    backoff: &'a DialBackoff,
-}
-
-impl Dialable<'_> {
-    fn allows(&self, a: &NetAddr, unix: u64, now: Instant) -> bool {
-        let ip = a.addr.ip();
-        a.id != self.our
-            && !self.persistent.contains_key(&a.id)
-            && !self.peers.contains_key(&a.id)
-            && !self.conns.is_dialing(&a.id)
-            && !self.conns.outbound_duplicate(&ip)
-            && !self.book.is_banned(&a.id, &ip, unix)
-            && self.backoff.allowed(&a.addr, now)
-    }
-}
 
 /// The sans-IO p2p engine. See the [module docs](super) for the loop contract.
 pub struct Engine {
@@ -104,7 +74,8 @@ pub struct Engine {
     /// Connections, dials in progress, per-IP counts and the duplicate-IP policy.
     conns: ConnTable,
     peers: BTreeMap<NodeId, PeerInfo>,
-    persistent: BTreeMap<NodeId, Persistent>,
+    /// Persistent peers and their redial state.
+    persistent: PersistentPeers,
     unconditional: hashbrown::HashSet<NodeId>,
     backoff: DialBackoff,
     /// The PEX reactor: per-connection PEX state, seeds, crawl records, ensure-peers picks.
@@ -191,7 +162,7 @@ impl Engine {
             last_now: now,
             conns: ConnTable::new(cfg.allow_duplicate_ip),
             peers: BTreeMap::new(),
-            persistent: BTreeMap::new(),
+            persistent: PersistentPeers::new(&cfg.persistent_peers),
             unconditional: cfg.unconditional_peer_ids.iter().copied().collect(),
             backoff: DialBackoff::default(),
             pex: Pex::new(
@@ -217,14 +188,6 @@ impl Engine {
         engine.evict_key = engine.rng.next_u64();
         for a in engine.cfg.persistent_peers.clone() {
             let at = now + backoff::startup_jitter(&mut engine.rng);
-            engine.persistent.insert(
-                a.id,
-                Persistent {
-                    addr: a,
-                    failures: 0,
-                    dialled: false,
-                },
-            );
             engine.set_redial(a.id, at);
         }
         if engine.cfg.pex || engine.cfg.seed_mode {
@@ -340,10 +303,10 @@ impl Engine {
 
     fn set_redial(&mut self, id: NodeId, at: Instant) {
         debug_assert!(
-            self.persistent.contains_key(&id),
+            self.persistent.contains(&id),
             "redial of a non-persistent peer"
         );
-        if self.persistent.contains_key(&id) {
+        if self.persistent.contains(&id) {
             self.timers.set(Timer::Redial(id), at);
         }
     }

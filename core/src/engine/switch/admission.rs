@@ -168,8 +168,7 @@ impl Engine {
             return Err(DialError::AlreadyDialing);
         }
         let ip = addr.addr.ip();
-        if !self.persistent.contains_key(&addr.id)
-            && self.book.is_banned(&addr.id, &ip, self.unix(now))
+        if !self.persistent.contains(&addr.id) && self.book.is_banned(&addr.id, &ip, self.unix(now))
         {
             return Err(DialError::Banned);
         }
@@ -193,9 +192,7 @@ impl Engine {
         self.set_dial_deadline(id, Some(deadline));
         let unix = self.unix(now);
         self.book.mark_attempt(addr.addr, unix);
-        if let Some(p) = self.persistent.get_mut(&addr.id) {
-            p.dialled = true;
-        }
+        self.persistent.dialled(&addr.id);
         self.counters.dials += 1;
         let out = match self.cfg.dial_names.get(&addr.id) {
             Some(name) => Output::DialName {
@@ -234,8 +231,6 @@ impl Engine {
         dialed.addr = addr;
         let peer = dialed.id;
         self.conns.move_ip(id, IpSlot::PendingOut);
-        if let Some(p) = self.persistent.get_mut(&peer) {
-            p.addr.addr = addr;
-        }
+        self.persistent.resolved(&peer, addr);
     }
 }

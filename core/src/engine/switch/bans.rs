@@ -61,7 +61,7 @@ impl Engine {
         let Some(ip) = self.conns.get(&id).map(|c| c.remote.ip()) else {
             return BanOutcome::NotConnected;
         };
-        let outcome = if self.persistent.contains_key(&peer) {
+        let outcome = if self.persistent.contains(&peer) {
             BanOutcome::Persistent
         } else {
             let unix = self.unix(now);

@@ -69,7 +69,7 @@ impl Engine {
             self.fail_conn(now, id, DialFailReason::SelfConnection, true);
             return;
         }
-        let persistent = self.persistent.contains_key(&peer);
+        let persistent = self.persistent.contains(&peer);
         let unconditional = self.unconditional.contains(&peer);
         if !persistent && self.book.is_id_banned(&peer, self.unix(now)) {
             self.counters.refused += 1;
@@ -147,9 +147,7 @@ impl Engine {
             self.book.mark_good(a.addr, unix, &mut self.rng);
             self.book_dirty = true;
         }
-        if let Some(p) = self.persistent.get_mut(&peer) {
-            p.failures = 0;
-            p.dialled = true;
+        if self.persistent.connected(&peer) {
             self.timers.cancel(Timer::Redial(peer));
         }
         self.peers.insert(
@@ -249,7 +247,7 @@ impl Engine {
         if counts_as_failure {
             let unix = self.unix(now);
             self.book.mark_failed(addr.addr, unix);
-            if !self.persistent.contains_key(&addr.id) {
+            if !self.persistent.contains(&addr.id) {
                 self.backoff.failed(addr.addr, now, &mut self.rng);
             }
         }
@@ -260,7 +258,7 @@ impl Engine {
         }
         self.outputs
             .push_back(Output::Event(Event::DialFailed { addr, reason }));
-        if self.persistent.contains_key(&addr.id) && !self.peers.contains_key(&addr.id) {
+        if self.persistent.contains(&addr.id) && !self.peers.contains_key(&addr.id) {
             self.schedule_redial(now, addr.id);
         }
     }
@@ -316,7 +314,7 @@ impl Engine {
             self.counters.peers_down += 1;
             self.outputs
                 .push_back(Output::Event(Event::PeerDown { peer, reason }));
-            if self.persistent.contains_key(&peer) {
+            if self.persistent.contains(&peer) {
                 self.schedule_redial(now, peer);
             }
         }
@@ -352,26 +350,22 @@ impl Engine {
 
     pub(super) fn schedule_redial(&mut self, now: Instant, id: NodeId) {
         debug_assert!(
-            self.persistent.contains_key(&id),
+            self.persistent.contains(&id),
             "redial of a non-persistent peer"
         );
         let cap = self.cfg.persistent_redial_cap;
-        let Some(k) = self.persistent.get(&id).map(|p| p.failures) else {
+        let Some(delay) = self.persistent.next_delay(&id, cap, &mut self.rng) else {
             return;
         };
-        let delay = backoff::persistent_delay(k, cap, &mut self.rng);
-        if let Some(p) = self.persistent.get_mut(&id) {
-            p.failures = p.failures.saturating_add(1);
-        }
         self.set_redial(id, now + delay);
     }
 
     pub(super) fn redial(&mut self, now: Instant, id: NodeId) {
         debug_assert!(
-            self.persistent.contains_key(&id),
+            self.persistent.contains(&id),
             "redial of a non-persistent peer"
         );
-        let Some(addr) = self.persistent.get(&id).map(|p| p.addr) else {
+        let Some(addr) = self.persistent.addr(&id) else {
             return;
         };
         match self.start_dial(now, addr, Origin::Persistent) {

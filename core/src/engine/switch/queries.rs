@@ -59,13 +59,7 @@ impl Engine {
         if self.book.is_id_banned(id, self.unix(self.last_now)) {
             return Some(PeerState::Banned);
         }
-        self.persistent.get(id).map(|p| {
-            if p.dialled {
-                PeerState::Reconnecting
-            } else {
-                PeerState::Candidate
-            }
-        })
+        self.persistent.state(id)
     }
 
     /// Counters of what happened so far.
