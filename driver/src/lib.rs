@@ -95,6 +95,7 @@ mod resolve;
 mod runtime;
 mod sends;
 pub mod shared;
+mod slots;
 mod status;
 
 pub use events::EventStream;

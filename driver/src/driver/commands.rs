@@ -1,0 +1,166 @@
+//! The engine task's side of the `Handle`'s command protocol: each [`Command`] carried out.
+
+use super::*;
+
+impl<R: Runtime> Driver<R> {
+    pub(super) fn on_cmd(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Send {
+                peer,
+                channel,
+                payload,
+                reply,
+            } => {
+                let r = self.send(now, peer, channel, payload);
+                if matches!(r, Err(SendError::Full(_))) {
+                    self.gate.set_full(peer, channel, true);
+                }
+                let _ = reply.send(r);
+            }
+            Command::SendWait {
+                peer,
+                channel,
+                payload,
+                timeout,
+                reply,
+            } => {
+                if reply.is_none() {
+                    self.gate.release();
+                }
+                let deadline = timeout.map(|t| now + t);
+                let r = if self.parked.is_parked(peer, channel) {
+                    Err(SendError::Full(payload))
+                } else {
+                    self.send(now, peer, channel, payload)
+                };
+                match r {
+                    Err(SendError::Full(payload)) => {
+                        self.gate.set_full(peer, channel, true);
+                        if let Err((payload, reply)) =
+                            self.parked.park(peer, channel, payload, reply, deadline)
+                        {
+                            match reply {
+                                Some(reply) => {
+                                    let _ = reply.send(Err(SendError::Full(payload)));
+                                }
+                                None => {
+                                    tracing::warn!(%peer, %channel, "try_send message dropped: too many parked sends")
+                                }
+                            }
+                        }
+                    }
+                    r => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            }
+            Command::Broadcast {
+                channel,
+                payload,
+                reply,
+            } => {
+                let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
+                let n = peers
+                    .into_iter()
+                    .filter(|p| self.send(now, *p, channel, payload.clone()).is_ok())
+                    .count();
+                let _ = reply.send(n);
+            }
+            Command::BroadcastExcept {
+                channel,
+                payload,
+                except,
+                reply,
+            } => {
+                let outcomes = self.engine.broadcast_except(now, channel, &payload, except);
+                for (peer, r) in &outcomes {
+                    match r {
+                        Ok(()) => count_sent(&self.engine, &mut self.conns, *peer),
+                        Err(SendError::Full(_)) => self.gate.set_full(*peer, channel, true),
+                        Err(_) => {}
+                    }
+                }
+                let _ = reply.send(outcomes);
+            }
+            Command::Ban {
+                peer,
+                reason,
+                duration,
+                reply,
+            } => {
+                tracing::info!(%peer, %reason, ?duration, "banning peer");
+                let _ = reply.send(self.engine.ban(now, peer, reason, duration));
+            }
+            Command::MarkGood { peer, reply } => {
+                let _ = reply.send(self.engine.mark_good(now, peer));
+            }
+            Command::Dial { addr, reply } => {
+                // While stopping, the reply is dropped: the caller sees `NodeError::Stopped`.
+                if self.stopping.is_none() {
+                    let _ = reply.send(self.engine.dial(now, addr));
+                }
+            }
+            Command::Disconnect { peer, reply } => {
+                self.engine.disconnect(now, peer);
+                let _ = reply.send(());
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .engine
+                    .peers()
+                    .map(|p| PeerStatus {
+                        stats: match self.conns.get(&p.conn) {
+                            Some(Slot::Open(o)) => o.stats,
+                            _ => PeerStats::default(),
+                        },
+                        conn: self.engine.conn_stats(&p.id).unwrap_or_default(),
+                        info: p.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Status { reply } => {
+                let (inbound, outbound) = self.engine.num_peers();
+                let _ = reply.send(NodeStatus {
+                    inbound,
+                    outbound,
+                    connections: self.engine.num_conns(),
+                    book_len: self.engine.addr_book().len(),
+                    counters: self.engine.counters(),
+                    inbox_discarded: self.reactors.discarded(),
+                    held: self.engine.held(),
+                });
+            }
+            Command::Subscribe { reply } => {
+                let _ = reply.send(self.subs.subscribe());
+            }
+            Command::KnownAddrs { reply } => {
+                let _ = reply.send(self.engine.addr_book().entries().map(|(a, _)| a).collect());
+            }
+            Command::VettedAddrs { reply } => {
+                let _ = reply.send(self.engine.vetted_addrs(now));
+            }
+            Command::Shutdown { reply } => self.begin_stop(now, Some(reply)),
+        }
+        self.drain(now);
+    }
+
+    pub(super) fn send(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        channel: ChannelId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        send_counted(
+            &mut self.engine,
+            &mut self.conns,
+            now,
+            peer,
+            channel,
+            payload,
+        )
+    }
+}
