@@ -21,6 +21,7 @@ use futures::future::{AbortHandle, Abortable, Either, select};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 
+use crate::book_saver::BookSaver;
 pub(crate) use crate::command::Command;
 use crate::events::Subscribers;
 pub(crate) use crate::io_tasks::IoEvent;
@@ -78,15 +79,6 @@ impl Default for DriverConfig {
 
 /// Most queued IO results or commands handled per wake, after the one that woke us.
 const BATCH: usize = 256;
-
-struct BookSaver {
-    path: PathBuf,
-    dirty: bool,
-    in_flight: bool,
-    last: Option<Instant>,
-    /// The engine's anchors taken when the shutdown began (G12), saved beside the book.
-    anchors: Vec<cometmesh_core::addr::NetAddr>,
-}
 
 struct Stopping {
     replies: Vec<oneshot::Sender<()>>,
@@ -169,13 +161,7 @@ pub(crate) fn spawn<R: Runtime>(
         reactors,
         tasks,
         timer,
-        book: book_path.map(|path| BookSaver {
-            path,
-            dirty: false,
-            in_flight: false,
-            last: None,
-            anchors: Vec::new(),
-        }),
+        book: book_path.map(BookSaver::new),
         listener: listener_abort,
         routes,
         stopping: None,
@@ -276,9 +262,10 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let book = self.book.as_ref().and_then(|b| {
-            (b.dirty && !b.in_flight).then(|| b.last.map_or(now, |t| t + self.cfg.save_interval))
-        });
+        let book = self
+            .book
+            .as_ref()
+            .and_then(|b| b.due(now, self.cfg.save_interval));
         [
             self.engine.poll_timeout(),
             self.lingers.first().map(|(t, _)| *t),
@@ -329,7 +316,7 @@ impl<R: Runtime> Driver<R> {
         match &ev {
             Event::AddrBookDirty => {
                 if let Some(b) = &mut self.book {
-                    b.dirty = true;
+                    b.mark_dirty();
                 }
             }
             Event::Message { peer, .. } => {
@@ -444,14 +431,11 @@ impl<R: Runtime> Driver<R> {
         let Some(b) = &mut self.book else {
             return;
         };
-        if !b.dirty || b.in_flight || b.last.is_some_and(|t| now < t + self.cfg.save_interval) {
+        if !b.begin(now, self.cfg.save_interval) {
             return;
         }
-        b.dirty = false;
-        b.in_flight = true;
-        b.last = Some(now);
         let bytes = self.engine.addr_book().encode();
-        let path = b.path.clone();
+        let path = b.path().to_path_buf();
         let job = self
             .rt
             .spawn_blocking(move || persist::write_atomic(&path, &bytes));
@@ -480,7 +464,7 @@ impl<R: Runtime> Driver<R> {
             deadline: now + self.cfg.shutdown_grace,
         });
         if let Some(b) = &mut self.book {
-            b.anchors = self.engine.anchors(now);
+            b.set_anchors(self.engine.anchors(now));
         }
         let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
         for p in peers {
@@ -509,12 +493,12 @@ impl<R: Runtime> Driver<R> {
         self.listener.abort();
         // A save in flight finishes before the last one starts (they share the temp file).
         let limit = self.rt.now() + Duration::from_secs(5);
-        while self.book.as_ref().is_some_and(|b| b.in_flight) {
+        while self.book.as_ref().is_some_and(BookSaver::in_flight) {
             let next = pin!(self.io_rx.next());
             match select(next, pin!(sleep_until(&self.rt, limit))).await {
-                Either::Left((Some(IoEvent::Saved(_)), _)) => {
+                Either::Left((Some(IoEvent::Saved(r)), _)) => {
                     if let Some(b) = &mut self.book {
-                        b.in_flight = false;
+                        b.saved(&r);
                     }
                 }
                 Either::Left((Some(_), _)) => {}
@@ -522,31 +506,8 @@ impl<R: Runtime> Driver<R> {
             }
         }
         if let Some(b) = &self.book {
-            let bytes = self.engine.addr_book().encode();
-            let path = b.path.clone();
-            match self
-                .rt
-                .spawn_blocking(move || persist::write_atomic(&path, &bytes))
-                .await
-            {
-                Ok(()) => tracing::info!(path = %b.path.display(), "address book saved"),
-                Err(e) => {
-                    tracing::warn!(path = %b.path.display(), error = %e, "address book not saved");
-                }
-            }
-            if !b.anchors.is_empty() {
-                let bytes = cometmesh_core::engine::anchors::encode(&b.anchors);
-                let path = persist::anchors_path(&b.path);
-                let n = b.anchors.len();
-                match self
-                    .rt
-                    .spawn_blocking(move || persist::write_atomic(&path, &bytes))
-                    .await
-                {
-                    Ok(()) => tracing::info!(anchors = n, "anchors saved"),
-                    Err(e) => tracing::warn!(error = %e, "anchors not saved"),
-                }
-            }
+            b.save_final(&self.rt, self.engine.addr_book().encode())
+                .await;
         }
         self.subs.close();
         self.reactors.close();

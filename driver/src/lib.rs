@@ -84,6 +84,7 @@
 
 #![forbid(unsafe_code)]
 
+mod book_saver;
 mod command;
 mod driver;
 mod events;

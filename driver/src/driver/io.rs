@@ -92,10 +92,7 @@ impl<R: Runtime> Driver<R> {
             }
             IoEvent::Saved(r) => {
                 if let Some(b) = &mut self.book {
-                    b.in_flight = false;
-                    if let Err(e) = r {
-                        tracing::warn!(path = %b.path.display(), error = %e, "address book not saved");
-                    }
+                    b.saved(&r);
                 }
             }
         }
