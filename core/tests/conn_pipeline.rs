@@ -298,3 +298,27 @@ fn byte_by_byte_delivery_works_end_to_end() {
     });
     assert_eq!(p.received_b(ChannelId(0x21))[0], pattern(2500, 1));
 }
+
+/// The connection counts the messages it took and completed per channel (the figures the
+/// driver's `PeerStats` derives from), and the wire bytes flushed.
+#[test]
+fn messages_and_flushed_bytes_are_counted_per_channel() {
+    let mut p = Pair::new(5);
+    p.establish();
+    for i in 0..7u8 {
+        p.a.send(p.now, ChannelId(0x20), pattern(1500, i)).unwrap();
+    }
+    p.a.send(p.now, ChannelId(0x21), pattern(10, 1)).unwrap();
+    p.run_until(Duration::from_secs(10), |p| {
+        p.received_b(ChannelId(0x20)).len() == 7 && p.received_b(ChannelId(0x21)).len() == 1
+    });
+    let of = |s: &cometmesh_core::conn::ConnStats, ch: u8| {
+        let c = s.channels.iter().find(|c| c.id == ChannelId(ch)).unwrap();
+        (c.messages_sent, c.messages_received)
+    };
+    let (a, b) = (p.a.stats(), p.b.stats());
+    assert_eq!((of(&a, 0x20), of(&a, 0x21)), ((7, 0), (1, 0)));
+    assert_eq!((of(&b, 0x20), of(&b, 0x21)), ((0, 7), (0, 1)));
+    assert_eq!(a.unflushed_bytes, 0);
+    assert_eq!(a.wire_bytes_flushed, a.wire_bytes_sent);
+}

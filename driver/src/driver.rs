@@ -31,7 +31,7 @@ use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
 use crate::sends::{Gate, Parked};
-use crate::slots::{Open, Slot, count_sent, send_counted};
+use crate::slots::{Open, Slot};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
 mod commands;
@@ -304,8 +304,8 @@ impl<R: Runtime> Driver<R> {
                         o.push(WriterMsg::Data(data));
                     }
                 }
-                Output::Dial { conn, addr } => self.dial(now, conn, addr),
-                Output::DialName { conn, name } => self.dial_name(now, conn, name),
+                Output::Dial { conn, addr } => self.dial(conn, addr),
+                Output::DialName { conn, name } => self.dial_name(conn, name),
                 Output::Close { conn } => self.close(now, conn),
                 Output::Event(ev) => self.event(now, ev),
             }
@@ -317,13 +317,6 @@ impl<R: Runtime> Driver<R> {
             Event::AddrBookDirty => {
                 if let Some(b) = &mut self.book {
                     b.mark_dirty();
-                }
-            }
-            Event::Message { peer, .. } => {
-                if let Some(conn) = self.engine.peer(peer).map(|p| p.conn)
-                    && let Some(Slot::Open(o)) = self.conns.get_mut(&conn)
-                {
-                    o.stats.messages_received += 1;
                 }
             }
             Event::PeerUp {
@@ -364,15 +357,8 @@ impl<R: Runtime> Driver<R> {
 
     /// Retries the sends parked for `peer` on `ch`; true when none is left.
     fn retry(&mut self, now: Instant, peer: NodeId, ch: ChannelId) -> bool {
-        let Driver {
-            parked,
-            engine,
-            conns,
-            ..
-        } = self;
-        parked.retry(peer, ch, |payload| {
-            send_counted(engine, conns, now, peer, ch, payload)
-        })
+        let Driver { parked, engine, .. } = self;
+        parked.retry(peer, ch, |payload| engine.send(now, peer, ch, payload))
     }
 
     /// The engine asked to close `conn`: flush what was handed out, then shut the socket.

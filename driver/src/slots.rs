@@ -4,14 +4,10 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::Bytes;
-use cometmesh_core::engine::{Engine, SendError};
-use cometmesh_core::{ChannelId, ConnId, NodeId};
 use futures::channel::mpsc;
 use futures::future::AbortHandle;
 
 use crate::io_tasks::WriterMsg;
-use crate::status::PeerStats;
 
 /// An open connection: its writer queue, read credit, tasks and linger deadline.
 pub(crate) struct Open {
@@ -27,8 +23,6 @@ pub(crate) struct Open {
     pub(crate) writer: AbortHandle,
     /// Set once `Close` was queued: the linger deadline.
     pub(crate) closing: Option<Instant>,
-    /// Traffic counted by the driver.
-    pub(crate) stats: PeerStats,
 }
 
 impl Open {
@@ -70,31 +64,4 @@ pub(crate) enum Slot {
     Dialing(AbortHandle),
     /// An open socket.
     Open(Open),
-}
-
-/// Queues a message in the engine and counts it in the peer's stats.
-pub(crate) fn send_counted(
-    engine: &mut Engine,
-    conns: &mut hashbrown::HashMap<ConnId, Slot>,
-    now: Instant,
-    peer: NodeId,
-    channel: ChannelId,
-    payload: Bytes,
-) -> Result<(), SendError> {
-    engine.send(now, peer, channel, payload)?;
-    count_sent(engine, conns, peer);
-    Ok(())
-}
-
-/// Counts one message queued for `peer` in its connection's stats.
-pub(crate) fn count_sent(
-    engine: &Engine,
-    conns: &mut hashbrown::HashMap<ConnId, Slot>,
-    peer: NodeId,
-) {
-    if let Some(conn) = engine.peer(&peer).map(|p| p.conn)
-        && let Some(Slot::Open(o)) = conns.get_mut(&conn)
-    {
-        o.stats.messages_sent += 1;
-    }
 }

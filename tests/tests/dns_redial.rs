@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cometmesh_core::addr::PeerAddr;
 use cometmesh_core::engine::{Direction, EngineConfig};
-use cometmesh_driver::{BoxFuture, Node, NodeBuilder, Resolver};
+use cometmesh_driver::{BoxFuture, Node, NodeBuilder, Resolver, Runtime};
 use cometmesh_tests::loopback::{app_channel, config, has_peer, key, wait_until};
 use cometmesh_tests::virtual_time::{VirtualRuntime, block_on};
 
@@ -186,5 +186,70 @@ fn seed_by_name_is_resolved_whenever_it_is_dialled() {
         resolver.remove("seed.test");
         a.shutdown().await;
         seed.shutdown().await;
+    });
+}
+
+/// A resolver that never answers: a dial by name hangs until the dial timeout.
+struct SilentResolver;
+
+impl Resolver for SilentResolver {
+    fn resolve(&self, _host: &str, _port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The dial timeout has one source, the engine's (`EngineConfig::dial_timeout`): a dial that
+/// never completes (here its name never resolves) fails with `DialFailReason::Timeout`
+/// exactly that long after it started, and the driver's dial task is aborted.
+#[test]
+fn a_hanging_dial_fails_at_the_engines_dial_timeout() {
+    use cometmesh_core::engine::{DialFailReason, Event};
+    use futures::StreamExt;
+    block_on(async {
+        let rt = VirtualRuntime::new();
+        let mut c = config();
+        c.dial_timeout = Duration::from_millis(1500);
+        let pid = key(2).node_id();
+        let named: PeerAddr = format!("{pid}@hang.test:26656").parse().unwrap();
+        c.add_persistent_peer(&named);
+        let a = NodeBuilder::new(rt.clone(), c, key(1))
+            .channel(app_channel())
+            .seed([1 ^ 0x5a; 32])
+            .resolver(Arc::new(SilentResolver))
+            .start()
+            .await
+            .expect("node starts");
+        let ha = a.handle();
+        let mut events = ha.events().await.unwrap();
+        // The first dial starts within the persistent peers' startup jitter.
+        wait_until(&rt, Duration::from_secs(10), "the dial starts", || {
+            let h = ha.clone();
+            async move { h.status().await.is_ok_and(|s| s.counters.dials >= 1) }
+        })
+        .await;
+        let started = rt.now();
+        let failed = cometmesh_tests::loopback::timeout(&rt, Duration::from_secs(10), async {
+            loop {
+                match events.next().await {
+                    Some(Event::DialFailed { reason, .. }) => return (reason, rt.now()),
+                    Some(_) => {}
+                    None => panic!("event stream closed"),
+                }
+            }
+        })
+        .await
+        .expect("the dial fails");
+        assert!(
+            matches!(failed.0, DialFailReason::Timeout),
+            "{:?}",
+            failed.0
+        );
+        let took = failed.1 - started;
+        assert!(
+            took <= Duration::from_millis(1500) && took > Duration::from_millis(1000),
+            "failed {took:?} after the dial was seen to start"
+        );
+        assert_eq!(ha.status().await.unwrap().counters.dial_failures, 1);
+        a.shutdown().await;
     });
 }

@@ -79,6 +79,8 @@ pub(crate) struct SendChannel {
     pub(crate) pending_bytes: usize,
     /// Total payload bytes sent.
     pub(crate) bytes_sent: u64,
+    /// Messages accepted for sending.
+    pub(crate) messages_sent: u64,
 }
 
 impl SendChannel {
@@ -89,6 +91,7 @@ impl SendChannel {
             recently_sent: 0,
             pending_bytes: 0,
             bytes_sent: 0,
+            messages_sent: 0,
         }
     }
 
@@ -122,6 +125,8 @@ pub(crate) struct RecvChannel {
     pub(crate) buf: BytesMut,
     /// Total payload bytes received.
     pub(crate) bytes_received: u64,
+    /// Complete messages received.
+    pub(crate) messages_received: u64,
 }
 
 /// Reassembly overflow: the message would exceed the channel's capacity.
@@ -135,6 +140,7 @@ impl RecvChannel {
         RecvChannel {
             buf: BytesMut::new(),
             bytes_received: 0,
+            messages_received: 0,
         }
     }
 
@@ -156,6 +162,7 @@ impl RecvChannel {
             // the packet would keep the whole read buffer it arrived in alive for as long as
             // the application keeps the message, so a peer could make each small retained
             // message pin a large allocation.
+            self.messages_received += 1;
             return Ok(Some(Bytes::copy_from_slice(&data)));
         }
         if self.buf.is_empty() {
@@ -167,6 +174,7 @@ impl RecvChannel {
             let msg = self.buf.split().freeze();
             // Release the reassembly buffer so idle channels hold no heap.
             self.buf = BytesMut::new();
+            self.messages_received += 1;
             return Ok(Some(msg));
         }
         Ok(None)

@@ -440,6 +440,7 @@ impl PeerConnection {
                 _ => Vec::new(),
             },
             wire_bytes_sent: self.wire_sent,
+            wire_bytes_flushed: self.wire_sent.saturating_sub(self.in_flight as u64),
             wire_bytes_received: self.wire_received,
             unflushed_bytes: self.in_flight + self.out.len(),
         }

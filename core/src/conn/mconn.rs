@@ -32,6 +32,10 @@ pub struct ChannelStats {
     pub bytes_sent: u64,
     /// Payload bytes received.
     pub bytes_received: u64,
+    /// Messages accepted by `send`.
+    pub messages_sent: u64,
+    /// Complete messages received.
+    pub messages_received: u64,
     /// Messages waiting in the send queue (not counting the one in progress).
     pub queued_messages: usize,
     /// Payload bytes accepted by `send` and not yet packetised.
@@ -45,6 +49,8 @@ pub struct ConnStats {
     pub channels: Vec<ChannelStats>,
     /// Bytes handed out by `poll_transmit` (including handshake and encryption overhead).
     pub wire_bytes_sent: u64,
+    /// Of those, bytes reported taken by `handle_sent` (flushed to the socket).
+    pub wire_bytes_flushed: u64,
     /// Bytes passed to `handle_received`.
     pub wire_bytes_received: u64,
     /// Bytes produced but not yet reported taken by `handle_sent`.
@@ -135,6 +141,7 @@ impl MConnection {
             return Err(SendError::Full(msg));
         }
         ch.pending_bytes += msg.len();
+        ch.messages_sent += 1;
         ch.queue.push_back(msg);
         Ok(())
     }
@@ -447,6 +454,8 @@ impl MConnection {
                 id: d.id,
                 bytes_sent: s.bytes_sent,
                 bytes_received: r.bytes_received,
+                messages_sent: s.messages_sent,
+                messages_received: r.messages_received,
                 queued_messages: s.queue.len(),
                 pending_bytes: s.pending_bytes,
             })

@@ -61,12 +61,7 @@ impl<R: Runtime> Driver<R> {
                 payload,
                 reply,
             } => {
-                let peers: Vec<NodeId> = self.engine.peers().map(|p| p.id).collect();
-                let n = peers
-                    .into_iter()
-                    .filter(|p| self.send(now, *p, channel, payload.clone()).is_ok())
-                    .count();
-                let _ = reply.send(n);
+                let _ = reply.send(self.engine.broadcast(now, channel, payload));
             }
             Command::BroadcastExcept {
                 channel,
@@ -76,10 +71,8 @@ impl<R: Runtime> Driver<R> {
             } => {
                 let outcomes = self.engine.broadcast_except(now, channel, &payload, except);
                 for (peer, r) in &outcomes {
-                    match r {
-                        Ok(()) => count_sent(&self.engine, &mut self.conns, *peer),
-                        Err(SendError::Full(_)) => self.gate.set_full(*peer, channel, true),
-                        Err(_) => {}
+                    if let Err(SendError::Full(_)) = r {
+                        self.gate.set_full(*peer, channel, true);
                     }
                 }
                 let _ = reply.send(outcomes);
@@ -110,13 +103,13 @@ impl<R: Runtime> Driver<R> {
                 let peers = self
                     .engine
                     .peers()
-                    .map(|p| PeerStatus {
-                        stats: match self.conns.get(&p.conn) {
-                            Some(Slot::Open(o)) => o.stats,
-                            _ => PeerStats::default(),
-                        },
-                        conn: self.engine.conn_stats(&p.id).unwrap_or_default(),
-                        info: p.clone(),
+                    .map(|p| {
+                        let conn = self.engine.conn_stats(&p.id).unwrap_or_default();
+                        PeerStatus {
+                            stats: PeerStats::from_conn(&conn),
+                            conn,
+                            info: p.clone(),
+                        }
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -154,13 +147,6 @@ impl<R: Runtime> Driver<R> {
         channel: ChannelId,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        send_counted(
-            &mut self.engine,
-            &mut self.conns,
-            now,
-            peer,
-            channel,
-            payload,
-        )
+        self.engine.send(now, peer, channel, payload)
     }
 }

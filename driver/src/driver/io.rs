@@ -60,7 +60,6 @@ impl<R: Runtime> Driver<R> {
             }
             IoEvent::Read { conn, bytes } => {
                 if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
-                    o.stats.bytes_received += bytes.len() as u64;
                     let _ = self
                         .engine
                         .handle_input(now, Input::Received { conn, bytes });
@@ -73,7 +72,6 @@ impl<R: Runtime> Driver<R> {
             }
             IoEvent::Flushed { conn, len } => {
                 if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
-                    o.stats.bytes_sent += len as u64;
                     if len > 0 {
                         let _ = self.engine.handle_input(now, Input::Sent { conn, len });
                     }
@@ -120,7 +118,6 @@ impl<R: Runtime> Driver<R> {
                 reader: reader_abort,
                 writer: writer_abort,
                 closing: None,
-                stats: PeerStats::default(),
             }),
         );
     }
