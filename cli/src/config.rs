@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::duration::{DurationError, format_go_duration, parse_go_duration};
+use crate::duration::{DurationError, parse_go_duration};
+
+mod p2p;
+pub use p2p::{P2P_KEYS, P2pConfig};
 
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,118 +65,6 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// The `[p2p]` section (spec section 8). Address lists stay strings here, as in the file;
-/// [`crate::settings`] turns them into typed, resolved values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct P2pConfig {
-    /// `laddr`: TCP listen address, `tcp://0.0.0.0:26656` by default.
-    pub laddr: String,
-    /// `external_address`: `host:port` advertised to peers; empty to advertise `laddr`.
-    pub external_address: String,
-    /// `seeds`: comma-separated `id@host:port`.
-    pub seeds: String,
-    /// `persistent_peers`: comma-separated `id@host:port`, always dialed and redialed.
-    pub persistent_peers: String,
-    /// `addr_book_file`: address-book path, relative to the home unless absolute.
-    pub addr_book_file: String,
-    /// `addr_book_strict`: refuse non-routable addresses.
-    pub addr_book_strict: bool,
-    /// `max_num_inbound_peers`.
-    pub max_num_inbound_peers: u32,
-    /// `max_num_outbound_peers`.
-    pub max_num_outbound_peers: u32,
-    /// `unconditional_peer_ids`: comma-separated ids exempt from the limits.
-    pub unconditional_peer_ids: String,
-    /// `persistent_peers_max_dial_period`: cap on the redial back-off (zero: no cap).
-    pub persistent_peers_max_dial_period: Duration,
-    /// `flush_throttle_timeout`: longest delay before buffered packets are flushed.
-    pub flush_throttle_timeout: Duration,
-    /// `max_packet_msg_payload_size`: PacketMsg chunk size; must match the peers.
-    pub max_packet_msg_payload_size: u32,
-    /// `send_rate`: bytes per second, local only.
-    pub send_rate: u64,
-    /// `recv_rate`: bytes per second, local only.
-    pub recv_rate: u64,
-    /// `pex`: run the peer-exchange reactor.
-    pub pex: bool,
-    /// `seed_mode`: crawl the network and answer address requests, then hang up.
-    pub seed_mode: bool,
-    /// `private_peer_ids`: comma-separated ids never stored or gossiped.
-    pub private_peer_ids: String,
-    /// `allow_duplicate_ip`: accept several peers from one IP (and ban node ids only, not IPs).
-    pub allow_duplicate_ip: bool,
-    /// `handshake_timeout`: CometBFT's key, read and written back but not applied, as CometBFT
-    /// does not apply it either (its transport cuts each handshake phase at 3 s).
-    pub handshake_timeout: Duration,
-    /// `handshake_phase_timeout` (cometmesh's own key): the limit on each handshake phase
-    /// (SecretConnection, then NodeInfo). Default 3 s, CometBFT's effective value; raising it
-    /// lets a silent connection hold an inbound slot longer.
-    pub handshake_phase_timeout: Duration,
-    /// `dial_timeout`.
-    pub dial_timeout: Duration,
-    /// `seed_disconnect_wait` (cometmesh's own key): how long a seed holds a connection it
-    /// crawled (CometBFT hard-codes 28 h).
-    pub seed_disconnect_wait: Duration,
-    /// `seed_crawl_period` (cometmesh's own key): mean period of the seed's crawl pass
-    /// (CometBFT hard-codes 30 s).
-    pub seed_crawl_period: Duration,
-    /// `seed_min_time_between_crawls` (cometmesh's own key): a seed crawls one address at most
-    /// this often (CometBFT hard-codes 2 m).
-    pub seed_min_time_between_crawls: Duration,
-    /// `seed_min_reply_size` (cometmesh's own key): the least number of addresses in a seed's
-    /// PEX reply, when its book has them (CometBFT hard-codes 32).
-    pub seed_min_reply_size: u64,
-    /// `seed_vetted_window` (cometmesh's own key): a seed serves only addresses it reached
-    /// itself within this window, most recent first; `0s` serves a random selection of its
-    /// book, reached or not, as CometBFT does. Default 24 h.
-    pub seed_vetted_window: Duration,
-    /// `feeler_interval` (cometmesh's own key): mean period of feeler connections that test
-    /// addresses before one may replace another in the book (test-before-evict); 0s: off.
-    pub feeler_interval: Duration,
-    /// `inbound_attempts_per_ip_per_minute` (cometmesh's own key): inbound connection attempts
-    /// allowed per remote IP and minute before the handshake; 0: no limit (CometBFT has none).
-    pub inbound_attempts_per_ip_per_minute: u64,
-    /// `inbound_attempts_per_group_per_minute` (cometmesh's own key): the same per address
-    /// group (/16); 0: no limit.
-    pub inbound_attempts_per_group_per_minute: u64,
-}
-
-impl Default for P2pConfig {
-    fn default() -> Self {
-        P2pConfig {
-            laddr: "tcp://0.0.0.0:26656".to_owned(),
-            external_address: String::new(),
-            seeds: String::new(),
-            persistent_peers: String::new(),
-            addr_book_file: "config/addrbook.json".to_owned(),
-            addr_book_strict: true,
-            max_num_inbound_peers: 40,
-            max_num_outbound_peers: 10,
-            unconditional_peer_ids: String::new(),
-            persistent_peers_max_dial_period: Duration::ZERO,
-            flush_throttle_timeout: Duration::from_millis(100),
-            max_packet_msg_payload_size: 1024,
-            send_rate: 5_120_000,
-            recv_rate: 5_120_000,
-            pex: true,
-            seed_mode: false,
-            private_peer_ids: String::new(),
-            allow_duplicate_ip: false,
-            handshake_timeout: Duration::from_secs(20),
-            handshake_phase_timeout: Duration::from_secs(3),
-            dial_timeout: Duration::from_secs(3),
-            seed_disconnect_wait: Duration::from_secs(28 * 3600),
-            seed_crawl_period: Duration::from_secs(30),
-            seed_min_time_between_crawls: Duration::from_secs(120),
-            seed_min_reply_size: 32,
-            seed_vetted_window: Duration::from_secs(24 * 3600),
-            feeler_interval: Duration::from_secs(120),
-            inbound_attempts_per_ip_per_minute: 10,
-            inbound_attempts_per_group_per_minute: 60,
-        }
-    }
 }
 
 /// The `[instrumentation]` section.
@@ -257,7 +148,7 @@ impl Config {
         top.string("genesis_file", &mut config.genesis_file)?;
 
         if let Some(p2p) = top.section("p2p")? {
-            read_p2p(&p2p, &mut config.p2p)?;
+            config.p2p.read(&p2p)?;
         }
         if let Some(ins) = top.section("instrumentation")? {
             read_instrumentation(&ins, &mut config.instrumentation)?;
@@ -333,165 +224,7 @@ impl Config {
         line("###           P2P Configuration Options             ###");
         line("#######################################################");
         line("[p2p]");
-        line("");
-        line("# TCP address to accept peer connections on");
-        line(&format!("laddr = {}", quote(&p.laddr)));
-        line("");
-        line("# host:port that peers should dial to reach this node, sent in the handshake.");
-        line("# When empty, the listen address is advertised. Example: 159.89.10.97:26656");
-        line(&format!(
-            "external_address = {}",
-            quote(&p.external_address)
-        ));
-        line("");
-        line("# Seed nodes (comma-separated id@host:port) asked for addresses when the");
-        line("# address book runs short. A host may be a DNS name, resolved whenever the");
-        line("# seed is dialled");
-        line(&format!("seeds = {}", quote(&p.seeds)));
-        line("");
-        line("# Peers (comma-separated id@host:port) dialed at start and redialed forever;");
-        line("# a host may be a DNS name, resolved again at every redial");
-        line(&format!(
-            "persistent_peers = {}",
-            quote(&p.persistent_peers)
-        ));
-        line("");
-        line("# Where the address book of known peers is kept");
-        line(&format!("addr_book_file = {}", quote(&p.addr_book_file)));
-        line("");
-        line("# true: keep only publicly routable addresses in the address book.");
-        line("# Set false on private or local networks.");
-        line(&format!("addr_book_strict = {}", p.addr_book_strict));
-        line("");
-        line("# Most peers that may connect to us");
-        line(&format!(
-            "max_num_inbound_peers = {}",
-            p.max_num_inbound_peers
-        ));
-        line("");
-        line("# How many peers we dial ourselves (persistent peers count, unless also");
-        line("# unconditional)");
-        line(&format!(
-            "max_num_outbound_peers = {}",
-            p.max_num_outbound_peers
-        ));
-        line("");
-        line("# Node ids (comma-separated) that are always let in and redialed, whatever the");
-        line("# limits above");
-        line(&format!(
-            "unconditional_peer_ids = {}",
-            quote(&p.unconditional_peer_ids)
-        ));
-        line("");
-        line("# Longest wait between redials of a persistent peer (0s: plain exponential");
-        line("# back-off)");
-        line(&format!(
-            "persistent_peers_max_dial_period = {}",
-            quote(&format_go_duration(p.persistent_peers_max_dial_period))
-        ));
-        line("");
-        line("# Longest delay before queued packets are written to the connection");
-        line(&format!(
-            "flush_throttle_timeout = {}",
-            quote(&format_go_duration(p.flush_throttle_timeout))
-        ));
-        line("");
-        line("# Bytes of message data per packet; every peer must use the same value");
-        line(&format!(
-            "max_packet_msg_payload_size = {}",
-            p.max_packet_msg_payload_size
-        ));
-        line("");
-        line("# Sending limit per connection, in bytes per second");
-        line(&format!("send_rate = {}", p.send_rate));
-        line("");
-        line("# Receiving limit per connection, in bytes per second");
-        line(&format!("recv_rate = {}", p.recv_rate));
-        line("");
-        line("# Run the peer-exchange (PEX) reactor, which finds peers by gossip");
-        line(&format!("pex = {}", p.pex));
-        line("");
-        line("# Seed mode: crawl the network for addresses, answer each address request and");
-        line("# hang up. Needs pex = true.");
-        line(&format!("seed_mode = {}", p.seed_mode));
-        line("");
-        line("# Node ids (comma-separated) never stored in the address book nor gossiped");
-        line(&format!(
-            "private_peer_ids = {}",
-            quote(&p.private_peer_ids)
-        ));
-        line("");
-        line("# Accept more than one peer from the same IP address (needed on one machine).");
-        line("# This also sets what a ban covers: with false a ban covers the offender's node id");
-        line("# and IP; with true (many honest nodes share an IP) only its node id. Bans persist");
-        line("# with the address book (docs/bans.md).");
-        line(&format!("allow_duplicate_ip = {}", p.allow_duplicate_ip));
-        line("");
-        line("# Time limits of a new connection. handshake_timeout is CometBFT's key and, as in");
-        line("# CometBFT, not applied: each handshake phase is cut at handshake_phase_timeout.");
-        line(&format!(
-            "handshake_timeout = {}",
-            quote(&format_go_duration(p.handshake_timeout))
-        ));
-        line("# cometmesh only: the limit on each handshake phase (SecretConnection, NodeInfo).");
-        line(
-            "# CometBFT's is a fixed 3s; a longer one lets silent connections hold inbound slots.",
-        );
-        line(&format!(
-            "handshake_phase_timeout = {}",
-            quote(&format_go_duration(p.handshake_phase_timeout))
-        ));
-        line(&format!(
-            "dial_timeout = {}",
-            quote(&format_go_duration(p.dial_timeout))
-        ));
-        line("");
-        line("# cometmesh only: seed mode settings that CometBFT hard-codes (its values are the");
-        line("# defaults). How long the seed holds a connection it crawled: the crawled node then");
-        line("# has no reason to dial the seed again.");
-        line(&format!(
-            "seed_disconnect_wait = {}",
-            quote(&format_go_duration(p.seed_disconnect_wait))
-        ));
-        line("# Mean period of the seed's crawl pass (each pass lands within +/- 25 % of it)");
-        line(&format!(
-            "seed_crawl_period = {}",
-            quote(&format_go_duration(p.seed_crawl_period))
-        ));
-        line("# The seed crawls one address at most this often");
-        line(&format!(
-            "seed_min_time_between_crawls = {}",
-            quote(&format_go_duration(p.seed_min_time_between_crawls))
-        ));
-        line("# The least number of addresses in the seed's PEX reply, when its book has them");
-        line(&format!("seed_min_reply_size = {}", p.seed_min_reply_size));
-        line("# The seed serves only addresses it reached itself (its own dial completed the");
-        line("# handshake) within this window, most recent first; \"0s\" serves a random");
-        line("# selection of its address book, reached or not, as CometBFT does");
-        line(&format!(
-            "seed_vetted_window = {}",
-            quote(&format_go_duration(p.seed_vetted_window))
-        ));
-        line("");
-        line("# cometmesh only: defences CometBFT does not have (docs/bans.md, engine docs).");
-        line("# Mean period of feeler connections: one short extra connection that tests an");
-        line("# address before it may replace another in the book (test-before-evict). 0s: off.");
-        line(&format!(
-            "feeler_interval = {}",
-            quote(&format_go_duration(p.feeler_interval))
-        ));
-        line("# Inbound connection attempts allowed per remote IP, and per address group");
-        line("# (/16), in a minute, checked before any handshake work; loopback and private");
-        line("# addresses are not limited. 0: no limit. When every inbound slot holds a peer, a");
-        line("# newcomer may evict one from the most-represented group, never a protected one.");
-        line(&format!(
-            "inbound_attempts_per_ip_per_minute = {}",
-            p.inbound_attempts_per_ip_per_minute
-        ));
-        line(&format!(
-            "inbound_attempts_per_group_per_minute = {}",
-            p.inbound_attempts_per_group_per_minute
-        ));
+        p.write(&mut line);
         line("");
         line("#######################################################");
         line("###       Instrumentation Configuration Options     ###");
@@ -552,55 +285,6 @@ fn type_name(value: &toml::Value) -> String {
     format!("{kind} {shown}")
 }
 
-/// The `[p2p]` keys of `p2p` into `c` (absent keys keep `c`'s values).
-fn read_p2p(p2p: &Section<'_>, c: &mut P2pConfig) -> Result<(), ConfigError> {
-    p2p.string("laddr", &mut c.laddr)?;
-    p2p.string("external_address", &mut c.external_address)?;
-    p2p.string("seeds", &mut c.seeds)?;
-    p2p.string("persistent_peers", &mut c.persistent_peers)?;
-    p2p.string("addr_book_file", &mut c.addr_book_file)?;
-    p2p.boolean("addr_book_strict", &mut c.addr_book_strict)?;
-    p2p.integer("max_num_inbound_peers", &mut c.max_num_inbound_peers)?;
-    p2p.integer("max_num_outbound_peers", &mut c.max_num_outbound_peers)?;
-    p2p.string("unconditional_peer_ids", &mut c.unconditional_peer_ids)?;
-    p2p.duration(
-        "persistent_peers_max_dial_period",
-        &mut c.persistent_peers_max_dial_period,
-    )?;
-    p2p.duration("flush_throttle_timeout", &mut c.flush_throttle_timeout)?;
-    p2p.integer(
-        "max_packet_msg_payload_size",
-        &mut c.max_packet_msg_payload_size,
-    )?;
-    p2p.integer("send_rate", &mut c.send_rate)?;
-    p2p.integer("recv_rate", &mut c.recv_rate)?;
-    p2p.boolean("pex", &mut c.pex)?;
-    p2p.boolean("seed_mode", &mut c.seed_mode)?;
-    p2p.string("private_peer_ids", &mut c.private_peer_ids)?;
-    p2p.boolean("allow_duplicate_ip", &mut c.allow_duplicate_ip)?;
-    p2p.duration("handshake_timeout", &mut c.handshake_timeout)?;
-    p2p.duration("handshake_phase_timeout", &mut c.handshake_phase_timeout)?;
-    p2p.duration("dial_timeout", &mut c.dial_timeout)?;
-    p2p.duration("seed_disconnect_wait", &mut c.seed_disconnect_wait)?;
-    p2p.duration("seed_crawl_period", &mut c.seed_crawl_period)?;
-    p2p.duration(
-        "seed_min_time_between_crawls",
-        &mut c.seed_min_time_between_crawls,
-    )?;
-    p2p.integer("seed_min_reply_size", &mut c.seed_min_reply_size)?;
-    p2p.duration("seed_vetted_window", &mut c.seed_vetted_window)?;
-    p2p.duration("feeler_interval", &mut c.feeler_interval)?;
-    p2p.integer(
-        "inbound_attempts_per_ip_per_minute",
-        &mut c.inbound_attempts_per_ip_per_minute,
-    )?;
-    p2p.integer(
-        "inbound_attempts_per_group_per_minute",
-        &mut c.inbound_attempts_per_group_per_minute,
-    )?;
-    Ok(())
-}
-
 /// The `[instrumentation]` keys of `ins` into `c`.
 fn read_instrumentation(
     ins: &Section<'_>,
@@ -613,36 +297,6 @@ fn read_instrumentation(
     Ok(())
 }
 
-/// Every key of `[p2p]` this file reads (a seed config rejects any other in a chain table).
-pub const P2P_KEYS: &[&str] = &[
-    "laddr",
-    "external_address",
-    "seeds",
-    "persistent_peers",
-    "addr_book_file",
-    "addr_book_strict",
-    "max_num_inbound_peers",
-    "max_num_outbound_peers",
-    "unconditional_peer_ids",
-    "persistent_peers_max_dial_period",
-    "flush_throttle_timeout",
-    "max_packet_msg_payload_size",
-    "send_rate",
-    "recv_rate",
-    "pex",
-    "seed_mode",
-    "private_peer_ids",
-    "allow_duplicate_ip",
-    "handshake_timeout",
-    "handshake_phase_timeout",
-    "dial_timeout",
-    "seed_disconnect_wait",
-    "seed_crawl_period",
-    "seed_min_time_between_crawls",
-    "seed_min_reply_size",
-    "seed_vetted_window",
-];
-
 /// Reads the `[p2p]` keys of one TOML table named `prefix` (for error messages, e.g.
 /// `chain[1]`) over `base`; unknown keys are ignored here.
 pub fn p2p_from_table(
@@ -651,7 +305,7 @@ pub fn p2p_from_table(
     base: P2pConfig,
 ) -> Result<P2pConfig, ConfigError> {
     let mut c = base;
-    read_p2p(&Section { table, prefix }, &mut c)?;
+    c.read(&Section { table, prefix })?;
     Ok(c)
 }
 

@@ -37,46 +37,8 @@ pub fn engine_config(s: &NodeSettings) -> EngineConfig {
     c.unconditional_peer_ids
         .clone_from(&s.unconditional_peer_ids);
     c.private_peer_ids.clone_from(&s.private_peer_ids);
-    c.max_num_inbound_peers = p.max_num_inbound_peers as usize;
-    c.max_num_outbound_peers = p.max_num_outbound_peers as usize;
-    c.seed_mode = p.seed_mode;
-    c.pex = p.pex;
-    c.allow_duplicate_ip = p.allow_duplicate_ip;
-    c.addr_book_strict = p.addr_book_strict;
-    // CometBFT's `handshake_timeout` (20 s in a stock home) is not applied, as in CometBFT.
-    c.handshake_timeout = p.handshake_phase_timeout.max(Duration::from_millis(1));
-    c.dial_timeout = p.dial_timeout.max(Duration::from_millis(1));
-    // 0s keeps the engine's cap (CometBFT's exponential back-off is effectively capped too).
-    if !p.persistent_peers_max_dial_period.is_zero() {
-        c.persistent_redial_cap = p
-            .persistent_peers_max_dial_period
-            .max(Duration::from_secs(1));
-    }
-    c.connection.handshake_timeout = c.handshake_timeout;
-    c.connection.flush_throttle = p.flush_throttle_timeout;
-    c.connection.send_rate = p.send_rate;
-    c.connection.recv_rate = p.recv_rate;
-    c.connection.max_packet_payload = p.max_packet_msg_payload_size as usize;
-    c.addr_book.strict = p.addr_book_strict;
-    c.seed_disconnect_wait = p.seed_disconnect_wait;
-    c.crawl_period = p.seed_crawl_period.max(Duration::from_millis(100));
-    c.min_time_between_crawls = p.seed_min_time_between_crawls;
-    c.seed_vetted_window = p.seed_vetted_window;
-    // Below 1 s (but not off) a feeler period is raised to 1 s, the engine's floor.
-    c.feeler_interval = if p.feeler_interval.is_zero() {
-        Duration::ZERO
-    } else {
-        p.feeler_interval.max(Duration::from_secs(1))
-    };
-    c.inbound_attempts_per_ip_per_minute =
-        u32::try_from(p.inbound_attempts_per_ip_per_minute).unwrap_or(u32::MAX);
-    c.inbound_attempts_per_group_per_minute =
-        u32::try_from(p.inbound_attempts_per_group_per_minute).unwrap_or(u32::MAX);
-    if p.seed_mode {
-        // A seed exists to hand out addresses: give CometBFT's smallest reply (32) rather than
-        // the 23 %-of-the-book rule alone, which leaves a young seed answering with nothing.
-        c.addr_book.min_selection = usize::try_from(p.seed_min_reply_size).unwrap_or(usize::MAX);
-    }
+    // Every other engine field a `[p2p]` key sets is declared with the key (config/p2p.rs).
+    p.apply_to(&mut c);
     c
 }
 

@@ -560,6 +560,35 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Every `[p2p]` key is accepted in a chain table, the defences' keys included (they were
+    /// once missing from the list a chain table is checked against).
+    #[test]
+    fn a_chain_takes_every_p2p_key() {
+        let d = dir("keys");
+        let plan = parse_in(
+            &d,
+            r#"
+            [[chain]]
+            chain_id = "a"
+            laddr = "tcp://127.0.0.1:40003"
+            feeler_interval = "5m"
+            inbound_attempts_per_ip_per_minute = 3
+            inbound_attempts_per_group_per_minute = 4
+            "#,
+        )
+        .unwrap();
+        let p = &plan.chains[0].settings.config.p2p;
+        assert_eq!(p.feeler_interval, std::time::Duration::from_secs(300));
+        assert_eq!(
+            (
+                p.inbound_attempts_per_ip_per_minute,
+                p.inbound_attempts_per_group_per_minute
+            ),
+            (3, 4)
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     fn error(text: &str) -> String {
         let d = dir("err");
         let e = parse_in(&d, text).unwrap_err().to_string();
