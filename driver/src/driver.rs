@@ -1,7 +1,6 @@
 //! The driving loop: one task owns the [`Engine`]; readers, writers, dials, the listener and
 //! address-book saves are tasks joined to it by bounded channels.
 
-use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +30,7 @@ use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
 use crate::sends::{Gate, Parked};
-use crate::slots::{Open, Slot};
+use crate::slots::{CloseStep, Open, Slots};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
 mod commands;
@@ -101,9 +100,8 @@ struct Driver<R: Runtime> {
     io_rx: mpsc::Receiver<IoEvent<R>>,
     cmd_rx: mpsc::Receiver<Command>,
     cmd_open: bool,
-    conns: hashbrown::HashMap<ConnId, Slot>,
-    lingers: BTreeSet<(Instant, ConnId)>,
-    paused: Vec<ConnId>,
+    /// Dials and open connections, their linger deadlines and paused reads.
+    conns: Slots,
     parked: Parked,
     gate: Arc<Gate>,
     reactors: Reactors,
@@ -153,9 +151,7 @@ pub(crate) fn spawn<R: Runtime>(
         io_rx,
         cmd_rx,
         cmd_open: true,
-        conns: hashbrown::HashMap::new(),
-        lingers: BTreeSet::new(),
-        paused: Vec::new(),
+        conns: Slots::default(),
         parked: Parked::default(),
         gate,
         reactors,
@@ -268,7 +264,7 @@ impl<R: Runtime> Driver<R> {
             .and_then(|b| b.due(now, self.cfg.save_interval));
         [
             self.engine.poll_timeout(),
-            self.lingers.first().map(|(t, _)| *t),
+            self.conns.next_linger(),
             book,
             self.stopping.as_ref().map(|s| s.deadline),
             self.parked.next_deadline(),
@@ -283,11 +279,7 @@ impl<R: Runtime> Driver<R> {
             self.engine.handle_timeout(now);
             self.drain(now);
         }
-        while let Some(&(at, conn)) = self.lingers.first() {
-            if at > now {
-                break;
-            }
-            self.lingers.remove(&(at, conn));
+        while let Some(conn) = self.conns.expired_linger(now) {
             tracing::debug!(%conn, "closing connection did not flush in time: cut");
             self.finish_conn(now, conn, CloseCause::Local);
         }
@@ -300,7 +292,7 @@ impl<R: Runtime> Driver<R> {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Transmit { conn, data } => {
-                    if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                    if let Some(o) = self.conns.open_mut(conn) {
                         o.push(WriterMsg::Data(data));
                     }
                 }
@@ -363,54 +355,23 @@ impl<R: Runtime> Driver<R> {
 
     /// The engine asked to close `conn`: flush what was handed out, then shut the socket.
     fn close(&mut self, now: Instant, conn: ConnId) {
-        match self.conns.get_mut(&conn) {
-            Some(Slot::Dialing(_)) => self.finish_conn(now, conn, CloseCause::Local),
-            Some(Slot::Open(o)) if o.closing.is_none() => {
-                let at = now + self.cfg.linger;
-                o.closing = Some(at);
-                o.push(WriterMsg::Close);
-                self.lingers.insert((at, conn));
-            }
-            _ => {}
+        if self.conns.close(conn, now, self.cfg.linger) == CloseStep::Finish {
+            self.finish_conn(now, conn, CloseCause::Local);
         }
     }
 
     /// The connection is over: stop its tasks and give the engine its terminal input.
     fn finish_conn(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
-        let Some(slot) = self.conns.remove(&conn) else {
+        if !self.conns.finish(conn) {
             return;
-        };
-        match slot {
-            Slot::Dialing(abort) => abort.abort(),
-            Slot::Open(o) => {
-                o.reader.abort();
-                o.writer.abort();
-                if let Some(at) = o.closing {
-                    self.lingers.remove(&(at, conn));
-                }
-            }
         }
         let _ = self.engine.handle_input(now, Input::Closed { conn, cause });
     }
 
     /// Gives read credit back to connections the engine wants to read again.
     fn resume_paused(&mut self) {
-        if self.paused.is_empty() {
-            return;
-        }
         let engine = &self.engine;
-        let conns = &mut self.conns;
-        self.paused.retain(|conn| match conns.get_mut(conn) {
-            Some(Slot::Open(o)) if o.closing.is_none() => {
-                if engine.wants_read(*conn) {
-                    let _ = o.credits.try_send(());
-                    false
-                } else {
-                    true
-                }
-            }
-            _ => false,
-        });
+        self.conns.resume(|conn| engine.wants_read(conn));
     }
 
     fn maybe_save(&mut self, now: Instant) {
@@ -458,24 +419,14 @@ impl<R: Runtime> Driver<R> {
         }
         self.drain(now);
         // Connections that are not peers yet (handshakes, dials) are closed too.
-        let mut rest: Vec<ConnId> = self.conns.keys().copied().collect();
-        rest.sort_unstable(); // in connection order, not hash order
-        for conn in rest {
+        for conn in self.conns.ids() {
             self.close(now, conn);
         }
         self.drain(now);
     }
 
     async fn teardown(mut self) {
-        for (_, slot) in self.conns.drain() {
-            match slot {
-                Slot::Dialing(a) => a.abort(),
-                Slot::Open(o) => {
-                    o.reader.abort();
-                    o.writer.abort();
-                }
-            }
-        }
+        self.conns.abort_all();
         self.listener.abort();
         // A save in flight finishes before the last one starts (they share the temp file).
         let limit = self.rt.now() + Duration::from_secs(5);

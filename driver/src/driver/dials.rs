@@ -29,7 +29,7 @@ impl<R: Runtime> Driver<R> {
         };
         self.tasks
             .push(self.rt.spawn(Abortable::new(fut, reg).map(|_| ())));
-        self.conns.insert(conn, Slot::Dialing(abort));
+        self.conns.dialing(conn, abort);
     }
 
     /// Like [`dial`](Self::dial), for a DNS name resolved now (at every dial, so a persistent
@@ -72,6 +72,6 @@ impl<R: Runtime> Driver<R> {
         };
         self.tasks
             .push(self.rt.spawn(Abortable::new(fut, reg).map(|_| ())));
-        self.conns.insert(conn, Slot::Dialing(abort));
+        self.conns.dialing(conn, abort);
     }
 }

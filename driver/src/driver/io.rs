@@ -38,40 +38,39 @@ impl<R: Runtime> Driver<R> {
                 reader,
                 writer,
             } => {
-                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
+                if self.conns.is_dialing(conn) {
                     self.open(conn, reader, writer);
                     let _ = self.engine.handle_input(now, Input::Connected { conn });
                 }
             }
             IoEvent::Resolved { conn, addr } => {
-                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
+                if self.conns.is_dialing(conn) {
                     let _ = self
                         .engine
                         .handle_input(now, Input::Resolved { conn, addr });
                 }
             }
             IoEvent::DialFailed { conn, error } => {
-                if matches!(self.conns.get(&conn), Some(Slot::Dialing(_))) {
-                    self.conns.remove(&conn);
+                if self.conns.dial_ended(conn) {
                     let _ = self
                         .engine
                         .handle_input(now, Input::DialFailed { conn, error });
                 }
             }
             IoEvent::Read { conn, bytes } => {
-                if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                if let Some(o) = self.conns.open_mut(conn) {
                     let _ = self
                         .engine
                         .handle_input(now, Input::Received { conn, bytes });
                     if self.engine.wants_read(conn) {
-                        let _ = o.credits.try_send(());
+                        o.credit();
                     } else {
-                        self.paused.push(conn);
+                        self.conns.pause(conn);
                     }
                 }
             }
             IoEvent::Flushed { conn, len } => {
-                if let Some(Slot::Open(o)) = self.conns.get_mut(&conn) {
+                if let Some(o) = self.conns.open_mut(conn) {
                     if len > 0 {
                         let _ = self.engine.handle_input(now, Input::Sent { conn, len });
                     }
@@ -79,12 +78,12 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             IoEvent::ReadEnd { conn, cause } => {
-                if matches!(self.conns.get(&conn), Some(Slot::Open(_))) {
+                if self.conns.is_open(conn) {
                     self.finish_conn(now, conn, cause);
                 }
             }
             IoEvent::WriteEnd { conn, cause } => {
-                if matches!(self.conns.get(&conn), Some(Slot::Open(_))) {
+                if self.conns.is_open(conn) {
                     self.finish_conn(now, conn, cause.unwrap_or(CloseCause::Local));
                 }
             }
@@ -109,16 +108,7 @@ impl<R: Runtime> Driver<R> {
             .push(self.rt.spawn(Abortable::new(read, rreg).map(|_| ())));
         self.tasks
             .push(self.rt.spawn(Abortable::new(write, wreg).map(|_| ())));
-        self.conns.insert(
-            conn,
-            Slot::Open(Open {
-                tx,
-                pending: VecDeque::new(),
-                credits,
-                reader: reader_abort,
-                writer: writer_abort,
-                closing: None,
-            }),
-        );
+        self.conns
+            .opened(conn, Open::new(tx, credits, reader_abort, writer_abort));
     }
 }
