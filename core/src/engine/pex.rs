@@ -177,6 +177,14 @@ impl PexPeer {
     }
 }
 
+/// The first early ensure-peers pass after a pass that left the node short of its outbound
+/// target; each further one waits twice as long (see [`Pex::next_short_retry`]).
+pub(crate) const SHORT_RETRY_FIRST: Duration = Duration::from_secs(2);
+
+/// At most this many early passes follow one another before the node waits for its regular
+/// ensure-peers period (2 + 4 + 8 + 16 s: all within CometBFT's 30 s period).
+pub(crate) const SHORT_RETRY_MAX: u32 = 4;
+
 /// At most this many crawl records are kept in seed mode.
 pub(crate) const MAX_CRAWL_RECORDS: usize = 65_536;
 
@@ -196,6 +204,11 @@ pub(crate) struct Pex {
     min_time_between_crawls: Duration,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
+    /// Early ensure-peers passes run since the node last had its outbound target.
+    short_retries: u32,
+    /// Seed mode: the dials in progress when the engine last looked (see
+    /// [`Pex::dials_dropped`]).
+    seen_dials: usize,
 }
 
 impl Pex {
@@ -211,6 +224,8 @@ impl Pex {
             max_outbound,
             min_time_between_crawls,
             crawled: BTreeMap::new(),
+            short_retries: 0,
+            seen_dials: 0,
         }
     }
 
@@ -293,6 +308,34 @@ impl Pex {
             seeds.swap(i, j);
         }
         seeds
+    }
+
+    /// A pass left the node short of its outbound target (a seed answered with too few
+    /// addresses, or nothing was left to dial): how long until an early pass, doubling from
+    /// [`SHORT_RETRY_FIRST`], or `None` once [`SHORT_RETRY_MAX`] early passes ran (the regular
+    /// period takes over). A node starting from young seeds is not held a whole period per
+    /// step; one whose seeds have nothing for it dials them at most four more times.
+    pub(crate) fn next_short_retry(&mut self) -> Option<Duration> {
+        if self.short_retries >= SHORT_RETRY_MAX {
+            return None;
+        }
+        let delay = SHORT_RETRY_FIRST * (1 << self.short_retries);
+        self.short_retries += 1;
+        Some(delay)
+    }
+
+    /// The node has its outbound target: the next shortfall starts again from
+    /// [`SHORT_RETRY_FIRST`].
+    pub(crate) fn target_reached(&mut self) {
+        self.short_retries = 0;
+    }
+
+    /// Records `dials`, the dials in progress now; true if fewer than when last recorded (a
+    /// dial ended since, so the seed's crawler has room for the next one).
+    pub(crate) fn dials_dropped(&mut self, dials: usize) -> bool {
+        let dropped = dials < self.seen_dials;
+        self.seen_dials = dials;
+        dropped
     }
 
     /// The most crawl dials in flight at once.
