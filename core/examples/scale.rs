@@ -85,8 +85,11 @@ fn main() {
     let mut first_with_seeds: Option<Duration> = None;
     let mut next_report = Duration::ZERO;
     while reached * 100 < n * 95 && sim.elapsed() < limit {
+        // Checked every 2 000 steps, and at least every 100 ms of simulated time (a quiet
+        // network takes seconds for 2 000 steps, which the reported time would overstate).
+        let from = sim.elapsed();
         for _ in 0..2_000 {
-            if !sim.step() {
+            if !sim.step() || sim.elapsed() >= from + Duration::from_millis(100) {
                 break;
             }
         }
@@ -110,9 +113,40 @@ fn main() {
                     )
                 })
                 .collect();
+            // The nodes still short: their outbound peers, book sizes, failed dials.
+            let (mut short, mut out, mut book, mut failed, mut refused) = (0, 0, 0, 0, 0);
+            let (mut dials, mut downs, mut dialing, mut inb) = (0, 0, 0, 0);
+            for i in seeds..seeds + n {
+                if let Some(e) = sim.engine(i) {
+                    let o = e
+                        .peers()
+                        .filter(|p| p.counts_outbound() && p.origin != Origin::Seed)
+                        .count();
+                    if o < e.config().max_num_outbound_peers {
+                        short += 1;
+                        out += o;
+                        book += e.addr_book().len();
+                        failed += e.counters().dial_failures;
+                        refused += e.counters().refused;
+                        dials += e.counters().dials;
+                        downs += e.counters().peers_down;
+                        dialing += e.num_dialing() as u64;
+                        inb += e.num_peers().0 as u64;
+                    }
+                }
+            }
+            let avg = |x: u64| x as f64 / f64::from(short.max(1));
             eprintln!(
-                "t={:.1}s reached={reached} seeds: {}",
+                "t={:.1}s reached={reached} short={short} (avg out {:.1} book {:.0} failed dials {:.1} refused {:.1} dials {:.1} downs {:.1} dialing {:.1} in {:.1}) seeds: {}",
                 sim.elapsed().as_secs_f64(),
+                avg(out as u64),
+                avg(book as u64),
+                avg(failed),
+                avg(refused),
+                avg(dials),
+                avg(downs),
+                avg(dialing),
+                avg(inb),
                 seeds_state.join(" | ")
             );
         }

@@ -185,6 +185,10 @@ pub(crate) const SHORT_RETRY_FIRST: Duration = Duration::from_secs(2);
 /// ensure-peers period (2 + 4 + 8 + 16 s: all within CometBFT's 30 s period).
 pub(crate) const SHORT_RETRY_MAX: u32 = 4;
 
+/// How soon after a peer's PEX addresses arrive a node short of its outbound target runs an
+/// ensure-peers pass (replies that arrive meanwhile are dialled in the same pass).
+pub(crate) const ADDRS_PASS_DELAY: Duration = Duration::from_millis(500);
+
 /// At most this many crawl records are kept in seed mode.
 pub(crate) const MAX_CRAWL_RECORDS: usize = 65_536;
 

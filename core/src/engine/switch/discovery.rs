@@ -163,6 +163,17 @@ impl Engine {
                         // newcomer at once. The ensure-peers pass already did not count it.
                         self.hang_up(now, id, DisconnectReason::SeedDone);
                     }
+                    // Addresses from a peer while we are short of the outbound target: an
+                    // ensure-peers pass soon dials them (at most one pass per
+                    // [`pex::ADDRS_PASS_DELAY`], however many replies arrive), where CometBFT
+                    // waits for its next period (up to 30 s) with the addresses in its book.
+                    _ if !self.cfg.seed_mode && self.short_of_target() =>
+                    {
+                        let at = now + pex::ADDRS_PASS_DELAY;
+                        if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > at) {
+                            self.timers.set(Timer::EnsureSoon, at);
+                        }
+                    }
                     // A crawled connection is held (until `seed_disconnect_wait`, as CometBFT's
                     // seed does), not hung up: the crawled node stored our address as an inbound
                     // peer's and, were we gone, its ensure-peers pass would dial us again every
@@ -307,15 +318,19 @@ impl Engine {
             self.pex.target_reached();
             return;
         }
-        if self.pex.need(out, self.num_dialing()) == 0 {
+        // Dials in progress may yet fill the target; a pass already due needs no retry.
+        if self.pex.need(out, self.num_dialing()) == 0 || self.timers.is_set(Timer::EnsureSoon) {
             return;
         }
         if let Some(delay) = self.pex.next_short_retry() {
-            let at = now + delay;
-            if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > at) {
-                self.timers.set(Timer::EnsureSoon, at);
-            }
+            self.timers.set(Timer::EnsureSoon, now + delay);
         }
+    }
+
+    /// Whether a node's outbound peers and dials in progress are fewer than its target.
+    fn short_of_target(&self) -> bool {
+        let (_, out) = self.num_peers();
+        self.pex.need(out, self.num_dialing()) > 0
     }
 
     /// spec 5.6: try the seeds in random order; stop at the first dial started or at a seed
