@@ -73,7 +73,9 @@ fn main() {
                 s.engine(i).is_some_and(|e| {
                     let out = e
                         .peers()
-                        .filter(|p| p.counts_outbound() && (count_seeds || p.origin != Origin::Seed))
+                        .filter(|p| {
+                            p.counts_outbound() && (count_seeds || p.origin != Origin::Seed)
+                        })
                         .count();
                     out >= e.config().max_num_outbound_peers
                 })

@@ -343,6 +343,39 @@ mod tests {
     }
 
     #[test]
+    fn equally_recent_entries_are_taken_in_an_order_drawn_from_the_salt() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        // 100 addresses reached in the same second, one reached later: 32 served.
+        let all: Vec<NetAddr> = (0..100u8).map(|n| addr(n / 10 + 1, n)).collect();
+        for a in &all {
+            b.add(*a, src, T0, &mut rng).unwrap();
+            b.mark_good(a.addr, T0 + 10, &mut rng);
+        }
+        let newest = addr(20, 0);
+        b.add(newest, src, T0, &mut rng).unwrap();
+        b.mark_good(newest.addr, T0 + 20, &mut rng);
+        let now = T0 + 30;
+        let picks: Vec<Vec<NetAddr>> = (1..=4)
+            .map(|salt| b.vetted_selection(now, 0, |_| false, salt))
+            .collect();
+        for sel in &picks {
+            assert_eq!(sel.len(), 32);
+            assert_eq!(sel[0], newest, "the most recent first, whatever the salt");
+        }
+        // Another salt, other members: the ties are not always the lowest addresses.
+        assert_ne!(picks[0], picks[1]);
+        let union: std::collections::BTreeSet<NetAddr> = picks.iter().flatten().copied().collect();
+        assert!(
+            union.len() > 60,
+            "four salts drew only {} of 101",
+            union.len()
+        );
+        // The same salt, the same reply.
+        assert_eq!(b.vetted_selection(now, 0, |_| false, 1), picks[0]);
+    }
+
+    #[test]
     fn untested_newest_first_and_filtered() {
         let (mut b, mut rng) = book();
         let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));

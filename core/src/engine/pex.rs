@@ -210,6 +210,8 @@ pub(crate) struct Pex {
     crawled: BTreeMap<SocketAddr, Instant>,
     /// Early ensure-peers passes run since the node last had its outbound target.
     short_retries: u32,
+    /// When a seed last answered us (node side).
+    seed_answered_at: Option<Instant>,
     /// Seed mode: the dials in progress when the engine last looked (see
     /// [`Pex::dials_dropped`]).
     seen_dials: usize,
@@ -229,6 +231,7 @@ impl Pex {
             min_time_between_crawls,
             crawled: BTreeMap::new(),
             short_retries: 0,
+            seed_answered_at: None,
             seen_dials: 0,
         }
     }
@@ -332,6 +335,17 @@ impl Pex {
     /// [`SHORT_RETRY_FIRST`].
     pub(crate) fn target_reached(&mut self) {
         self.short_retries = 0;
+    }
+
+    /// A seed's addresses arrived at `now`.
+    pub(crate) fn seed_answered(&mut self, now: Instant) {
+        self.seed_answered_at = Some(now);
+    }
+
+    /// Whether a seed answered us less than `period` before `now`.
+    pub(crate) fn seed_answered_within(&self, now: Instant, period: Duration) -> bool {
+        self.seed_answered_at
+            .is_some_and(|t| now.saturating_duration_since(t) < period)
     }
 
     /// Records `dials`, the dials in progress now; true if fewer than when last recorded (a
@@ -496,6 +510,29 @@ mod reactor_tests {
     fn pex() -> Pex {
         let seeds = (1..=5).map(|n| addr(n, [1, n, 0, 1])).collect();
         Pex::new(seeds, 4, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn short_retries_double_and_stop_until_the_target_is_reached() {
+        let mut p = pex();
+        let delays: Vec<Option<Duration>> = (0..6).map(|_| p.next_short_retry()).collect();
+        let s = Duration::from_secs;
+        assert_eq!(
+            delays,
+            vec![Some(s(2)), Some(s(4)), Some(s(8)), Some(s(16)), None, None]
+        );
+        p.target_reached();
+        assert_eq!(p.next_short_retry(), Some(SHORT_RETRY_FIRST));
+    }
+
+    #[test]
+    fn dials_dropped_only_when_fewer_than_last_seen() {
+        let mut p = pex();
+        assert!(!p.dials_dropped(3));
+        assert!(!p.dials_dropped(3));
+        assert!(p.dials_dropped(2));
+        assert!(!p.dials_dropped(5));
+        assert!(p.dials_dropped(0));
     }
 
     #[test]

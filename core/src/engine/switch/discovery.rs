@@ -162,12 +162,15 @@ impl Engine {
                         // CometBFT nodes, `seed_reply`) frees its inbound slot for the next
                         // newcomer at once. The ensure-peers pass already did not count it.
                         self.hang_up(now, id, DisconnectReason::SeedDone);
+                        self.pex.seed_answered(now);
                     }
                     // Addresses from a peer while we are short of the outbound target: an
                     // ensure-peers pass soon dials them (at most one pass per
                     // [`pex::ADDRS_PASS_DELAY`], however many replies arrive), where CometBFT
                     // waits for its next period (up to 30 s) with the addresses in its book.
-                    _ if !self.cfg.seed_mode && self.short_of_target() =>
+                    _ if !self.cfg.seed_mode
+                        && self.cfg.early_ensure_passes
+                        && self.short_of_target() =>
                     {
                         let at = now + pex::ADDRS_PASS_DELAY;
                         if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > at) {
@@ -298,7 +301,14 @@ impl Engine {
                     self.pex_request(now, conn);
                 }
             }
-            if !picked_any && need > 0 {
+            // An early pass (not the period's) goes back to the seeds only if none answered
+            // us within the last period: a seed that has answered has nothing more for us
+            // yet, and a node that can never reach its target (a small network) must not
+            // redial it at every early pass. A seed that refused us (full) is tried again.
+            let seed_answered = self
+                .pex
+                .seed_answered_within(now, self.cfg.ensure_peers_period);
+            if !picked_any && need > 0 && (period_elapsed || !seed_answered) {
                 self.dial_seeds(now);
             }
         }
@@ -311,7 +321,7 @@ impl Engine {
     /// has nothing, the seeds: a young seed's short reply costs seconds, not periods, and a
     /// node dials its seeds at most four more times per shortfall.
     fn schedule_short_retry(&mut self, now: Instant, out: usize) {
-        if self.cfg.seed_mode || !self.cfg.pex {
+        if self.cfg.seed_mode || !self.cfg.pex || !self.cfg.early_ensure_passes {
             return;
         }
         if out >= self.cfg.max_num_outbound_peers {
