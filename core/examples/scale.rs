@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use cometmesh_core::engine::Origin;
 use cometmesh_core::sim::{Sim, SimConfig, node_config};
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -34,6 +35,9 @@ fn main() {
     // `cometbft-seeds`: the seeds follow CometBFT's reply policy (a random selection of the
     // whole book, `seed_vetted_window = 0s`) instead of serving only vetted addresses.
     let cometbft_seeds = rest.iter().any(|a| a == "cometbft-seeds");
+    // `progress`: every 5 simulated seconds, the nodes at their target and what the seeds
+    // serve (vetted addresses, inbound connections), on stderr.
+    let progress = rest.iter().any(|a| a == "progress");
     let seeds = 5;
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
@@ -59,23 +63,95 @@ fn main() {
         sim.add_node(c, key);
     }
     let setup = wall.elapsed();
-    let target = |s: &Sim| {
+    // A node has reached its target when `max_num_outbound_peers` outbound peers are up. The
+    // seed a node dialled counts as one of them until it hangs up (as `num_peers` counts it),
+    // so the stricter count leaves seed connections out; both times are printed, the run
+    // stops when the stricter one is reached.
+    let target = |s: &Sim, count_seeds: bool| {
         (seeds..seeds + n)
             .filter(|&i| {
-                s.engine(i)
-                    .is_some_and(|e| e.num_peers().1 >= e.config().max_num_outbound_peers)
+                s.engine(i).is_some_and(|e| {
+                    let out = e
+                        .peers()
+                        .filter(|p| {
+                            p.counts_outbound() && (count_seeds || p.origin != Origin::Seed)
+                        })
+                        .count();
+                    out >= e.config().max_num_outbound_peers
+                })
             })
             .count()
     };
     let limit = Duration::from_secs(3 * 3600);
     let mut reached = 0;
+    let mut first_with_seeds: Option<Duration> = None;
+    let mut next_report = Duration::ZERO;
     while reached * 100 < n * 95 && sim.elapsed() < limit {
-        for _ in 0..20_000 {
-            if !sim.step() {
+        // Checked every 2 000 steps, and at least every 100 ms of simulated time (a quiet
+        // network takes seconds for 2 000 steps, which the reported time would overstate).
+        let from = sim.elapsed();
+        for _ in 0..2_000 {
+            if !sim.step() || sim.elapsed() >= from + Duration::from_millis(100) {
                 break;
             }
         }
-        reached = target(&sim);
+        if first_with_seeds.is_none() && target(&sim, true) * 100 >= n * 95 {
+            first_with_seeds = Some(sim.elapsed());
+        }
+        reached = target(&sim, false);
+        if progress && sim.elapsed() >= next_report {
+            next_report += Duration::from_secs(5);
+            let now = sim.now();
+            let seeds_state: Vec<String> = (0..seeds)
+                .filter_map(|i| sim.engine(i))
+                .map(|e| {
+                    let c = e.counters();
+                    format!(
+                        "vetted={} in={} answered={} dials={}",
+                        e.vetted_addrs(now).len(),
+                        e.num_peers().0,
+                        c.pex_requests_answered,
+                        c.dials
+                    )
+                })
+                .collect();
+            // The nodes still short: their outbound peers, book sizes, failed dials.
+            let (mut short, mut out, mut book, mut failed, mut refused) = (0, 0, 0, 0, 0);
+            let (mut dials, mut downs, mut dialing, mut inb) = (0, 0, 0, 0);
+            for i in seeds..seeds + n {
+                if let Some(e) = sim.engine(i) {
+                    let o = e
+                        .peers()
+                        .filter(|p| p.counts_outbound() && p.origin != Origin::Seed)
+                        .count();
+                    if o < e.config().max_num_outbound_peers {
+                        short += 1;
+                        out += o;
+                        book += e.addr_book().len();
+                        failed += e.counters().dial_failures;
+                        refused += e.counters().refused;
+                        dials += e.counters().dials;
+                        downs += e.counters().peers_down;
+                        dialing += e.num_dialing() as u64;
+                        inb += e.num_peers().0 as u64;
+                    }
+                }
+            }
+            let avg = |x: u64| x as f64 / f64::from(short.max(1));
+            eprintln!(
+                "t={:.1}s reached={reached} short={short} (avg out {:.1} book {:.0} failed dials {:.1} refused {:.1} dials {:.1} downs {:.1} dialing {:.1} in {:.1}) seeds: {}",
+                sim.elapsed().as_secs_f64(),
+                avg(out as u64),
+                avg(book as u64),
+                avg(failed),
+                avg(refused),
+                avg(dials),
+                avg(downs),
+                avg(dialing),
+                avg(inb),
+                seeds_state.join(" | ")
+            );
+        }
     }
     let wall_total = wall.elapsed();
     // Invariants once at the end (they are not checked per step at this size).
@@ -88,10 +164,11 @@ fn main() {
         }
     }
     println!(
-        "crypto={} nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
+        "crypto={} nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s (counting seed connections: {:.1}s) wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
         if modelled { "modelled" } else { "real" },
         reached as f64 * 100.0 / n as f64,
         sim.elapsed().as_secs_f64(),
+        first_with_seeds.unwrap_or(sim.elapsed()).as_secs_f64(),
         wall_total.as_secs_f64(),
         setup.as_secs_f64(),
         sim.steps(),

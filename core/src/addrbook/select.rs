@@ -121,14 +121,20 @@ impl AddrBook {
     /// entries. The reply has the size [`AddrBook::selection`] would give a book of only the
     /// qualifying entries; its members are taken from the address groups in turns (each
     /// turn the most recently reached remaining entry of every group), so that no group
-    /// dominates, and it is ordered most recently reached first (ties by address).
+    /// dominates, and it is ordered most recently reached first. Equally recent entries (every
+    /// connection held counts as reached at `now`, and times are whole seconds) are taken in
+    /// an order drawn from `salt`: a new salt per reply spreads the newcomers that a young
+    /// seed answers within one second over all it holds, where the address order would send
+    /// every one of them to the same few nodes, whose inbound slots then fill.
     #[must_use]
     pub fn vetted_selection(
         &self,
         now: UnixTime,
         since: UnixTime,
         live: impl Fn(&SocketAddr) -> bool,
+        salt: u64,
     ) -> Vec<NetAddr> {
+        let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), tie_order(salt, &a), a);
         // `entries` is a vector: its order (then the sort) decides, never a hash order.
         let mut reached: Vec<(UnixTime, NetAddr)> = self
             .entries
@@ -148,7 +154,7 @@ impl AddrBook {
                 }
             })
             .collect();
-        reached.sort_by_key(|&(t, a)| (Reverse(t), a));
+        reached.sort_by_key(key);
         let total = reached.len();
         let n = (total * SELECTION_PERCENT / 100)
             .max(self.config.min_selection.min(total))
@@ -170,12 +176,12 @@ impl AddrBook {
             if this_turn.is_empty() {
                 break;
             }
-            this_turn.sort_by_key(|&(t, a)| (Reverse(t), a));
+            this_turn.sort_by_key(key);
             let room = n - out.len();
             out.extend(this_turn.into_iter().take(room));
             turn += 1;
         }
-        out.sort_by_key(|&(t, a)| (Reverse(t), a));
+        out.sort_by_key(key);
         out.into_iter().map(|(_, a)| a).collect()
     }
 
@@ -210,6 +216,17 @@ impl AddrBook {
             .take(limit)
             .collect()
     }
+}
+
+/// The place of `a` among equally recent entries of a vetted reply: its node id's first eight
+/// bytes mixed with `salt` (splitmix64's finaliser), so that each salt gives another order.
+fn tie_order(salt: u64, a: &NetAddr) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&a.id.as_bytes()[..8]);
+    let mut z = u64::from_le_bytes(head) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Bitcoin's `GetChance`: the selection weight of an entry.
@@ -290,10 +307,10 @@ mod tests {
         b.mark_good(failed.addr, T0 + 6000, &mut rng);
         b.mark_failed(failed.addr, T0 + 6500);
         let now = T0 + 7000;
-        let sel = b.vetted_selection(now, now - 3600, |_| false);
+        let sel = b.vetted_selection(now, now - 3600, |_| false, 0);
         assert_eq!(sel, vec![newer, fresh]);
         // A connection we dialled and hold counts as reached now.
-        let sel = b.vetted_selection(now, now - 3600, |a| *a == old.addr);
+        let sel = b.vetted_selection(now, now - 3600, |a| *a == old.addr, 0);
         assert_eq!(sel, vec![old, newer, fresh]);
     }
 
@@ -314,7 +331,7 @@ mod tests {
             b.mark_good(a.addr, t, &mut rng);
         }
         let now = T0 + 2000;
-        let sel = b.vetted_selection(now, 0, |_| false);
+        let sel = b.vetted_selection(now, 0, |_| false, 0);
         // 39 qualify: the reply holds min(32, 39) of them, every group's entry included.
         assert_eq!(sel.len(), 32);
         for g in 2..=10 {
@@ -323,6 +340,39 @@ mod tests {
         // Most recent first.
         assert_eq!(sel[0], addr(1, 29));
         assert_eq!(sel[31], addr(2, 0));
+    }
+
+    #[test]
+    fn equally_recent_entries_are_taken_in_an_order_drawn_from_the_salt() {
+        let (mut b, mut rng) = book();
+        let src = IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9));
+        // 100 addresses reached in the same second, one reached later: 32 served.
+        let all: Vec<NetAddr> = (0..100u8).map(|n| addr(n / 10 + 1, n)).collect();
+        for a in &all {
+            b.add(*a, src, T0, &mut rng).unwrap();
+            b.mark_good(a.addr, T0 + 10, &mut rng);
+        }
+        let newest = addr(20, 0);
+        b.add(newest, src, T0, &mut rng).unwrap();
+        b.mark_good(newest.addr, T0 + 20, &mut rng);
+        let now = T0 + 30;
+        let picks: Vec<Vec<NetAddr>> = (1..=4)
+            .map(|salt| b.vetted_selection(now, 0, |_| false, salt))
+            .collect();
+        for sel in &picks {
+            assert_eq!(sel.len(), 32);
+            assert_eq!(sel[0], newest, "the most recent first, whatever the salt");
+        }
+        // Another salt, other members: the ties are not always the lowest addresses.
+        assert_ne!(picks[0], picks[1]);
+        let union: std::collections::BTreeSet<NetAddr> = picks.iter().flatten().copied().collect();
+        assert!(
+            union.len() > 60,
+            "four salts drew only {} of 101",
+            union.len()
+        );
+        // The same salt, the same reply.
+        assert_eq!(b.vetted_selection(now, 0, |_| false, 1), picks[0]);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct EngineConfig {
     /// first, diverse by address group (24 h). Zero selects CometBFT's policy: a random
     /// selection of the whole book, reached or not.
     pub seed_vetted_window: Duration,
+    /// A node short of its outbound target runs an ensure-peers pass soon rather than at its
+    /// next period: 0.5 s after a peer's PEX addresses arrive, and 2, 4, 8 and 16 s after a
+    /// pass that left it short (then the period again, until the target is reached). `false`
+    /// keeps CometBFT's timing: one pass per period, plus one when a seed's addresses arrive.
+    pub early_ensure_passes: bool,
     /// cometmesh only: mean period of feeler connections (G11, test-before-evict; see
     /// [`feeler`](super::feeler)): 2 min, each wait drawn from `[p/2, 3p/2)`. Zero turns
     /// feelers off. Only with PEX and outside seed mode.
@@ -128,6 +133,7 @@ impl Default for EngineConfig {
             seed_disconnect_wait: Duration::from_secs(28 * 3600),
             min_time_between_crawls: Duration::from_secs(120),
             seed_vetted_window: Duration::from_secs(24 * 3600),
+            early_ensure_passes: true,
             feeler_interval: Duration::from_secs(120),
             inbound_attempts_per_ip_per_minute: 10,
             inbound_attempts_per_group_per_minute: 60,

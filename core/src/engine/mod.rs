@@ -131,7 +131,15 @@
 //!   resolves the name at every dial and reports where it connects with [`Input::Resolved`].
 //! - **Bootstrapping from a seed.** A seed that answered us is about to hang up: the
 //!   ensure-peers pass does not count it against the outbound target, so the addresses it gave
-//!   are dialled at once (as CometBFT does, #2093) rather than a period later.
+//!   are dialled at once (as CometBFT does, #2093) rather than a period later. We hang up on a
+//!   node we dialled as a seed ourselves once its reply is in (a seed's linger is for CometBFT
+//!   nodes). With `early_ensure_passes` (default) a node short of its outbound target runs a
+//!   pass 0.5 s after a peer's PEX addresses arrive and 2, 4, 8, 16 s after a short pass
+//!   (seeds are redialled by those only if none answered within the period), instead of
+//!   waiting 30 s per step; a seed's crawler dials the next never-reached address as soon as
+//!   a dial ends, and equally recent vetted addresses are served in a per-reply random order.
+//!   1 000 nodes starting from five young seeds reach their target in 31 s (vetted) and 7 s
+//!   (CometBFT policy) of simulated time, against 241 s and 122 s before (`bench/README.md`).
 //! - **PEX** (spec 5) runs on channel 0x00: one outstanding request per peer; requests faster
 //!   than every `ensure_peers_period / 3` (from the third on), unsolicited or oversized replies
 //!   and malformed messages ban the peer (24 h) and disconnect it with

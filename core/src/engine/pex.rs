@@ -177,6 +177,18 @@ impl PexPeer {
     }
 }
 
+/// The first early ensure-peers pass after a pass that left the node short of its outbound
+/// target; each further one waits twice as long (see [`Pex::next_short_retry`]).
+pub(crate) const SHORT_RETRY_FIRST: Duration = Duration::from_secs(2);
+
+/// At most this many early passes follow one another before the node waits for its regular
+/// ensure-peers period (2 + 4 + 8 + 16 s: all within CometBFT's 30 s period).
+pub(crate) const SHORT_RETRY_MAX: u32 = 4;
+
+/// How soon after a peer's PEX addresses arrive a node short of its outbound target runs an
+/// ensure-peers pass (replies that arrive meanwhile are dialled in the same pass).
+pub(crate) const ADDRS_PASS_DELAY: Duration = Duration::from_millis(500);
+
 /// At most this many crawl records are kept in seed mode.
 pub(crate) const MAX_CRAWL_RECORDS: usize = 65_536;
 
@@ -196,6 +208,13 @@ pub(crate) struct Pex {
     min_time_between_crawls: Duration,
     /// Seed mode: when each address was last crawled.
     crawled: BTreeMap<SocketAddr, Instant>,
+    /// Early ensure-peers passes run since the node last had its outbound target.
+    short_retries: u32,
+    /// When a seed last answered us (node side).
+    seed_answered_at: Option<Instant>,
+    /// Seed mode: the dials in progress when the engine last looked (see
+    /// [`Pex::dials_dropped`]).
+    seen_dials: usize,
 }
 
 impl Pex {
@@ -211,6 +230,9 @@ impl Pex {
             max_outbound,
             min_time_between_crawls,
             crawled: BTreeMap::new(),
+            short_retries: 0,
+            seed_answered_at: None,
+            seen_dials: 0,
         }
     }
 
@@ -293,6 +315,45 @@ impl Pex {
             seeds.swap(i, j);
         }
         seeds
+    }
+
+    /// A pass left the node short of its outbound target (a seed answered with too few
+    /// addresses, or nothing was left to dial): how long until an early pass, doubling from
+    /// [`SHORT_RETRY_FIRST`], or `None` once [`SHORT_RETRY_MAX`] early passes ran (the regular
+    /// period takes over). A node starting from young seeds is not held a whole period per
+    /// step; one whose seeds have nothing for it dials them at most four more times.
+    pub(crate) fn next_short_retry(&mut self) -> Option<Duration> {
+        if self.short_retries >= SHORT_RETRY_MAX {
+            return None;
+        }
+        let delay = SHORT_RETRY_FIRST * (1 << self.short_retries);
+        self.short_retries += 1;
+        Some(delay)
+    }
+
+    /// The node has its outbound target: the next shortfall starts again from
+    /// [`SHORT_RETRY_FIRST`].
+    pub(crate) fn target_reached(&mut self) {
+        self.short_retries = 0;
+    }
+
+    /// A seed's addresses arrived at `now`.
+    pub(crate) fn seed_answered(&mut self, now: Instant) {
+        self.seed_answered_at = Some(now);
+    }
+
+    /// Whether a seed answered us less than `period` before `now`.
+    pub(crate) fn seed_answered_within(&self, now: Instant, period: Duration) -> bool {
+        self.seed_answered_at
+            .is_some_and(|t| now.saturating_duration_since(t) < period)
+    }
+
+    /// Records `dials`, the dials in progress now; true if fewer than when last recorded (a
+    /// dial ended since, so the seed's crawler has room for the next one).
+    pub(crate) fn dials_dropped(&mut self, dials: usize) -> bool {
+        let dropped = dials < self.seen_dials;
+        self.seen_dials = dials;
+        dropped
     }
 
     /// The most crawl dials in flight at once.
@@ -449,6 +510,29 @@ mod reactor_tests {
     fn pex() -> Pex {
         let seeds = (1..=5).map(|n| addr(n, [1, n, 0, 1])).collect();
         Pex::new(seeds, 4, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn short_retries_double_and_stop_until_the_target_is_reached() {
+        let mut p = pex();
+        let delays: Vec<Option<Duration>> = (0..6).map(|_| p.next_short_retry()).collect();
+        let s = Duration::from_secs;
+        assert_eq!(
+            delays,
+            vec![Some(s(2)), Some(s(4)), Some(s(8)), Some(s(16)), None, None]
+        );
+        p.target_reached();
+        assert_eq!(p.next_short_retry(), Some(SHORT_RETRY_FIRST));
+    }
+
+    #[test]
+    fn dials_dropped_only_when_fewer_than_last_seen() {
+        let mut p = pex();
+        assert!(!p.dials_dropped(3));
+        assert!(!p.dials_dropped(3));
+        assert!(p.dials_dropped(2));
+        assert!(!p.dials_dropped(5));
+        assert!(p.dials_dropped(0));
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Engine {
 
     /// Processes queued connection work and emits coalesced events.
     fn finish(&mut self, now: Instant) {
+        self.refill_crawl(now);
         self.release_deferred_replies(now);
         self.process_dirty(now);
         if self.book_dirty {

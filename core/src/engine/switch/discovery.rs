@@ -150,12 +150,32 @@ impl Engine {
                     }
                 }
                 match origin {
-                    Origin::Seed
-                        if !self.cfg.seed_mode
-                        // v0.37/v0.38: addresses from a seed trigger an ensure-peers pass.
-                        && !self.timers.is_set(Timer::EnsureSoon) =>
+                    Origin::Seed if !self.cfg.seed_mode => {
+                        // v0.37/v0.38: addresses from a seed trigger an ensure-peers pass (now,
+                        // even when an early pass is due later).
+                        if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > now) {
+                            self.timers.set(Timer::EnsureSoon, now);
+                        }
+                        // A node dialled as a seed is asked once and left, as Bitcoin Core's
+                        // address-fetch connections are: we hang up ourselves once its reply is
+                        // in, so a seed that lingers (ours holds an answered connection 1 s for
+                        // CometBFT nodes, `seed_reply`) frees its inbound slot for the next
+                        // newcomer at once. The ensure-peers pass already did not count it.
+                        self.hang_up(now, id, DisconnectReason::SeedDone);
+                        self.pex.seed_answered(now);
+                    }
+                    // Addresses from a peer while we are short of the outbound target: an
+                    // ensure-peers pass soon dials them (at most one pass per
+                    // [`pex::ADDRS_PASS_DELAY`], however many replies arrive), where CometBFT
+                    // waits for its next period (up to 30 s) with the addresses in its book.
+                    _ if !self.cfg.seed_mode
+                        && self.cfg.early_ensure_passes
+                        && self.short_of_target() =>
                     {
-                        self.timers.set(Timer::EnsureSoon, now);
+                        let at = now + pex::ADDRS_PASS_DELAY;
+                        if self.timers.get(Timer::EnsureSoon).is_none_or(|t| t > at) {
+                            self.timers.set(Timer::EnsureSoon, at);
+                        }
                     }
                     // A crawled connection is held (until `seed_disconnect_wait`, as CometBFT's
                     // seed does), not hung up: the crawled node stored our address as an inbound
@@ -177,7 +197,8 @@ impl Engine {
         if !self.cfg.seed_mode || self.cfg.seed_vetted_window.is_zero() {
             return self.book.selection(unix, &mut self.rng);
         }
-        self.vetted_addrs(now)
+        let salt = self.rng.next_u64();
+        self.vetted_selection(now, salt)
     }
 
     /// The vetted addresses a seed serves now (most recently reached first): those it reached
@@ -185,6 +206,11 @@ impl Engine {
     /// e.g. the CLI's `/vetted` endpoint). Empty with a zero window.
     #[must_use]
     pub fn vetted_addrs(&self, now: Instant) -> Vec<NetAddr> {
+        self.vetted_selection(now, 0)
+    }
+
+    /// The vetted addresses, equally recent ones in the order drawn from `salt`.
+    fn vetted_selection(&self, now: Instant, salt: u64) -> Vec<NetAddr> {
         let unix = self.unix(now);
         let window = self.cfg.seed_vetted_window;
         if window.is_zero() {
@@ -199,7 +225,7 @@ impl Engine {
             .collect();
         let since = unix.saturating_sub(window.as_secs());
         self.book
-            .vetted_selection(unix, since, |a| live.contains(a))
+            .vetted_selection(unix, since, |a| live.contains(a), salt)
     }
 
     /// Groups of automatic outbound peers and automatic dials in progress (G7).
@@ -255,6 +281,7 @@ impl Engine {
                 }
             }
         }
+        self.schedule_short_retry(now, out);
         // Expired bans return to the book (new table only, rate-limited by the book, G16).
         let unix = self.unix(now);
         if self.book.reinstate_expired(unix, &mut self.rng) > 0 {
@@ -274,10 +301,46 @@ impl Engine {
                     self.pex_request(now, conn);
                 }
             }
-            if !picked_any && need > 0 {
+            // An early pass (not the period's) goes back to the seeds only if none answered
+            // us within the last period: a seed that has answered has nothing more for us
+            // yet, and a node that can never reach its target (a small network) must not
+            // redial it at every early pass. A seed that refused us (full) is tried again.
+            let seed_answered = self
+                .pex
+                .seed_answered_within(now, self.cfg.ensure_peers_period);
+            if !picked_any && need > 0 && (period_elapsed || !seed_answered) {
                 self.dial_seeds(now);
             }
         }
+    }
+
+    /// After an ensure-peers pass: a node still short of its outbound target (peers up and dials
+    /// in progress) runs an early pass soon ([`Pex::next_short_retry`]: 2, 4, 8, 16 s) instead of
+    /// waiting a whole period; one at its target starts the next shortfall afresh. The early
+    /// pass dials what the book has learnt meanwhile (the new peers' PEX replies) and, if it
+    /// has nothing, the seeds: a young seed's short reply costs seconds, not periods, and a
+    /// node dials its seeds at most four more times per shortfall.
+    fn schedule_short_retry(&mut self, now: Instant, out: usize) {
+        if self.cfg.seed_mode || !self.cfg.pex || !self.cfg.early_ensure_passes {
+            return;
+        }
+        if out >= self.cfg.max_num_outbound_peers {
+            self.pex.target_reached();
+            return;
+        }
+        // Dials in progress may yet fill the target; a pass already due needs no retry.
+        if self.pex.need(out, self.num_dialing()) == 0 || self.timers.is_set(Timer::EnsureSoon) {
+            return;
+        }
+        if let Some(delay) = self.pex.next_short_retry() {
+            self.timers.set(Timer::EnsureSoon, now + delay);
+        }
+    }
+
+    /// Whether a node's outbound peers and dials in progress are fewer than its target.
+    fn short_of_target(&self) -> bool {
+        let (_, out) = self.num_peers();
+        self.pex.need(out, self.num_dialing()) > 0
     }
 
     /// spec 5.6: try the seeds in random order; stop at the first dial started or at a seed
@@ -324,13 +387,32 @@ impl Engine {
         }
     }
 
-    /// Addresses the seed never reached, newest first, that may be crawled now.
+    /// Addresses the seed never reached, newest first, that may be crawled now (not of a node
+    /// connected to us or being dialled: that dial would not start).
     pub(super) fn untested_candidates(&self, now: Instant) -> Vec<NetAddr> {
         let unix = self.unix(now);
         self.book
             .untested(unix, self.pex.max_crawl_inflight(), |a| {
-                self.backoff.allowed(&a.addr, now) && self.pex.crawl_due(&a.addr, now)
+                self.backoff.allowed(&a.addr, now)
+                    && self.pex.crawl_due(&a.addr, now)
+                    && !self.peers.contains_key(&a.id)
+                    && !self.conns.is_dialing(&a.id)
             })
+    }
+
+    /// Seed mode, after each input: when a dial ended (a crawl completed its handshake or
+    /// failed), the crawler dials the next never-reached addresses at once instead of at its
+    /// next pass (up to 30 s away), so that a young seed tests the newcomers that contacted
+    /// it within seconds and can serve them (its replies hold only nodes it reached).
+    pub(super) fn refill_crawl(&mut self, now: Instant) {
+        if !self.cfg.seed_mode {
+            return;
+        }
+        if self.pex.dials_dropped(self.conns.num_dials()) {
+            let candidates = self.untested_candidates(now);
+            self.crawl_dials(now, candidates);
+            self.pex.dials_dropped(self.conns.num_dials());
+        }
     }
 
     /// Starts crawl dials to `candidates` in order, within the in-flight budget, skipping

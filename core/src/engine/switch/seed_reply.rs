@@ -10,7 +10,8 @@
 //! - **Linger.** After its reply the seed holds the connection [`SEED_REPLY_LINGER`] before it
 //!   hangs up, so the node's immediate fallback finds the seed still connected and dials no one;
 //!   the seed's crawl then reaches the node (and holds that connection), which leaves it no
-//!   reason to come back.
+//!   reason to come back. A cometmesh node hangs up on its seed itself once the reply is in
+//!   (`discovery.rs`), so ours do not hold the seed's inbound slot for the linger.
 //! - **Deferred vetted reply.** A vetted reply holds only addresses the seed reached itself. A
 //!   young seed knows addresses it has not tested yet (nodes that just contacted it, a saved
 //!   book); a reply sent at once would be empty, and send the node back. So when the reply

@@ -1,0 +1,186 @@
+//! Issue 13.8: nodes starting together from young seeds reach their outbound target in seconds,
+//! not in ensure-peers periods (`core/examples/scale.rs` measures it at 1 000 and 3 000 nodes,
+//! `bench/README.md`). Each rule that makes it so, on its own:
+//!
+//! - our node hangs up on a seed as soon as the seed's reply is in (the seed's 1 s linger is for
+//!   CometBFT nodes; ours do not hold its inbound slot that long);
+//! - a young seed crawls the newcomers that contacted it within seconds (its crawler dials the
+//!   next never-reached address as soon as a dial ends, not at its next pass);
+//! - a node short of its outbound target dials the addresses a peer's PEX reply brought within
+//!   a second, not at its next ensure-peers period (30 s).
+#![cfg(feature = "sim")]
+#![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use cometmesh_core::conn::Direction;
+use cometmesh_core::engine::Origin;
+use cometmesh_core::sim::{Sim, SimConfig, node_config};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+fn sim(seed: u64) -> Sim {
+    let mut cfg = SimConfig::default();
+    cfg.seed = seed;
+    cfg.check_invariants = std::env::var("NOCHECK").is_err();
+    Sim::new(cfg, Instant::now())
+}
+
+/// A seed-mode node (vetted replies unless `cometbft_policy`) at index `i`.
+fn add_seed(sim: &mut Sim, i: usize, cometbft_policy: bool) -> usize {
+    let mut c = node_config(i);
+    c.seed_mode = true;
+    if cometbft_policy {
+        c.seed_vetted_window = Duration::ZERO;
+    }
+    let key = sim.gen_key();
+    sim.add_node(c, key)
+}
+
+/// Our node leaves the seed once its reply is in: the seed's inbound connection from it is gone
+/// within a few link latencies (20-50 ms each), far sooner than the seed's own linger (1 s).
+#[test]
+fn our_node_hangs_up_on_a_seed_after_its_reply() {
+    let mut sim = sim(5);
+    let seed = add_seed(&mut sim, 0, true);
+    let seed_addr = sim.net_addr(seed);
+    // One node first, so that the seed has a vetted address to serve.
+    let mut c = node_config(1);
+    c.seeds = vec![seed_addr];
+    let key = sim.gen_key();
+    sim.add_node(c, key);
+    sim.run_for(Duration::from_secs(5), 1_000_000)
+        .expect("warm-up");
+    let mut c = node_config(2);
+    c.seeds = vec![seed_addr];
+    let key = sim.gen_key();
+    let node = sim.add_node(c, key);
+    let node_id = sim.node_id(node);
+    sim.run_until(
+        |s| s.engine(node).unwrap().counters().pex_addrs_received >= 1,
+        200_000,
+    )
+    .expect("the seed answers");
+    let seed_id = sim.node_id(seed);
+    assert!(
+        !sim.engine(node).unwrap().addr_book().is_empty(),
+        "the reply's addresses were taken"
+    );
+    let answered = sim.elapsed();
+    sim.run_until(
+        |s| {
+            s.engine(seed)
+                .unwrap()
+                .peer(&node_id)
+                .is_none_or(|p| p.direction == Direction::Outbound)
+        },
+        200_000,
+    )
+    .expect("the seed's inbound connection closes");
+    let gone = sim.elapsed() - answered;
+    assert!(
+        gone < Duration::from_millis(300),
+        "the seed held our node {gone:?} after its reply"
+    );
+    assert!(
+        sim.engine(node)
+            .unwrap()
+            .peer(&seed_id)
+            .is_none_or(|p| p.origin != Origin::Seed),
+        "our node still holds its connection to the seed"
+    );
+}
+
+/// Sixty nodes contact a young vetted seed at once (more than its 40 inbound slots and its 30
+/// crawl dials in flight): within 6 simulated seconds it has reached every one of them itself
+/// and serves them all.
+#[test]
+fn a_young_seed_crawls_every_newcomer_within_seconds() {
+    const NODES: usize = 60;
+    let mut sim = sim(7);
+    let seed = add_seed(&mut sim, 0, false);
+    let seed_addr = sim.net_addr(seed);
+    let mut addrs = Vec::new();
+    for i in 1..=NODES {
+        let mut c = node_config(i);
+        c.seeds = vec![seed_addr];
+        let key = sim.gen_key();
+        let idx = sim.add_node(c, key);
+        addrs.push(sim.net_addr(idx));
+    }
+    sim.run_for(Duration::from_secs(6), 3_000_000)
+        .expect("runs");
+    // Reached: a handshake on a connection the seed dialled (the book's tried table).
+    let e = sim.engine(seed).unwrap();
+    let reached = addrs
+        .iter()
+        .filter(|a| e.addr_book().is_tried(&a.addr))
+        .count();
+    assert_eq!(
+        reached, NODES,
+        "the seed reached {reached} of {NODES} newcomers within 6 s"
+    );
+    // Its reply is a selection of them (23 %, at least 32).
+    let vetted = e.vetted_addrs(sim.now());
+    assert!(vetted.len() >= 32, "serves {} addresses", vetted.len());
+    assert!(vetted.iter().all(|a| addrs.contains(a)));
+}
+
+/// A node whose seed knows only three nodes gets a short reply; those three know the rest of a
+/// warmed-up network and tell it by PEX. It reaches its outbound target (10) within 5 s, where
+/// waiting for its next ensure-peers period would take 30 s.
+#[test]
+fn a_short_node_dials_what_pex_brought_within_a_second() {
+    const NET: usize = 16;
+    let mut sim = sim(11);
+    // A warmed-up network of NET nodes introduced by one seed.
+    let hub = add_seed(&mut sim, 0, true);
+    let hub_addr = sim.net_addr(hub);
+    let mut nodes = Vec::new();
+    for i in 1..=NET {
+        let mut c = node_config(i);
+        c.seeds = vec![hub_addr];
+        let key = sim.gen_key();
+        nodes.push(sim.add_node(c, key));
+    }
+    sim.run_for(Duration::from_secs(150), 5_000_000)
+        .expect("warm-up");
+    for &n in &nodes {
+        assert!(
+            sim.engine(n).unwrap().addr_book().len() >= 12,
+            "warm-up: node {n} knows too few"
+        );
+    }
+    // A seed with CometBFT's policy that knows only three of them.
+    let small = add_seed(&mut sim, NET + 1, true);
+    let unix = sim.unix_now();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let three: Vec<_> = nodes[..3].iter().map(|&n| sim.net_addr(n)).collect();
+    sim.with_engine(small, |e, _| {
+        for a in &three {
+            e.addr_book_mut()
+                .add(*a, IpAddr::from([30, 0, 0, 1]), unix, &mut rng)
+                .expect("added");
+        }
+    });
+    let mut c = node_config(NET + 2);
+    c.seeds = vec![sim.net_addr(small)];
+    let key = sim.gen_key();
+    let newcomer = sim.add_node(c, key);
+    let t0 = sim.elapsed();
+    let target = |s: &Sim| {
+        let e = s.engine(newcomer).unwrap();
+        e.peers()
+            .filter(|p| p.counts_outbound() && p.origin != Origin::Seed)
+            .count()
+            >= e.config().max_num_outbound_peers
+    };
+    sim.run_until(target, 2_000_000)
+        .expect("reaches its target");
+    let took = sim.elapsed() - t0;
+    assert!(
+        took < Duration::from_secs(5),
+        "the newcomer took {took:?} to reach its target"
+    );
+}
