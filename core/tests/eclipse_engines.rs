@@ -6,9 +6,10 @@
 //! inbound protection, bans, anchors, the book's persistence across a restart.
 //!
 //! The book-level model and the legacy CometBFT-book comparison stay in `eclipse.rs`.
-//! Small grid here (`cargo test`); the larger one is `#[ignore]`d:
-//! `ECLIPSE_ENGINE_SEEDS=3 cargo test -p cometmesh-core --features sim --test eclipse_engines --
-//! --ignored --nocapture` (figures in bench/README.md).
+//! Small grid and G17 here (`cargo test`); the larger grid and G17 with a victim that joins
+//! during the attack are `#[ignore]`d: `ECLIPSE_ENGINE_SEEDS=3 ECLIPSE_G17_SEEDS=2 cargo test -p
+//! cometmesh-core --features sim --test eclipse_engines -- --ignored --nocapture` (figures in
+//! bench/README.md; raise the two counts for more seeds).
 #![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
 
