@@ -166,3 +166,45 @@ fn eclipse_full_grid() {
         }
     }
 }
+
+/// Wilson 95 % upper bound on a proportion (`k` events in `n` runs).
+fn wilson_upper(k: u32, n: u32) -> f64 {
+    let (k, n, z) = (f64::from(k), f64::from(n), 1.96_f64);
+    let p = k / n;
+    let d = 1.0 + z * z / n;
+    (p + z * z / (2.0 * n) + z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt()) / d
+}
+
+/// The differential (spec 5): the attack is strong enough to fully eclipse the legacy
+/// CometBFT-book model (P(E_none) ≥ 50 %) in the largest attacker cell, while ours, in the
+/// same world with the same seeds, never loses its last honest outbound peer. `ECLIPSE_SEEDS`
+/// (default 6) sets the seed count; our Wilson 95 % bound on P(E_none) is printed.
+#[test]
+fn legacy_book_is_eclipsed_ours_is_not() {
+    let seeds: u32 = std::env::var("ECLIPSE_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let sc = Scenario::smoke(256, 1, 1000);
+    println!("{HEADER}");
+    let ours: Vec<Outcome> = (0..u64::from(seeds))
+        .map(|s| run(s, sc, Variant::Ours))
+        .collect();
+    let legacy: Vec<Outcome> = (0..u64::from(seeds))
+        .map(|s| run(s, sc, Variant::Legacy))
+        .collect();
+    let (o, l) = (summarize(&ours), summarize(&legacy));
+    println!("{}", row("cometmesh", &sc, &o, ours.len()));
+    println!("{}", row("legacy model", &sc, &l, legacy.len()));
+    println!(
+        "ours: P(E_none) Wilson 95 % upper bound {:.1} % over {seeds} seeds",
+        100.0 * wilson_upper(o.no_honest_runs, seeds)
+    );
+    assert!(
+        2 * l.no_honest_runs >= seeds,
+        "attack too weak: legacy E_none in {}/{seeds} runs",
+        l.no_honest_runs
+    );
+    assert_eq!(o.no_honest_runs, 0, "ours eclipsed: {o:?}");
+    assert_eq!(o.full_eclipse_runs, 0, "ours fully eclipsed: {o:?}");
+}

@@ -6,9 +6,10 @@
 //! inbound protection, bans, anchors, the book's persistence across a restart.
 //!
 //! The book-level model and the legacy CometBFT-book comparison stay in `eclipse.rs`.
-//! Small grid here (`cargo test`); the larger one is `#[ignore]`d:
-//! `ECLIPSE_ENGINE_SEEDS=3 cargo test -p cometmesh-core --features sim --test eclipse_engines --
-//! --ignored --nocapture` (figures in bench/README.md).
+//! Small grid and G17 here (`cargo test`); the larger grid and G17 with a victim that joins
+//! during the attack are `#[ignore]`d: `ECLIPSE_ENGINE_SEEDS=3 ECLIPSE_G17_SEEDS=2 cargo test -p
+//! cometmesh-core --features sim --test eclipse_engines -- --ignored --nocapture` (figures in
+//! bench/README.md; raise the two counts for more seeds).
 #![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
 
@@ -37,8 +38,14 @@ struct Scenario {
     ips: u32,
     /// Honest listening nodes (each in its own /16).
     honest: usize,
-    /// Share of attacker nodes that misbehave detectably (PEX flood) as soon as a peer is up.
+    /// Share of each attacker group's nodes that misbehave detectably (PEX flood) as soon as a
+    /// peer is up: within each group, the first IPs (with one IP per group, every group's).
     misbehaving: f64,
+    /// How honest nodes come and go.
+    churn: Churn,
+    /// After the attack, restart the victim from its saved book (the eclipse timeline), or
+    /// (G17) start it then for the first time, knowing only the seed.
+    restart: Restart,
     /// Save anchors at the restart and dial them first.
     anchors: bool,
     /// The flooding attacker: books stuffed with its own and trash addresses, and its nodes
@@ -58,6 +65,8 @@ impl Scenario {
             ips,
             honest: 24,
             misbehaving: 0.0,
+            churn: Churn::FifthEvery5Min,
+            restart: Restart::FromSavedBook,
             anchors,
             flood: true,
             warmup: 20 * MIN,
@@ -65,6 +74,30 @@ impl Scenario {
             measure: 40 * MIN,
         }
     }
+}
+
+/// How the victim comes to the measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Restart {
+    /// Up from the start; restarted from its saved book (and anchors) after the attack.
+    FromSavedBook,
+    /// Down until the attack is over, then started with only the seed in its book: it picks
+    /// all its outbound peers while the attacker is there.
+    JoinsLate,
+    /// Up from the start, never restarted: the measurement follows the attack's start.
+    Never,
+}
+
+/// Honest churn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Churn {
+    /// Every 5 min a fifth of the honest nodes (drawn with replacement) go down or come back:
+    /// about half are up, sessions of ~25 min (a harsh world, kept for the eclipse grid).
+    FifthEvery5Min,
+    /// The spec's world (section 5): 30 % of the honest nodes are down when the attack starts;
+    /// each minute an up node goes down with probability 1/360 and a down one comes back with
+    /// probability 1/840 (exponential sessions, mean 6 h up, ~70 % online).
+    Sessions,
 }
 
 /// What one run measured (after the restart).
@@ -82,6 +115,12 @@ struct Outcome {
     first_honest_min: Option<u64>,
     /// Seconds a misbehaving outbound peer stayed connected (G17), one entry per such peer.
     misbehaving_held_s: Vec<u64>,
+    /// Seconds from a misbehaving outbound peer's disconnection until the victim had as many
+    /// outbound peers again (G17), one entry per replacement, 10 s resolution.
+    replaced_s: Vec<u64>,
+    /// Honest share of the victim's outbound peers at the end of the measurement (G17: after
+    /// one hour).
+    honest_fraction_last: f64,
 }
 
 fn is_attacker(ip: IpAddr) -> bool {
@@ -119,13 +158,18 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
     }
     // The victim knows only the seed, through its book.
     introduce(&mut sim, v, seed_addr);
+    if sc.restart == Restart::JoinsLate {
+        sim.stop(v);
+    }
     sim.run_for(sc.warmup, 50_000_000).expect("warm-up");
     // The attack: attacker nodes come up with books full of their own and trash addresses.
     let mut attackers = Vec::new();
     let mut attacker_addrs: Vec<SocketAddr> = Vec::new();
+    let mut misbehaves: Vec<bool> = Vec::new();
     for g in 0..sc.groups {
         for i in 0..sc.ips {
             attacker_addrs.push(attacker_addr(g, i));
+            misbehaves.push((f64::from(i) + 0.5) / f64::from(sc.ips) <= sc.misbehaving);
         }
     }
     let mut misbehaving: Vec<NodeId> = Vec::new();
@@ -141,7 +185,7 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
         c.addr_book.min_selection = 250;
         let n = add(&mut sim, c);
         attackers.push(n);
-        if (k as f64) < sc.misbehaving * attacker_addrs.len() as f64 {
+        if misbehaves[k] {
             misbehaving.push(sim.node_id(n));
         }
         let own: Vec<NetAddr> = attackers.iter().map(|&x| sim.net_addr(x)).collect();
@@ -172,6 +216,13 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
             }
         });
     }
+    if sc.churn == Churn::Sessions {
+        for &h in &honest {
+            if rng.next_u32() % 10 < 3 {
+                sim.stop(h);
+            }
+        }
+    }
     // Attackers announce themselves to the seed and the victim, and redial the victim every
     // minute; misbehaving ones flood PEX requests at every peer they have.
     let victim_addr = sim.net_addr(v);
@@ -187,27 +238,30 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
         }
         // Honest churn: every 5 min a fifth of the honest nodes go down or come back (a restarted
         // node starts from its seed, whose book the attacker has flooded).
-        if m % 5 == 0 {
-            churn(&mut sim, &honest, &mut rng);
-        }
+        churn(&mut sim, sc.churn, m, &honest, &mut rng);
         flood_pex(&mut sim, &attackers, &misbehaving);
         sim.run_for(MIN, 50_000_000).expect("attack");
     }
     // Restart the victim from its saved book (and anchors).
-    let e = sim.engine(v).expect("victim");
-    let book = e.addr_book().encode();
-    let anchors = if sc.anchors {
-        e.anchors(sim.now())
-    } else {
-        Vec::new()
-    };
-    sim.stop(v);
-    sim.run_for(MIN, 50_000_000).expect("down");
-    let now = sim.now();
-    sim.restart_with(v, |e| {
-        e.load_addr_book(&book).expect("book loads");
-        let _ = e.dial_anchors(now, &anchors);
-    });
+    if sc.restart == Restart::JoinsLate {
+        sim.restart(v);
+        introduce(&mut sim, v, seed_addr);
+    } else if sc.restart == Restart::FromSavedBook {
+        let e = sim.engine(v).expect("victim");
+        let book = e.addr_book().encode();
+        let anchors = if sc.anchors {
+            e.anchors(sim.now())
+        } else {
+            Vec::new()
+        };
+        sim.stop(v);
+        sim.run_for(MIN, 50_000_000).expect("down");
+        let now = sim.now();
+        sim.restart_with(v, |e| {
+            e.load_addr_book(&book).expect("book loads");
+            let _ = e.dial_anchors(now, &anchors);
+        });
+    }
     // Measurement, one sample a minute (attackers keep redialling and flooding).
     let mut out = Outcome::default();
     let max_out = sim
@@ -220,21 +274,55 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
     let samples = sc.measure.as_secs() / 60;
     // After the restart the attacker no longer dials in: an inbound connection would keep its
     // node out of the victim's outbound picks (a connected id is never dialled).
+    // Misbehaving outbound peers seen at the last sample, the outbound count then, and the
+    // replacements under way: (seconds since the disconnection, outbound count to get back to).
+    let mut last_bad: Vec<NodeId> = Vec::new();
+    let mut last_out = 0usize;
+    let mut pending: Vec<(u64, usize)> = Vec::new();
     for m in 0..samples {
-        if m % 5 == 0 {
-            churn(&mut sim, &honest, &mut rng);
-        }
-        // Sample every 10 s within the minute for the misbehaving-peer hold times.
+        churn(&mut sim, sc.churn, m, &honest, &mut rng);
+        // Sample every 10 s within the minute for the misbehaving-peer hold and replacement
+        // times.
         for _ in 0..6 {
             flood_pex(&mut sim, &attackers, &misbehaving);
             sim.run_for(Duration::from_secs(10), 50_000_000)
                 .expect("measure");
             let e = sim.engine(v).expect("victim");
-            for p in e.peers().filter(|p| p.counts_outbound()) {
-                if misbehaving.contains(&p.id) {
-                    *held.entry(p.id).or_insert(0) += 10;
+            let outs: Vec<NodeId> = e
+                .peers()
+                .filter(|p| p.counts_outbound())
+                .map(|p| p.id)
+                .collect();
+            let bad: Vec<NodeId> = outs
+                .iter()
+                .copied()
+                .filter(|id| misbehaving.contains(id))
+                .collect();
+            for id in &bad {
+                *held.entry(*id).or_insert(0) += 10;
+            }
+            for p in &mut pending {
+                p.0 += 10;
+            }
+            pending.retain(|&(s, target)| {
+                if outs.len() >= target {
+                    out.replaced_s.push(s);
+                    false
+                } else {
+                    true
+                }
+            });
+            for id in &last_bad {
+                if !outs.contains(id) {
+                    if outs.len() >= last_out {
+                        out.replaced_s.push(10);
+                    } else {
+                        pending.push((10, last_out));
+                    }
                 }
             }
+            last_bad = bad;
+            last_out = outs.len();
         }
         let e = sim.engine(v).expect("victim");
         let outs: Vec<bool> = e
@@ -247,6 +335,7 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
         if !outs.is_empty() {
             out.attacker_outbound += bad as f64 / outs.len() as f64 / samples as f64;
             out.honest_fraction_end += good as f64 / outs.len() as f64 / samples as f64;
+            out.honest_fraction_last = good as f64 / outs.len() as f64;
         }
         if bad == max_out && good == 0 {
             out.e_full = true;
@@ -265,14 +354,33 @@ fn run(seed: u64, sc: Scenario) -> Outcome {
     out
 }
 
-/// Stops or restarts a fifth of the honest nodes, drawn with `rng`.
-fn churn(sim: &mut Sim, honest: &[usize], rng: &mut ChaCha20Rng) {
-    for _ in 0..honest.len() / 5 {
-        let h = honest[(rng.next_u32() as usize) % honest.len()];
-        if sim.engine(h).is_some() {
-            sim.stop(h);
-        } else {
-            sim.restart(h);
+/// Honest churn at minute `m` (see [`Churn`]), drawn with `rng`.
+fn churn(sim: &mut Sim, churn: Churn, m: u64, honest: &[usize], rng: &mut ChaCha20Rng) {
+    match churn {
+        Churn::FifthEvery5Min => {
+            if !m.is_multiple_of(5) {
+                return;
+            }
+            for _ in 0..honest.len() / 5 {
+                let h = honest[(rng.next_u32() as usize) % honest.len()];
+                if sim.engine(h).is_some() {
+                    sim.stop(h);
+                } else {
+                    sim.restart(h);
+                }
+            }
+        }
+        Churn::Sessions => {
+            for &h in honest {
+                let draw = rng.next_u32();
+                if sim.engine(h).is_some() {
+                    if draw.is_multiple_of(360) {
+                        sim.stop(h);
+                    }
+                } else if draw.is_multiple_of(840) {
+                    sim.restart(h);
+                }
+            }
         }
     }
 }
@@ -358,47 +466,102 @@ fn eclipse_by_real_engines_small_grid() {
     }
 }
 
-/// G17: the attacker runs 20 of 66 nodes (30 %), one per group; half of its nodes break PEX
-/// rules as soon as a peer is up. Misbehaving outbound peers are banned and replaced within a
-/// minute; the honest outbound fraction is printed.
-#[test]
-fn g17_honest_outbound_under_misbehaving_peers() {
-    println!(
-        "| seed | honest outbound fraction (mean over the hour) | misbehaving outbound peers | longest held |"
-    );
-    println!("|---|---|---|---|");
-    for seed in 0..seeds(1) {
-        let sc = Scenario {
-            groups: 20,
-            ips: 1,
-            honest: 46,
-            misbehaving: 0.5,
-            anchors: false,
-            flood: false,
-            warmup: 20 * MIN,
-            attack: 20 * MIN,
-            measure: 60 * MIN,
-        };
-        let o = run(100 + seed, sc);
+/// G17's world (spec 4.4 and 5): 93 honest nodes with the spec's churn (sessions of 6 h on
+/// average, ~70 % online) and 40 attacker engines (30 % of the addresses) in 20 groups, two
+/// per group; in each group one sends three PEX requests at once to every peer it has
+/// (detectable within 60 s of connecting), the other is stealthy. No stuffed books, no dialling
+/// the victim. The attacker's nodes come up after a 20 min honest warm-up and announce
+/// themselves to the seed; the victim is measured for the hour after. With `Restart::Never`
+/// the victim was up during the warm-up; with `Restart::JoinsLate` it starts 2 min into the
+/// attack, knowing only the seed, so it picks every outbound peer with the attacker there.
+fn g17_scenario(restart: Restart) -> Scenario {
+    Scenario {
+        groups: 20,
+        ips: 2,
+        honest: 93,
+        misbehaving: 0.5,
+        churn: Churn::Sessions,
+        restart,
+        anchors: false,
+        flood: false,
+        warmup: 20 * MIN,
+        attack: if restart == Restart::JoinsLate {
+            2 * MIN
+        } else {
+            MIN
+        },
+        measure: 60 * MIN,
+    }
+}
+
+const G17_HEADER: &str = "| seed | honest outbound fraction after 1 h | mean over the hour | misbehaving outbound peers | longest held | replacements (10 s resolution) |\n|---|---|---|---|---|---|";
+
+/// Runs G17 for `seeds` seeds, prints a row per seed and checks G17: the honest outbound
+/// fraction after the hour is ≥ 0.8 in every run; every misbehaving outbound peer was dropped
+/// within 60 s; and, pooled over the runs, misbehaving attackers did reach outbound slots (not
+/// vacuous) and the median time to refill such a peer's slot is ≤ 60 s.
+fn g17_check(seeds: u64, restart: Restart, assert_fraction: bool) {
+    println!("{G17_HEADER}");
+    let mut pooled: Vec<u64> = Vec::new();
+    let mut encounters = 0;
+    for seed in 0..seeds {
+        let o = run(100 + seed, g17_scenario(restart));
         let longest = o.misbehaving_held_s.iter().max().copied().unwrap_or(0);
         println!(
-            "| {seed} | {:.2} | {} | {longest} s |",
+            "| {seed} | {:.2} | {:.2} | {} | {longest} s | {:?} |",
+            o.honest_fraction_last,
             o.honest_fraction_end,
-            o.misbehaving_held_s.len()
-        );
-        // Misbehaving attackers did reach outbound slots (the test is not vacuous), and each
-        // was banned and replaced within one 10 s sample of its flood (G17's ≤ 60 s).
-        assert!(
-            !o.misbehaving_held_s.is_empty(),
-            "seed {seed}: no misbehaving outbound peer"
+            o.misbehaving_held_s.len(),
+            o.replaced_s,
         );
         assert!(
             longest <= 60,
             "seed {seed}: a misbehaving peer held {longest} s"
         );
-        // The honest fraction is reported, not asserted: G17's ≥ 0.8 is not met by this
-        // model (see bench/README.md).
+        assert!(
+            !assert_fraction || o.honest_fraction_last >= 0.8,
+            "seed {seed}: honest outbound fraction {:.2} after 1 h",
+            o.honest_fraction_last
+        );
+        encounters += o.misbehaving_held_s.len();
+        pooled.extend(o.replaced_s);
     }
+    pooled.sort_unstable();
+    let median = pooled.get(pooled.len() / 2).copied();
+    println!(
+        "{seeds} seeds: {encounters} misbehaving outbound peers, median replacement {median:?} s"
+    );
+    if assert_fraction {
+        assert!(
+            encounters > 0,
+            "no misbehaving outbound peer in {seeds} seeds"
+        );
+    }
+    assert!(
+        median.is_none_or(|m| m <= 60),
+        "median replacement {median:?} s"
+    );
+}
+
+/// G17 in `cargo test` (one seed; `ECLIPSE_ENGINE_SEEDS` for more), the victim up during the
+/// warm-up: every check asserted.
+#[test]
+fn g17_honest_outbound_under_misbehaving_peers() {
+    g17_check(seeds(1), Restart::Never, true);
+}
+
+/// G17 with a victim that joins while the attacker is there (`--ignored`, 2 seeds or
+/// `ECLIPSE_G17_SEEDS`): hold and replacement times asserted, the honest fraction reported (see
+/// bench/README.md: uniform selection leaves the stealthy half ~20 % of the reachable
+/// candidates, so ≥ 0.8 fails in about a third of the runs).
+#[test]
+#[ignore = "slow: G17 with a late victim (run by .ci/run's slow-tests-engines step)"]
+fn g17_victim_joins_during_the_attack() {
+    let n = std::env::var("ECLIPSE_G17_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    g17_check(n, Restart::JoinsLate, false);
 }
 
 /// The larger grid (`--ignored`): attackers of 1, 4, 9 (4 nodes each) and 16 groups (2 each),

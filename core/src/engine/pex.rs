@@ -215,7 +215,14 @@ pub(crate) struct Pex {
     /// Seed mode: the dials in progress when the engine last looked (see
     /// [`Pex::dials_dropped`]).
     seen_dials: usize,
+    /// Groups where a peer broke a PEX rule provably, with the end of their suspicion (the
+    /// ban's end): ensure-peers dials them only when no other group offers a candidate (G17).
+    /// At most [`MAX_SUSPECT_GROUPS`].
+    suspect: BTreeMap<Group, Instant>,
 }
+
+/// Most groups [`Pex`] keeps as suspect; when full, the one whose suspicion ends first goes.
+pub(crate) const MAX_SUSPECT_GROUPS: usize = 64;
 
 impl Pex {
     /// A reactor with `seeds`, the outbound target and the crawl spacing.
@@ -233,6 +240,7 @@ impl Pex {
             short_retries: 0,
             seed_answered_at: None,
             seen_dials: 0,
+            suspect: BTreeMap::new(),
         }
     }
 
@@ -260,6 +268,61 @@ impl Pex {
     /// peers (`out`) and the dials in progress.
     pub(crate) fn need(&self, out: usize, dialing: usize) -> usize {
         self.max_outbound.saturating_sub(out + dialing)
+    }
+
+    /// Marks `group` suspect until `until`: a peer there broke a PEX rule provably (G17). An
+    /// attacker's stealthy nodes share its groups with its misbehaving ones, and G7 already
+    /// keeps a second outbound peer out of the group; this keeps the group's other addresses
+    /// last in line for the rest of the ban. The caller passes routable groups only (peers on
+    /// loopback or a LAN share one group).
+    pub(crate) fn suspect_group(&mut self, group: Group, until: Instant) {
+        if let Some(u) = self.suspect.get_mut(&group) {
+            *u = (*u).max(until);
+            return;
+        }
+        if self.suspect.len() >= MAX_SUSPECT_GROUPS {
+            let first = self
+                .suspect
+                .iter()
+                .min_by_key(|(_, u)| **u)
+                .map(|(g, _)| *g);
+            if let Some(g) = first {
+                self.suspect.remove(&g);
+            }
+        }
+        self.suspect.insert(group, until);
+    }
+
+    /// Forgets suspicions that ended by `now`; returns the groups still suspect.
+    pub(crate) fn suspect_groups(&mut self, now: Instant) -> BTreeSet<Group> {
+        self.suspect.retain(|_, u| *u > now);
+        self.suspect.keys().copied().collect()
+    }
+
+    /// [`pick_dials`](Self::pick_dials) that avoids the groups in `suspect` first: only when
+    /// fewer than `need` picks come from other groups does a second pass allow them.
+    pub(crate) fn pick_dials_avoiding(
+        book: &AddrBook,
+        rng: &mut impl RngCore,
+        unix: u64,
+        need: usize,
+        groups: BTreeSet<Group>,
+        suspect: &BTreeSet<Group>,
+        dialable: impl Fn(&NetAddr) -> bool,
+    ) -> Vec<NetAddr> {
+        if suspect.is_subset(&groups) {
+            return Self::pick_dials(book, rng, unix, need, groups, dialable);
+        }
+        let mut avoid = groups.clone();
+        avoid.extend(suspect.iter().copied());
+        let mut picked = Self::pick_dials(book, rng, unix, need, avoid, &dialable);
+        if picked.len() < need {
+            let mut taken = groups;
+            taken.extend(picked.iter().map(|a| book.group_of(&a.addr.ip())));
+            let more = Self::pick_dials(book, rng, unix, need - picked.len(), taken, &dialable);
+            picked.extend(more);
+        }
+        picked
     }
 
     /// Picks up to `need` addresses from `book` to dial (spec 5.4, G7): each from a group not
@@ -606,6 +669,61 @@ mod reactor_tests {
         p.expire_crawls(now + Duration::from_secs(24 * 3600));
         assert!(p.crawl_due(&a, now));
         assert!(!p.crawl_records_full());
+    }
+
+    #[test]
+    fn suspect_groups_are_dialled_last_expire_and_are_bounded() {
+        let unix = 1_700_000_000;
+        let t0 = Instant::now();
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let mut book = AddrBook::new(AddrBookConfig::default(), &mut rng);
+        // One address in each of four /16 groups.
+        for g in 1..=4u8 {
+            let a = addr(g, [40 + g, 1, 1, 1]);
+            book.add(a, IpAddr::from([9, g, 1, 1]), unix, &mut rng)
+                .expect("added");
+        }
+        let group = |g: u8| book.group_of(&IpAddr::from([40 + g, 1, 1, 1]));
+        let mut p = pex();
+        p.suspect_group(group(1), t0 + Duration::from_secs(60));
+        p.suspect_group(group(2), t0 + Duration::from_secs(60));
+        let suspect = p.suspect_groups(t0);
+        assert_eq!(suspect, BTreeSet::from([group(1), group(2)]));
+        // Two wanted: both come from the groups nobody misbehaved in.
+        for _ in 0..20 {
+            let picked = Pex::pick_dials_avoiding(
+                &book,
+                &mut rng,
+                unix,
+                2,
+                BTreeSet::new(),
+                &suspect,
+                |_| true,
+            );
+            let got: BTreeSet<Group> = picked.iter().map(|a| book.group_of(&a.addr.ip())).collect();
+            assert_eq!(got, BTreeSet::from([group(3), group(4)]));
+        }
+        // Four wanted: the suspect groups fill what the others cannot.
+        let picked =
+            Pex::pick_dials_avoiding(&book, &mut rng, unix, 4, BTreeSet::new(), &suspect, |_| {
+                true
+            });
+        assert_eq!(picked.len(), 4);
+        // Suspicion ends with the ban.
+        assert!(p.suspect_groups(t0 + Duration::from_secs(60)).is_empty());
+        // Bounded: the one ending first makes room.
+        for n in 0..=MAX_SUSPECT_GROUPS as u16 {
+            let g = book.group_of(&IpAddr::from([
+                60,
+                (n % 250) as u8 + 1,
+                1,
+                (n / 250) as u8 + 1,
+            ]));
+            p.suspect_group(g, t0 + Duration::from_secs(100 + u64::from(n)));
+        }
+        let left = p.suspect_groups(t0);
+        assert_eq!(left.len(), MAX_SUSPECT_GROUPS);
+        assert!(!left.contains(&book.group_of(&IpAddr::from([60, 1, 1, 1]))));
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //! while the book has < 1000 entries), and one random outbound peer per tick while the book has
 //! < 1000 entries (spec 5.3, 5.4). During the attack a fifth of the
 //! addresses honest peers relay are the attacker's (its addresses spread through the network).
+//! During the attack the attacker also holds every inbound slot (spec 5): a slot that frees is
+//! retaken at once, a connection held 10 min (so the legacy policy marks it good) hangs up and
+//! is replaced by a fresh attacker node, and `INBOUND_CHURN` short connections a tick report new
+//! listen addresses. Ours ignores inbound listen addresses and never marks inbound peers good,
+//! so this is what fills the legacy book's old and new tables (P(E_none) ≥ 50 % at G = 256).
 //! A third variant runs our book with CometBFT's inbound policy, to show that policy's cost.
 
 #![allow(dead_code, unreachable_pub)]
@@ -41,6 +46,9 @@ use siphasher::sip::SipHasher13;
 use legacy::LegacyBook;
 
 const OUTBOUND: usize = 10;
+const INBOUND: usize = 40;
+/// Short attacker connections per tick that only report a listen address (see the inbound step).
+const INBOUND_CHURN: usize = 10;
 const PORT: u16 = 26656;
 const T_START: u64 = 1_700_000_000;
 const TICK: u64 = 60;
@@ -313,7 +321,17 @@ pub fn run(seed: u64, sc: Scenario, variant: Variant) -> Outcome {
                         b.len_tried(),
                         dbg_pex
                     ),
-                    Victim::Legacy(b) => eprintln!("legacy len {} pexreq {}", b.len(), dbg_pex),
+                    Victim::Legacy(b) => eprintln!(
+                        "legacy len {} old {} inbound {} inbound attacker {} pexreq {}",
+                        b.len(),
+                        b.entries().filter(|e| e.1).count(),
+                        inbound.len(),
+                        inbound
+                            .iter()
+                            .filter(|c| !matches!(world.kind(&c.addr.addr), Kind::Honest(_)))
+                            .count(),
+                        dbg_pex
+                    ),
                 }
             }
             outcome.share_new = n;
@@ -351,18 +369,41 @@ pub fn run(seed: u64, sc: Scenario, variant: Variant) -> Outcome {
         // Churn: outbound honest peers that went offline disconnect.
         out.retain(|c| world.reachable(&c.addr, tick));
 
-        // Inbound: the attacker holds its inbound connections and opens a new one every tick;
-        // an honest node connects inbound with probability 0.3 per tick.
+        // Inbound (40 slots). Honest inbound peers leave when they go offline. During the
+        // attack the attacker occupies every free inbound slot and retakes one at once when it
+        // frees (spec 5), so honest nodes find the victim full; and it rotates: a connection
+        // held 10 min (long enough for the legacy policy's `MarkGood`, below) hangs up and its
+        // slot goes to a fresh attacker node, whose listen address CometBFT's policy adds to
+        // new and, 10 min later, moves to old. An honest node tries to connect with
+        // probability 0.3 per tick and gets in only if a slot is free.
+        inbound.retain(|c| match world.kind(&c.addr.addr) {
+            Kind::Honest(_) => world.reachable(&c.addr, tick),
+            _ => !(attack && tick > c.since + 10),
+        });
         let mut inbound_new = Vec::new();
+        let mut churned = Vec::new();
         if attack {
-            inbound_new.push(world.attacker_addr(&mut rng));
+            while inbound.len() + inbound_new.len() < INBOUND {
+                inbound_new.push(world.attacker_addr(&mut rng));
+            }
+            // Churn through one of its slots: a new attacker node connects, handshakes (so its
+            // listen address is reported) and hangs up, `INBOUND_CHURN` times a tick.
+            for _ in 0..INBOUND_CHURN {
+                churned.push(world.attacker_addr(&mut rng));
+            }
         }
         if rng.next_u32() % 10 < 3 {
             let h = world.honest[(rng.next_u64() % world.honest.len() as u64) as usize];
             if let Kind::Honest(i) = world.kind(&h.addr)
                 && world.online(i, tick)
+                && inbound.len() + inbound_new.len() < INBOUND
             {
                 inbound_new.push(h);
+            }
+        }
+        if variant != Variant::Ours {
+            for a in &churned {
+                add(&mut victim, *a, a.addr.ip(), now, &mut rng);
             }
         }
         for a in inbound_new {
@@ -374,9 +415,6 @@ pub fn run(seed: u64, sc: Scenario, variant: Variant) -> Outcome {
                 since: tick,
                 good_done: false,
             });
-            if inbound.len() > 40 {
-                inbound.pop_front();
-            }
         }
 
         // ensurePeers: fill empty outbound slots.

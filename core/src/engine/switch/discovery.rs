@@ -72,10 +72,27 @@ impl Engine {
         v: PexViolation,
     ) {
         let duration = self.cfg.addr_book.ban_duration;
+        let Some((ip, outbound)) = self
+            .conns
+            .get(&id)
+            .map(|c| (c.remote.ip(), c.direction == Direction::Outbound))
+        else {
+            return;
+        };
+        // G17: the peer's group is dialled last for the ban's length, and an outbound slot it
+        // held is refilled now rather than at the next period.
+        if is_routable(&ip) {
+            self.pex
+                .suspect_group(self.book.group_of(&ip), now + duration);
+        }
         if self.ban_conn(now, id, peer, duration, DisconnectReason::Pex(v))
             != BanOutcome::NotConnected
         {
             self.counters.bans += 1;
+        }
+        if outbound && self.cfg.pex && !self.cfg.seed_mode && !self.timers.is_set(Timer::EnsureSoon)
+        {
+            self.timers.set(Timer::EnsureSoon, now);
         }
     }
 
@@ -263,6 +280,7 @@ impl Engine {
         let mut picked_any = false;
         if need > 0 {
             let groups = self.auto_groups();
+            let suspect = self.pex.suspect_groups(now);
             let unix = self.unix(now);
             let dialable = Dialable {
                 our: self.our_id,
@@ -272,9 +290,15 @@ impl Engine {
                 conns: &self.conns,
                 backoff: &self.backoff,
             };
-            let picked = Pex::pick_dials(&self.book, &mut self.rng, unix, need, groups, |a| {
-                dialable.allows(a, unix, now)
-            });
+            let picked = Pex::pick_dials_avoiding(
+                &self.book,
+                &mut self.rng,
+                unix,
+                need,
+                groups,
+                &suspect,
+                |a| dialable.allows(a, unix, now),
+            );
             for a in picked {
                 if self.start_dial(now, a, Origin::Auto).is_ok() {
                     picked_any = true;
