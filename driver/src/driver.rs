@@ -29,7 +29,7 @@ use crate::persist;
 use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
-use crate::sends::{Gate, Parked};
+use crate::sends::{Gate, Parked, Queued};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
 /// Tunables of the driver (set through the builder).
@@ -157,6 +157,8 @@ struct Driver<R: Runtime> {
     paused: Vec<ConnId>,
     parked: Parked,
     gate: Arc<Gate>,
+    /// `try_send` messages taken from the gate's mailbox (kept for its allocation).
+    mail: VecDeque<Queued>,
     reactors: Reactors,
     tasks: FuturesUnordered<R::JoinHandle>,
     subs: Subscribers,
@@ -209,6 +211,7 @@ pub(crate) fn spawn<R: Runtime>(
         paused: Vec::new(),
         parked: Parked::default(),
         gate,
+        mail: VecDeque::new(),
         reactors,
         tasks,
         timer,
@@ -265,6 +268,7 @@ impl<R: Runtime> Driver<R> {
                     self.drain(now);
                 }
             }
+            self.take_mail(now);
             for _ in 0..BATCH {
                 match self.io_rx.try_recv() {
                     Ok(ev) => self.on_io(now, ev),
@@ -666,7 +670,32 @@ impl<R: Runtime> Driver<R> {
         self.drain(now);
     }
 
+    /// Carries out the `try_send` messages of the gate's mailbox, in order.
+    fn take_mail(&mut self, now: Instant) {
+        let mut mail = std::mem::take(&mut self.mail);
+        self.gate.take_mail(&mut mail);
+        for q in mail.drain(..) {
+            self.handle_cmd(
+                now,
+                Command::SendWait {
+                    peer: q.peer,
+                    channel: q.channel,
+                    payload: q.payload,
+                    timeout: None,
+                    reply: None,
+                },
+            );
+        }
+        self.mail = mail;
+    }
+
     fn on_cmd(&mut self, now: Instant, cmd: Command) {
+        // `try_send`s queued before this command go first: a handle's sends keep their order.
+        self.take_mail(now);
+        self.handle_cmd(now, cmd);
+    }
+
+    fn handle_cmd(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Send {
                 peer,
@@ -687,9 +716,6 @@ impl<R: Runtime> Driver<R> {
                 timeout,
                 reply,
             } => {
-                if reply.is_none() {
-                    self.gate.release();
-                }
                 let deadline = timeout.map(|t| now + t);
                 let r = if self.parked.is_parked(peer, channel) {
                     Err(SendError::Full(payload))

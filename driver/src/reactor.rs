@@ -86,8 +86,6 @@ impl Notify {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<ReactorEvent>,
-    /// Messages popped and not yet returned to the engine.
-    taken: usize,
     /// Messages returned, waiting for the engine task to collect them.
     returned: usize,
     /// The node stopped: no more pushes.
@@ -127,6 +125,12 @@ pub struct Inbox {
     channel: Option<ChannelId>,
     /// Room is returned to the engine in batches of this many messages.
     batch: usize,
+    /// Events taken from the shared queue under one lock (all it held), handed out one by
+    /// one: the reactor locks once per batch, not once per message. They still count against
+    /// the window until handed out.
+    local: VecDeque<ReactorEvent>,
+    /// Messages handed out and not yet returned to the engine.
+    taken: usize,
 }
 
 impl Inbox {
@@ -138,29 +142,33 @@ impl Inbox {
 
     /// The next event, without waiting.
     pub fn try_recv(&mut self) -> Result<ReactorEvent, TryRecvError> {
-        let mut st = self.shared.lock();
-        match st.queue.pop_front() {
-            Some(ev) => {
-                if matches!(ev, ReactorEvent::Message(..)) {
-                    st.taken += 1;
-                    if st.taken >= self.batch {
-                        st.returned += st.taken;
-                        st.taken = 0;
-                        drop(st);
-                        self.shared.notify.notify();
-                    }
-                }
-                Ok(ev)
+        if self.local.is_empty() {
+            let mut st = self.shared.lock();
+            if st.queue.is_empty() {
+                return Err(if st.ended {
+                    TryRecvError::Closed
+                } else {
+                    TryRecvError::Empty
+                });
             }
-            None if st.ended => Err(TryRecvError::Closed),
-            None => Err(TryRecvError::Empty),
+            // The shared queue keeps `local`'s empty allocation.
+            std::mem::swap(&mut self.local, &mut st.queue);
         }
+        let ev = self.local.pop_front().ok_or(TryRecvError::Empty)?;
+        if matches!(ev, ReactorEvent::Message(..)) {
+            self.taken += 1;
+            if self.taken >= self.batch {
+                self.shared.lock().returned += std::mem::take(&mut self.taken);
+                self.shared.notify.notify();
+            }
+        }
+        Ok(ev)
     }
 
     /// Messages queued now (for tests and metrics).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shared.lock().queue.len()
+        self.local.len() + self.shared.lock().queue.len()
     }
 
     /// Whether nothing is queued now.
@@ -255,6 +263,8 @@ impl Reactors {
             shared,
             channel,
             batch: (window / 4).max(1),
+            local: VecDeque::new(),
+            taken: 0,
         }
     }
 
