@@ -255,6 +255,8 @@ impl<R: Runtime> Driver<R> {
             if let Some(at) = deadline {
                 R::reset_timer(&mut self.timer, at);
             }
+            // What was routed to reactors this pass goes out now, one lock and wake per inbox.
+            self.reactors.flush();
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, deadline.is_some())).await;
             // `now` is read once per wake.
             now = self.rt.now();
