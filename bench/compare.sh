@@ -5,7 +5,8 @@
 #
 #   workload cometmesh_value cometbft_value ratio
 #
-# ratio = cometmesh / cometbft (throughputs: higher is better for cometmesh; *_rss_kib: lower is).
+# ratio = cometmesh / cometbft (throughputs: higher is better for cometmesh; *_rss_kib and
+# *_cpu_us_per_msg, the CPU time of the whole process per message, both ends: lower is).
 # Each workload runs in its own process, RUNS times (default 3); the median is reported.
 #
 #   bench/compare.sh                 # all workloads
@@ -20,8 +21,8 @@
 #
 # Workloads (loopback TCP, one connection unless said otherwise):
 #   secret_bulk    256 MiB one way through one SecretConnection             -> secret_bulk_mib_per_s
-#   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s
-#   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s
+#   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s, _cpu_us_per_msg
+#   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s, _cpu_us_per_msg
 #                  (cometmesh: the reactor API, try_send + Inbox; the extra rows
 #                  mconn_*_send_wait_* are the older send_wait path, compared with the same
 #                  CometBFT figure)
@@ -53,8 +54,8 @@ if [ $# -gt 0 ]; then WORKLOADS=("$@"); else WORKLOADS=("${ALL_WORKLOADS[@]}"); 
 keys_of() {
     case "$1" in
         secret_bulk) echo secret_bulk_mib_per_s ;;
-        mconn_64b) echo mconn_64b_msgs_per_s mconn_64b_mib_per_s mconn_64b_send_wait_msgs_per_s ;;
-        mconn_64kib) echo mconn_64kib_msgs_per_s mconn_64kib_mib_per_s mconn_64kib_send_wait_mib_per_s ;;
+        mconn_64b) echo mconn_64b_msgs_per_s mconn_64b_mib_per_s mconn_64b_cpu_us_per_msg mconn_64b_send_wait_msgs_per_s ;;
+        mconn_64kib) echo mconn_64kib_msgs_per_s mconn_64kib_mib_per_s mconn_64kib_cpu_us_per_msg mconn_64kib_send_wait_mib_per_s ;;
         handshakes) echo handshakes_per_s ;;
         idle_peer_rss) echo idle_peer_rss_kib idle_connect_seconds idle_arrival_handshakes_per_s idle_cpu_percent ;;
         *) echo "compare.sh: unknown workload $1" >&2; exit 2 ;;

@@ -190,6 +190,7 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
     let bid: NodeId = b.node_id();
     let payload = Bytes::from(vec![0xab; size]);
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let sender = {
         let a = a.handle();
         let payload = payload.clone();
@@ -221,6 +222,7 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     sender.await;
     assert_eq!(got, count, "every message arrived");
     println!("{name}_msgs_per_s {:.0}", count as f64 / secs);
@@ -228,6 +230,8 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
         "{name}_mib_per_s {:.1}",
         (count * size) as f64 / secs / 1048576.0
     );
+    // CPU of the whole process (both nodes) per message; /proc ticks of 10 ms.
+    println!("{name}_cpu_us_per_msg {:.3}", cpu * 1e6 / count as f64);
     a.shutdown().await;
     b.shutdown().await;
 }
