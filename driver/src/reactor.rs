@@ -403,3 +403,84 @@ impl Reactors {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CH: ChannelId = ChannelId(1);
+
+    fn msg(n: u8) -> Event {
+        Event::Message {
+            peer: NodeId([7; 20]),
+            channel: CH,
+            payload: Bytes::from(vec![n]),
+        }
+    }
+
+    fn payload(ev: Result<ReactorEvent, TryRecvError>) -> u8 {
+        match ev {
+            Ok(ReactorEvent::Message(_, b)) => b[0],
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routed_events_reach_the_inbox_at_flush_in_order() {
+        let mut r = Reactors::default();
+        let mut inbox = r.add(Some(CH), 8);
+        for n in 0..5 {
+            assert!(r.route(&msg(n)));
+        }
+        assert_eq!(inbox.try_recv().unwrap_err(), TryRecvError::Empty);
+        r.flush();
+        assert_eq!(inbox.len(), 5);
+        assert_eq!(payload(inbox.try_recv()), 0);
+        // Routed while the reactor holds a batch: queued behind it.
+        r.route(&msg(5));
+        r.flush();
+        let rest: Vec<u8> = (0..5).map(|_| payload(inbox.try_recv())).collect();
+        assert_eq!(rest, vec![1, 2, 3, 4, 5]);
+        assert_eq!(inbox.try_recv().unwrap_err(), TryRecvError::Empty);
+        r.close();
+        assert_eq!(inbox.try_recv().unwrap_err(), TryRecvError::Closed);
+    }
+
+    #[test]
+    fn room_returns_in_batches_of_a_quarter_window() {
+        let mut r = Reactors::default();
+        let mut inbox = r.add(Some(CH), 8); // batches of 2
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(!r.notify().poll(&mut cx));
+        for n in 0..5 {
+            r.route(&msg(n));
+        }
+        r.flush();
+        let returned = |i: &Inbox| i.shared.lock().returned;
+        payload(inbox.try_recv());
+        assert_eq!(returned(&inbox), 0);
+        assert!(!r.notify().poll(&mut cx), "no wake before a whole batch");
+        payload(inbox.try_recv());
+        assert_eq!(returned(&inbox), 2);
+        assert!(
+            r.notify().poll(&mut cx),
+            "a whole batch wakes the engine task"
+        );
+        for _ in 0..3 {
+            payload(inbox.try_recv());
+        }
+        assert_eq!(returned(&inbox), 4, "the fifth waits for its batch");
+    }
+
+    #[test]
+    fn a_dropped_inbox_discards_what_is_routed_later() {
+        let mut r = Reactors::default();
+        let inbox = r.add(Some(CH), 8);
+        r.route(&msg(0));
+        drop(inbox);
+        r.flush();
+        assert_eq!(r.entries[0].shared.lock().queue.len(), 0);
+        assert!(r.entries[0].pending.is_empty());
+    }
+}
