@@ -5,7 +5,8 @@
 #
 #   workload cometmesh_value cometbft_value ratio
 #
-# ratio = cometmesh / cometbft (throughputs: higher is better for cometmesh; *_rss_kib: lower is).
+# ratio = cometmesh / cometbft (throughputs: higher is better for cometmesh; *_rss_kib and
+# *_cpu_us_per_msg, the CPU time of the whole process per message, both ends: lower is).
 # Each workload runs in its own process, RUNS times (default 3); the median is reported.
 #
 #   bench/compare.sh                 # all workloads
@@ -20,8 +21,11 @@
 #
 # Workloads (loopback TCP, one connection unless said otherwise):
 #   secret_bulk    256 MiB one way through one SecretConnection             -> secret_bulk_mib_per_s
-#   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s
-#   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s
+#   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s, _cpu_us_per_msg
+#   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s, _cpu_us_per_msg
+#                  (cometmesh: the reactor API, try_send + Inbox; the extra rows
+#                  mconn_*_send_wait_* are the older send_wait path, compared with the same
+#                  CometBFT figure)
 #   handshakes     2000 SecretConnection handshakes in a row, both ends in one process, each
 #                  with its TCP connect and accept                           -> handshakes_per_s
 #   idle_peer_rss  RSS growth of the accepting process per idle peer (PEERS, default 1000)
@@ -50,8 +54,8 @@ if [ $# -gt 0 ]; then WORKLOADS=("$@"); else WORKLOADS=("${ALL_WORKLOADS[@]}"); 
 keys_of() {
     case "$1" in
         secret_bulk) echo secret_bulk_mib_per_s ;;
-        mconn_64b) echo mconn_64b_msgs_per_s mconn_64b_mib_per_s ;;
-        mconn_64kib) echo mconn_64kib_msgs_per_s mconn_64kib_mib_per_s ;;
+        mconn_64b) echo mconn_64b_msgs_per_s mconn_64b_mib_per_s mconn_64b_cpu_us_per_msg mconn_64b_send_wait_msgs_per_s ;;
+        mconn_64kib) echo mconn_64kib_msgs_per_s mconn_64kib_mib_per_s mconn_64kib_cpu_us_per_msg mconn_64kib_send_wait_mib_per_s ;;
         handshakes) echo handshakes_per_s ;;
         idle_peer_rss) echo idle_peer_rss_kib idle_connect_seconds idle_arrival_handshakes_per_s idle_cpu_percent ;;
         *) echo "compare.sh: unknown workload $1" >&2; exit 2 ;;
@@ -90,8 +94,10 @@ cometbft_run() {
 # --- cometmesh side ----------------------------------------------------------------------------
 # >>> COMETMESH SIDE (adapters) <<<
 # The program is tests/examples/adapter_bench.rs: whole nodes (handle -> engine task -> MConnection
-# -> SecretConnection -> TCP -> reader task -> engine -> event stream), rate limits lifted, send
-# queue of 100 messages, as bench/go. COMETMESH_RUNTIME=tokio (default) or async-std picks the
+# -> SecretConnection -> TCP -> reader task -> engine -> reactor Inbox), rate limits lifted, send
+# queue of 100 messages, as bench/go. The sender uses the reactor API (try_send, waiting for
+# SendReady when the queue is full); the send_wait_* workloads (one reply round trip per message,
+# lossy event stream) run beside them for the *_send_wait_* rows. COMETMESH_RUNTIME=tokio (default) or async-std picks the
 # runtime. secret_bulk is tests/examples/secret_bulk.rs instead: one SecretConnection
 # (cometmesh_core::secret Handshake/Sealer/Opener) over blocking std::net TCP, a writer thread
 # sealing 64 KiB writes and a reader thread opening, as bench/go's secret_bulk.
@@ -111,7 +117,7 @@ cometmesh_run() {
     case "$1" in
         secret_bulk | handshakes) "$CM_SECRET" --only "$1" ;;
         mconn_64b | mconn_64kib)
-            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" ;;
+            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1,send_wait_${1#mconn_}" ;;
         idle_peer_rss)
             "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" --peers "$PEERS" ;;
         *) return 1 ;;
@@ -149,7 +155,8 @@ echo "# ratio = cometmesh / cometbft"
 printf '%-26s %16s %16s %8s\n' workload cometmesh_value cometbft_value ratio
 for w in "${WORKLOADS[@]}"; do
     for k in $(keys_of "$w"); do
-        cb="$(median_of "$k" "$tmp/cometbft.$w")"
+        # An extra row of ours (*_send_wait_*) compares with CometBFT's figure of the workload.
+        cb="$(median_of "${k/_send_wait/}" "$tmp/cometbft.$w")"
         cm="n/a"
         [ -f "$tmp/cometmesh.$w" ] && cm="$(median_of "$k" "$tmp/cometmesh.$w")"
         ratio="n/a"

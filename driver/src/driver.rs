@@ -1,6 +1,7 @@
 //! The driving loop: one task owns the [`Engine`]; readers, writers, dials, the listener and
 //! address-book saves are tasks joined to it by bounded channels.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use crate::persist;
 use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::{Runtime, sleep_until};
-use crate::sends::{Gate, Parked};
+use crate::sends::{Gate, Parked, Queued};
 use crate::slots::{CloseStep, Open, Slots};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
 
@@ -104,6 +105,8 @@ struct Driver<R: Runtime> {
     conns: Slots,
     parked: Parked,
     gate: Arc<Gate>,
+    /// `try_send` messages taken from the gate's mailbox (kept for its allocation).
+    mail: VecDeque<Queued>,
     reactors: Reactors,
     tasks: FuturesUnordered<R::JoinHandle>,
     subs: Subscribers,
@@ -154,6 +157,7 @@ pub(crate) fn spawn<R: Runtime>(
         conns: Slots::default(),
         parked: Parked::default(),
         gate,
+        mail: VecDeque::new(),
         reactors,
         tasks,
         timer,
@@ -191,6 +195,8 @@ impl<R: Runtime> Driver<R> {
             if let Some(at) = deadline {
                 R::reset_timer(&mut self.timer, at);
             }
+            // What was routed to reactors this pass goes out now, one lock and wake per inbox.
+            self.reactors.flush();
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, deadline.is_some())).await;
             // `now` is read once per wake.
             now = self.rt.now();
@@ -204,6 +210,7 @@ impl<R: Runtime> Driver<R> {
                     self.drain(now);
                 }
             }
+            self.take_mail(now);
             for _ in 0..BATCH {
                 match self.io_rx.try_recv() {
                     Ok(ev) => self.on_io(now, ev),

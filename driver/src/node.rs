@@ -550,45 +550,33 @@ impl Handle {
     /// took it: it is sent in order unless the peer goes away. `SendError::UnknownPeer` if
     /// the peer is not up; `SendError::Full(payload)` if the (peer, channel) queue is full
     /// (wait for [`ReactorEvent::SendReady`](crate::ReactorEvent::SendReady) in the
-    /// channel's inbox, or the `SendReady` event) or the node's command queue is.
+    /// channel's inbox, or the `SendReady` event) or the node's mailbox of `try_send`
+    /// messages is (1024 not yet taken by the engine task). `NodeError::Stopped` once the
+    /// node has stopped. The engine task takes the whole mailbox per wake (and before any
+    /// command, so a `try_send` followed by another send keeps its order).
     pub fn try_send(
         &self,
         peer: NodeId,
         channel: ChannelId,
         payload: Bytes,
     ) -> Result<(), NodeError> {
-        match self.gate.check(peer, channel) {
-            Verdict::UnknownPeer => return Err(SendError::UnknownPeer.into()),
-            Verdict::Full => return Err(SendError::Full(payload).into()),
-            Verdict::Go => {}
+        if self.cmd.is_closed() {
+            return Err(NodeError::Stopped);
         }
-        if !self.gate.reserve() {
-            self.gate.set_busy(peer, channel);
-            self.wake.notify();
-            return Err(SendError::Full(payload).into());
-        }
-        let cmd = Command::SendWait {
-            peer,
-            channel,
-            payload,
-            timeout: None,
-            reply: None,
-        };
-        match self.cmd.clone().try_send(cmd) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_full() => {
-                self.gate.release();
-                self.gate.set_busy(peer, channel);
-                // The engine task may have emptied the queue meanwhile: make it look.
-                self.wake.notify();
-                match e.into_inner() {
-                    Command::SendWait { payload, .. } => Err(SendError::Full(payload).into()),
-                    _ => Err(NodeError::Stopped),
+        match self.gate.submit(peer, channel, payload) {
+            Verdict::Queued { wake } => {
+                if wake {
+                    self.wake.notify();
                 }
+                Ok(())
             }
-            Err(_) => {
-                self.gate.release();
-                Err(NodeError::Stopped)
+            Verdict::UnknownPeer => Err(SendError::UnknownPeer.into()),
+            Verdict::Full { payload, wake } => {
+                if wake {
+                    // The engine task may have emptied the mailbox meanwhile: make it look.
+                    self.wake.notify();
+                }
+                Err(SendError::Full(payload).into())
             }
         }
     }

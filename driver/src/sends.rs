@@ -6,7 +6,7 @@
 //! (peer, channel) retried, so a wake never retries every parked send.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -21,8 +21,16 @@ pub(crate) type Reply = Option<oneshot::Sender<Result<(), SendError>>>;
 /// Most sends parked at once; more are answered `Full`.
 pub(crate) const MAX_PARKED: usize = 4096;
 
-/// Most `try_send` commands on their way to the engine task at once.
-const MAX_TRY_IN_FLIGHT: usize = 256;
+/// Most `try_send` messages on their way to the engine task at once (the mailbox's bound).
+pub(crate) const MAX_TRY_IN_FLIGHT: usize = 1024;
+
+/// A `try_send` message in the mailbox, waiting for the engine task.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) peer: NodeId,
+    pub(crate) channel: ChannelId,
+    pub(crate) payload: Bytes,
+}
 
 struct Waiting {
     payload: Bytes,
@@ -202,14 +210,16 @@ fn answer(peer: NodeId, ch: ChannelId, reply: Reply, r: Result<(), SendError>) {
 }
 
 /// What handles may know without asking the engine task: which peers are up and which
-/// (peer, channel) queues are full. Updated by the engine task on rare edges only.
+/// (peer, channel) queues are full (updated by the engine task on rare edges only), and the
+/// mailbox of `try_send` messages: a handle checks and queues under one lock, and the engine
+/// task takes the whole mailbox per wake, so a burst of sends costs one wake, not one each.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     inner: Mutex<GateState>,
-    /// Set when a `try_send` found the command queue full (see [`Gate::set_busy`]).
+    /// Set when a `try_send` found the mailbox full (see [`Gate::set_busy`]).
     any_busy: AtomicBool,
-    /// `try_send` commands sent and not yet taken by the engine task.
-    in_flight: AtomicUsize,
+    /// Whether the mailbox holds messages (read without the lock by the engine task).
+    has_mail: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -217,16 +227,23 @@ struct GateState {
     up: hashbrown::HashSet<NodeId>,
     /// (peer, channel) queues the engine refused as full, until their `SendReady`.
     full: hashbrown::HashSet<(NodeId, ChannelId)>,
-    /// (peer, channel) pairs whose `try_send` found the node's command queue full: they get a
-    /// `SendReady` once the engine task has taken the queued commands.
+    /// (peer, channel) pairs whose `try_send` found the mailbox full: they get a
+    /// `SendReady` once the engine task has taken the mailbox.
     busy: Vec<(NodeId, ChannelId)>,
+    /// `try_send` messages not yet taken by the engine task, in order; at most
+    /// [`MAX_TRY_IN_FLIGHT`].
+    mail: VecDeque<Queued>,
 }
 
-/// What the gate says about a `try_send`.
+/// What the gate did with a `try_send`.
 pub(crate) enum Verdict {
-    Go,
+    /// Queued in the mailbox; `wake`: the mailbox was empty, the engine task must be woken.
+    Queued { wake: bool },
+    /// The peer is not up; the message is handed back.
     UnknownPeer,
-    Full,
+    /// The (peer, channel) queue is full, or the mailbox is (then the pair is marked busy and
+    /// the engine task must be woken); the message is handed back.
+    Full { payload: Bytes, wake: bool },
 }
 
 impl Gate {
@@ -236,29 +253,48 @@ impl Gate {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn check(&self, peer: NodeId, ch: ChannelId) -> Verdict {
-        let g = self.lock();
+    /// Checks a `try_send` and, if the gate lets it through, queues it in the mailbox.
+    pub(crate) fn submit(&self, peer: NodeId, channel: ChannelId, payload: Bytes) -> Verdict {
+        let mut g = self.lock();
         if !g.up.contains(&peer) {
-            Verdict::UnknownPeer
-        } else if g.full.contains(&(peer, ch)) || g.busy.contains(&(peer, ch)) {
-            Verdict::Full
+            return Verdict::UnknownPeer;
+        }
+        if g.full.contains(&(peer, channel)) || g.busy.contains(&(peer, channel)) {
+            return Verdict::Full {
+                payload,
+                wake: false,
+            };
+        }
+        if g.mail.len() >= MAX_TRY_IN_FLIGHT {
+            g.busy.push((peer, channel));
+            self.any_busy.store(true, Ordering::Release);
+            return Verdict::Full {
+                payload,
+                wake: true,
+            };
+        }
+        let wake = g.mail.is_empty();
+        g.mail.push_back(Queued {
+            peer,
+            channel,
+            payload,
+        });
+        self.has_mail.store(true, Ordering::Release);
+        Verdict::Queued { wake }
+    }
+
+    /// Moves every queued `try_send` message into `into` (in order); cheap when there is none.
+    pub(crate) fn take_mail(&self, into: &mut VecDeque<Queued>) {
+        if !self.has_mail.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut g = self.lock();
+        if into.is_empty() {
+            // Swap the buffers: the mailbox keeps the (empty) allocation of `into`.
+            std::mem::swap(into, &mut g.mail);
         } else {
-            Verdict::Go
+            into.extend(g.mail.drain(..));
         }
-    }
-
-    /// Reserves room for one `try_send` command; false when too many are on their way.
-    pub(crate) fn reserve(&self) -> bool {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_TRY_IN_FLIGHT {
-            self.release();
-            return false;
-        }
-        true
-    }
-
-    /// A `try_send` command was taken (or never sent).
-    pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(crate) fn peer_up(&self, peer: NodeId) {
@@ -280,16 +316,7 @@ impl Gate {
         }
     }
 
-    /// A `try_send` to `peer` on `ch` found the command queue full.
-    pub(crate) fn set_busy(&self, peer: NodeId, ch: ChannelId) {
-        let mut g = self.lock();
-        if !g.busy.contains(&(peer, ch)) {
-            g.busy.push((peer, ch));
-        }
-        self.any_busy.store(true, Ordering::Release);
-    }
-
-    /// The engine task took its queued commands: the busy pairs that are not full in the
+    /// The engine task took the mailbox: the busy pairs that are not full in the
     /// engine are ready again (returned, for their `SendReady`).
     pub(crate) fn take_busy(&self) -> Vec<(NodeId, ChannelId)> {
         if !self.any_busy.swap(false, Ordering::AcqRel) {
@@ -306,5 +333,94 @@ impl Gate {
         let mut g = self.lock();
         g.up.clear();
         g.full.clear();
+        g.mail.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 20])
+    }
+
+    const CH: ChannelId = ChannelId(1);
+
+    #[test]
+    fn mailbox_wakes_once_per_burst_and_keeps_order() {
+        let gate = Gate::default();
+        gate.peer_up(id(1));
+        let mut wakes = 0;
+        for i in 0..10u8 {
+            match gate.submit(id(1), CH, Bytes::from(vec![i])) {
+                Verdict::Queued { wake } => wakes += usize::from(wake),
+                _ => panic!("refused"),
+            }
+        }
+        assert_eq!(
+            wakes, 1,
+            "only the first message of a burst wakes the engine task"
+        );
+        let mut mail = VecDeque::new();
+        gate.take_mail(&mut mail);
+        let got: Vec<u8> = mail.iter().map(|q| q.payload[0]).collect();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+        // Taken: the next message wakes again; an empty mailbox gives nothing.
+        mail.clear();
+        gate.take_mail(&mut mail);
+        assert!(mail.is_empty());
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::new()),
+            Verdict::Queued { wake: true }
+        ));
+        // Appends behind what the caller still holds.
+        mail.push_back(Queued {
+            peer: id(1),
+            channel: CH,
+            payload: Bytes::from_static(b"held"),
+        });
+        gate.take_mail(&mut mail);
+        assert_eq!(mail.len(), 2);
+        assert_eq!(&mail[0].payload[..], b"held");
+    }
+
+    #[test]
+    fn mailbox_is_bounded_and_a_full_one_marks_the_pair_busy() {
+        let gate = Gate::default();
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::new()),
+            Verdict::UnknownPeer
+        ));
+        gate.peer_up(id(1));
+        for _ in 0..MAX_TRY_IN_FLIGHT {
+            assert!(matches!(
+                gate.submit(id(1), CH, Bytes::new()),
+                Verdict::Queued { .. }
+            ));
+        }
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::from_static(b"x")),
+            Verdict::Full { wake: true, ref payload } if &payload[..] == b"x"
+        ));
+        // Busy until the engine task took the mailbox; refused without a wake meanwhile.
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::new()),
+            Verdict::Full { wake: false, .. }
+        ));
+        let mut mail = VecDeque::new();
+        gate.take_mail(&mut mail);
+        assert_eq!(mail.len(), MAX_TRY_IN_FLIGHT);
+        assert_eq!(gate.take_busy(), vec![(id(1), CH)]);
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::new()),
+            Verdict::Queued { wake: true }
+        ));
+        // A full (peer, channel) queue in the engine refuses at once.
+        gate.set_full(id(1), CH, true);
+        assert!(matches!(
+            gate.submit(id(1), CH, Bytes::new()),
+            Verdict::Full { wake: false, .. }
+        ));
     }
 }

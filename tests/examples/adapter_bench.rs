@@ -8,12 +8,16 @@
 //!
 //! Workloads (the keys of bench/compare.sh):
 //! - `mconn_64b` / `mconn_64kib`: two nodes in this process, one channel, N messages of 64 B /
-//!   64 KiB from one to the other through the whole stack (handle → engine task → MConnection →
-//!   SecretConnection → writer task → TCP → reader task → engine → event stream). Rate limits
-//!   lifted, send queue of 100 messages, as bench/go. Prints `<w>_msgs_per_s`, `<w>_mib_per_s`.
-//! - `reactor_64b` / `reactor_64kib`: the same through the reactor path: the sender uses
-//!   `try_send` and waits for the `SendReady` edge when the queue is full, the receiver reads
-//!   its lossless, flow-controlled `Inbox` (window 4096) instead of the lossy event stream.
+//!   64 KiB from one to the other through the whole stack, by the API a reactor uses: the
+//!   sender calls `try_send` and waits for the `SendReady` edge when the queue is full (handle
+//!   → engine task → MConnection → SecretConnection → writer task → TCP → reader task →
+//!   engine → `Inbox`), the receiving task reads its lossless, flow-controlled `Inbox`
+//!   (window 4096). Rate limits lifted, send queue of 100 messages, as bench/go (whose
+//!   receive callback is the receiving application). Prints `<w>_msgs_per_s`, `<w>_mib_per_s`.
+//!   `reactor_64b` / `reactor_64kib` are the same workloads under their earlier names.
+//! - `send_wait_64b` / `send_wait_64kib`: the older path: `send_wait` per message (a reply
+//!   round trip each), the receiver reads the lossy event stream (queue of 65 536). Prints
+//!   `mconn_64b_send_wait_msgs_per_s` (and `_mib_per_s`; 64 KiB likewise).
 //! - `idle_peer_rss`: the RSS growth of this process per idle peer while child processes
 //!   (this program with `--dialer`, at most 4000 nodes each, so that no process needs more
 //!   than ~8 000 file descriptors) hold `--peers` nodes connected to one node here. Pings every
@@ -119,6 +123,7 @@ async fn wait_peers<R: Runtime>(rt: &R, n: &Node<R>, want: usize, limit: Duratio
     false
 }
 
+/// The `send_wait` path: one reply round trip per message, the lossy event stream.
 async fn throughput<R: Runtime>(rt: R, name: &str, size: usize, count: usize) {
     let a = node(&rt, config(), 1).await;
     let b = node(&rt, config(), 2).await;
@@ -185,6 +190,7 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
     let bid: NodeId = b.node_id();
     let payload = Bytes::from(vec![0xab; size]);
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let sender = {
         let a = a.handle();
         let payload = payload.clone();
@@ -207,12 +213,16 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
     let mut got = 0;
     while got < count {
         match ib.next().await {
-            Some(ReactorEvent::Message(..)) => got += 1,
+            Some(ReactorEvent::Message(_, m)) => {
+                assert_eq!(m.len(), size, "message size");
+                got += 1;
+            }
             Some(_) => {}
             None => break,
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     sender.await;
     assert_eq!(got, count, "every message arrived");
     println!("{name}_msgs_per_s {:.0}", count as f64 / secs);
@@ -220,6 +230,8 @@ async fn throughput_reactor<R: Runtime>(rt: R, name: &str, size: usize, count: u
         "{name}_mib_per_s {:.1}",
         (count * size) as f64 / secs / 1048576.0
     );
+    // CPU of the whole process (both nodes) per message; /proc ticks of 10 ms.
+    println!("{name}_cpu_us_per_msg {:.3}", cpu * 1e6 / count as f64);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -342,10 +354,16 @@ async fn run<R: Runtime>(rt: R, a: Args) {
     let want = |w: &str| a.only.is_empty() || a.only.iter().any(|x| x == w);
     println!("impl cometmesh-{}", a.runtime);
     if want("mconn_64b") {
-        throughput(rt.clone(), "mconn_64b", 64, a.small).await;
+        throughput_reactor(rt.clone(), "mconn_64b", 64, a.small).await;
     }
     if want("mconn_64kib") {
-        throughput(rt.clone(), "mconn_64kib", 64 * 1024, a.large).await;
+        throughput_reactor(rt.clone(), "mconn_64kib", 64 * 1024, a.large).await;
+    }
+    if want("send_wait_64b") {
+        throughput(rt.clone(), "mconn_64b_send_wait", 64, a.small).await;
+    }
+    if want("send_wait_64kib") {
+        throughput(rt.clone(), "mconn_64kib_send_wait", 64 * 1024, a.large).await;
     }
     if want("reactor_64b") {
         throughput_reactor(rt.clone(), "reactor_64b", 64, a.small).await;

@@ -106,14 +106,13 @@ impl Sealer {
         out.reserve(frames * SEALED_FRAME_SIZE);
         for chunk in plaintext.chunks(DATA_MAX_SIZE) {
             let start = out.len();
-            out.resize(start + SEALED_FRAME_SIZE, 0);
-            let frame = &mut out[start..];
-            let (body, tag_out) = frame.split_at_mut(TOTAL_FRAME_SIZE);
+            // Length prefix, data, zero padding: each byte written once (no zero fill first).
             // chunk.len() ≤ 1024, so it fits in a u32.
-            body[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-            body[4..4 + chunk.len()].copy_from_slice(chunk);
-            let tag = self.key.seal(frame_nonce(self.nonce), body);
-            tag_out.copy_from_slice(&tag);
+            out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            out.extend_from_slice(chunk);
+            out.resize(start + TOTAL_FRAME_SIZE, 0);
+            let tag = self.key.seal(frame_nonce(self.nonce), &mut out[start..]);
+            out.extend_from_slice(&tag);
             self.nonce += 1;
         }
         Ok(())

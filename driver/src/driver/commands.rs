@@ -3,7 +3,32 @@
 use super::*;
 
 impl<R: Runtime> Driver<R> {
+    /// Carries out the `try_send` messages of the gate's mailbox, in order.
+    pub(super) fn take_mail(&mut self, now: Instant) {
+        let mut mail = std::mem::take(&mut self.mail);
+        self.gate.take_mail(&mut mail);
+        for q in mail.drain(..) {
+            self.handle_cmd(
+                now,
+                Command::SendWait {
+                    peer: q.peer,
+                    channel: q.channel,
+                    payload: q.payload,
+                    timeout: None,
+                    reply: None,
+                },
+            );
+        }
+        self.mail = mail;
+    }
+
     pub(super) fn on_cmd(&mut self, now: Instant, cmd: Command) {
+        // `try_send`s queued before this command go first: a handle's sends keep their order.
+        self.take_mail(now);
+        self.handle_cmd(now, cmd);
+    }
+
+    fn handle_cmd(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Send {
                 peer,
@@ -24,9 +49,6 @@ impl<R: Runtime> Driver<R> {
                 timeout,
                 reply,
             } => {
-                if reply.is_none() {
-                    self.gate.release();
-                }
                 let deadline = timeout.map(|t| now + t);
                 let r = if self.parked.is_parked(peer, channel) {
                     Err(SendError::Full(payload))
