@@ -549,7 +549,7 @@ fn node_info_size_limit_is_crossed_by_one() {
     send_node_info(&mut c, &mut raw, now, &info);
     assert!(matches!(
         c.poll_event(),
-        Some(ConnEvent::Established { remote }) if remote == info
+        Some(ConnEvent::Established { remote }) if *remote == info
     ));
     let (mut c, mut raw, now) = after_secret();
     let info = node_info_of_len(&raw, MAX_NODE_INFO_SIZE + 1);

@@ -22,7 +22,7 @@ fn handshake_establishes_both_sides_with_the_peers_node_info() {
     p.establish();
     let remote_of = |events: &[ConnEvent]| {
         events.iter().find_map(|e| match e {
-            ConnEvent::Established { remote } => Some(remote.clone()),
+            ConnEvent::Established { remote } => Some((**remote).clone()),
             _ => None,
         })
     };

@@ -35,8 +35,9 @@ pub enum ConnEvent {
     /// The handshake completed: the peer is authenticated and its NodeInfo is valid and
     /// compatible. Sending is possible from now on.
     Established {
-        /// The peer's NodeInfo.
-        remote: NodeInfo,
+        /// The peer's NodeInfo (boxed: it is ten times the size of the other events, and a
+        /// connection's event queue keeps its slots for the connection's lifetime).
+        remote: Box<NodeInfo>,
     },
     /// A complete message arrived on a channel.
     Message {
@@ -565,7 +566,9 @@ impl PeerConnection {
                 &remote.channels,
             );
             self.remote_info = Some(remote.clone());
-            self.events.push_back(ConnEvent::Established { remote });
+            self.events.push_back(ConnEvent::Established {
+                remote: Box::new(remote),
+            });
             let r = mconn.handle_plaintext(now, &rest);
             self.phase = Phase::Established {
                 sealer,

@@ -1256,7 +1256,7 @@ impl Engine {
     fn on_conn_event(&mut self, now: Instant, id: ConnId, ev: ConnEvent) {
         #[allow(unreachable_patterns)]
         match ev {
-            ConnEvent::Established { remote } => self.on_established(now, id, remote),
+            ConnEvent::Established { remote } => self.on_established(now, id, *remote),
             ConnEvent::Message { channel, payload } => {
                 let Some(peer) = self.conns.get(&id).and_then(|c| match c.phase {
                     Phase::Up(p) => Some(p),

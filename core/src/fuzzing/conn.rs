@@ -189,7 +189,7 @@ pub fn upgrade(data: &[u8]) {
     let established: Vec<&NodeInfo> = events
         .iter()
         .filter_map(|e| match e {
-            ConnEvent::Established { remote } => Some(remote),
+            ConnEvent::Established { remote } => Some(&**remote),
             _ => None,
         })
         .collect();
