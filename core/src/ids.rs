@@ -37,10 +37,11 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        // One write of the 40 characters, not 20 formatted bytes: PEX replies print up to
+        // 250 ids each.
+        let mut hex = [0u8; 40];
+        hex::encode_to_slice(self.0, &mut hex).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -78,18 +79,22 @@ impl FromStr for NodeId {
             return Err(NodeIdError::Empty);
         }
         let bytes = s.as_bytes();
+        let mut id = [0u8; 20];
+        // The common case in one pass: 40 characters that decode (an even length, so any error
+        // is a non-hex character, as below).
+        if bytes.len() == 40 {
+            return match hex::decode_to_slice(bytes, &mut id) {
+                Ok(()) => Ok(NodeId(id)),
+                Err(_) => Err(NodeIdError::NotHex(s.to_owned())),
+            };
+        }
         if !bytes.len().is_multiple_of(2) || !bytes.iter().all(u8::is_ascii_hexdigit) {
             return Err(NodeIdError::NotHex(s.to_owned()));
         }
-        if bytes.len() != 40 {
-            return Err(NodeIdError::WrongLength {
-                id: s.to_owned(),
-                len: bytes.len() / 2,
-            });
-        }
-        let mut id = [0u8; 20];
-        hex::decode_to_slice(bytes, &mut id).map_err(|_| NodeIdError::NotHex(s.to_owned()))?;
-        Ok(NodeId(id))
+        Err(NodeIdError::WrongLength {
+            id: s.to_owned(),
+            len: bytes.len() / 2,
+        })
     }
 }
 

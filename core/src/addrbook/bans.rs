@@ -6,12 +6,12 @@
 //! choice ([`AddrBook::ban_scoped`]); the engine bans the IP too only when duplicate IPs are
 //! refused (`allow_duplicate_ip = false`), see `docs/bans.md`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use rand_core::RngCore;
 use smallvec::SmallVec;
 
-use super::{AddrBook, Ban, HOUR, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
+use super::{AddrBook, Ban, HOUR, Key, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
@@ -53,12 +53,10 @@ impl AddrBook {
             return false;
         }
         let until = now.saturating_add(duration.as_secs());
-        let mut victims: Vec<u32> = self.by_id.get(&id).map(|v| v.to_vec()).unwrap_or_default();
-        if let Some((ip, ports)) = ip.and_then(|ip| self.ports.get(&ip).map(|p| (ip, p))) {
-            for &p in ports {
-                if let Some(&i) = self.by_addr.get(&SocketAddr::new(ip, p))
-                    && !victims.contains(&i)
-                {
+        let mut victims: Vec<u32> = self.chain(Key::Id(id)).collect();
+        if let Some(ip) = ip {
+            for i in self.chain(Key::Ip(ip)) {
+                if !victims.contains(&i) {
                     victims.push(i);
                 }
             }

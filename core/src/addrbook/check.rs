@@ -2,7 +2,7 @@
 //! ([`AddrBook::check`]) or with a full table scan ([`AddrBook::check_full`]).
 
 use super::{
-    AddrBook, CheckError, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
+    AddrBook, CheckError, Key, MAX_BANS, MAX_NEW_REFS, MAX_SAVED_PER_BAN, MAX_TRIED_COLLISIONS,
     NEW_BUCKETS,
 };
 
@@ -26,7 +26,7 @@ impl AddrBook {
                 return err(format!("free index {f} is live"));
             }
         }
-        if self.by_addr.len() != live {
+        if self.index_len() != live {
             return err("address index size differs from entry count".into());
         }
         for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
@@ -40,21 +40,16 @@ impl AddrBook {
             }
         }
         let mut new_refs = 0usize;
-        let mut ids = 0usize;
         for (idx, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let idx = idx as u32;
-            if self.by_addr.get(&e.addr.addr) != Some(&idx) {
+            if self.idx_of(&e.addr.addr) != Some(idx) {
                 return err(format!("{} missing from the address index", e.addr));
             }
-            if !self.by_id.get(&e.addr.id).is_some_and(|v| v.contains(&idx)) {
+            if !self.chain(Key::Id(e.addr.id)).any(|i| i == idx) {
                 return err(format!("{} missing from the id index", e.addr));
             }
-            if !self
-                .ports
-                .get(&e.addr.addr.ip())
-                .is_some_and(|p| p.contains(&e.addr.addr.port()))
-            {
+            if !self.chain(Key::Ip(e.addr.addr.ip())).any(|i| i == idx) {
                 return err(format!("{} missing from the port index", e.addr));
             }
             if e.tried {
@@ -95,24 +90,7 @@ impl AddrBook {
                 self.tried_list.len()
             ));
         }
-        // Sums and `any` over the indices: the answers do not depend on the order.
-        #[allow(clippy::disallowed_methods)]
-        for v in self.by_id.values() {
-            ids += v.len();
-        }
-        if ids != live {
-            return err("id index size differs from entry count".into());
-        }
-        #[allow(clippy::disallowed_methods)]
-        let ports: usize = self.ports.values().map(|p| p.len()).sum();
-        #[allow(clippy::disallowed_methods)]
-        let over_cap = self
-            .ports
-            .values()
-            .any(|p| p.len() > self.config.max_ports_per_ip);
-        if ports != live || over_cap {
-            return err("port index wrong or over the per-ip port cap".into());
-        }
+        self.check_chains(live).map_err(CheckError)?;
         if self.collisions.len() > MAX_TRIED_COLLISIONS {
             return err("too many tried collisions".into());
         }

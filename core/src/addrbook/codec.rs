@@ -265,9 +265,7 @@ impl AddrBook {
         let mut book = AddrBook::with_key(config, key);
         book.last_good = last_good;
         book.entries.reserve(n);
-        book.by_addr.reserve(n);
-        book.by_id.reserve(n);
-        book.ports.reserve(n);
+        book.index_reserve(n);
         book.new_list.reserve(n_new);
         book.tried_list.reserve(n_tried);
         for i in 0..n {
@@ -296,14 +294,10 @@ impl AddrBook {
                 }
                 buckets.push(b);
             }
-            if book.by_addr.contains_key(&addr.addr) {
+            if book.contains(&addr.addr) {
                 return Err(DecodeError::Corrupt("duplicate address"));
             }
-            if book
-                .ports
-                .get(&addr.addr.ip())
-                .is_some_and(|p| p.len() >= book.config.max_ports_per_ip)
-            {
+            if book.ports_at(addr.addr.ip()) >= book.config.max_ports_per_ip {
                 return Err(DecodeError::Corrupt("too many ports for one ip"));
             }
             let entry = Entry {
@@ -317,6 +311,8 @@ impl AddrBook {
                 tried: false,
                 new_buckets: SmallVec::new(),
                 list_pos: 0,
+                next_same_ip: EMPTY,
+                next_same_id: EMPTY,
             };
             if rebucket {
                 book.load_rebucketed(entry, tried);

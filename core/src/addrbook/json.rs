@@ -137,7 +137,7 @@ impl AddrBook {
             if book.add(p.addr, p.src, now, rng).is_err() {
                 continue;
             }
-            let Some(&idx) = book.by_addr.get(&p.addr.addr) else {
+            let Some(idx) = book.idx_of(&p.addr.addr) else {
                 continue;
             };
             if let Some(e) = book.entry_mut(idx) {

@@ -26,6 +26,7 @@ mod bans;
 mod check;
 mod codec;
 mod group;
+mod index;
 mod json;
 #[cfg(test)]
 mod limit_tests;
@@ -36,6 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hashbrown::{HashMap, HashSet};
+use index::{Indexes, Key};
 use rand_core::RngCore;
 use select::uniform;
 use siphasher::sip::SipHasher24;
@@ -209,6 +211,10 @@ struct Entry {
     new_buckets: SmallVec<[u16; 2]>,
     /// Position in `new_list` or `tried_list`.
     list_pos: u32,
+    /// Next entry with the same IP, or `EMPTY` (see [`index`]).
+    next_same_ip: u32,
+    /// Next entry with the same node id, or `EMPTY` (see [`index`]).
+    next_same_id: u32,
 }
 
 /// A ban record: a node id, and the IP it came from when the ban covers the IP too (see
@@ -237,9 +243,8 @@ pub struct AddrBook {
     k1: u64,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
-    by_addr: HashMap<SocketAddr, u32>,
-    ports: HashMap<IpAddr, SmallVec<[u16; 4]>>,
-    by_id: HashMap<NodeId, SmallVec<[u32; 1]>>,
+    /// Entry by IP:port, entries by IP and by node id.
+    index: Indexes,
     new_table: SlotTable,
     tried_table: SlotTable,
     /// Occupied slots of each table, kept exact by the only two writers of the tables
@@ -284,9 +289,7 @@ impl AddrBook {
             k1,
             entries: Vec::new(),
             free: Vec::new(),
-            by_addr: HashMap::new(),
-            ports: HashMap::new(),
-            by_id: HashMap::new(),
+            index: Indexes::default(),
             new_table: SlotTable::new(NEW_BUCKETS * BUCKET_SIZE),
             tried_table: SlotTable::new(TRIED_BUCKETS * BUCKET_SIZE),
             new_used: 0,
@@ -427,7 +430,7 @@ impl AddrBook {
 
     /// The entry stored for this IP:port.
     fn entry_at(&self, addr: &SocketAddr) -> Option<&Entry> {
-        self.by_addr.get(addr).and_then(|&i| self.entry(i))
+        self.idx_of(addr).and_then(|i| self.entry(i))
     }
 
     fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
@@ -462,9 +465,8 @@ impl AddrBook {
         self.private_ids = ids.iter().copied().collect();
         let drop: Vec<SocketAddr> = ids
             .iter()
-            .filter_map(|id| self.by_id.get(id))
-            .flatten()
-            .filter_map(|&i| self.entry(i).map(|e| e.addr.addr))
+            .flat_map(|&id| self.chain(Key::Id(id)))
+            .filter_map(|i| self.entry(i).map(|e| e.addr.addr))
             .collect();
         for a in drop {
             self.remove(a);
@@ -508,14 +510,10 @@ impl AddrBook {
         if self.config.strict && !group::is_routable(&ip) {
             return Err(AddRejected::NonRoutable);
         }
-        if let Some(&idx) = self.by_addr.get(&addr.addr) {
+        if let Some(idx) = self.idx_of(&addr.addr) {
             return Ok(self.add_known(idx, source, now, rng));
         }
-        if self
-            .ports
-            .get(&ip)
-            .is_some_and(|p| p.len() >= self.config.max_ports_per_ip)
-        {
+        if self.ports_at(ip) >= self.config.max_ports_per_ip {
             return Err(AddRejected::TooManyPorts);
         }
         let bucket = self.new_bucket(&addr.addr, &source);
@@ -534,6 +532,8 @@ impl AddrBook {
             tried: false,
             new_buckets: SmallVec::new(),
             list_pos: 0,
+            next_same_ip: EMPTY,
+            next_same_id: EMPTY,
         };
         let idx = self.insert_entry(entry);
         self.place_new(idx, bucket, pos);
@@ -603,7 +603,7 @@ impl AddrBook {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.entries.push(None);
+                push_with_slack(&mut self.entries, None);
                 (self.entries.len() - 1) as u32
             }
         };
@@ -614,13 +614,8 @@ impl AddrBook {
         };
         entry.list_pos = list.len() as u32;
         list.push(idx);
-        self.by_addr.insert(entry.addr.addr, idx);
-        self.ports
-            .entry(entry.addr.addr.ip())
-            .or_default()
-            .push(entry.addr.addr.port());
-        self.by_id.entry(entry.addr.id).or_default().push(idx);
         self.entries[idx as usize] = Some(entry);
+        self.index_insert(idx);
         idx
     }
 
@@ -686,6 +681,7 @@ impl AddrBook {
 
     /// Deletes an entry that holds no table reference any more (or detaches it first).
     fn delete_entry(&mut self, idx: u32) {
+        self.index_remove(idx);
         let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) else {
             return;
         };
@@ -703,27 +699,13 @@ impl AddrBook {
         }
         // list_remove needs the moved entry present; `e` is already taken out.
         self.list_remove(e.tried, e.list_pos);
-        self.by_addr.remove(&e.addr.addr);
-        let ip = e.addr.addr.ip();
-        if let Some(p) = self.ports.get_mut(&ip) {
-            p.retain(|port| *port != e.addr.addr.port());
-            if p.is_empty() {
-                self.ports.remove(&ip);
-            }
-        }
-        if let Some(v) = self.by_id.get_mut(&e.addr.id) {
-            v.retain(|i| *i != idx);
-            if v.is_empty() {
-                self.by_id.remove(&e.addr.id);
-            }
-        }
         self.collisions.retain(|c| c.entry != idx);
         self.free.push(idx);
     }
 
     /// Removes the entry at `addr`, if any.
     pub fn remove(&mut self, addr: SocketAddr) {
-        if let Some(&idx) = self.by_addr.get(&addr) {
+        if let Some(idx) = self.idx_of(&addr) {
             self.delete_entry(idx);
         }
     }
@@ -732,7 +714,7 @@ impl AddrBook {
 
     /// Records that we are dialing `addr` now (feeds the recency penalty, G9).
     pub fn mark_attempt(&mut self, addr: SocketAddr, now: UnixTime) {
-        if let Some(&idx) = self.by_addr.get(&addr)
+        if let Some(idx) = self.idx_of(&addr)
             && let Some(e) = self.entry_mut(idx)
         {
             e.last_attempt = now;
@@ -744,7 +726,7 @@ impl AddrBook {
     /// becomes terrible is dropped from new, or moved from tried back to new; it is never
     /// banned (G14). Persistent peers are never dropped.
     pub fn mark_failed(&mut self, addr: SocketAddr, now: UnixTime) {
-        let Some(&idx) = self.by_addr.get(&addr) else {
+        let Some(idx) = self.idx_of(&addr) else {
             return;
         };
         let last_good = self.last_good;
@@ -803,7 +785,7 @@ impl AddrBook {
     ) -> GoodOutcome {
         let _ = rng;
         self.last_good = self.last_good.max(now);
-        let Some(&idx) = self.by_addr.get(&addr) else {
+        let Some(idx) = self.idx_of(&addr) else {
             return GoodOutcome::Unknown;
         };
         let Some(e) = self.entry_mut(idx) else {
@@ -965,7 +947,7 @@ impl AddrBook {
     /// True if an entry exists for this IP:port.
     #[must_use]
     pub fn contains(&self, addr: &SocketAddr) -> bool {
-        self.by_addr.contains_key(addr)
+        self.idx_of(addr).is_some()
     }
 
     /// The stored entry (id and address) for this IP:port.
@@ -1022,6 +1004,16 @@ impl AddrBook {
             .filter(|e| e.tried)
             .map(|e| self.tried_bucket(&e.addr.addr))
     }
+}
+
+/// Pushes onto `v`, growing a full vector by a quarter (at least 4) instead of doubling it: the
+/// entry slab is the largest part of a book, and a simulator holds thousands of books, so the
+/// doubling's slack (a third of the slab on average) costs more than the extra copies.
+fn push_with_slack<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 4).max(4));
+    }
+    v.push(x);
 }
 
 /// Bitcoin's `IsTerrible` (without the persistent-peer exemption).

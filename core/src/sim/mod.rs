@@ -16,7 +16,7 @@
 //! Everything random comes from one seeded RNG, so the same seed and the same calls give the
 //! same event trace; [`Sim::trace_hash`] summarises it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -135,6 +135,36 @@ pub struct Recorded {
 
 type Ep = (usize, ConnId);
 
+/// An event in the queue, ordered by its time and then by its sequence number (unique), so the
+/// queue pops in one total order whatever the heap's layout.
+#[derive(Debug)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Ev {
     Connect { from: Ep, to: usize },
@@ -183,7 +213,7 @@ pub struct Sim {
     now: Instant,
     nodes: Vec<Node>,
     by_addr: hashbrown::HashMap<SocketAddr, usize>,
-    queue: BTreeMap<(Instant, u64), Ev>,
+    queue: BinaryHeap<Queued>,
     seq: u64,
     timers: BTreeSet<(Instant, usize)>,
     pipes: hashbrown::HashMap<Ep, Pipe>,
@@ -218,7 +248,7 @@ impl Sim {
             now: origin,
             nodes: Vec::new(),
             by_addr: hashbrown::HashMap::new(),
-            queue: BTreeMap::new(),
+            queue: BinaryHeap::new(),
             seq: 0,
             timers: BTreeSet::new(),
             pipes: hashbrown::HashMap::new(),
@@ -466,7 +496,7 @@ impl Sim {
         // to them, so a restarted engine (which numbers connections from 1 again) starts clean.
         self.pipes.retain(|ep, _| ep.0 != i);
         self.eps.retain(|ep, _| ep.0 != i);
-        self.queue.retain(|_, ev| match ev {
+        self.queue.retain(|q| match &q.ev {
             Ev::Connect { from, .. } => from.0 != i,
             Ev::Connected { ep }
             | Ev::DialFailed { ep, .. }
@@ -580,16 +610,21 @@ impl Sim {
 
     /// Flips one byte of the next pending delivery (fuzzing).
     pub fn corrupt_next_delivery(&mut self, xor: u8) {
-        for ev in self.queue.values_mut() {
-            if let Ev::Deliver { bytes, .. } = ev
-                && !bytes.is_empty()
-            {
-                let mut v = bytes.to_vec();
-                v[0] ^= xor | 1;
-                *bytes = Bytes::from(v);
-                return;
-            }
+        let mut queued = std::mem::take(&mut self.queue).into_vec();
+        let next = queued
+            .iter_mut()
+            .filter(|q| matches!(&q.ev, Ev::Deliver { bytes, .. } if !bytes.is_empty()))
+            .min_by_key(|q| (q.at, q.seq));
+        if let Some(Queued {
+            ev: Ev::Deliver { bytes, .. },
+            ..
+        }) = next
+        {
+            let mut v = bytes.to_vec();
+            v[0] ^= xor | 1;
+            *bytes = Bytes::from(v);
         }
+        self.queue = BinaryHeap::from(queued);
     }
 
     /// Jumps the clock forward by `d` (timers then fire late, as after a suspend).
@@ -601,7 +636,11 @@ impl Sim {
 
     fn push(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        });
     }
 
     fn set_timer(&mut self, i: usize, at: Option<Instant>) {
@@ -643,17 +682,17 @@ impl Sim {
     }
 
     fn step_once(&mut self) -> bool {
-        let next_ev = self.queue.first_key_value().map(|(k, _)| k.0);
+        let next_ev = self.queue.peek().map(|q| q.at);
         let next_timer = self.timers.first().map(|(t, _)| *t);
         self.touched.clear();
         let ran = match (next_ev, next_timer) {
             (None, None) => false,
             (Some(e), t) if t.is_none_or(|t| e <= t) => {
-                let Some((key, ev)) = self.queue.pop_first() else {
+                let Some(q) = self.queue.pop() else {
                     return false;
                 };
-                self.now = self.now.max(key.0);
-                self.run_event(ev);
+                self.now = self.now.max(q.at);
+                self.run_event(q.ev);
                 true
             }
             (_, Some(t)) => {
@@ -715,7 +754,7 @@ impl Sim {
         let end = self.now + d;
         let r = self.run_until(
             |s| {
-                let next = s.queue.first_key_value().map(|(k, _)| k.0);
+                let next = s.queue.peek().map(|q| q.at);
                 let t = s.timers.first().map(|(t, _)| *t);
                 let earliest = match (next, t) {
                     (Some(a), Some(b)) => Some(a.min(b)),
