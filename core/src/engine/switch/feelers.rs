@@ -51,11 +51,7 @@ impl Engine {
     /// stays, a new entry moves to tried) and the connection closes at once, never a peer.
     pub(super) fn feeler_reached(&mut self, now: Instant, id: ConnId, dialed: Option<NetAddr>) {
         if let Some(a) = dialed {
-            self.conns.dial_done(a.id, id);
-            self.backoff.succeeded(&a.addr);
-            let unix = self.unix(now);
-            let _ = self.book.mark_good(a.addr, unix, &mut self.rng);
-            self.book_dirty = true;
+            self.dial_reached(now, id, a);
         }
         self.counters.feelers_reached += 1;
         let Some(c) = self.conns.get_mut(&id) else {

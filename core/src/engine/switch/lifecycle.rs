@@ -141,11 +141,7 @@ impl Engine {
         }
         self.conns.move_ip(id, IpSlot::Up);
         if let Some(a) = dialed {
-            self.conns.dial_done(a.id, id);
-            self.backoff.succeeded(&a.addr);
-            let unix = self.unix(now);
-            self.book.mark_good(a.addr, unix, &mut self.rng);
-            self.book_dirty = true;
+            self.dial_reached(now, id, a);
         }
         if self.persistent.connected(&peer) {
             self.timers.cancel(Timer::Redial(peer));
@@ -175,6 +171,16 @@ impl Engine {
         if self.cfg.pex {
             self.pex_add_peer(now, id, direction, origin, &info, remote);
         }
+    }
+
+    /// Our dial of `a` on `id` completed its handshake (a peer or a feeler): the dial is over,
+    /// its back-off is cleared and the address is marked good in the book.
+    pub(super) fn dial_reached(&mut self, now: Instant, id: ConnId, a: NetAddr) {
+        self.conns.dial_done(a.id, id);
+        self.backoff.succeeded(&a.addr);
+        let unix = self.unix(now);
+        let _ = self.book.mark_good(a.addr, unix, &mut self.rng);
+        self.book_dirty = true;
     }
 
     /// Closes `id` gracefully once its queued bytes are flushed; `reason` is reported then.
