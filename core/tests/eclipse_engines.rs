@@ -7,7 +7,7 @@
 //!
 //! The book-level model and the legacy CometBFT-book comparison stay in `eclipse.rs`.
 //! Small grid and G17 here (`cargo test`); the larger grid and G17 with a victim that joins
-//! during the attack are `#[ignore]`d: `ECLIPSE_ENGINE_SEEDS=3 ECLIPSE_G17_SEEDS=2 cargo test -p
+//! during the attack are `#[ignore]`d: `ECLIPSE_ENGINE_SEEDS=3 ECLIPSE_G17_SEEDS=1 cargo test -p
 //! cometmesh-core --features sim --test eclipse_engines -- --ignored --nocapture` (figures in
 //! bench/README.md; raise the two counts for more seeds).
 #![cfg(feature = "sim")]
@@ -550,7 +550,7 @@ fn g17_honest_outbound_under_misbehaving_peers() {
     g17_check(seeds(1), Restart::Never, true);
 }
 
-/// G17 with a victim that joins while the attacker is there (`--ignored`, 2 seeds or
+/// G17 with a victim that joins while the attacker is there (`--ignored`, 1 seed or
 /// `ECLIPSE_G17_SEEDS`): hold and replacement times asserted, the honest fraction reported (see
 /// bench/README.md: uniform selection leaves the stealthy half ~20 % of the reachable
 /// candidates, so ≥ 0.8 fails in about a third of the runs).
@@ -560,7 +560,7 @@ fn g17_victim_joins_during_the_attack() {
     let n = std::env::var("ECLIPSE_G17_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(1);
     g17_check(n, Restart::JoinsLate, false);
 }
 
