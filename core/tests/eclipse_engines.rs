@@ -543,11 +543,13 @@ fn g17_check(seeds: u64, restart: Restart, assert_fraction: bool) {
     );
 }
 
-/// G17 in `cargo test` (one seed; `ECLIPSE_ENGINE_SEEDS` for more), the victim up during the
-/// warm-up: every check asserted.
+/// G17 in `cargo test` (two seeds; `ECLIPSE_ENGINE_SEEDS` for more), the victim up during the
+/// warm-up: every check asserted. Since nodes bootstrap in seconds (early ensure-peers passes)
+/// the victim meets a misbehaving attacker in about one run in six (seed 1 of 0..6), so two
+/// seeds are the fewest that keep the replacement check from being vacuous.
 #[test]
 fn g17_honest_outbound_under_misbehaving_peers() {
-    g17_check(seeds(1), Restart::Never, true);
+    g17_check(seeds(2), Restart::Never, true);
 }
 
 /// G17 with a victim that joins while the attacker is there (`--ignored`, 1 seed or
