@@ -357,6 +357,9 @@ impl Engine {
             return;
         }
         if let Some(delay) = self.pex.next_short_retry() {
+            // Spread over [delay/2, 3·delay/2): nodes refused together by a full seed must not
+            // come back in one wave.
+            let delay = delay / 2 + crate::engine::backoff::jitter(&mut self.rng, delay);
             self.timers.set(Timer::EnsureSoon, now + delay);
         }
     }
