@@ -176,8 +176,8 @@ fn malformed_config_value_names_the_key() {
     let path = home.join("config/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let broken = text.replace(
-        "flush_throttle_timeout = \"100ms\"",
-        "flush_throttle_timeout = \"100 parsecs\"",
+        "flush_throttle_timeout = \"10ms\"",
+        "flush_throttle_timeout = \"10 parsecs\"",
     );
     assert_ne!(text, broken);
     std::fs::write(&path, broken).unwrap();

@@ -425,14 +425,14 @@ fn we_only_send_on_channels_the_peer_advertised() {
     );
     c.send(now, ChannelId(0x20), Bytes::from_static(b"ok"))
         .unwrap();
-    // Written now, flushed when the 100 ms throttle expires.
+    // Written now, flushed when the 10 ms throttle (the default) expires.
     raw.received.clear();
     raw.pump(now, &mut c);
     assert!(raw.received.is_empty());
-    assert_eq!(c.poll_timeout(), Some(now + Duration::from_millis(100)));
-    raw.pump(now + Duration::from_millis(99), &mut c);
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_millis(10)));
+    raw.pump(now + Duration::from_millis(9), &mut c);
     assert!(raw.received.is_empty());
-    raw.pump(now + Duration::from_millis(100), &mut c);
+    raw.pump(now + Duration::from_millis(10), &mut c);
     assert_eq!(
         &raw.received[..],
         &[

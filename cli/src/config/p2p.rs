@@ -199,7 +199,7 @@ p2p_keys! {
     };
 
     /// `flush_throttle_timeout`: longest delay before buffered packets are flushed.
-    flush_throttle_timeout: Duration = Duration::from_millis(100),
+    flush_throttle_timeout: Duration = Duration::from_millis(10),
     toml ["", "# Longest delay before queued packets are written to the connection"]
     engine |p, c| c.connection.flush_throttle = p.flush_throttle_timeout;
 

@@ -11,7 +11,8 @@ pub struct ConnectionConfig {
     pub ping_interval: Duration,
     /// How long a Pong may take (45 s).
     pub pong_timeout: Duration,
-    /// Longest time written packets wait before they are flushed (100 ms).
+    /// Longest time written packets wait before they are flushed (10 ms, the default of CometBFT
+    /// v0.39 and later; v0.34 and v0.38 used 100 ms).
     pub flush_throttle: Duration,
     /// Send rate limit in bytes per second (5 120 000; 0 = unlimited).
     pub send_rate: u64,
@@ -35,7 +36,7 @@ impl Default for ConnectionConfig {
             handshake_timeout: Duration::from_secs(3),
             ping_interval: Duration::from_secs(60),
             pong_timeout: Duration::from_secs(45),
-            flush_throttle: Duration::from_millis(100),
+            flush_throttle: Duration::from_millis(10),
             send_rate: 5_120_000,
             recv_rate: 5_120_000,
             max_packet_payload: 1024,
