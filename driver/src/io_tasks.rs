@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cometmesh_core::ConnId;
 use cometmesh_core::engine::{CloseCause, DialFailure};
 use futures::channel::mpsc;
@@ -114,7 +114,7 @@ pub(crate) async fn read_loop<R: Runtime>(
     mut io: mpsc::Sender<IoEvent<R>>,
 ) {
     let mut have = window;
-    let mut buf = ReadBuf::new();
+    let mut buf = vec![0u8; READ_MIN];
     loop {
         while let Ok(()) = credits.try_recv() {
             have += 1;
@@ -125,17 +125,23 @@ pub(crate) async fn read_loop<R: Runtime>(
                 None => return,
             }
         }
-        let ev = match reader.read(buf.room()).await {
+        let ev = match reader.read(&mut buf).await {
             Ok(0) => IoEvent::ReadEnd {
                 conn,
                 cause: CloseCause::Eof,
             },
             Ok(n) => {
                 have -= 1;
-                IoEvent::Read {
-                    conn,
-                    bytes: buf.take(n),
+                let bytes = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if n <= buf.len() / 2 && buf.len() > READ_MIN {
+                    // A read that fills half the buffer or less (an idle connection's ping
+                    // after a burst) gives half back: idle peers keep small buffers.
+                    buf.truncate(buf.len() / 2);
+                    buf.shrink_to_fit();
                 }
+                IoEvent::Read { conn, bytes }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => IoEvent::ReadEnd {
@@ -147,68 +153,6 @@ pub(crate) async fn read_loop<R: Runtime>(
         if io.send(ev).await.is_err() || end {
             return;
         }
-    }
-}
-
-/// A reader's buffer: reads land in it and are handed out by splitting, not copying.
-///
-/// The room read into is the tail of one allocation of `size` bytes; a read of `n` bytes is
-/// split off the front as a [`Bytes`] that shares the allocation, so the bytes are never
-/// copied and no byte is handed out twice. Once the room left is under half of `size`, a new
-/// room is taken: the allocation itself again when every chunk handed out from it was
-/// dropped (the engine drops them once opened), else a fresh one. `size` doubles while reads
-/// fill the room (up to `READ_MAX`) and halves after a read that filled half of it or less
-/// (down to `READ_MIN`), so idle connections keep small buffers.
-#[derive(Debug)]
-pub(crate) struct ReadBuf {
-    /// The room the next read goes into (initialised: `futures-io` reads into `&mut [u8]`).
-    room: BytesMut,
-    /// The size of a new room.
-    size: usize,
-}
-
-impl ReadBuf {
-    /// An empty buffer; the first room is `READ_MIN` bytes.
-    pub(crate) fn new() -> ReadBuf {
-        ReadBuf {
-            room: BytesMut::new(),
-            size: READ_MIN,
-        }
-    }
-
-    /// The room to read into (never empty).
-    pub(crate) fn room(&mut self) -> &mut [u8] {
-        if self.room.len() < self.size / 2 {
-            // `reserve` on the emptied view reuses the allocation when it is no longer shared.
-            self.room.clear();
-            self.room.reserve(self.size);
-            self.room.resize(self.size, 0);
-        }
-        &mut self.room
-    }
-
-    /// Hands out the first `n` bytes of the room (those the read filled) and adapts the size.
-    pub(crate) fn take(&mut self, n: usize) -> Bytes {
-        let n = n.min(self.room.len());
-        let filled = n == self.room.len();
-        let bytes = self.room.split_to(n).freeze();
-        if filled && self.size < READ_MAX {
-            self.size = (self.size * 2).min(READ_MAX);
-        } else if n <= self.size / 2 && self.size > READ_MIN {
-            // A read that fills half the room or less (an idle connection's ping after a
-            // burst) halves it: the big allocation goes once its chunks are dropped.
-            self.size = (self.size / 2).max(READ_MIN);
-            if self.room.len() > self.size {
-                self.room = BytesMut::new();
-            }
-        }
-        bytes
-    }
-
-    /// Bytes of room left in the current allocation.
-    #[cfg(test)]
-    fn room_len(&self) -> usize {
-        self.room.len()
     }
 }
 
@@ -448,82 +392,5 @@ mod tests {
         assert_eq!(w.out, want);
         // At most MAX_SLICES slices per call.
         assert_eq!(w.calls, 200usize.div_ceil(MAX_SLICES));
-    }
-
-    /// Reads `stream` through a `ReadBuf`, each read taking at most the next of `sizes`
-    /// (cycled); returns the chunks handed out, all kept alive.
-    fn read_through(stream: &[u8], sizes: &[usize]) -> Vec<Bytes> {
-        let mut buf = ReadBuf::new();
-        let mut chunks = Vec::new();
-        let mut at = 0;
-        let mut i = 0;
-        while at < stream.len() {
-            let room = buf.room();
-            assert!(!room.is_empty(), "a room to read into");
-            let n = room
-                .len()
-                .min(sizes[i % sizes.len()])
-                .min(stream.len() - at);
-            room[..n].copy_from_slice(&stream[at..at + n]);
-            // Scribble over the rest of the room: it must not show in any chunk.
-            room[n..].fill(0xee);
-            chunks.push(buf.take(n));
-            at += n;
-            i += 1;
-        }
-        chunks
-    }
-
-    #[test]
-    fn read_chunks_hand_out_every_byte_once_in_order() {
-        let stream: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
-        for sizes in [
-            vec![usize::MAX],
-            vec![1],
-            vec![1044, 7, 70_000, 300],
-            vec![READ_MAX, READ_MAX, 10],
-        ] {
-            let chunks = read_through(&stream, &sizes);
-            let got: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
-            assert_eq!(got, stream, "sizes {sizes:?}");
-        }
-    }
-
-    #[test]
-    fn read_room_grows_while_filled_and_shrinks_when_idle() {
-        let mut buf = ReadBuf::new();
-        // Reads that fill the room double it up to READ_MAX.
-        for _ in 0..20 {
-            let n = buf.room().len();
-            drop(buf.take(n));
-        }
-        assert_eq!(buf.size, READ_MAX);
-        assert_eq!(buf.room().len(), READ_MAX);
-        // Small reads (pings) halve it back down to READ_MIN; the room follows.
-        for _ in 0..20 {
-            buf.room();
-            drop(buf.take(10));
-        }
-        assert_eq!(buf.size, READ_MIN);
-        assert!(buf.room().len() <= READ_MIN);
-    }
-
-    #[test]
-    fn read_room_reuses_its_allocation_once_chunks_are_dropped() {
-        let mut buf = ReadBuf::new();
-        let first = buf.room().as_ptr();
-        let n = buf.room_len();
-        let chunk = buf.take(n / 2 + 1);
-        assert_eq!(
-            chunk.as_ptr(),
-            first,
-            "the chunk is the room's front, not a copy"
-        );
-        drop(chunk);
-        // Under half the room is left: a new room, in the same allocation.
-        assert_eq!(buf.room().as_ptr(), first);
-        // While a chunk is held, the next room is elsewhere.
-        let held = buf.take(n / 2 + 1);
-        assert_ne!(buf.room().as_ptr(), held.as_ptr());
     }
 }
