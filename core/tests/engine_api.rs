@@ -102,7 +102,7 @@ fn dial_refusals_and_timeout() {
     assert!(matches!(out[0], Output::Close { conn: c } if c == conn));
     assert!(matches!(
         &out[1],
-        Output::Event(Event::DialFailed { addr: x, reason: DialFailReason::Timeout }) if *x == a
+        Output::Event(Event::DialFailed { addr: x, reason: DialFailReason::Timeout }) if **x == a
     ));
     assert_eq!(e.peer_state(&a.id), None);
     // The adapter reports the close; then the id is gone for good.

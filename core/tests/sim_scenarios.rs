@@ -365,7 +365,7 @@ fn dialing_our_own_address_fails_cleanly() {
     assert!(
         sim.events()
             .iter()
-            .any(|r| matches!(&r.event, Event::DialFailed { addr, .. } if *addr == bogus))
+            .any(|r| matches!(&r.event, Event::DialFailed { addr, .. } if **addr == bogus))
     );
 }
 

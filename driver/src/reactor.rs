@@ -345,7 +345,7 @@ impl Reactors {
                 for e in self.entries.iter_mut().filter(|e| e.live) {
                     e.push(ReactorEvent::PeerUp(Box::new(PeerUp {
                         peer: *peer,
-                        info: info.clone(),
+                        info: NodeInfo::clone(info),
                         direction: *direction,
                         persistent: *persistent,
                     })));

@@ -110,7 +110,7 @@ async fn two_chains<R: Runtime>(rt: R) {
     .await
     .flatten()
     .expect("node z's dial fails");
-    assert_eq!(failed.0, target);
+    assert_eq!(*failed.0, target);
     assert!(
         matches!(
             failed.1,

@@ -127,6 +127,11 @@ pub(crate) struct RecvChannel {
     pub(crate) bytes_received: u64,
     /// Complete messages received.
     pub(crate) messages_received: u64,
+    /// Size of the last multi-packet message: the next one reserves this much up front, so a
+    /// stream of similar messages (64 KiB block parts) is reassembled without regrowing the
+    /// buffer by doubling (each doubling copies what arrived so far). It follows the last
+    /// message, so one large message does not make every later one reserve as much.
+    size_hint: usize,
 }
 
 /// Reassembly overflow: the message would exceed the channel's capacity.
@@ -141,6 +146,7 @@ impl RecvChannel {
             buf: BytesMut::new(),
             bytes_received: 0,
             messages_received: 0,
+            size_hint: 0,
         }
     }
 
@@ -166,12 +172,13 @@ impl RecvChannel {
             return Ok(Some(Bytes::copy_from_slice(&data)));
         }
         if self.buf.is_empty() {
-            self.buf
-                .reserve(desc.recv_buffer_capacity.min(max).max(data.len()));
+            let expect = desc.recv_buffer_capacity.max(self.size_hint);
+            self.buf.reserve(expect.min(max).max(data.len()));
         }
         self.buf.extend_from_slice(&data);
         if eof {
             let msg = self.buf.split().freeze();
+            self.size_hint = msg.len();
             // Release the reassembly buffer so idle channels hold no heap.
             self.buf = BytesMut::new();
             self.messages_received += 1;
@@ -218,5 +225,33 @@ mod tests {
         assert_eq!(&msg[..], b"abcd");
         assert_eq!(ch.buf.capacity(), 0);
         assert_eq!(ch.bytes_received, 4);
+    }
+
+    /// After one 64 KiB message, the next of the same size is reassembled in one allocation
+    /// of its size (no regrowth); a smaller one after it reserves the first one's size only
+    /// once, then its own.
+    #[test]
+    fn reassembly_reserves_the_last_message_size() {
+        let desc = ChannelDescriptor::new(ChannelId(0x30), 1);
+        let mut ch = RecvChannel::new();
+        let deliver = |ch: &mut RecvChannel, size: usize| -> usize {
+            let mut most = 0;
+            for i in 0..size / 1024 {
+                let eof = i + 1 == size / 1024;
+                let got = ch.push(&desc, Bytes::from(vec![1u8; 1024]), eof);
+                most = most.max(ch.buf.capacity());
+                if eof {
+                    let Ok(Some(msg)) = got else {
+                        panic!("the last chunk completes the message");
+                    };
+                    assert_eq!(msg.len(), size);
+                }
+            }
+            most
+        };
+        deliver(&mut ch, 64 * 1024);
+        assert_eq!(deliver(&mut ch, 64 * 1024), 64 * 1024);
+        assert_eq!(deliver(&mut ch, 8 * 1024), 64 * 1024);
+        assert_eq!(deliver(&mut ch, 8 * 1024), 8 * 1024);
     }
 }

@@ -364,6 +364,7 @@ impl MConnection {
             && self.send_buf.len() < FLUSH_THRESHOLD
             && self.send_bucket.ready(now)
         {
+            self.reserve_send_buf(room, payload, batch);
             let mut written = 0;
             let mut wrote_any = false;
             for _ in 0..batch {
@@ -412,6 +413,31 @@ impl MConnection {
         self.flush_at = None;
         // Hand over the whole buffer: keeping a view into it would pin the allocation.
         Some(std::mem::take(&mut self.send_buf))
+    }
+
+    /// Sizes an empty packet buffer for what is queued, up to what one call may write (the
+    /// flush threshold plus one batch), so that writing a burst does not regrow it by doubling
+    /// (each doubling copies what was written so far). Called only when packets are about to
+    /// be written (send rate ready), so an idle or throttled connection reserves nothing.
+    fn reserve_send_buf(&mut self, room: usize, payload: usize, batch: usize) {
+        /// More than any PacketMsg's framing: Packet and PacketMsg tags and lengths, channel, eof.
+        const PACKET_OVERHEAD: usize = 16;
+        if !self.send_buf.is_empty() {
+            return;
+        }
+        let (bytes, messages) = self.send.iter().fold((0usize, 0usize), |(b, m), c| {
+            (
+                b.saturating_add(c.pending_bytes),
+                m + c.queue.len() + usize::from(c.current.is_some()),
+            )
+        });
+        if messages == 0 {
+            return;
+        }
+        let packets = messages.saturating_add(bytes / payload.max(1));
+        let want = bytes.saturating_add(packets.saturating_mul(PACKET_OVERHEAD));
+        let most = FLUSH_THRESHOLD.saturating_add(batch.saturating_mul(payload + PACKET_OVERHEAD));
+        self.send_buf.reserve(want.min(most).min(room));
     }
 
     /// Like [`Self::poll_plaintext`] but flushes whatever is written, ignoring the throttle
@@ -557,6 +583,22 @@ mod tests {
         assert_eq!(m.send[0].recently_sent, sent * 8 / 10 * 8 / 10 * 8 / 10);
         let _ = m.poll_plaintext(now + Duration::from_secs(1000), usize::MAX);
         assert_eq!(m.send[0].recently_sent, 0);
+    }
+
+    /// A burst is written into a buffer sized for it once (what is queued plus 16 bytes of
+    /// framing per packet), not regrown by doubling from empty.
+    #[test]
+    fn the_packet_buffer_is_sized_for_the_queued_burst() {
+        let now = base();
+        let mut m = mconn(now, ConnectionConfig::default(), &[(0x20, 1)]);
+        for _ in 0..60 {
+            m.send(ChannelId(0x20), Bytes::from(vec![1; 1000])).unwrap();
+        }
+        let plain = m.poll_plaintext_now(now, usize::MAX).unwrap();
+        assert_eq!(channels_of(&plain).len(), 60);
+        // 60 000 bytes in 60 messages (60 + 60 000 / 1024 = 118 packets at most) → 61 888.
+        assert_eq!(plain.capacity(), 60_000 + 118 * 16);
+        assert!(plain.len() <= plain.capacity());
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub struct Opener {
     nonce: u64,
     /// A partial frame: `partial[..partial_len]`. Allocated when the first partial frame
     /// arrives (an idle connection whose reads end on frame boundaries never needs it); frames
-    /// are decrypted in a copy on the stack, so there is no other work space.
+    /// are decrypted in the output buffer itself, so there is no other work space.
     partial: Option<Box<[u8; SEALED_FRAME_SIZE]>>,
     partial_len: usize,
     /// Plaintext recovered during the handshake and not yet handed out.
@@ -194,20 +194,30 @@ impl Opener {
             out.extend_from_slice(&self.pending);
             self.pending = BytesMut::new();
         }
+        // Room for every frame's body up front (each is decrypted in `out`, then trimmed), so
+        // that `out` grows at most once per call.
+        let whole = (self.partial_len + ciphertext.len()) / SEALED_FRAME_SIZE;
+        out.reserve(whole * TOTAL_FRAME_SIZE);
         if self.partial_len > 0
-            && let Some(partial) = self.partial.as_deref_mut()
+            && let Some(mut partial) = self.partial.take()
         {
             let take = (SEALED_FRAME_SIZE - self.partial_len).min(ciphertext.len());
             let (head, rest) = ciphertext.split_at(take);
             partial[self.partial_len..self.partial_len + take].copy_from_slice(head);
             self.partial_len += take;
             ciphertext = rest;
-            if self.partial_len < SEALED_FRAME_SIZE {
+            let complete = self.partial_len == SEALED_FRAME_SIZE;
+            let result = if complete {
+                self.partial_len = 0;
+                self.open_frame(&partial[..], out)
+            } else {
+                Ok(())
+            };
+            self.partial = Some(partial);
+            result?;
+            if !complete {
                 return Ok(());
             }
-            self.partial_len = 0;
-            let frame = *partial;
-            self.open_frame(&frame, out)?;
         }
         let mut frames = ciphertext.chunks_exact(SEALED_FRAME_SIZE);
         for frame in &mut frames {
@@ -244,6 +254,11 @@ impl Opener {
         result
     }
 
+    /// Decrypts the frame's body where its plaintext belongs, in `out`, so that no work copy
+    /// is needed: the body is appended so that its 4-byte length prefix lands on the last (up
+    /// to) 4 bytes already in `out`, which are saved and put back after decryption; when `out`
+    /// held fewer than 4 bytes, its front is advanced past the prefix instead (O(1) for a
+    /// `BytesMut`). The ciphertext `frame` stays untouched for the failure diagnosis.
     fn try_open_frame(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
         if self.nonce == u64::MAX {
             return Err(FrameError::NonceExhausted);
@@ -251,22 +266,36 @@ impl Opener {
         let (body, tag) = frame.split_at(TOTAL_FRAME_SIZE);
         let mut tag_bytes = [0u8; TAG_LEN];
         tag_bytes.copy_from_slice(tag);
-        // Decrypt in a copy on the stack (the connection keeps no work space of its own).
-        let mut work: [u8; TOTAL_FRAME_SIZE] = body
-            .try_into()
-            .expect("a sealed frame holds TOTAL_FRAME_SIZE bytes before its tag");
+        let start = out.len();
+        let kept = start.min(4);
+        let base = start - kept;
+        let mut saved = [0u8; 4];
+        saved[..kept].copy_from_slice(&out[base..start]);
+        out.truncate(base);
+        out.extend_from_slice(body);
         if !self
             .key
-            .open(frame_nonce(self.nonce), &mut work, &tag_bytes)
+            .open(frame_nonce(self.nonce), &mut out[base..], &tag_bytes)
         {
+            out.truncate(base);
+            out.extend_from_slice(&saved[..kept]);
             return Err(self.diagnose(body, &tag_bytes));
         }
         self.nonce += 1;
-        let len = u32::from_le_bytes([work[0], work[1], work[2], work[3]]);
+        let prefix = &out[base..base + 4];
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         if len as usize > DATA_MAX_SIZE {
+            out.truncate(base);
+            out.extend_from_slice(&saved[..kept]);
             return Err(FrameError::ChunkTooLong(len));
         }
-        out.extend_from_slice(&work[4..4 + len as usize]);
+        // The data is at out[base + 4..]; the saved bytes go right before it.
+        out.truncate(base + 4 + len as usize);
+        out[base + 4 - kept..base + 4].copy_from_slice(&saved[..kept]);
+        if kept < 4 {
+            // base == 0: drop the prefix bytes no saved byte covers.
+            bytes::Buf::advance(out, 4 - kept);
+        }
         Ok(())
     }
 
@@ -322,5 +351,34 @@ mod tests {
             assert_eq!(&plain[..], &data[..]);
         }
         assert_eq!(sealer.nonce_counter(), opener.nonce_counter());
+    }
+
+    /// Frames are decrypted in the output buffer: whatever it already held (0 to 5 bytes
+    /// here, around the 4-byte prefix trick) stays in front of the new plaintext, in any
+    /// chunking of the ciphertext, and a tampered frame leaves it as it was.
+    #[test]
+    fn open_keeps_what_out_held_in_any_chunking() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let mut wire = BytesMut::new();
+        Sealer::new(&[2u8; 32]).seal(&data, &mut wire).unwrap();
+        for held in 0..6usize {
+            for step in [1usize, 3, 1043, 1044, 1045, 2100, wire.len()] {
+                let mut opener = Opener::new(&[2u8; 32]);
+                let before: Vec<u8> = (0..held).map(|i| 0xa0 + i as u8).collect();
+                let mut out = BytesMut::from(&before[..]);
+                for piece in wire.chunks(step) {
+                    opener.open(piece, &mut out).unwrap();
+                }
+                assert_eq!(&out[..held], &before[..], "held {held}, step {step}");
+                assert_eq!(&out[held..], &data[..], "held {held}, step {step}");
+            }
+            let mut tampered = wire.clone();
+            tampered[5] ^= 1;
+            let before: Vec<u8> = (0..held).map(|i| 0xb0 + i as u8).collect();
+            let mut out = BytesMut::from(&before[..]);
+            let err = Opener::new(&[2u8; 32]).open(&tampered, &mut out);
+            assert_eq!(err, Err(FrameError::Tampered { nonce: 0 }));
+            assert_eq!(&out[..], &before[..]);
+        }
     }
 }

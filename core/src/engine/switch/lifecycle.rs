@@ -164,7 +164,7 @@ impl Engine {
         self.outputs.push_back(Output::Event(Event::PeerUp {
             peer,
             conn: id,
-            info: info.clone(),
+            info: Box::new(info.clone()),
             direction,
             persistent,
         }));
@@ -262,8 +262,10 @@ impl Engine {
             self.book.add_our_address(addr.addr);
             self.book_dirty = true;
         }
-        self.outputs
-            .push_back(Output::Event(Event::DialFailed { addr, reason }));
+        self.outputs.push_back(Output::Event(Event::DialFailed {
+            addr: Box::new(addr),
+            reason,
+        }));
         if self.persistent.contains(&addr.id) && !self.peers.contains_key(&addr.id) {
             self.schedule_redial(now, addr.id);
         }
