@@ -203,6 +203,8 @@ struct Node {
     sent_delay: Duration,
     corrupt: bool,
     partition: u32,
+    /// PeerUp and PeerDown events emitted so far (see [`Sim::peer_epoch`]).
+    peer_epoch: u64,
 }
 
 /// The simulator.
@@ -283,6 +285,7 @@ impl Sim {
             sent_delay: Duration::ZERO,
             corrupt: false,
             partition: 0,
+            peer_epoch: 0,
         });
         self.by_addr.insert(addr, idx);
         self.start_node(idx);
@@ -304,6 +307,7 @@ impl Sim {
             sent_delay: Duration::ZERO,
             corrupt: false,
             partition: 0,
+            peer_epoch: 0,
         });
         self.by_addr.insert(addr, idx);
         self.drain(idx);
@@ -346,6 +350,7 @@ impl Sim {
             .expect("valid engine config");
         setup(&mut engine);
         node.engine = Some(engine);
+        node.peer_epoch += 1;
         self.drain(idx);
     }
 
@@ -422,6 +427,14 @@ impl Sim {
         }
     }
 
+    /// How many `PeerUp` and `PeerDown` events node `i` has emitted (plus its starts and
+    /// stops): while it stays the same, the node's set of peers has not changed (a caller watching many nodes re-reads only
+    /// those whose epoch moved).
+    #[must_use]
+    pub fn peer_epoch(&self, i: usize) -> u64 {
+        self.nodes[i].peer_epoch
+    }
+
     /// Node `i`'s id.
     #[must_use]
     pub fn node_id(&self, i: usize) -> NodeId {
@@ -471,6 +484,7 @@ impl Sim {
     /// Stops node `i`: its connections reset, dials to it are refused until [`Sim::restart`].
     pub fn stop(&mut self, i: usize) {
         self.nodes[i].engine = None;
+        self.nodes[i].peer_epoch += 1;
         self.set_timer(i, None);
         let mut ends: Vec<(Ep, Ep, Duration, Instant)> = Vec::new();
         for (ep, p) in &mut self.pipes {
@@ -1108,6 +1122,9 @@ impl Sim {
     }
 
     fn record(&mut self, i: usize, ev: Event) {
+        if matches!(ev, Event::PeerUp { .. } | Event::PeerDown { .. }) {
+            self.nodes[i].peer_epoch += 1;
+        }
         match &ev {
             Event::PeerUp { peer, conn, .. } => {
                 self.trace_u64(&[3, i as u64, conn.0]);
