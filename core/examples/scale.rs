@@ -26,6 +26,12 @@ fn vm_hwm_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
@@ -149,8 +155,10 @@ fn main() {
             }
             let avg = |x: u64| x as f64 / f64::from(short.max(1));
             eprintln!(
-                "t={:.1}s reached={reached} short={short} (avg out {:.1} book {:.0} failed dials {:.1} refused {:.1} dials {:.1} downs {:.1} dialing {:.1} in {:.1}) seeds: {}",
+                "t={:.1}s steps={} rss={} MiB reached={reached} short={short} (avg out {:.1} book {:.0} failed dials {:.1} refused {:.1} dials {:.1} downs {:.1} dialing {:.1} in {:.1}) seeds: {}",
                 sim.elapsed().as_secs_f64(),
+                sim.steps(),
+                vm_rss_kib().map_or(0, |k| k / 1024),
                 avg(out as u64),
                 avg(book as u64),
                 avg(failed),

@@ -133,9 +133,9 @@ impl std::fmt::Debug for Sealer {
 pub struct Opener {
     key: FrameKey,
     nonce: u64,
-    /// A partial frame: `partial[..partial_len]`. Allocated when the first partial frame
-    /// arrives (an idle connection whose reads end on frame boundaries never needs it); frames
-    /// are decrypted in a copy on the stack, so there is no other work space.
+    /// A partial frame: `partial[..partial_len]`. Allocated when a partial frame arrives and
+    /// freed when a read ends on a frame boundary (an idle connection holds none); frames are
+    /// decrypted in a copy on the stack, so there is no other work space.
     partial: Option<Box<[u8; SEALED_FRAME_SIZE]>>,
     partial_len: usize,
     /// Plaintext recovered during the handshake and not yet handed out.
@@ -214,7 +214,11 @@ impl Opener {
             self.open_frame(frame, out)?;
         }
         let rest = frames.remainder();
-        if !rest.is_empty() {
+        if rest.is_empty() {
+            // Held only while a frame is partial: thousands of idle connections (a simulated
+            // network, a seed's peers) would otherwise keep 1 KiB each.
+            self.partial = None;
+        } else {
             let partial = self
                 .partial
                 .get_or_insert_with(|| Box::new([0u8; SEALED_FRAME_SIZE]));

@@ -31,13 +31,17 @@ use crate::engine::{CloseCause, DialFailure, Engine, EngineConfig, Event, Input,
 use crate::identity::NodeKey;
 use crate::ids::{ConnId, NodeId};
 
-/// The listen address of simulated node `i`: every node gets its own /16 of public IPv4
-/// space (`20.0.0.1`, `20.1.0.1`, …), so address groups never collide by accident.
+/// The listen address of simulated node `i`: each of the first 50 000 nodes gets its own /16
+/// of public IPv4 space (`20.0.0.1`, `20.1.0.1`, …), so address groups never collide by
+/// accident; node `i + 50 000 k` shares the /16 of node `i` (`20.0.k.1`), as there are not
+/// enough /16s for more. At most 12 800 000 nodes.
 #[must_use]
 pub fn node_addr(i: usize) -> SocketAddr {
-    let a = 20 + u8::try_from(i / 250).expect("at most 50 000 simulated nodes");
-    let b = u8::try_from(i % 250).unwrap_or(0);
-    SocketAddr::from(([a, b, 0, 1], 26656))
+    let j = i % 50_000;
+    let a = 20 + u8::try_from(j / 250).expect("j < 50 000");
+    let b = u8::try_from(j % 250).expect("below 250");
+    let c = u8::try_from(i / 50_000).expect("at most 12 800 000 simulated nodes");
+    SocketAddr::from(([a, b, c, 1], 26656))
 }
 
 /// A configuration for simulated node `i` on chain `sim`: listening on [`node_addr`]`(i)`,
