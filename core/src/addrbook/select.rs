@@ -188,6 +188,7 @@ impl AddrBook {
     /// Up to `limit` entries never reached (no `last_success`) that `accept` takes, most
     /// recently heard of first (ties by address); never terrible, private or banned ones. A
     /// seed's crawler tests these first, so that an announced address is served soon after.
+    /// `accept` may be asked more than once about an address and must answer the same.
     #[must_use]
     pub fn untested(
         &self,
@@ -208,13 +209,36 @@ impl AddrBook {
             })
             .map(|e| (e.last_seen, e.addr))
             .collect();
-        found.sort_by_key(|&(t, a)| (Reverse(t), a));
-        found
-            .into_iter()
-            .map(|(_, a)| a)
-            .filter(|a| accept(a))
-            .take(limit)
-            .collect()
+        // Only the head of the order is needed: the newest `head` entries are selected and
+        // sorted (keys are unique, so the result is the same as sorting everything); the head
+        // grows while `accept` refuses too many of it. A seed's book holds thousands of
+        // never-reached entries and asks for a few after every crawl dial.
+        let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), a);
+        let mut head = limit.saturating_mul(4).max(32);
+        loop {
+            if head >= found.len() {
+                found.sort_unstable_by_key(key);
+                return found
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .filter(|a| accept(a))
+                    .take(limit)
+                    .collect();
+            }
+            found.select_nth_unstable_by_key(head, key);
+            let part = &mut found[..head];
+            part.sort_unstable_by_key(key);
+            let picked: Vec<NetAddr> = part
+                .iter()
+                .map(|&(_, a)| a)
+                .filter(|a| accept(a))
+                .take(limit)
+                .collect();
+            if picked.len() == limit {
+                return picked;
+            }
+            head = head.saturating_mul(4);
+        }
     }
 }
 
@@ -260,12 +284,13 @@ fn unit(rng: &mut impl RngCore) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Reverse;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use rand_chacha::ChaCha8Rng;
     use rand_core::SeedableRng;
 
-    use super::super::{AddrBook, AddrBookConfig};
+    use super::super::{AddrBook, AddrBookConfig, UnixTime};
     use crate::addr::NetAddr;
     use crate::ids::NodeId;
 
@@ -388,5 +413,46 @@ mod tests {
         let now = T0 + 100;
         assert_eq!(b.untested(now, 10, |a| *a != skipped), vec![late, early]);
         assert_eq!(b.untested(now, 1, |_| true), vec![skipped]);
+    }
+
+    #[test]
+    fn untested_head_selection_equals_a_full_sort() {
+        let (mut b, mut rng) = book();
+        // 600 never-reached addresses, many heard of in the same second (ties by address).
+        for g in 0..30u8 {
+            for n in 0..20u8 {
+                let src = IpAddr::V4(Ipv4Addr::new(9, 9, g, 9));
+                let t = T0 + u64::from((u16::from(g) * 7 + u16::from(n) * 13) % 50);
+                let _ = b.add(addr(g + 1, n), src, t, &mut rng);
+            }
+        }
+        let now = T0 + 100;
+        let mut all: Vec<(UnixTime, NetAddr)> = b
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| e.last_success == 0)
+            .map(|e| (e.last_seen, e.addr))
+            .collect();
+        assert!(all.len() > 300, "the book kept {} entries", all.len());
+        all.sort_by_key(|&(t, a)| (Reverse(t), a));
+        // Filters that refuse none, most, or all but the oldest few (the head must grow).
+        let filters: [&dyn Fn(&NetAddr) -> bool; 4] = [
+            &|_| true,
+            &|a| a.id.as_bytes()[1] % 5 == 0,
+            &|a| a.id.as_bytes()[0] > 28,
+            &|_| false,
+        ];
+        for f in filters {
+            for limit in [0, 1, 5, 30, 1000] {
+                let want: Vec<NetAddr> = all
+                    .iter()
+                    .map(|&(_, a)| a)
+                    .filter(|a| f(a))
+                    .take(limit)
+                    .collect();
+                assert_eq!(b.untested(now, limit, f), want, "limit {limit}");
+            }
+        }
     }
 }
