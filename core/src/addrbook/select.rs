@@ -136,7 +136,9 @@ impl AddrBook {
     ) -> Vec<NetAddr> {
         let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), tie_order(salt, &a), a);
         // `entries` is a vector: its order (then the sort) decides, never a hash order.
-        let mut reached: Vec<(UnixTime, NetAddr)> = self
+        // Each entry's sort key is computed once (a seed's book holds thousands of reached
+        // entries; the keys are unique, so an unstable sort gives the one order).
+        let mut reached: Vec<(Reverse<UnixTime>, u64, NetAddr)> = self
             .entries
             .iter()
             .flatten()
@@ -145,26 +147,27 @@ impl AddrBook {
                     && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
             })
             .filter_map(|e| {
-                if live(&e.addr.addr) {
-                    Some((now, e.addr))
+                let t = if live(&e.addr.addr) {
+                    now
                 } else if e.last_success != 0 && e.last_success >= since && e.attempts == 0 {
-                    Some((e.last_success, e.addr))
+                    e.last_success
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((Reverse(t), tie_order(salt, &e.addr), e.addr))
             })
             .collect();
-        reached.sort_by_key(key);
+        reached.sort_unstable();
         let total = reached.len();
         let n = (total * SELECTION_PERCENT / 100)
             .max(self.config.min_selection.min(total))
             .min(MAX_SELECTION);
         let mut by_group: BTreeMap<Group, Vec<(UnixTime, NetAddr)>> = BTreeMap::new();
-        for r in reached {
+        for (Reverse(t), _, a) in reached {
             by_group
-                .entry(self.group_of(&r.1.addr.ip()))
+                .entry(self.group_of(&a.addr.ip()))
                 .or_default()
-                .push(r);
+                .push((t, a));
         }
         let mut out: Vec<(UnixTime, NetAddr)> = Vec::with_capacity(n);
         let mut turn = 0usize;
