@@ -327,4 +327,30 @@ mod tests {
         }
         assert_eq!(sealer.nonce_counter(), opener.nonce_counter());
     }
+
+    /// The partial-frame buffer exists only while a frame is incomplete, and a frame split
+    /// anywhere still opens.
+    #[test]
+    fn partial_buffer_is_held_only_inside_a_frame() {
+        let mut sealer = Sealer::new(&[2u8; 32]);
+        let mut opener = Opener::new(&[2u8; 32]);
+        let data: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
+        let mut wire = BytesMut::new();
+        sealer.seal(&data, &mut wire).unwrap();
+        let mut plain = BytesMut::new();
+        // Inside the first frame, then up to the end of the second, then the rest.
+        let (a, rest) = wire.split_at(700);
+        let (b, c) = rest.split_at(2 * SEALED_FRAME_SIZE - 700);
+        opener.open(a, &mut plain).unwrap();
+        assert_eq!(opener.buffered(), 700);
+        assert!(opener.partial.is_some());
+        opener.open(b, &mut plain).unwrap();
+        assert_eq!(opener.buffered(), 0);
+        assert!(opener.partial.is_none(), "freed on a frame boundary");
+        opener.open(&c[..10], &mut plain).unwrap();
+        assert!(opener.partial.is_some());
+        opener.open(&c[10..], &mut plain).unwrap();
+        assert!(opener.partial.is_none());
+        assert_eq!(&plain[..], &data[..]);
+    }
 }

@@ -1223,3 +1223,22 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::node_addr;
+
+    /// The first 50 000 nodes keep their own /16; beyond, node `i` shares the /16 of node
+    /// `i % 50 000` on another third octet; no two nodes share an address.
+    #[test]
+    fn node_addresses_are_distinct_beyond_50_000() {
+        assert_eq!(node_addr(0).to_string(), "20.0.0.1:26656");
+        assert_eq!(node_addr(49_999).to_string(), "219.249.0.1:26656");
+        assert_eq!(node_addr(50_000).to_string(), "20.0.1.1:26656");
+        assert_eq!(node_addr(100_001).to_string(), "20.1.2.1:26656");
+        let mut seen = std::collections::BTreeSet::new();
+        for i in (0..200_000).step_by(7) {
+            assert!(seen.insert(node_addr(i)), "node {i} reuses an address");
+        }
+    }
+}
