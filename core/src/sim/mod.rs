@@ -1226,7 +1226,38 @@ impl Sim {
 
 #[cfg(test)]
 mod tests {
-    use super::node_addr;
+    use std::time::{Duration, Instant};
+
+    use super::{Sim, SimConfig, node_addr, node_config};
+
+    /// `peer_epoch` moves with every peer up or down (and start and stop), and only then.
+    #[test]
+    fn peer_epoch_follows_the_peer_set() {
+        let mut sim = Sim::new(SimConfig::default(), Instant::now());
+        let k0 = sim.gen_key();
+        let a = sim.add_node(node_config(0), k0);
+        let mut c = node_config(1);
+        c.persistent_peers = vec![sim.net_addr(a)];
+        let k1 = sim.gen_key();
+        let b = sim.add_node(c, k1);
+        let (a0, b0) = (sim.peer_epoch(a), sim.peer_epoch(b));
+        assert_eq!((a0, b0), (1, 1), "one start each");
+        sim.run_until(
+            |s| s.engine(b).is_some_and(|e| e.peers().count() == 1),
+            10_000,
+        )
+        .unwrap();
+        sim.run_for(Duration::from_secs(1), 100_000).unwrap();
+        assert_eq!(
+            (sim.peer_epoch(a), sim.peer_epoch(b)),
+            (2, 2),
+            "one PeerUp each"
+        );
+        sim.stop(a);
+        assert_eq!(sim.peer_epoch(a), 3, "stopped");
+        sim.run_for(Duration::from_secs(1), 100_000).unwrap();
+        assert_eq!(sim.peer_epoch(b), 3, "one PeerDown");
+    }
 
     /// The first 50 000 nodes keep their own /16; beyond, node `i` shares the /16 of node
     /// `i % 50 000` on another third octet; no two nodes share an address.
