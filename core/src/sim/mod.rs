@@ -1225,6 +1225,7 @@ impl Sim {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
 mod tests {
     use std::time::{Duration, Instant};
 
