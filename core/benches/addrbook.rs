@@ -1,7 +1,8 @@
 //! Address-book benchmarks with the book at capacity (peer-management.md G24): add, good,
-//! select (full and almost empty), selection(250), encode, decode. The group `addrbook_sizes`
-//! repeats add, select, selection(250) and encode on books filled by 4 000, 40 000 and 400 000
-//! offers (the cost curve of bench/README.md).
+//! select (full and almost empty), selection(250), untested(30) (a seed's crawl refill), encode,
+//! decode. The group `addrbook_sizes` repeats add, select, selection(250), untested(30) and
+//! encode on books filled by 4 000, 40 000 and 400 000 offers (the cost curve of
+//! bench/README.md).
 //!
 //! `cargo bench -p cometmesh-core --bench addrbook`
 
@@ -122,6 +123,10 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| black_box(book.selection(NOW + 60, &mut rr)))
     });
 
+    g.bench_function("untested(30) (full book)", |bch| {
+        bch.iter(|| black_box(book.untested(NOW + 60, 30, |_| true)))
+    });
+
     g.bench_function("encode (full book)", |bch| {
         bch.iter(|| black_box(book.encode()))
     });
@@ -140,7 +145,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// add, select, selection(250) and encode at three sizes of the book.
+/// add, select, selection(250), untested(30) and encode at three sizes of the book.
 fn sizes(c: &mut Criterion) {
     let mut g = c.benchmark_group("addrbook_sizes");
     g.sample_size(10)
@@ -177,6 +182,9 @@ fn sizes(c: &mut Criterion) {
         g.bench_function(format!("selection(250) ({offers} offers)"), |bch| {
             let mut rr = ChaCha20Rng::seed_from_u64(4);
             bch.iter(|| black_box(book.selection(NOW + 60, &mut rr)))
+        });
+        g.bench_function(format!("untested(30) ({offers} offers)"), |bch| {
+            bch.iter(|| black_box(book.untested(NOW + 60, 30, |_| true)))
         });
         g.bench_function(format!("encode ({offers} offers)"), |bch| {
             bch.iter(|| black_box(book.encode()))

@@ -136,7 +136,9 @@ impl AddrBook {
     ) -> Vec<NetAddr> {
         let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), tie_order(salt, &a), a);
         // `entries` is a vector: its order (then the sort) decides, never a hash order.
-        let mut reached: Vec<(UnixTime, NetAddr)> = self
+        // Each entry's sort key is computed once (a seed's book holds thousands of reached
+        // entries; the keys are unique, so an unstable sort gives the one order).
+        let mut reached: Vec<(Reverse<UnixTime>, u64, NetAddr)> = self
             .entries
             .iter()
             .flatten()
@@ -145,26 +147,27 @@ impl AddrBook {
                     && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
             })
             .filter_map(|e| {
-                if live(&e.addr.addr) {
-                    Some((now, e.addr))
+                let t = if live(&e.addr.addr) {
+                    now
                 } else if e.last_success != 0 && e.last_success >= since && e.attempts == 0 {
-                    Some((e.last_success, e.addr))
+                    e.last_success
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((Reverse(t), tie_order(salt, &e.addr), e.addr))
             })
             .collect();
-        reached.sort_by_key(key);
+        reached.sort_unstable();
         let total = reached.len();
         let n = (total * SELECTION_PERCENT / 100)
             .max(self.config.min_selection.min(total))
             .min(MAX_SELECTION);
         let mut by_group: BTreeMap<Group, Vec<(UnixTime, NetAddr)>> = BTreeMap::new();
-        for r in reached {
+        for (Reverse(t), _, a) in reached {
             by_group
-                .entry(self.group_of(&r.1.addr.ip()))
+                .entry(self.group_of(&a.addr.ip()))
                 .or_default()
-                .push(r);
+                .push((t, a));
         }
         let mut out: Vec<(UnixTime, NetAddr)> = Vec::with_capacity(n);
         let mut turn = 0usize;
@@ -188,6 +191,7 @@ impl AddrBook {
     /// Up to `limit` entries never reached (no `last_success`) that `accept` takes, most
     /// recently heard of first (ties by address); never terrible, private or banned ones. A
     /// seed's crawler tests these first, so that an announced address is served soon after.
+    /// `accept` may be asked more than once about an address and must answer the same.
     #[must_use]
     pub fn untested(
         &self,
@@ -208,13 +212,36 @@ impl AddrBook {
             })
             .map(|e| (e.last_seen, e.addr))
             .collect();
-        found.sort_by_key(|&(t, a)| (Reverse(t), a));
-        found
-            .into_iter()
-            .map(|(_, a)| a)
-            .filter(|a| accept(a))
-            .take(limit)
-            .collect()
+        // Only the head of the order is needed: the newest `head` entries are selected and
+        // sorted (keys are unique, so the result is the same as sorting everything); the head
+        // grows while `accept` refuses too many of it. A seed's book holds thousands of
+        // never-reached entries and asks for a few after every crawl dial.
+        let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), a);
+        let mut head = limit.saturating_mul(4).max(32);
+        loop {
+            if head >= found.len() {
+                found.sort_unstable_by_key(key);
+                return found
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .filter(|a| accept(a))
+                    .take(limit)
+                    .collect();
+            }
+            found.select_nth_unstable_by_key(head, key);
+            let part = &mut found[..head];
+            part.sort_unstable_by_key(key);
+            let picked: Vec<NetAddr> = part
+                .iter()
+                .map(|&(_, a)| a)
+                .filter(|a| accept(a))
+                .take(limit)
+                .collect();
+            if picked.len() == limit {
+                return picked;
+            }
+            head = head.saturating_mul(4);
+        }
     }
 }
 
@@ -260,12 +287,13 @@ fn unit(rng: &mut impl RngCore) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Reverse;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use rand_chacha::ChaCha8Rng;
     use rand_core::SeedableRng;
 
-    use super::super::{AddrBook, AddrBookConfig};
+    use super::super::{AddrBook, AddrBookConfig, UnixTime};
     use crate::addr::NetAddr;
     use crate::ids::NodeId;
 
@@ -388,5 +416,46 @@ mod tests {
         let now = T0 + 100;
         assert_eq!(b.untested(now, 10, |a| *a != skipped), vec![late, early]);
         assert_eq!(b.untested(now, 1, |_| true), vec![skipped]);
+    }
+
+    #[test]
+    fn untested_head_selection_equals_a_full_sort() {
+        let (mut b, mut rng) = book();
+        // 600 never-reached addresses, many heard of in the same second (ties by address).
+        for g in 0..30u8 {
+            for n in 0..20u8 {
+                let src = IpAddr::V4(Ipv4Addr::new(9, 9, g, 9));
+                let t = T0 + u64::from((u16::from(g) * 7 + u16::from(n) * 13) % 50);
+                let _ = b.add(addr(g + 1, n), src, t, &mut rng);
+            }
+        }
+        let now = T0 + 100;
+        let mut all: Vec<(UnixTime, NetAddr)> = b
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| e.last_success == 0)
+            .map(|e| (e.last_seen, e.addr))
+            .collect();
+        assert!(all.len() > 300, "the book kept {} entries", all.len());
+        all.sort_by_key(|&(t, a)| (Reverse(t), a));
+        // Filters that refuse none, most, or all but the oldest few (the head must grow).
+        let filters: [&dyn Fn(&NetAddr) -> bool; 4] = [
+            &|_| true,
+            &|a| a.id.as_bytes()[1] % 5 == 0,
+            &|a| a.id.as_bytes()[0] > 28,
+            &|_| false,
+        ];
+        for f in filters {
+            for limit in [0, 1, 5, 30, 1000] {
+                let want: Vec<NetAddr> = all
+                    .iter()
+                    .map(|&(_, a)| a)
+                    .filter(|a| f(a))
+                    .take(limit)
+                    .collect();
+                assert_eq!(b.untested(now, limit, f), want, "limit {limit}");
+            }
+        }
     }
 }

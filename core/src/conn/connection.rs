@@ -86,7 +86,8 @@ pub struct PeerConnection {
     phase: Phase,
     deadline: Instant,
     remote_id: Option<NodeId>,
-    remote_info: Option<NodeInfo>,
+    /// The peer's NodeInfo passed every check (`remote_info` is then `received_info`).
+    established: bool,
     received_info: Option<NodeInfo>,
     adopt_network: bool,
     out: BytesMut,
@@ -132,7 +133,7 @@ impl PeerConnection {
             direction,
             expected_peer,
             remote_id: None,
-            remote_info: None,
+            established: false,
             received_info: None,
             adopt_network: false,
             out: BytesMut::new(),
@@ -183,7 +184,7 @@ impl PeerConnection {
             direction: Direction::Inbound,
             expected_peer: None,
             remote_id: Some(remote_id),
-            remote_info: None,
+            established: false,
             received_info: None,
             adopt_network: false,
             out,
@@ -412,7 +413,7 @@ impl PeerConnection {
     /// The peer's NodeInfo once established.
     #[must_use]
     pub fn remote_info(&self) -> Option<&NodeInfo> {
-        self.remote_info.as_ref()
+        self.received_info.as_ref().filter(|_| self.established)
     }
 
     /// The peer's authenticated id once the SecretConnection handshake is done.
@@ -566,7 +567,7 @@ impl PeerConnection {
                 self.channels.clone(),
                 &remote.channels,
             );
-            self.remote_info = Some(remote.clone());
+            self.established = true;
             self.events.push_back(ConnEvent::Established {
                 remote: Box::new(remote),
             });

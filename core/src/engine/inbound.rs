@@ -24,7 +24,7 @@
 //! group evicts only its own members once it is the largest group, and never a protected one.
 //! Latency-based protection (Bitcoin's 8 fastest) is not done: the engine measures no RTT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -46,12 +46,17 @@ const PROTECT_USEFUL: usize = 4;
 #[derive(Debug)]
 struct RateTable<K> {
     buckets: BTreeMap<K, (u64, Instant)>,
+    /// `(time, key)` of every bucket: the one idle longest is the first (an index of
+    /// `buckets`, so that forgetting it at a full table is not a scan of 4 096 buckets per
+    /// newcomer).
+    by_age: BTreeSet<(Instant, K)>,
 }
 
 impl<K> Default for RateTable<K> {
     fn default() -> Self {
         RateTable {
             buckets: BTreeMap::new(),
+            by_age: BTreeSet::new(),
         }
     }
 }
@@ -69,20 +74,20 @@ impl<K: Ord + Copy> RateTable<K> {
         if per_minute == 0 {
             return;
         }
-        let level = Self::level(self.buckets.get(&key), now, per_minute);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED {
+        let old = self.buckets.get(&key).copied();
+        let level = Self::level(old.as_ref(), now, per_minute);
+        if old.is_none() && self.buckets.len() >= MAX_TRACKED {
             // Forget the bucket idle longest (ties: smallest key); a total order, so the
             // choice does not depend on anything but the inputs.
-            if let Some(k) = self
-                .buckets
-                .iter()
-                .min_by_key(|(k, (_, t))| (*t, **k))
-                .map(|(k, _)| *k)
-            {
+            if let Some((_, k)) = self.by_age.pop_first() {
                 self.buckets.remove(&k);
             }
         }
-        let at = self.buckets.get(&key).map_or(now, |b| b.1.max(now));
+        let at = old.map_or(now, |b| b.1.max(now));
+        if let Some((_, t)) = old {
+            self.by_age.remove(&(t, key));
+        }
+        self.by_age.insert((at, key));
         self.buckets.insert(key, (level.saturating_sub(COST), at));
     }
 
@@ -349,5 +354,36 @@ mod tests {
         }
         // With only protected peers (4 groups) left, nobody is evicted.
         assert_eq!(select_victim(&cands[..4], 1), None);
+    }
+
+    /// A full table forgets the bucket idle longest (ties: the smallest key), as a scan of
+    /// every bucket would choose it.
+    #[test]
+    fn full_rate_table_forgets_the_bucket_idle_longest() {
+        let t0 = Instant::now();
+        let mut table = RateTable::<u32>::default();
+        let mut model: BTreeMap<u32, Instant> = BTreeMap::new();
+        let mut x: u32 = 12_345;
+        for step in 0..20_000u64 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let key = (x >> 8) % 6_000;
+            // Times jump forward and back (0 to 1.5 ms times the step): many ties, and takes
+            // earlier than a bucket's own time.
+            let now = t0 + Duration::from_millis(step * u64::from((x >> 4) % 4) / 2);
+            if !model.contains_key(&key) && model.len() >= MAX_TRACKED {
+                let oldest = model
+                    .iter()
+                    .min_by_key(|(k, t)| (**t, **k))
+                    .map(|(k, _)| *k);
+                model.remove(&oldest.expect("full"));
+            }
+            let at = model.get(&key).map_or(now, |t| (*t).max(now));
+            model.insert(key, at);
+            table.take(key, now, 10);
+            assert_eq!(table.len(), model.len());
+        }
+        let kept: BTreeMap<u32, Instant> = table.buckets.iter().map(|(k, b)| (*k, b.1)).collect();
+        assert_eq!(kept, model);
+        assert_eq!(table.by_age.len(), table.buckets.len());
     }
 }

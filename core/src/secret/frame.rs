@@ -133,9 +133,9 @@ impl std::fmt::Debug for Sealer {
 pub struct Opener {
     key: FrameKey,
     nonce: u64,
-    /// A partial frame: `partial[..partial_len]`. Allocated when the first partial frame
-    /// arrives (an idle connection whose reads end on frame boundaries never needs it); frames
-    /// are decrypted in the output buffer itself, so there is no other work space.
+    /// A partial frame: `partial[..partial_len]`. Allocated when a partial frame arrives and
+    /// freed when a read ends on a frame boundary (an idle connection holds none); frames are
+    /// decrypted in the output buffer itself, so there is no other work space.
     partial: Option<Box<[u8; SEALED_FRAME_SIZE]>>,
     partial_len: usize,
     /// Plaintext recovered during the handshake and not yet handed out.
@@ -224,7 +224,11 @@ impl Opener {
             self.open_frame(frame, out)?;
         }
         let rest = frames.remainder();
-        if !rest.is_empty() {
+        if rest.is_empty() {
+            // Held only while a frame is partial: thousands of idle connections (a simulated
+            // network, a seed's peers) would otherwise keep 1 KiB each.
+            self.partial = None;
+        } else {
             let partial = self
                 .partial
                 .get_or_insert_with(|| Box::new([0u8; SEALED_FRAME_SIZE]));
@@ -380,5 +384,31 @@ mod tests {
             assert_eq!(err, Err(FrameError::Tampered { nonce: 0 }));
             assert_eq!(&out[..], &before[..]);
         }
+    }
+
+    /// The partial-frame buffer exists only while a frame is incomplete, and a frame split
+    /// anywhere still opens.
+    #[test]
+    fn partial_buffer_is_held_only_inside_a_frame() {
+        let mut sealer = Sealer::new(&[2u8; 32]);
+        let mut opener = Opener::new(&[2u8; 32]);
+        let data: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
+        let mut wire = BytesMut::new();
+        sealer.seal(&data, &mut wire).unwrap();
+        let mut plain = BytesMut::new();
+        // Inside the first frame, then up to the end of the second, then the rest.
+        let (a, rest) = wire.split_at(700);
+        let (b, c) = rest.split_at(2 * SEALED_FRAME_SIZE - 700);
+        opener.open(a, &mut plain).unwrap();
+        assert_eq!(opener.buffered(), 700);
+        assert!(opener.partial.is_some());
+        opener.open(b, &mut plain).unwrap();
+        assert_eq!(opener.buffered(), 0);
+        assert!(opener.partial.is_none(), "freed on a frame boundary");
+        opener.open(&c[..10], &mut plain).unwrap();
+        assert!(opener.partial.is_some());
+        opener.open(&c[10..], &mut plain).unwrap();
+        assert!(opener.partial.is_none());
+        assert_eq!(&plain[..], &data[..]);
     }
 }

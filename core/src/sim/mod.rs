@@ -31,13 +31,17 @@ use crate::engine::{CloseCause, DialFailure, Engine, EngineConfig, Event, Input,
 use crate::identity::NodeKey;
 use crate::ids::{ConnId, NodeId};
 
-/// The listen address of simulated node `i`: every node gets its own /16 of public IPv4
-/// space (`20.0.0.1`, `20.1.0.1`, …), so address groups never collide by accident.
+/// The listen address of simulated node `i`: each of the first 50 000 nodes gets its own /16
+/// of public IPv4 space (`20.0.0.1`, `20.1.0.1`, …), so address groups never collide by
+/// accident; node `i + 50 000 k` shares the /16 of node `i` (`20.0.k.1`), as there are not
+/// enough /16s for more. At most 12 800 000 nodes.
 #[must_use]
 pub fn node_addr(i: usize) -> SocketAddr {
-    let a = 20 + u8::try_from(i / 250).expect("at most 50 000 simulated nodes");
-    let b = u8::try_from(i % 250).unwrap_or(0);
-    SocketAddr::from(([a, b, 0, 1], 26656))
+    let j = i % 50_000;
+    let a = 20 + u8::try_from(j / 250).expect("j < 50 000");
+    let b = u8::try_from(j % 250).expect("below 250");
+    let c = u8::try_from(i / 50_000).expect("at most 12 800 000 simulated nodes");
+    SocketAddr::from(([a, b, c, 1], 26656))
 }
 
 /// A configuration for simulated node `i` on chain `sim`: listening on [`node_addr`]`(i)`,
@@ -203,6 +207,8 @@ struct Node {
     sent_delay: Duration,
     corrupt: bool,
     partition: u32,
+    /// PeerUp and PeerDown events emitted so far (see [`Sim::peer_epoch`]).
+    peer_epoch: u64,
 }
 
 /// The simulator.
@@ -283,6 +289,7 @@ impl Sim {
             sent_delay: Duration::ZERO,
             corrupt: false,
             partition: 0,
+            peer_epoch: 0,
         });
         self.by_addr.insert(addr, idx);
         self.start_node(idx);
@@ -304,6 +311,7 @@ impl Sim {
             sent_delay: Duration::ZERO,
             corrupt: false,
             partition: 0,
+            peer_epoch: 0,
         });
         self.by_addr.insert(addr, idx);
         self.drain(idx);
@@ -346,6 +354,7 @@ impl Sim {
             .expect("valid engine config");
         setup(&mut engine);
         node.engine = Some(engine);
+        node.peer_epoch += 1;
         self.drain(idx);
     }
 
@@ -422,6 +431,14 @@ impl Sim {
         }
     }
 
+    /// How many `PeerUp` and `PeerDown` events node `i` has emitted (plus its starts and
+    /// stops): while it stays the same, the node's set of peers has not changed (a caller watching many nodes re-reads only
+    /// those whose epoch moved).
+    #[must_use]
+    pub fn peer_epoch(&self, i: usize) -> u64 {
+        self.nodes[i].peer_epoch
+    }
+
     /// Node `i`'s id.
     #[must_use]
     pub fn node_id(&self, i: usize) -> NodeId {
@@ -471,6 +488,7 @@ impl Sim {
     /// Stops node `i`: its connections reset, dials to it are refused until [`Sim::restart`].
     pub fn stop(&mut self, i: usize) {
         self.nodes[i].engine = None;
+        self.nodes[i].peer_epoch += 1;
         self.set_timer(i, None);
         let mut ends: Vec<(Ep, Ep, Duration, Instant)> = Vec::new();
         for (ep, p) in &mut self.pipes {
@@ -1108,6 +1126,9 @@ impl Sim {
     }
 
     fn record(&mut self, i: usize, ev: Event) {
+        if matches!(ev, Event::PeerUp { .. } | Event::PeerDown { .. }) {
+            self.nodes[i].peer_epoch += 1;
+        }
         match &ev {
             Event::PeerUp { peer, conn, .. } => {
                 self.trace_u64(&[3, i as u64, conn.0]);
@@ -1199,6 +1220,57 @@ impl Sim {
     pub fn check_all(&self) {
         for i in 0..self.nodes.len() {
             self.check_node(i);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Sim, SimConfig, node_addr, node_config};
+
+    /// `peer_epoch` moves with every peer up or down (and start and stop), and only then.
+    #[test]
+    fn peer_epoch_follows_the_peer_set() {
+        let mut sim = Sim::new(SimConfig::default(), Instant::now());
+        let k0 = sim.gen_key();
+        let a = sim.add_node(node_config(0), k0);
+        let mut c = node_config(1);
+        c.persistent_peers = vec![sim.net_addr(a)];
+        let k1 = sim.gen_key();
+        let b = sim.add_node(c, k1);
+        let (a0, b0) = (sim.peer_epoch(a), sim.peer_epoch(b));
+        assert_eq!((a0, b0), (1, 1), "one start each");
+        sim.run_until(
+            |s| s.engine(b).is_some_and(|e| e.peers().count() == 1),
+            10_000,
+        )
+        .unwrap();
+        sim.run_for(Duration::from_secs(1), 100_000).unwrap();
+        assert_eq!(
+            (sim.peer_epoch(a), sim.peer_epoch(b)),
+            (2, 2),
+            "one PeerUp each"
+        );
+        sim.stop(a);
+        assert_eq!(sim.peer_epoch(a), 3, "stopped");
+        sim.run_for(Duration::from_secs(1), 100_000).unwrap();
+        assert_eq!(sim.peer_epoch(b), 3, "one PeerDown");
+    }
+
+    /// The first 50 000 nodes keep their own /16; beyond, node `i` shares the /16 of node
+    /// `i % 50 000` on another third octet; no two nodes share an address.
+    #[test]
+    fn node_addresses_are_distinct_beyond_50_000() {
+        assert_eq!(node_addr(0).to_string(), "20.0.0.1:26656");
+        assert_eq!(node_addr(49_999).to_string(), "219.249.0.1:26656");
+        assert_eq!(node_addr(50_000).to_string(), "20.0.1.1:26656");
+        assert_eq!(node_addr(100_001).to_string(), "20.1.2.1:26656");
+        let mut seen = std::collections::BTreeSet::new();
+        for i in (0..200_000).step_by(7) {
+            assert!(seen.insert(node_addr(i)), "node {i} reuses an address");
         }
     }
 }

@@ -100,6 +100,11 @@ impl Engine {
     /// peer and fewer than [`inbound::EVICTION_HANDSHAKES`] handshakes are running (the newcomer
     /// then competes for a slot by eviction, G13).
     pub(super) fn may_handshake_to_evict(&self) -> bool {
+        // Fewer peers than inbound slots: the inbound ones cannot fill them (and the walk of
+        // every peer below is skipped at each accept).
+        if self.peers.len() < self.cfg.max_num_inbound_peers {
+            return false;
+        }
         let (inbound, _) = self.num_peers();
         let handshaking = self.conns.inbound_handshaking();
         inbound >= self.cfg.max_num_inbound_peers && handshaking < inbound::EVICTION_HANDSHAKES
