@@ -184,3 +184,58 @@ fn a_short_node_dials_what_pex_brought_within_a_second() {
         "the newcomer took {took:?} to reach its target"
     );
 }
+
+/// A node whose dials meet full nodes (at their inbound limit, they refuse it only after the
+/// handshake, as CometBFT does) refills those slots within seconds: each lost automatic slot
+/// schedules an early ensure-peers pass. Before, a pass that had every missing slot in flight
+/// scheduled none, and the slots the full nodes refused stayed empty until the next period
+/// (30 s).
+#[test]
+fn slots_refused_by_full_nodes_are_refilled_within_seconds() {
+    const OPEN: usize = 12;
+    const FULL: usize = 12;
+    let mut sim = sim(13);
+    let mut addrs = Vec::new();
+    for i in 0..OPEN + FULL {
+        let mut c = node_config(i);
+        if i >= OPEN {
+            c.max_num_inbound_peers = 0;
+        }
+        let key = sim.gen_key();
+        let idx = sim.add_node(c, key);
+        addrs.push(sim.net_addr(idx));
+    }
+    let key = sim.gen_key();
+    let node = sim.add_node(node_config(OPEN + FULL), key);
+    let unix = sim.unix_now();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    sim.with_engine(node, |e, _| {
+        for a in &addrs {
+            e.addr_book_mut()
+                .add(*a, IpAddr::from([30, 0, 0, 1]), unix, &mut rng)
+                .expect("added");
+        }
+    });
+    let target = |s: &Sim| {
+        let e = s.engine(node).unwrap();
+        e.peers().filter(|p| p.counts_outbound()).count() >= e.config().max_num_outbound_peers
+    };
+    sim.run_until(target, 2_000_000)
+        .expect("reaches its target");
+    let took = sim.elapsed();
+    // The node's dials met full nodes: it completed handshakes with them (the book's tried
+    // table), and they are not its peers.
+    let e = sim.engine(node).unwrap();
+    let met_full = addrs[OPEN..]
+        .iter()
+        .filter(|a| e.addr_book().is_tried(&a.addr) && e.peer(&a.id).is_none())
+        .count();
+    assert!(
+        met_full >= 2,
+        "{met_full} dials met a full node: the test shows nothing"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the node took {took:?} to reach its target (ensure-peers period: 30 s)"
+    );
+}

@@ -49,6 +49,13 @@ pub(crate) fn startup_jitter(rng: &mut impl RngCore) -> Duration {
 /// At most this many failing addresses are remembered; the oldest history is dropped first.
 pub(crate) const MAX_DIAL_HISTORY: usize = 8192;
 
+/// How long an address that refused us right after the handshake is left alone: one
+/// ensure-peers period (its inbound slots are unlikely to free sooner).
+pub(crate) const REFUSED_WAIT: Duration = Duration::from_secs(30);
+
+/// A peer we dialled that hangs up within this time of its handshake refused us.
+pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Copy, Debug)]
 struct History {
     attempts: u32,
@@ -94,6 +101,17 @@ impl DialBackoff {
                 not_before: now + wait,
             },
         );
+    }
+
+    /// Records that `addr` hung up on us right after the handshake, as a node at its inbound
+    /// limit does: it is not dialled again for [`REFUSED_WAIT`] (and up to one second more).
+    pub(crate) fn refused(&mut self, addr: SocketAddr, now: Instant, rng: &mut impl RngCore) {
+        self.failed(addr, now, rng);
+        if let Some(h) = self.entries.get_mut(&addr) {
+            h.not_before = h
+                .not_before
+                .max(now + REFUSED_WAIT + jitter(rng, Duration::from_secs(1)));
+        }
     }
 
     /// Forgets the history of `addr` after a successful connection.
@@ -151,6 +169,24 @@ mod tests {
         b.succeeded(&a);
         assert!(b.allowed(&a, t0));
         assert_eq!(b.attempts(&a), 0);
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_address_for_a_period_and_counts_as_a_failure() {
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        let t0 = Instant::now();
+        let a: SocketAddr = "1.2.3.4:26656".parse().unwrap();
+        let mut b = DialBackoff::default();
+        b.refused(a, t0, &mut rng);
+        assert_eq!(b.attempts(&a), 1);
+        assert!(!b.allowed(&a, t0 + REFUSED_WAIT - Duration::from_millis(1)));
+        assert!(b.allowed(&a, t0 + REFUSED_WAIT + Duration::from_secs(1)));
+        // A longer failure back-off is not shortened by a refusal.
+        for _ in 0..5 {
+            b.failed(a, t0, &mut rng);
+        }
+        b.refused(a, t0, &mut rng);
+        assert!(!b.allowed(&a, t0 + Duration::from_secs(64)));
     }
 
     #[test]

@@ -364,6 +364,30 @@ impl Engine {
         }
     }
 
+    /// An automatic outbound peer went down, or an automatic dial failed, while the node is
+    /// short of its target: an early pass refills the slot soon (the next short-retry delay,
+    /// then [`pex::SHORT_RETRY_FIRST`] once those are spent, jittered) instead of at the next
+    /// period. A node at its inbound limit refuses us only after the handshake, so without
+    /// this a node whose last dials all met full nodes sits below its target, nothing in
+    /// flight, for up to 30 s. Each refill is bounded by the dial back-off: an address that
+    /// failed or refused us is not picked again soon, and a pass that picks nothing dials
+    /// nothing, so no further loss comes of it.
+    pub(super) fn outbound_slot_lost(&mut self, now: Instant) {
+        if self.cfg.seed_mode || !self.cfg.pex || !self.cfg.early_ensure_passes {
+            return;
+        }
+        let (_, out) = self.num_peers();
+        if self.pex.need(out, self.num_dialing()) == 0 || self.timers.is_set(Timer::EnsureSoon) {
+            return;
+        }
+        let delay = self
+            .pex
+            .next_short_retry()
+            .unwrap_or(pex::SHORT_RETRY_FIRST);
+        let delay = delay / 2 + crate::engine::backoff::jitter(&mut self.rng, delay);
+        self.timers.set(Timer::EnsureSoon, now + delay);
+    }
+
     /// Whether a node's outbound peers and dials in progress are fewer than its target.
     fn short_of_target(&self) -> bool {
         let (_, out) = self.num_peers();

@@ -227,6 +227,7 @@ impl Engine {
         }
         let dialed = c.dialed;
         let remote = c.remote;
+        let auto = c.origin == Origin::Auto;
         c.phase = Phase::Closing;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
@@ -269,6 +270,9 @@ impl Engine {
         if self.persistent.contains(&addr.id) && !self.peers.contains_key(&addr.id) {
             self.schedule_redial(now, addr.id);
         }
+        if auto {
+            self.outbound_slot_lost(now);
+        }
     }
 
     /// A peer that was up goes down.
@@ -288,6 +292,8 @@ impl Engine {
         c.phase = Phase::Closing;
         let draining = c.draining;
         let inbound = c.direction == Direction::Inbound;
+        let auto_outbound = !inbound && c.origin == Origin::Auto;
+        let dialed = c.dialed;
         if let Some(pc) = c.pc.as_mut()
             && !pc.is_closed()
         {
@@ -318,12 +324,24 @@ impl Engine {
             self.crawl_after_inbound_close(now);
         }
         if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
-            self.peers.remove(&peer);
+            let since = self.peers.remove(&peer).map_or(now, |p| p.since);
+            let closed_by_socket = matches!(reason, DisconnectReason::Io(_));
             self.counters.peers_down += 1;
             self.outputs
                 .push_back(Output::Event(Event::PeerDown { peer, reason }));
             if self.persistent.contains(&peer) {
                 self.schedule_redial(now, peer);
+            }
+            if auto_outbound {
+                // A peer we dialled that hangs up right after the handshake refused us, as a
+                // node at its inbound limit does: the next passes dial others.
+                if let Some(a) = dialed
+                    && closed_by_socket
+                    && now.saturating_duration_since(since) < backoff::REFUSAL_WINDOW
+                {
+                    self.backoff.refused(a.addr, now, &mut self.rng);
+                }
+                self.outbound_slot_lost(now);
             }
         }
         if draining {
