@@ -7,13 +7,17 @@
 //! - a young seed crawls the newcomers that contacted it within seconds (its crawler dials the
 //!   next never-reached address as soon as a dial ends, not at its next pass);
 //! - a node short of its outbound target dials the addresses a peer's PEX reply brought within
-//!   a second, not at its next ensure-peers period (30 s).
+//!   a second, not at its next ensure-peers period (30 s);
+//! - a node that loses an outbound peer, or whose dial met a node at its inbound limit (which
+//!   refuses it only after the handshake), dials a replacement within seconds, and leaves a
+//!   node that refused it alone for a period.
 #![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // Instant::now() only anchors the virtual clock
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use cometmesh_core::addr::NetAddr;
 use cometmesh_core::conn::Direction;
 use cometmesh_core::engine::Origin;
 use cometmesh_core::sim::{Sim, SimConfig, node_config};
@@ -185,20 +189,16 @@ fn a_short_node_dials_what_pex_brought_within_a_second() {
     );
 }
 
-/// A node whose dials meet full nodes (at their inbound limit, they refuse it only after the
-/// handshake, as CometBFT does) refills those slots within seconds: each lost automatic slot
-/// schedules an early ensure-peers pass. Before, a pass that had every missing slot in flight
-/// scheduled none, and the slots the full nodes refused stayed empty until the next period
-/// (30 s).
-#[test]
-fn slots_refused_by_full_nodes_are_refilled_within_seconds() {
-    const OPEN: usize = 12;
-    const FULL: usize = 12;
-    let mut sim = sim(13);
+/// A node with `open` nodes that accept it and `full` nodes at their inbound limit (they refuse
+/// it only after the handshake, as CometBFT's do) in its book. Nobody else dials: every other
+/// node has an outbound target of 0. Returns the sim, the node and the addresses (open first).
+fn node_among_open_and_full(seed: u64, open: usize, full: usize) -> (Sim, usize, Vec<NetAddr>) {
+    let mut sim = sim(seed);
     let mut addrs = Vec::new();
-    for i in 0..OPEN + FULL {
+    for i in 0..open + full {
         let mut c = node_config(i);
-        if i >= OPEN {
+        c.max_num_outbound_peers = 0;
+        if i >= open {
             c.max_num_inbound_peers = 0;
         }
         let key = sim.gen_key();
@@ -206,9 +206,9 @@ fn slots_refused_by_full_nodes_are_refilled_within_seconds() {
         addrs.push(sim.net_addr(idx));
     }
     let key = sim.gen_key();
-    let node = sim.add_node(node_config(OPEN + FULL), key);
+    let node = sim.add_node(node_config(open + full), key);
     let unix = sim.unix_now();
-    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     sim.with_engine(node, |e, _| {
         for a in &addrs {
             e.addr_book_mut()
@@ -216,26 +216,76 @@ fn slots_refused_by_full_nodes_are_refilled_within_seconds() {
                 .expect("added");
         }
     });
-    let target = |s: &Sim| {
-        let e = s.engine(node).unwrap();
-        e.peers().filter(|p| p.counts_outbound()).count() >= e.config().max_num_outbound_peers
-    };
-    sim.run_until(target, 2_000_000)
+    (sim, node, addrs)
+}
+
+/// The node's automatic outbound peers.
+fn outbound(sim: &Sim, node: usize) -> usize {
+    sim.engine(node)
+        .unwrap()
+        .peers()
+        .filter(|p| p.counts_outbound())
+        .count()
+}
+
+/// A node that loses outbound peers (here three of them stop) dials replacements within
+/// seconds: each lost automatic slot schedules an early ensure-peers pass. Before, nothing
+/// refilled them until the next ensure-peers period (30 s).
+#[test]
+fn lost_outbound_peers_are_replaced_within_seconds() {
+    let (mut sim, node, _) = node_among_open_and_full(17, 16, 0);
+    sim.run_until(|s| outbound(s, node) >= 10, 2_000_000)
         .expect("reaches its target");
-    let took = sim.elapsed();
-    // The node's dials met full nodes: it completed handshakes with them (the book's tried
-    // table), and they are not its peers.
-    let e = sim.engine(node).unwrap();
-    let met_full = addrs[OPEN..]
-        .iter()
-        .filter(|a| e.addr_book().is_tried(&a.addr) && e.peer(&a.id).is_none())
-        .count();
+    sim.run_for(Duration::from_secs(5), 1_000_000)
+        .expect("settles");
+    let peers: Vec<usize> = (0..16)
+        .filter(|&i| sim.engine(node).unwrap().peer(&sim.node_id(i)).is_some())
+        .take(3)
+        .collect();
+    assert_eq!(peers.len(), 3);
+    for &i in &peers {
+        sim.stop(i);
+    }
+    sim.run_until(|s| outbound(s, node) <= 7, 100_000)
+        .expect("the stops are seen");
+    let lost_at = sim.elapsed();
+    sim.run_until(|s| outbound(s, node) >= 10, 2_000_000)
+        .expect("replaces them");
+    let took = sim.elapsed() - lost_at;
     assert!(
-        met_full >= 2,
-        "{met_full} dials met a full node: the test shows nothing"
+        took < Duration::from_secs(5),
+        "the node took {took:?} to replace its lost peers (ensure-peers period: 30 s)"
+    );
+}
+
+/// Full nodes refuse a node's dials right after the handshake. A node that cannot reach its
+/// target (only 6 nodes accept it) keeps running early passes, yet dials no full node twice
+/// within the refusal back-off (30 s): counted as a success (its back-off cleared), a refusal
+/// would let every early pass draw the same full nodes again.
+#[test]
+fn a_node_refused_by_full_nodes_dials_each_of_them_once_per_period() {
+    const OPEN: usize = 6;
+    const FULL: usize = 12;
+    let (mut sim, node, _) = node_among_open_and_full(13, OPEN, FULL);
+    sim.run_until(|s| outbound(s, node) >= OPEN, 2_000_000)
+        .expect("connects to every open node");
+    let took = sim.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the node took {took:?} to connect to the open nodes"
+    );
+    sim.run_for(Duration::from_secs(25) - took, 2_000_000)
+        .expect("runs");
+    // Only our node dials: a full node's refusals are all of it.
+    let refusals: Vec<u64> = (OPEN..OPEN + FULL)
+        .map(|i| sim.engine(i).unwrap().counters().refused)
+        .collect();
+    assert!(
+        refusals.iter().sum::<u64>() >= 6,
+        "few dials met a full node ({refusals:?}): the test shows nothing"
     );
     assert!(
-        took < Duration::from_secs(15),
-        "the node took {took:?} to reach its target (ensure-peers period: 30 s)"
+        refusals.iter().all(|&r| r <= 1),
+        "a full node refused the node more than once within 25 s: {refusals:?}"
     );
 }

@@ -24,6 +24,12 @@
 //! CometBFT's [2,1,1,1]; in three runs with it, [1,1,1,1] each time against CometBFT's
 //! [3,1,1,1], [1,1,1,1] and [1,1,1,1]; no node dropped another.
 //!
+//! The race is still lost now and then by either seed, so one run of each is compared with a
+//! margin of one connection (`RACE_ALLOWANCE`); the storm this test exists for costs 6 to 15
+//! per node. Measured (2026-12-05, eight runs each): a CometBFT seed drew [2,1,1,1] in two and
+//! [1,1,1,1] in six; cometmesh's [1,1,2,1] in one (CI, against CometBFT's [1,1,1,1], which
+//! failed the comparison without a margin) and [1,1,1,1] in seven.
+//!
 //! `RUST_LOG=cometmesh_driver=debug` prints the cometmesh seed's log; `KEEP_LOGS=<dir>` copies
 //! every CometBFT node's log (and the CometBFT seed's) into `<dir>`.
 //!
@@ -40,6 +46,8 @@ use cometmesh_tests::cometbft::{CometBft, NodeOptions, Version};
 const CHAIN: &str = "storm-chain";
 /// How long the nodes run against each seed: three ensure-peers periods (30 s) and more.
 const RUN: Duration = Duration::from_secs(100);
+/// Extra connections the fallback race may cost in one run (see the module docs).
+const RACE_ALLOWANCE: usize = 1;
 /// The nodes: two of the v0.38 line, two of the newest line.
 const NODES: [Version; 4] = [Version::V038, Version::V038, Version::V040, Version::V040];
 
@@ -166,8 +174,11 @@ fn cometmesh_seed_draws_no_more_dials_than_a_cometbft_seed() {
         "every node used the seed: {:?}",
         ours.dials
     );
+    // The fallback race (module docs) costs one extra connection now and then, whichever the
+    // seed: one run of each is compared, so ours may lose it once where CometBFT's did not.
+    let allowed = total_cmt.max(NODES.len() + RACE_ALLOWANCE);
     assert!(
-        total_ours <= total_cmt,
+        total_ours <= allowed && ours.dials.iter().all(|&n| n <= 1 + RACE_ALLOWANCE),
         "the cometmesh seed drew {total_ours} connections ({:?}), a CometBFT seed {total_cmt} ({:?})",
         ours.dials,
         cmt.dials
