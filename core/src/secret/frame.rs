@@ -178,9 +178,15 @@ impl Opener {
         self.partial_len
     }
 
-    /// Plaintext received before the session started (kept by the handshake).
+    /// Plaintext received before the session started (kept by the handshake). An empty one
+    /// keeps no allocation: the handshake's buffer (a frame or more) would otherwise stay with
+    /// every connection whose peer sent nothing early, 1 KiB each.
     pub(crate) fn set_pending(&mut self, pending: BytesMut) {
-        self.pending = pending;
+        self.pending = if pending.is_empty() {
+            BytesMut::new()
+        } else {
+            pending
+        };
     }
 
     /// Feeds ciphertext in any chunking; appends the recovered plaintext to `out`. A partial
@@ -384,6 +390,28 @@ mod tests {
             assert_eq!(err, Err(FrameError::Tampered { nonce: 0 }));
             assert_eq!(&out[..], &before[..]);
         }
+    }
+
+    /// What the handshake left over comes first at the next `open`; an empty leftover keeps
+    /// no allocation (the handshake's buffer held 1 KiB per idle connection).
+    #[test]
+    fn handshake_leftover_is_delivered_first_and_an_empty_one_is_not_kept() {
+        let mut opener = Opener::new(&[3u8; 32]);
+        let mut spent = BytesMut::with_capacity(2 * TOTAL_FRAME_SIZE);
+        spent.extend_from_slice(b"consumed");
+        let _ = spent.split_to(8);
+        opener.set_pending(spent);
+        assert_eq!(opener.pending.capacity(), 0);
+
+        let mut leftover = BytesMut::with_capacity(2 * TOTAL_FRAME_SIZE);
+        leftover.extend_from_slice(b"early");
+        opener.set_pending(leftover);
+        let mut wire = BytesMut::new();
+        Sealer::new(&[3u8; 32]).seal(b" data", &mut wire).unwrap();
+        let mut plain = BytesMut::new();
+        opener.open(&wire, &mut plain).unwrap();
+        assert_eq!(&plain[..], b"early data");
+        assert_eq!(opener.pending.capacity(), 0);
     }
 
     /// The partial-frame buffer exists only while a frame is incomplete, and a frame split
