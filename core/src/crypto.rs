@@ -2,10 +2,10 @@
 //!
 //! Everything the handshake and the frames need is here: X25519, HKDF-SHA256 (96 bytes), the
 //! merlin transcript challenge, ChaCha20-Poly1305 (via `ring`, chosen by measurement, see
-//! `bench/README.md`) and Ed25519 verification. Under `cfg(fuzzing)` an insecure shim replaces
+//! `bench/README.md`), Ed25519 signing and verification. Under `cfg(fuzzing)` an insecure shim replaces
 //! the DH, the AEAD and signature verification so that fuzzers reach the code behind the MAC;
 //! with feature `sim` the simulator can switch to the same shim per step (its modelled-crypto
-//! mode, for scale runs); builds without either never compile it.
+//! mode, for scale runs, which also skips signing); builds without either never compile it.
 
 /// The HKDF `info` string (spec 2.1).
 const HKDF_INFO: &[u8] = b"TENDERMINT_SECRET_CONNECTION_KEY_AND_CHALLENGE_GEN";
@@ -51,6 +51,14 @@ pub(crate) use real::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 #[cfg(fuzzing)]
 pub(crate) use shim::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 
+/// Signs the handshake's challenge with our node key (plain Ed25519).
+#[cfg(not(all(not(fuzzing), any(feature = "sim", feature = "fuzzing"))))]
+pub(crate) fn sign_ed25519(key: &crate::identity::NodeKey, message: &[u8]) -> [u8; 64] {
+    key.sign(message)
+}
+
+#[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
+pub(crate) use modelled::sign_ed25519;
 #[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
 pub(crate) use modelled::with_modelled_crypto;
 #[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
@@ -110,6 +118,12 @@ mod modelled {
         } else {
             real::verify_ed25519(public_key, message, sig)
         }
+    }
+
+    /// Signs with our node key; while modelled, 64 zero bytes (the shim accepts every
+    /// signature, and the auth message keeps its size).
+    pub(crate) fn sign_ed25519(key: &crate::identity::NodeKey, message: &[u8]) -> [u8; 64] {
+        if on() { [0u8; 64] } else { key.sign(message) }
     }
 
     /// A frame key made while modelled stays modelled (and a real one real) for its life.

@@ -395,7 +395,7 @@ impl Handshake {
         self.ephemeral_secret = [0u8; 32];
         let mut sealer = Sealer::new(&schedule.send_key);
         let opener = Opener::new(&schedule.recv_key);
-        let signature = self.local.sign(&schedule.challenge);
+        let signature = crate::crypto::sign_ed25519(&self.local, &schedule.challenge);
         let auth = auth_sig_message(&self.local.public_key(), &signature);
         let mut frame = BytesMut::new();
         sealer.seal(&auth, &mut frame)?;

@@ -91,9 +91,9 @@ pub struct SimConfig {
     /// Unix time at the start.
     pub unix_start: u64,
     /// Modelled crypto (default off): inside [`Sim::step`] the SecretConnection uses the
-    /// fuzzing shim (identity AEAD with the real frame sizes, XOR "DH", signatures accepted;
-    /// signing stays real) instead of X25519, Ed25519 verification and ChaCha20-Poly1305, so
-    /// that scale runs measure the engine rather than the curve arithmetic. Figures taken so
+    /// fuzzing shim (identity AEAD with the real frame sizes, XOR "DH", zero signatures of
+    /// the real size, all accepted) instead of X25519, Ed25519 and ChaCha20-Poly1305, so that
+    /// scale runs measure the engine rather than the curve arithmetic. Figures taken so
     /// are reported beside real-crypto ones, never instead of them.
     pub modelled_crypto: bool,
 }
