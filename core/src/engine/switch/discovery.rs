@@ -342,8 +342,10 @@ impl Engine {
     /// in progress) runs an early pass soon ([`Pex::next_short_retry`]: 2, 4, 8, 16 s) instead of
     /// waiting a whole period; one at its target starts the next shortfall afresh. The early
     /// pass dials what the book has learnt meanwhile (the new peers' PEX replies) and, if it
-    /// has nothing, the seeds: a young seed's short reply costs seconds, not periods, and a
-    /// node dials its seeds at most four more times per shortfall.
+    /// has nothing, the seeds: a young seed's short reply costs seconds, not periods. At most
+    /// four such passes follow one another per shortfall; later ones come only from a lost
+    /// slot ([`Self::outbound_slot_lost`]), and none redials a seed that answered within the
+    /// period.
     fn schedule_short_retry(&mut self, now: Instant, out: usize) {
         if self.cfg.seed_mode || !self.cfg.pex || !self.cfg.early_ensure_passes {
             return;
