@@ -83,9 +83,10 @@ pub struct EngineConfig {
     /// selection of the whole book, reached or not.
     pub seed_vetted_window: Duration,
     /// A node short of its outbound target runs an ensure-peers pass soon rather than at its
-    /// next period: 0.5 s after a peer's PEX addresses arrive, and 2, 4, 8 and 16 s after a
-    /// pass that left it short (then the period again, until the target is reached). `false`
-    /// keeps CometBFT's timing: one pass per period, plus one when a seed's addresses arrive.
+    /// next period: 0.5 s after a peer's PEX addresses arrive, 2, 4, 8 and 16 s after a pass
+    /// that left it short, and 1–3 s after it loses an automatic outbound peer or dial once
+    /// those are spent (then the period again, until the target is reached). `false` keeps
+    /// CometBFT's timing: one pass per period, plus one when a seed's addresses arrive.
     pub early_ensure_passes: bool,
     /// cometmesh only: mean period of feeler connections (G11, test-before-evict; see
     /// [`feeler`](super::feeler)): 2 min, each wait drawn from `[p/2, 3p/2)`. Zero turns
