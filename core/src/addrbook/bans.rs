@@ -64,10 +64,10 @@ impl AddrBook {
         let mut saved: SmallVec<[(NetAddr, IpAddr); 1]> = SmallVec::new();
         for i in victims {
             if let Some(e) = self.entry(i) {
-                if self.is_persistent(&e.addr) {
+                if self.is_persistent(&e.addr()) {
                     continue;
                 }
-                saved.push((e.addr, e.source));
+                saved.push((e.addr(), e.source()));
             }
             self.delete_entry(i);
         }

@@ -34,8 +34,8 @@ impl AddrBook {
                 let Some(e) = self.entry(idx) else {
                     return err(format!("list holds dead index {idx}"));
                 };
-                if e.tried != tried || e.list_pos as usize != pos {
-                    return err(format!("{} has a wrong list position", e.addr));
+                if e.tried() != tried || e.list_pos as usize != pos {
+                    return err(format!("{} has a wrong list position", e.addr()));
                 }
             }
         }
@@ -43,33 +43,33 @@ impl AddrBook {
         for (idx, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let idx = idx as u32;
-            if self.idx_of(&e.addr.addr) != Some(idx) {
-                return err(format!("{} missing from the address index", e.addr));
+            if self.idx_of(&e.socket()) != Some(idx) {
+                return err(format!("{} missing from the address index", e.addr()));
             }
-            if !self.chain(Key::Id(e.addr.id)).any(|i| i == idx) {
-                return err(format!("{} missing from the id index", e.addr));
+            if !self.chain(Key::Id(e.id)).any(|i| i == idx) {
+                return err(format!("{} missing from the id index", e.addr()));
             }
-            if !self.chain(Key::Ip(e.addr.addr.ip())).any(|i| i == idx) {
-                return err(format!("{} missing from the port index", e.addr));
+            if !self.chain(Key::Ip(e.ip())).any(|i| i == idx) {
+                return err(format!("{} missing from the port index", e.addr()));
             }
-            if e.tried {
-                if !e.new_buckets.is_empty() {
-                    return err(format!("tried {} has new references", e.addr));
+            if e.tried() {
+                if !e.new_buckets().is_empty() {
+                    return err(format!("tried {} has new references", e.addr()));
                 }
-                if self.tried_table[self.tried_pos(&e.addr.addr)] != idx {
-                    return err(format!("tried {} not at its keyed slot", e.addr));
+                if self.tried_table[self.tried_pos(&e.socket())] != idx {
+                    return err(format!("tried {} not at its keyed slot", e.addr()));
                 }
             } else {
-                let n = e.new_buckets.len();
+                let n = e.new_buckets().len();
                 if n == 0 || n > usize::from(MAX_NEW_REFS) {
-                    return err(format!("{} has {n} new references", e.addr));
+                    return err(format!("{} has {n} new references", e.addr()));
                 }
-                for (i, &b) in e.new_buckets.iter().enumerate() {
-                    if usize::from(b) >= NEW_BUCKETS || e.new_buckets[..i].contains(&b) {
-                        return err(format!("{} has a bad bucket list", e.addr));
+                for (i, &b) in e.new_buckets().iter().enumerate() {
+                    if usize::from(b) >= NEW_BUCKETS || e.new_buckets()[..i].contains(&b) {
+                        return err(format!("{} has a bad bucket list", e.addr()));
                     }
-                    if self.new_table[self.new_pos(usize::from(b), &e.addr.addr)] != idx {
-                        return err(format!("{} not at its keyed slot in bucket {b}", e.addr));
+                    if self.new_table[self.new_pos(usize::from(b), &e.socket())] != idx {
+                        return err(format!("{} not at its keyed slot in bucket {b}", e.addr()));
                     }
                 }
                 new_refs += n;
@@ -95,7 +95,7 @@ impl AddrBook {
             return err("too many tried collisions".into());
         }
         for c in &self.collisions {
-            if self.entry(c.entry).is_none_or(|e| e.tried) {
+            if self.entry(c.entry).is_none_or(|e| e.tried()) {
                 return err("collision refers to a dead or tried entry".into());
             }
         }

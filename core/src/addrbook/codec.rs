@@ -37,7 +37,7 @@ use smallvec::SmallVec;
 
 use super::{
     AddrBook, AddrBookConfig, BUCKET_SIZE, Ban, EMPTY, Entry, MAX_BANS, MAX_NEW_REFS,
-    MAX_SAVED_PER_BAN, NEW_BUCKETS, TRIED_BUCKETS, UnixTime,
+    MAX_SAVED_PER_BAN, NEW_BUCKETS, Stamp, TRIED_BUCKETS, UnixTime,
 };
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -174,20 +174,20 @@ impl AddrBook {
         out.extend_from_slice(&self.last_good.to_be_bytes());
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
-            put_netaddr(&mut out, &e.addr);
-            put_ip(&mut out, &e.source);
+            put_netaddr(&mut out, &e.addr());
+            put_ip(&mut out, &e.source());
             for t in [
                 e.last_seen,
                 e.last_attempt,
                 e.last_success,
                 e.last_count_attempt,
             ] {
-                out.extend_from_slice(&t.to_be_bytes());
+                out.extend_from_slice(&t.get().to_be_bytes());
             }
-            out.extend_from_slice(&e.attempts.to_be_bytes());
-            out.push(u8::from(e.tried));
-            out.push(e.new_buckets.len() as u8);
-            for b in &e.new_buckets {
+            out.extend_from_slice(&e.attempts().to_be_bytes());
+            out.push(u8::from(e.tried()));
+            out.push(e.new_buckets().len() as u8);
+            for b in e.new_buckets() {
                 out.extend_from_slice(&b.to_be_bytes());
             }
         }
@@ -300,20 +300,12 @@ impl AddrBook {
             if book.ports_at(addr.addr.ip()) >= book.config.max_ports_per_ip {
                 return Err(DecodeError::Corrupt("too many ports for one ip"));
             }
-            let entry = Entry {
-                addr,
-                source,
-                last_seen,
-                last_attempt,
-                last_success,
-                last_count_attempt,
-                attempts,
-                tried: false,
-                new_buckets: SmallVec::new(),
-                list_pos: 0,
-                next_same_ip: EMPTY,
-                next_same_id: EMPTY,
-            };
+            // Times after 2106 saturate (see `Stamp`), as they would in a running book.
+            let mut entry = Entry::new(addr, source, last_seen);
+            entry.last_attempt = Stamp::at(last_attempt);
+            entry.last_success = Stamp::at(last_success);
+            entry.last_count_attempt = Stamp::at(last_count_attempt);
+            entry.set_attempts(attempts);
             if rebucket {
                 book.load_rebucketed(entry, tried);
             } else {
@@ -363,8 +355,8 @@ impl AddrBook {
         tried: bool,
         buckets: &[u16],
     ) -> Result<(), DecodeError> {
-        let addr = entry.addr.addr;
-        entry.tried = tried;
+        let addr = entry.socket();
+        entry.set_tried(tried);
         if tried {
             let pos = self.tried_pos(&addr);
             if self.tried_table[pos] != EMPTY {
@@ -391,18 +383,18 @@ impl AddrBook {
     /// Loads an entry under a different group map or geometry: tried entries go to their tried
     /// slot (or new on a clash), new ones to their source's bucket; a clash drops the newcomer.
     fn load_rebucketed(&mut self, entry: Entry, tried: bool) {
-        let addr = entry.addr.addr;
+        let addr = entry.socket();
         if tried {
             let pos = self.tried_pos(&addr);
             if self.tried_table[pos] == EMPTY {
                 let mut e = entry;
-                e.tried = true;
+                e.set_tried(true);
                 let idx = self.insert_entry(e);
                 self.set_tried_slot(pos, idx);
                 return;
             }
         }
-        let bucket = self.new_bucket(&addr, &entry.source);
+        let bucket = self.new_bucket(&addr, &entry.source());
         let pos = self.new_pos(bucket, &addr);
         if self.new_table[pos] == EMPTY {
             let idx = self.insert_entry(entry);

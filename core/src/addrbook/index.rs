@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::{AddrBook, EMPTY, Entry};
+use super::{AddrBook, EMPTY, Entry, book_key};
 use crate::ids::NodeId;
 
 /// The three lookup tables (see the module documentation).
@@ -37,15 +37,15 @@ pub(super) enum Key {
 impl Key {
     fn of(&self, e: &Entry) -> Key {
         match self {
-            Key::Ip(_) => Key::Ip(e.addr.addr.ip()),
-            Key::Id(_) => Key::Id(e.addr.id),
+            Key::Ip(_) => Key::Ip(e.ip()),
+            Key::Id(_) => Key::Id(e.id),
         }
     }
 
     fn matches(&self, e: &Entry) -> bool {
         match self {
-            Key::Ip(ip) => e.addr.addr.ip() == *ip,
-            Key::Id(id) => e.addr.id == *id,
+            Key::Ip(ip) => e.has_ip(*ip),
+            Key::Id(id) => e.id == *id,
         }
     }
 
@@ -101,13 +101,12 @@ impl Iterator for Chain<'_> {
 impl AddrBook {
     /// The index of the entry at `addr`.
     pub(super) fn idx_of(&self, addr: &SocketAddr) -> Option<u32> {
+        let addr = book_key(addr);
         let h = self.index.hasher.hash_one(addr);
         let entries = &self.entries;
         self.index
             .by_addr
-            .find(h, |&i| {
-                live(entries, i).is_some_and(|e| e.addr.addr == *addr)
-            })
+            .find(h, |&i| live(entries, i).is_some_and(|e| e.is_at(&addr)))
             .copied()
     }
 
@@ -141,11 +140,11 @@ impl AddrBook {
     /// Makes room in the indexes for `n` more entries.
     pub(super) fn index_reserve(&mut self, n: usize) {
         let (hasher, entries) = (&self.index.hasher, &self.entries);
-        let addr_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.addr.addr));
+        let addr_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.socket()));
         self.index.by_addr.reserve(n, addr_hash);
-        let ip_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.addr.addr.ip()));
+        let ip_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.ip()));
         self.index.by_ip.reserve(n, ip_hash);
-        let id_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.addr.id));
+        let id_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.id));
         self.index.by_id.reserve(n, id_hash);
     }
 
@@ -156,11 +155,11 @@ impl AddrBook {
         };
         e.next_same_ip = EMPTY;
         e.next_same_id = EMPTY;
-        let (addr, id) = (e.addr.addr, e.addr.id);
+        let (addr, id) = (e.socket(), e.id);
         let (hasher, entries) = (&self.index.hasher, &self.entries);
         let h = hasher.hash_one(addr);
         self.index.by_addr.insert_unique(h, idx, |&i| {
-            live(entries, i).map_or(0, |e| hasher.hash_one(e.addr.addr))
+            live(entries, i).map_or(0, |e| hasher.hash_one(e.socket()))
         });
         self.chain_append(Key::Ip(addr.ip()), idx);
         self.chain_append(Key::Id(id), idx);
@@ -192,7 +191,7 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return;
         };
-        let (addr, id) = (e.addr.addr, e.addr.id);
+        let (addr, id) = (e.socket(), e.id);
         let h = self.index.hasher.hash_one(addr);
         if let Ok(o) = self.index.by_addr.find_entry(h, |&i| i == idx) {
             o.remove();
@@ -253,23 +252,19 @@ impl AddrBook {
                 let Some(e) = self.entry(head) else {
                     return Err(format!("{name} index holds dead index {head}"));
                 };
-                let key = if ip {
-                    Key::Ip(e.addr.addr.ip())
-                } else {
-                    Key::Id(e.addr.id)
-                };
+                let key = if ip { Key::Ip(e.ip()) } else { Key::Id(e.id) };
                 if self.head(key) != Some(head) {
-                    return Err(format!("{} heads two {name} chains", e.addr));
+                    return Err(format!("{} heads two {name} chains", e.addr()));
                 }
                 let mut n = 0usize;
                 for i in self.chain(key) {
                     if !self.entry(i).is_some_and(|c| key.matches(c)) {
-                        return Err(format!("{name} chain of {} holds a stranger", e.addr));
+                        return Err(format!("{name} chain of {} holds a stranger", e.addr()));
                     }
                     n += 1;
                 }
                 if ip && n > self.config.max_ports_per_ip {
-                    return Err(format!("{} is over the per-ip port cap", e.addr));
+                    return Err(format!("{} is over the per-ip port cap", e.addr()));
                 }
                 total += n;
             }

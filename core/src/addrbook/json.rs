@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AddrBook, AddrBookConfig, EMPTY, UnixTime};
+use super::{AddrBook, AddrBookConfig, EMPTY, Stamp, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
@@ -141,13 +141,13 @@ impl AddrBook {
                 continue;
             };
             if let Some(e) = book.entry_mut(idx) {
-                e.attempts = p.attempts;
-                e.last_attempt = p.last_attempt.min(now);
-                e.last_success = p.last_success.min(now);
+                e.set_attempts(p.attempts);
+                e.last_attempt = Stamp::at(p.last_attempt.min(now));
+                e.last_success = Stamp::at(p.last_success.min(now));
             }
             if p.old {
                 let tpos = book.tried_pos(&p.addr.addr);
-                let fresh = book.entry(idx).is_some_and(|e| !e.tried);
+                let fresh = book.entry(idx).is_some_and(|e| !e.tried());
                 if fresh && book.tried_table[tpos] == EMPTY {
                     book.promote(idx, tpos);
                 }
@@ -171,41 +171,41 @@ impl AddrBook {
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
             let mut buckets: Vec<u32> = Vec::new();
-            if e.tried {
-                buckets.push((self.tried_bucket(&e.addr.addr) % LEGACY_OLD_BUCKETS) as u32);
+            if e.tried() {
+                buckets.push((self.tried_bucket(&e.socket()) % LEGACY_OLD_BUCKETS) as u32);
             } else {
-                for &b in &e.new_buckets {
+                for &b in e.new_buckets() {
                     let b = (usize::from(b) % LEGACY_NEW_BUCKETS) as u32;
                     if !buckets.contains(&b) && buckets.len() < LEGACY_MAX_NEW_REFS {
                         buckets.push(b);
                     }
                 }
             }
-            let src_id = if e.source == e.addr.addr.ip() {
-                e.addr.id.to_string()
+            let src_id = if e.source() == e.ip() {
+                e.id.to_string()
             } else {
                 "0".repeat(40)
             };
             addrs.push(JsonKnown {
                 addr: JsonNetAddr {
-                    id: e.addr.id.to_string(),
-                    ip: e.addr.addr.ip().to_string(),
-                    port: e.addr.addr.port(),
+                    id: e.id.to_string(),
+                    ip: e.ip().to_string(),
+                    port: e.socket().port(),
                 },
                 src: JsonNetAddr {
                     id: src_id,
-                    ip: e.source.to_string(),
+                    ip: e.source().to_string(),
                     port: 0,
                 },
                 buckets: Some(buckets),
-                attempts: i32::try_from(e.attempts).unwrap_or(i32::MAX),
-                bucket_type: if e.tried {
+                attempts: i32::try_from(e.attempts()).unwrap_or(i32::MAX),
+                bucket_type: if e.tried() {
                     BUCKET_TYPE_OLD
                 } else {
                     BUCKET_TYPE_NEW
                 },
-                last_attempt: format_rfc3339(e.last_attempt),
-                last_success: format_rfc3339(e.last_success),
+                last_attempt: format_rfc3339(e.last_attempt.get()),
+                last_success: format_rfc3339(e.last_success.get()),
                 last_ban_time: format_rfc3339(0),
             });
         }

@@ -25,6 +25,7 @@
 mod bans;
 mod check;
 mod codec;
+mod entry;
 mod group;
 mod index;
 mod json;
@@ -36,6 +37,7 @@ mod table;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use entry::{Entry, Stamp, book_key};
 use hashbrown::{HashMap, HashSet};
 use index::{Indexes, Key};
 use rand_core::RngCore;
@@ -195,27 +197,6 @@ pub enum GoodOutcome {
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 #[error("address book inconsistent: {0}")]
 pub struct CheckError(pub String);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    addr: NetAddr,
-    source: IpAddr,
-    /// Last time we heard of the address (add) or connected to it.
-    last_seen: UnixTime,
-    last_attempt: UnixTime,
-    last_success: UnixTime,
-    last_count_attempt: UnixTime,
-    attempts: u32,
-    tried: bool,
-    /// New buckets referencing the entry (empty when tried).
-    new_buckets: SmallVec<[u16; 2]>,
-    /// Position in `new_list` or `tried_list`.
-    list_pos: u32,
-    /// Next entry with the same IP, or `EMPTY` (see [`index`]).
-    next_same_ip: u32,
-    /// Next entry with the same node id, or `EMPTY` (see [`index`]).
-    next_same_id: u32,
-}
 
 /// A ban record: a node id, and the IP it came from when the ban covers the IP too (see
 /// [`AddrBook::ban_scoped`]), banned until `until`, with the entries removed for it.
@@ -442,7 +423,7 @@ impl AddrBook {
     }
 
     fn terrible(&self, e: &Entry, now: UnixTime) -> bool {
-        if self.is_persistent(&e.addr) {
+        if self.is_persistent(&e.addr()) {
             return false;
         }
         is_terrible(e, now)
@@ -466,7 +447,7 @@ impl AddrBook {
         let drop: Vec<SocketAddr> = ids
             .iter()
             .flat_map(|&id| self.chain(Key::Id(id)))
-            .filter_map(|i| self.entry(i).map(|e| e.addr.addr))
+            .filter_map(|i| self.entry(i).map(|e| e.socket()))
             .collect();
         for a in drop {
             self.remove(a);
@@ -521,20 +502,7 @@ impl AddrBook {
         if !self.make_room_new(pos, now) {
             return Err(AddRejected::SlotTaken);
         }
-        let entry = Entry {
-            addr,
-            source,
-            last_seen: now,
-            last_attempt: 0,
-            last_success: 0,
-            last_count_attempt: 0,
-            attempts: 0,
-            tried: false,
-            new_buckets: SmallVec::new(),
-            list_pos: 0,
-            next_same_ip: EMPTY,
-            next_same_id: EMPTY,
-        };
+        let entry = Entry::new(addr, source, now);
         let idx = self.insert_entry(entry);
         self.place_new(idx, bucket, pos);
         Ok(AddOutcome::Added)
@@ -550,12 +518,12 @@ impl AddrBook {
         let Some(e) = self.entry_mut(idx) else {
             return AddOutcome::Known;
         };
-        e.last_seen = e.last_seen.max(now);
-        if e.tried || e.new_buckets.len() >= usize::from(MAX_NEW_REFS) {
+        e.last_seen = Stamp::at(e.last_seen.get().max(now));
+        if e.tried() || e.new_buckets().len() >= usize::from(MAX_NEW_REFS) {
             return AddOutcome::Known;
         }
-        let refs = e.new_buckets.len() as u32;
-        let addr = e.addr.addr;
+        let refs = e.new_buckets().len() as u32;
+        let addr = e.socket();
         // One more reference with probability 2^-refs.
         if refs > 0 && rng.next_u32() & ((1u32 << refs) - 1) != 0 {
             return AddOutcome::Known;
@@ -589,10 +557,10 @@ impl AddrBook {
         let Some(o) = self.entry(occupant) else {
             return false;
         };
-        if self.is_persistent(&o.addr) {
+        if self.is_persistent(&o.addr()) {
             return false;
         }
-        if self.terrible(o, now) || o.new_buckets.len() > 1 {
+        if self.terrible(o, now) || o.new_buckets().len() > 1 {
             self.clear_new_pos(pos);
             return true;
         }
@@ -607,7 +575,7 @@ impl AddrBook {
                 (self.entries.len() - 1) as u32
             }
         };
-        let list = if entry.tried {
+        let list = if entry.tried() {
             &mut self.tried_list
         } else {
             &mut self.new_list
@@ -619,10 +587,14 @@ impl AddrBook {
         idx
     }
 
+    /// Puts a reference to `idx` at new position `pos` of `bucket` (callers keep an entry at
+    /// [`MAX_NEW_REFS`] or fewer; one more is not placed).
     fn place_new(&mut self, idx: u32, bucket: usize, pos: usize) {
-        self.set_new_slot(pos, idx);
-        if let Some(e) = self.entry_mut(idx) {
-            e.new_buckets.push(bucket as u16);
+        if self
+            .entry_mut(idx)
+            .is_some_and(|e| e.push_bucket(bucket as u16))
+        {
+            self.set_new_slot(pos, idx);
         }
     }
 
@@ -636,10 +608,8 @@ impl AddrBook {
         let bucket = (pos / BUCKET_SIZE) as u16;
         let last = match self.entry_mut(idx) {
             Some(e) => {
-                if let Some(i) = e.new_buckets.iter().position(|&b| b == bucket) {
-                    e.new_buckets.swap_remove(i);
-                }
-                e.new_buckets.is_empty()
+                e.remove_bucket(bucket);
+                e.new_buckets().is_empty()
             }
             None => false,
         };
@@ -685,20 +655,20 @@ impl AddrBook {
         let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) else {
             return;
         };
-        for &b in &e.new_buckets {
-            let pos = self.new_pos(usize::from(b), &e.addr.addr);
+        for &b in e.new_buckets() {
+            let pos = self.new_pos(usize::from(b), &e.socket());
             if self.new_table[pos] == idx {
                 self.set_new_slot(pos, EMPTY);
             }
         }
-        if e.tried {
-            let pos = self.tried_pos(&e.addr.addr);
+        if e.tried() {
+            let pos = self.tried_pos(&e.socket());
             if self.tried_table[pos] == idx {
                 self.set_tried_slot(pos, EMPTY);
             }
         }
         // list_remove needs the moved entry present; `e` is already taken out.
-        self.list_remove(e.tried, e.list_pos);
+        self.list_remove(e.tried(), e.list_pos);
         self.collisions.retain(|c| c.entry != idx);
         self.free.push(idx);
     }
@@ -717,7 +687,7 @@ impl AddrBook {
         if let Some(idx) = self.idx_of(&addr)
             && let Some(e) = self.entry_mut(idx)
         {
-            e.last_attempt = now;
+            e.last_attempt = Stamp::at(now);
         }
     }
 
@@ -730,21 +700,24 @@ impl AddrBook {
             return;
         };
         let last_good = self.last_good;
-        let persistent = self.entry(idx).is_some_and(|e| self.is_persistent(&e.addr));
+        let persistent = self
+            .entry(idx)
+            .is_some_and(|e| self.is_persistent(&e.addr()));
         let Some(e) = self.entry_mut(idx) else {
             return;
         };
-        e.last_attempt = now;
-        if e.last_count_attempt < last_good || e.last_count_attempt == 0 {
-            e.last_count_attempt = now;
-            e.attempts = e.attempts.saturating_add(1);
+        e.last_attempt = Stamp::at(now);
+        if e.last_count_attempt.get() < last_good || e.last_count_attempt.get() == 0 {
+            e.last_count_attempt = Stamp::at(now);
+            e.set_attempts(e.attempts().saturating_add(1));
         }
-        let failed_out = (e.last_success == 0 && e.attempts >= RETRIES)
-            || (now.saturating_sub(e.last_success) > MIN_FAIL && e.attempts >= MAX_FAILURES);
+        let failed_out = (e.last_success.get() == 0 && e.attempts() >= RETRIES)
+            || (now.saturating_sub(e.last_success.get()) > MIN_FAIL
+                && e.attempts() >= MAX_FAILURES);
         if persistent || !failed_out {
             return;
         }
-        if e.tried {
+        if e.tried() {
             self.demote(idx, now);
         } else {
             self.delete_entry(idx);
@@ -756,14 +729,14 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return;
         };
-        let (addr, source, list_pos) = (e.addr.addr, e.source, e.list_pos);
+        let (addr, source, list_pos) = (e.socket(), e.source(), e.list_pos);
         let tpos = self.tried_pos(&addr);
         if self.tried_table[tpos] == idx {
             self.set_tried_slot(tpos, EMPTY);
         }
         self.list_remove(true, list_pos);
         if let Some(e) = self.entry_mut(idx) {
-            e.tried = false;
+            e.set_tried(false);
         }
         self.list_push(idx, false);
         let bucket = self.new_bucket(&addr, &source);
@@ -791,18 +764,18 @@ impl AddrBook {
         let Some(e) = self.entry_mut(idx) else {
             return GoodOutcome::Unknown;
         };
-        e.last_success = now;
-        e.last_attempt = now;
-        e.last_seen = e.last_seen.max(now);
-        e.attempts = 0;
-        if e.tried {
+        e.last_success = Stamp::at(now);
+        e.last_attempt = Stamp::at(now);
+        e.last_seen = Stamp::at(e.last_seen.get().max(now));
+        e.set_attempts(0);
+        if e.tried() {
             return GoodOutcome::AlreadyTried;
         }
         let tpos = self.tried_pos(&addr);
         let occupant = self.tried_table[tpos];
         if occupant != EMPTY {
             let incumbent = match self.entry(occupant) {
-                Some(o) => o.addr,
+                Some(o) => o.addr(),
                 None => return GoodOutcome::Unknown,
             };
             if !self.collisions.iter().any(|c| c.entry == idx)
@@ -824,8 +797,8 @@ impl AddrBook {
         let Some(e) = self.entry_mut(idx) else {
             return;
         };
-        let buckets = std::mem::take(&mut e.new_buckets);
-        let (addr, list_pos) = (e.addr.addr, e.list_pos);
+        let buckets = e.take_buckets();
+        let (addr, list_pos) = (e.socket(), e.list_pos);
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &addr);
             if self.new_table[pos] == idx {
@@ -834,7 +807,7 @@ impl AddrBook {
         }
         self.list_remove(false, list_pos);
         if let Some(e) = self.entry_mut(idx) {
-            e.tried = true;
+            e.set_tried(true);
         }
         self.list_push(idx, true);
         self.set_tried_slot(tpos, idx);
@@ -850,8 +823,8 @@ impl AddrBook {
         }
         let c = self.collisions[uniform(rng, self.collisions.len())];
         let e = self.entry(c.entry)?;
-        let occupant = self.tried_table[self.tried_pos(&e.addr.addr)];
-        self.entry(occupant).map(|o| o.addr)
+        let occupant = self.tried_table[self.tried_pos(&e.socket())];
+        self.entry(occupant).map(|o| o.addr())
     }
 
     /// Resolves buffered tried collisions (Bitcoin's `ResolveCollisions`): an incumbent that
@@ -865,10 +838,10 @@ impl AddrBook {
             let Some(e) = self.entry(c.entry) else {
                 continue;
             };
-            if e.tried {
+            if e.tried() {
                 continue;
             }
-            let tpos = self.tried_pos(&e.addr.addr);
+            let tpos = self.tried_pos(&e.socket());
             let occupant = self.tried_table[tpos];
             if occupant == EMPTY {
                 self.promote(c.entry, tpos);
@@ -878,13 +851,13 @@ impl AddrBook {
             let Some(o) = self.entry(occupant) else {
                 continue;
             };
-            let keep = self.is_persistent(&o.addr)
-                || now.saturating_sub(o.last_success) < REPLACEMENT_WINDOW;
+            let keep = self.is_persistent(&o.addr())
+                || now.saturating_sub(o.last_success.get()) < REPLACEMENT_WINDOW;
             let tested_dead = !keep
-                && now.saturating_sub(o.last_attempt) < REPLACEMENT_WINDOW
-                && now.saturating_sub(o.last_attempt) > MINUTE;
+                && now.saturating_sub(o.last_attempt.get()) < REPLACEMENT_WINDOW
+                && now.saturating_sub(o.last_attempt.get()) > MINUTE;
             let stale = !keep
-                && now.saturating_sub(o.last_attempt) >= REPLACEMENT_WINDOW
+                && now.saturating_sub(o.last_attempt.get()) >= REPLACEMENT_WINDOW
                 && now.saturating_sub(c.since) > TEST_WINDOW;
             if keep {
                 continue;
@@ -893,7 +866,7 @@ impl AddrBook {
                 self.demote(occupant, now);
                 if let Some(tpos) = self
                     .entry(c.entry)
-                    .map(|e| self.tried_pos(&e.addr.addr))
+                    .map(|e| self.tried_pos(&e.socket()))
                     .filter(|&p| self.tried_table[p] == EMPTY)
                 {
                     self.promote(c.entry, tpos);
@@ -953,25 +926,25 @@ impl AddrBook {
     /// The stored entry (id and address) for this IP:port.
     #[must_use]
     pub fn get(&self, addr: &SocketAddr) -> Option<NetAddr> {
-        self.entry_at(addr).map(|e| e.addr)
+        self.entry_at(addr).map(|e| e.addr())
     }
 
     /// True if the entry for this IP:port is in tried.
     #[must_use]
     pub fn is_tried(&self, addr: &SocketAddr) -> bool {
-        self.entry_at(addr).is_some_and(|e| e.tried)
+        self.entry_at(addr).is_some_and(|e| e.tried())
     }
 
     /// Failed attempts counted for this IP:port, if known.
     #[must_use]
     pub fn attempts(&self, addr: &SocketAddr) -> Option<u32> {
-        self.entry_at(addr).map(|e| e.attempts)
+        self.entry_at(addr).map(|e| e.attempts())
     }
 
     /// The source IP recorded for this IP:port, if known.
     #[must_use]
     pub fn source_of(&self, addr: &SocketAddr) -> Option<IpAddr> {
-        self.entry_at(addr).map(|e| e.source)
+        self.entry_at(addr).map(|e| e.source())
     }
 
     /// True if the entry is terrible at `now` (excluded from PEX replies, first to be replaced).
@@ -986,14 +959,14 @@ impl AddrBook {
             .iter()
             .chain(self.tried_list.iter())
             .filter_map(|&i| self.entry(i))
-            .map(|e| (e.addr, e.tried))
+            .map(|e| (e.addr(), e.tried()))
     }
 
     /// The new buckets referencing this IP:port (empty if tried or unknown).
     #[must_use]
     pub fn new_buckets_of(&self, addr: &SocketAddr) -> Vec<usize> {
         self.entry_at(addr)
-            .map(|e| e.new_buckets.iter().map(|&b| usize::from(b)).collect())
+            .map(|e| e.new_buckets().iter().map(|&b| usize::from(b)).collect())
             .unwrap_or_default()
     }
 
@@ -1001,8 +974,8 @@ impl AddrBook {
     #[must_use]
     pub fn tried_bucket_of(&self, addr: &SocketAddr) -> Option<usize> {
         self.entry_at(addr)
-            .filter(|e| e.tried)
-            .map(|e| self.tried_bucket(&e.addr.addr))
+            .filter(|e| e.tried())
+            .map(|e| self.tried_bucket(&e.socket()))
     }
 }
 
@@ -1018,17 +991,17 @@ fn push_with_slack<T>(v: &mut Vec<T>, x: T) {
 
 /// Bitcoin's `IsTerrible` (without the persistent-peer exemption).
 fn is_terrible(e: &Entry, now: UnixTime) -> bool {
-    if e.last_attempt != 0 && now.saturating_sub(e.last_attempt) < MINUTE {
+    if e.last_attempt.get() != 0 && now.saturating_sub(e.last_attempt.get()) < MINUTE {
         return false;
     }
-    if e.last_seen > now.saturating_add(10 * MINUTE) {
+    if e.last_seen.get() > now.saturating_add(10 * MINUTE) {
         return true;
     }
-    if now.saturating_sub(e.last_seen) > HORIZON {
+    if now.saturating_sub(e.last_seen.get()) > HORIZON {
         return true;
     }
-    if e.last_success == 0 && e.attempts >= RETRIES {
+    if e.last_success.get() == 0 && e.attempts() >= RETRIES {
         return true;
     }
-    now.saturating_sub(e.last_success) > MIN_FAIL && e.attempts >= MAX_FAILURES
+    now.saturating_sub(e.last_success.get()) > MIN_FAIL && e.attempts() >= MAX_FAILURES
 }

@@ -51,8 +51,8 @@ impl AddrBook {
             };
             let p = (factor * chance(e, now)).min(1.0);
             if unit(rng) < p {
-                if accept(&e.addr) {
-                    return Some(e.addr);
+                if accept(&e.addr()) {
+                    return Some(e.addr());
                 }
             } else {
                 factor *= 1.2;
@@ -71,7 +71,7 @@ impl AddrBook {
                 };
                 self.entry(idx)
             })
-            .map(|e| e.addr)
+            .map(|e| e.addr())
             .find(|a| accept(a))
     }
 
@@ -103,10 +103,10 @@ impl AddrBook {
             };
             if let Some(e) = self.entry(idx)
                 && !self.terrible(e, now)
-                && !self.private_ids.contains(&e.addr.id)
-                && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+                && !self.private_ids.contains(&e.id)
+                && !self.is_banned(&e.id, &e.ip(), now)
             {
-                out.push(e.addr);
+                out.push(e.addr());
             }
         }
         out
@@ -142,19 +142,19 @@ impl AddrBook {
             .entries
             .iter()
             .flatten()
-            .filter(|e| {
-                !self.private_ids.contains(&e.addr.id)
-                    && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
-            })
+            .filter(|e| !self.private_ids.contains(&e.id) && !self.is_banned(&e.id, &e.ip(), now))
             .filter_map(|e| {
-                let t = if live(&e.addr.addr) {
+                let t = if live(&e.socket()) {
                     now
-                } else if e.last_success != 0 && e.last_success >= since && e.attempts == 0 {
-                    e.last_success
+                } else if e.last_success.get() != 0
+                    && e.last_success.get() >= since
+                    && e.attempts() == 0
+                {
+                    e.last_success.get()
                 } else {
                     return None;
                 };
-                Some((Reverse(t), tie_order(salt, &e.addr), e.addr))
+                Some((Reverse(t), tie_order(salt, &e.addr()), e.addr()))
             })
             .collect();
         reached.sort_unstable();
@@ -205,12 +205,12 @@ impl AddrBook {
             .iter()
             .flatten()
             .filter(|e| {
-                e.last_success == 0
+                e.last_success.get() == 0
                     && !self.terrible(e, now)
-                    && !self.private_ids.contains(&e.addr.id)
-                    && !self.is_banned(&e.addr.id, &e.addr.addr.ip(), now)
+                    && !self.private_ids.contains(&e.id)
+                    && !self.is_banned(&e.id, &e.ip(), now)
             })
-            .map(|e| (e.last_seen, e.addr))
+            .map(|e| (e.last_seen.get(), e.addr()))
             .collect();
         // Only the head of the order is needed: the newest `head` entries are selected and
         // sorted (keys are unique, so the result is the same as sorting everything); the head
@@ -259,10 +259,10 @@ fn tie_order(salt: u64, a: &NetAddr) -> u64 {
 /// Bitcoin's `GetChance`: the selection weight of an entry.
 fn chance(e: &Entry, now: UnixTime) -> f64 {
     let mut c = 1.0;
-    if e.last_attempt != 0 && now.saturating_sub(e.last_attempt) < RECENT_ATTEMPT {
+    if e.last_attempt.get() != 0 && now.saturating_sub(e.last_attempt.get()) < RECENT_ATTEMPT {
         c *= 0.01;
     }
-    c * 0.66f64.powi(e.attempts.min(8) as i32)
+    c * 0.66f64.powi(e.attempts().min(8) as i32)
 }
 
 /// A uniform integer in `0..n` (`n > 0`), without modulo bias.
@@ -434,8 +434,8 @@ mod tests {
             .entries
             .iter()
             .flatten()
-            .filter(|e| e.last_success == 0)
-            .map(|e| (e.last_seen, e.addr))
+            .filter(|e| e.last_success.get() == 0)
+            .map(|e| (e.last_seen.get(), e.addr()))
             .collect();
         assert!(all.len() > 300, "the book kept {} entries", all.len());
         all.sort_by_key(|&(t, a)| (Reverse(t), a));

@@ -1,0 +1,295 @@
+//! One entry of the book, packed: the entry slab is the largest part of a book, and a simulator
+//! holds thousands of books (10 000 books of ~850 entries each at 10 000 simulated nodes).
+//!
+//! An address keeps its 16 IP bytes, its port and a family flag (18 bytes, where a `SocketAddr`
+//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP
+//! likewise; times are `u32` seconds (until 2106; later times saturate); the new-table
+//! references are an inline array of [`MAX_NEW_REFS`] bucket numbers, never a heap allocation.
+//! 104 bytes where the unpacked form took 144.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::{MAX_NEW_REFS, UnixTime};
+use crate::addr::NetAddr;
+use crate::ids::NodeId;
+
+const ADDR_V4: u8 = 1;
+const SOURCE_V4: u8 = 2;
+
+/// A time of the book in 32 bits: [`UnixTime`] seconds, saturating at `u32::MAX` (year 2106).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Stamp(u32);
+
+impl Stamp {
+    /// "Never".
+    pub(super) const NEVER: Stamp = Stamp(0);
+
+    /// `t`, saturated.
+    pub(super) fn at(t: UnixTime) -> Stamp {
+        Stamp(u32::try_from(t).unwrap_or(u32::MAX))
+    }
+
+    /// The time in seconds (`0`: never).
+    pub(super) fn get(self) -> UnixTime {
+        UnixTime::from(self.0)
+    }
+}
+
+/// The 16 bytes of `ip` (IPv4 as IPv4-mapped IPv6) and whether it is IPv4.
+fn pack(ip: IpAddr) -> ([u8; 16], bool) {
+    match ip {
+        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), true),
+        IpAddr::V6(v6) => (v6.octets(), false),
+    }
+}
+
+fn unpack(octets: [u8; 16], v4: bool) -> IpAddr {
+    let v6 = Ipv6Addr::from(octets);
+    match (v4, v6.to_ipv4_mapped()) {
+        (true, Some(v4)) => IpAddr::V4(v4),
+        (true, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (false, _) => IpAddr::V6(v6),
+    }
+}
+
+/// The form of `addr` the book keys on: without IPv6 flow info and scope id.
+pub(super) fn book_key(addr: &SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port())
+}
+
+/// A book entry (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Entry {
+    /// The node id expected at the address.
+    pub(super) id: NodeId,
+    ip: [u8; 16],
+    source: [u8; 16],
+    port: u16,
+    /// [`ADDR_V4`] and [`SOURCE_V4`].
+    flags: u8,
+    refs: u8,
+    tried: bool,
+    /// New buckets referencing the entry: the first `refs` (none when tried).
+    buckets: [u16; MAX_NEW_REFS as usize],
+    /// Last time we heard of the address (add) or connected to it.
+    pub(super) last_seen: Stamp,
+    pub(super) last_attempt: Stamp,
+    pub(super) last_success: Stamp,
+    pub(super) last_count_attempt: Stamp,
+    /// Failed attempts counted (see [`Entry::attempts`]), saturating.
+    attempts: u16,
+    /// Position in `new_list` or `tried_list`.
+    pub(super) list_pos: u32,
+    /// Next entry with the same IP, or `EMPTY` (see [`super::index`]).
+    pub(super) next_same_ip: u32,
+    /// Next entry with the same node id, or `EMPTY` (see [`super::index`]).
+    pub(super) next_same_id: u32,
+}
+
+impl Entry {
+    /// A fresh entry for `addr` heard from `source`, in neither table yet, never attempted.
+    pub(super) fn new(addr: NetAddr, source: IpAddr, last_seen: UnixTime) -> Entry {
+        let (ip, ip4) = pack(addr.addr.ip());
+        let (src, src4) = pack(source);
+        Entry {
+            id: addr.id,
+            ip,
+            source: src,
+            port: addr.addr.port(),
+            flags: if ip4 { ADDR_V4 } else { 0 } | if src4 { SOURCE_V4 } else { 0 },
+            refs: 0,
+            tried: false,
+            buckets: [0; MAX_NEW_REFS as usize],
+            last_seen: Stamp::at(last_seen),
+            last_attempt: Stamp::NEVER,
+            last_success: Stamp::NEVER,
+            last_count_attempt: Stamp::NEVER,
+            attempts: 0,
+            list_pos: 0,
+            next_same_ip: super::EMPTY,
+            next_same_id: super::EMPTY,
+        }
+    }
+
+    /// The node id and address.
+    pub(super) fn addr(&self) -> NetAddr {
+        NetAddr {
+            id: self.id,
+            addr: self.socket(),
+        }
+    }
+
+    /// The IP:port.
+    pub(super) fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.ip(), self.port)
+    }
+
+    /// The IP.
+    pub(super) fn ip(&self) -> IpAddr {
+        unpack(self.ip, self.flags & ADDR_V4 != 0)
+    }
+
+    /// Whether the entry is at `addr` (a [`book_key`]).
+    pub(super) fn is_at(&self, addr: &SocketAddr) -> bool {
+        self.port == addr.port() && self.has_ip(addr.ip())
+    }
+
+    /// Whether the entry's IP is `ip`.
+    pub(super) fn has_ip(&self, ip: IpAddr) -> bool {
+        let (octets, v4) = pack(ip);
+        self.ip == octets && (self.flags & ADDR_V4 != 0) == v4
+    }
+
+    /// The IP of the peer that told us (the address's own IP for a self-announcement).
+    pub(super) fn source(&self) -> IpAddr {
+        unpack(self.source, self.flags & SOURCE_V4 != 0)
+    }
+
+    /// Whether the entry is in the tried table.
+    pub(super) fn tried(&self) -> bool {
+        self.tried
+    }
+
+    /// Moves the entry to the tried table's bookkeeping (`true`) or the new one's.
+    pub(super) fn set_tried(&mut self, tried: bool) {
+        self.tried = tried;
+    }
+
+    /// Failed attempts counted since the last success.
+    pub(super) fn attempts(&self) -> u32 {
+        u32::from(self.attempts)
+    }
+
+    /// Sets the attempt count (saturating at `u16::MAX`, far above every threshold).
+    pub(super) fn set_attempts(&mut self, n: u32) {
+        self.attempts = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+
+    /// The new buckets referencing the entry.
+    pub(super) fn new_buckets(&self) -> &[u16] {
+        &self.buckets[..usize::from(self.refs)]
+    }
+
+    /// Records a reference from new bucket `b`; `false` (and nothing recorded) when the entry
+    /// already holds [`MAX_NEW_REFS`].
+    pub(super) fn push_bucket(&mut self, b: u16) -> bool {
+        let Some(slot) = self.buckets.get_mut(usize::from(self.refs)) else {
+            return false;
+        };
+        *slot = b;
+        self.refs += 1;
+        true
+    }
+
+    /// Forgets the reference from new bucket `b` (the last one takes its place).
+    pub(super) fn remove_bucket(&mut self, b: u16) {
+        let n = usize::from(self.refs);
+        if let Some(i) = self.buckets[..n].iter().position(|&x| x == b) {
+            self.buckets[i] = self.buckets[n - 1];
+            self.refs -= 1;
+        }
+    }
+
+    /// Forgets every new-table reference, returning them.
+    pub(super) fn take_buckets(&mut self) -> smallvec::SmallVec<[u16; MAX_NEW_REFS as usize]> {
+        let taken = self.new_buckets().iter().copied().collect();
+        self.refs = 0;
+        taken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> NodeId {
+        NodeId([b; 20])
+    }
+
+    #[test]
+    fn packed_size() {
+        assert_eq!(std::mem::size_of::<Entry>(), 104);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 104);
+    }
+
+    /// Every family and source combination reads back as given, IPv4-mapped IPv6 included.
+    #[test]
+    fn addresses_read_back() {
+        let ips: [IpAddr; 4] = [
+            "1.2.3.4".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            "::ffff:1.2.3.4".parse().unwrap(),
+            "::".parse().unwrap(),
+        ];
+        for &ip in &ips {
+            for &src in &ips {
+                let a = NetAddr {
+                    id: id(7),
+                    addr: SocketAddr::new(ip, 26656),
+                };
+                let e = Entry::new(a, src, 5);
+                assert_eq!(e.addr(), a);
+                assert_eq!(e.source(), src);
+                assert!(e.is_at(&a.addr));
+                assert!(e.has_ip(ip));
+                for &other in ips.iter().filter(|&&o| o != ip) {
+                    assert!(!e.has_ip(other), "{ip} is not {other}");
+                }
+                assert!(!e.is_at(&SocketAddr::new(ip, 26657)));
+            }
+        }
+    }
+
+    #[test]
+    fn scope_and_flow_info_are_not_part_of_the_key() {
+        let scoped: SocketAddr = "[fe80::1%3]:26656".parse().unwrap();
+        let e = Entry::new(
+            NetAddr {
+                id: id(1),
+                addr: scoped,
+            },
+            scoped.ip(),
+            0,
+        );
+        assert_eq!(e.socket(), book_key(&scoped));
+        assert!(e.is_at(&book_key(&scoped)));
+    }
+
+    #[test]
+    fn stamps_saturate_after_2106() {
+        const MAX_STAMP: UnixTime = u32::MAX as UnixTime;
+        assert_eq!(Stamp::at(1_700_000_000).get(), 1_700_000_000);
+        assert_eq!(Stamp::at(MAX_STAMP).get(), MAX_STAMP);
+        assert_eq!(Stamp::at(MAX_STAMP + 1).get(), MAX_STAMP);
+        assert_eq!(Stamp::at(u64::MAX).get(), MAX_STAMP);
+        assert_eq!(Stamp::NEVER.get(), 0);
+    }
+
+    /// References fill up to the limit, are removed by value, and are taken all at once.
+    #[test]
+    fn references_up_to_the_limit() {
+        let mut e = Entry::new(
+            NetAddr {
+                id: id(2),
+                addr: "1.2.3.4:1".parse().unwrap(),
+            },
+            "5.6.7.8".parse().unwrap(),
+            0,
+        );
+        for b in 0..u16::from(MAX_NEW_REFS) {
+            assert!(e.push_bucket(b * 3));
+        }
+        assert!(!e.push_bucket(999), "a ninth reference is refused");
+        assert_eq!(e.new_buckets().len(), usize::from(MAX_NEW_REFS));
+        e.remove_bucket(0);
+        e.remove_bucket(1000);
+        assert_eq!(e.new_buckets(), &[21, 3, 6, 9, 12, 15, 18]);
+        e.set_tried(true);
+        assert!(e.tried());
+        assert_eq!(e.take_buckets().as_slice(), &[21, 3, 6, 9, 12, 15, 18]);
+        assert!(e.new_buckets().is_empty());
+        e.set_tried(false);
+        assert!(!e.tried());
+        assert_eq!(e.source(), "5.6.7.8".parse::<IpAddr>().unwrap());
+    }
+}
