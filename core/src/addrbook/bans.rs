@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use rand_core::RngCore;
 use smallvec::SmallVec;
 
-use super::{AddrBook, Ban, HOUR, Key, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
+use super::{AddrBook, Ban, Entry, HOUR, Key, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
@@ -64,7 +64,7 @@ impl AddrBook {
         let mut saved: SmallVec<[(NetAddr, IpAddr); 1]> = SmallVec::new();
         for i in victims {
             if let Some(e) = self.entry(i) {
-                if self.is_persistent(&e.addr()) {
+                if self.entry_persistent(e) {
                     continue;
                 }
                 saved.push((e.addr(), e.source()));
@@ -117,6 +117,12 @@ impl AddrBook {
     #[must_use]
     pub fn is_banned(&self, id: &NodeId, ip: &IpAddr, now: UnixTime) -> bool {
         self.is_id_banned(id, now) || self.is_ip_banned(ip, now)
+    }
+
+    /// [`Self::is_banned`] for an entry, unpacking its IP only when some IP is banned.
+    pub(super) fn entry_banned(&self, e: &Entry, now: UnixTime) -> bool {
+        self.is_id_banned(&e.id, now)
+            || (!self.ban_ips.is_empty() && self.is_ip_banned(&e.ip(), now))
     }
 
     /// True if node `id` is banned at `now`.

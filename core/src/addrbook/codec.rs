@@ -91,6 +91,12 @@ fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
     }
 }
 
+/// An IP as [`put_ip`] writes it, from its 4 or 16 bytes.
+fn put_octets(out: &mut Vec<u8>, octets: &[u8]) {
+    out.push(if octets.len() == 4 { 4 } else { 6 });
+    out.extend_from_slice(octets);
+}
+
 fn put_netaddr(out: &mut Vec<u8>, a: &NetAddr) {
     out.extend_from_slice(a.id.as_bytes());
     put_ip(out, &a.addr.ip());
@@ -174,8 +180,10 @@ impl AddrBook {
         out.extend_from_slice(&self.last_good.to_be_bytes());
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
-            put_netaddr(&mut out, &e.addr());
-            put_ip(&mut out, &e.source());
+            out.extend_from_slice(e.id.as_bytes());
+            put_octets(&mut out, e.ip_octets());
+            out.extend_from_slice(&e.port().to_be_bytes());
+            put_octets(&mut out, e.source_octets());
             for t in [
                 e.last_seen,
                 e.last_attempt,

@@ -36,6 +36,7 @@ impl Stamp {
 }
 
 /// The 16 bytes of `ip` (IPv4 as IPv4-mapped IPv6) and whether it is IPv4.
+#[inline]
 fn pack(ip: IpAddr) -> ([u8; 16], bool) {
     match ip {
         IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), true),
@@ -43,13 +44,18 @@ fn pack(ip: IpAddr) -> ([u8; 16], bool) {
     }
 }
 
+#[inline]
 fn unpack(octets: [u8; 16], v4: bool) -> IpAddr {
-    let v6 = Ipv6Addr::from(octets);
-    match (v4, v6.to_ipv4_mapped()) {
-        (true, Some(v4)) => IpAddr::V4(v4),
-        (true, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        (false, _) => IpAddr::V6(v6),
+    if v4 {
+        let [.., a, b, c, d] = octets;
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(octets))
     }
+}
+#[inline]
+fn octets_of(octets: &[u8; 16], v4: bool) -> &[u8] {
+    if v4 { &octets[12..] } else { &octets[..] }
 }
 
 /// The form of `addr` the book keys on: without IPv6 flow info and scope id.
@@ -112,6 +118,7 @@ impl Entry {
     }
 
     /// The node id and address.
+    #[inline]
     pub(super) fn addr(&self) -> NetAddr {
         NetAddr {
             id: self.id,
@@ -120,32 +127,56 @@ impl Entry {
     }
 
     /// The IP:port.
+    #[inline]
     pub(super) fn socket(&self) -> SocketAddr {
         SocketAddr::new(self.ip(), self.port)
     }
 
     /// The IP.
+    #[inline]
     pub(super) fn ip(&self) -> IpAddr {
         unpack(self.ip, self.flags & ADDR_V4 != 0)
     }
 
+    /// The IP's bytes as persisted: 4 for IPv4, 16 for IPv6.
+    #[inline]
+    pub(super) fn ip_octets(&self) -> &[u8] {
+        octets_of(&self.ip, self.flags & ADDR_V4 != 0)
+    }
+
+    /// The source IP's bytes as persisted: 4 for IPv4, 16 for IPv6.
+    #[inline]
+    pub(super) fn source_octets(&self) -> &[u8] {
+        octets_of(&self.source, self.flags & SOURCE_V4 != 0)
+    }
+
+    /// The port.
+    #[inline]
+    pub(super) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Whether the entry is at `addr` (a [`book_key`]).
+    #[inline]
     pub(super) fn is_at(&self, addr: &SocketAddr) -> bool {
         self.port == addr.port() && self.has_ip(addr.ip())
     }
 
     /// Whether the entry's IP is `ip`.
+    #[inline]
     pub(super) fn has_ip(&self, ip: IpAddr) -> bool {
         let (octets, v4) = pack(ip);
         self.ip == octets && (self.flags & ADDR_V4 != 0) == v4
     }
 
     /// The IP of the peer that told us (the address's own IP for a self-announcement).
+    #[inline]
     pub(super) fn source(&self) -> IpAddr {
         unpack(self.source, self.flags & SOURCE_V4 != 0)
     }
 
     /// Whether the entry is in the tried table.
+    #[inline]
     pub(super) fn tried(&self) -> bool {
         self.tried
     }
@@ -166,6 +197,7 @@ impl Entry {
     }
 
     /// The new buckets referencing the entry.
+    #[inline]
     pub(super) fn new_buckets(&self) -> &[u16] {
         &self.buckets[..usize::from(self.refs)]
     }

@@ -418,12 +418,15 @@ impl AddrBook {
         self.entries.get_mut(idx as usize).and_then(Option::as_mut)
     }
 
-    fn is_persistent(&self, addr: &NetAddr) -> bool {
-        self.persistent_ids.contains(&addr.id) || self.persistent_addrs.contains(&addr.addr)
+    /// Whether the entry's id or address is persistent (its address is unpacked only when
+    /// some persistent address is configured).
+    fn entry_persistent(&self, e: &Entry) -> bool {
+        self.persistent_ids.contains(&e.id)
+            || (!self.persistent_addrs.is_empty() && self.persistent_addrs.contains(&e.socket()))
     }
 
     fn terrible(&self, e: &Entry, now: UnixTime) -> bool {
-        if self.is_persistent(&e.addr()) {
+        if self.entry_persistent(e) {
             return false;
         }
         is_terrible(e, now)
@@ -557,7 +560,7 @@ impl AddrBook {
         let Some(o) = self.entry(occupant) else {
             return false;
         };
-        if self.is_persistent(&o.addr()) {
+        if self.entry_persistent(o) {
             return false;
         }
         if self.terrible(o, now) || o.new_buckets().len() > 1 {
@@ -700,9 +703,7 @@ impl AddrBook {
             return;
         };
         let last_good = self.last_good;
-        let persistent = self
-            .entry(idx)
-            .is_some_and(|e| self.is_persistent(&e.addr()));
+        let persistent = self.entry(idx).is_some_and(|e| self.entry_persistent(e));
         let Some(e) = self.entry_mut(idx) else {
             return;
         };
@@ -851,7 +852,7 @@ impl AddrBook {
             let Some(o) = self.entry(occupant) else {
                 continue;
             };
-            let keep = self.is_persistent(&o.addr())
+            let keep = self.entry_persistent(o)
                 || now.saturating_sub(o.last_success.get()) < REPLACEMENT_WINDOW;
             let tested_dead = !keep
                 && now.saturating_sub(o.last_attempt.get()) < REPLACEMENT_WINDOW

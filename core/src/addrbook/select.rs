@@ -104,7 +104,7 @@ impl AddrBook {
             if let Some(e) = self.entry(idx)
                 && !self.terrible(e, now)
                 && !self.private_ids.contains(&e.id)
-                && !self.is_banned(&e.id, &e.ip(), now)
+                && !self.entry_banned(e, now)
             {
                 out.push(e.addr());
             }
@@ -142,7 +142,7 @@ impl AddrBook {
             .entries
             .iter()
             .flatten()
-            .filter(|e| !self.private_ids.contains(&e.id) && !self.is_banned(&e.id, &e.ip(), now))
+            .filter(|e| !self.private_ids.contains(&e.id) && !self.entry_banned(e, now))
             .filter_map(|e| {
                 let t = if live(&e.socket()) {
                     now
@@ -199,8 +199,9 @@ impl AddrBook {
         limit: usize,
         mut accept: impl FnMut(&NetAddr) -> bool,
     ) -> Vec<NetAddr> {
-        // `entries` is a vector, then sorted: no hash order decides.
-        let mut found: Vec<(UnixTime, NetAddr)> = self
+        // `entries` is a vector, then sorted: no hash order decides. The candidates are
+        // borrowed, and only the picked ones unpacked.
+        let mut found: Vec<(UnixTime, &Entry)> = self
             .entries
             .iter()
             .flatten()
@@ -208,32 +209,37 @@ impl AddrBook {
                 e.last_success.get() == 0
                     && !self.terrible(e, now)
                     && !self.private_ids.contains(&e.id)
-                    && !self.is_banned(&e.id, &e.ip(), now)
+                    && !self.entry_banned(e, now)
             })
-            .map(|e| (e.last_seen.get(), e.addr()))
+            .map(|e| (e.last_seen.get(), e))
             .collect();
         // Only the head of the order is needed: the newest `head` entries are selected and
         // sorted (keys are unique, so the result is the same as sorting everything); the head
         // grows while `accept` refuses too many of it. A seed's book holds thousands of
         // never-reached entries and asks for a few after every crawl dial.
-        let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), a);
+        // The order of `(Reverse(last_seen), NetAddr)`: newest first, ties by id, then address.
+        let order = |x: &(UnixTime, &Entry), y: &(UnixTime, &Entry)| {
+            (y.0.cmp(&x.0))
+                .then_with(|| x.1.id.cmp(&y.1.id))
+                .then_with(|| x.1.socket().cmp(&y.1.socket()))
+        };
         let mut head = limit.saturating_mul(4).max(32);
         loop {
             if head >= found.len() {
-                found.sort_unstable_by_key(key);
+                found.sort_unstable_by(order);
                 return found
                     .into_iter()
-                    .map(|(_, a)| a)
+                    .map(|(_, e)| e.addr())
                     .filter(|a| accept(a))
                     .take(limit)
                     .collect();
             }
-            found.select_nth_unstable_by_key(head, key);
+            found.select_nth_unstable_by(head, order);
             let part = &mut found[..head];
-            part.sort_unstable_by_key(key);
+            part.sort_unstable_by(order);
             let picked: Vec<NetAddr> = part
                 .iter()
-                .map(|&(_, a)| a)
+                .map(|&(_, e)| e.addr())
                 .filter(|a| accept(a))
                 .take(limit)
                 .collect();
