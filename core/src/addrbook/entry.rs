@@ -58,6 +58,27 @@ fn octets_of(octets: &[u8; 16], v4: bool) -> &[u8] {
     if v4 { &octets[12..] } else { &octets[..] }
 }
 
+/// An IP:port in the entries' packed form, to compare many entries with (IPv6 flow info and
+/// scope id are not part of it).
+pub(super) struct Spot {
+    ip: [u8; 16],
+    v4: bool,
+    port: u16,
+}
+
+impl Spot {
+    /// The packed form of `addr`.
+    #[inline]
+    pub(super) fn of(addr: &SocketAddr) -> Spot {
+        let (ip, v4) = pack(addr.ip());
+        Spot {
+            ip,
+            v4,
+            port: addr.port(),
+        }
+    }
+}
+
 /// The form of `addr` the book keys on: without IPv6 flow info and scope id.
 pub(super) fn book_key(addr: &SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip(), addr.port())
@@ -156,10 +177,10 @@ impl Entry {
         self.port
     }
 
-    /// Whether the entry is at `addr` (a [`book_key`]).
+    /// Whether the entry is at `spot`.
     #[inline]
-    pub(super) fn is_at(&self, addr: &SocketAddr) -> bool {
-        self.port == addr.port() && self.has_ip(addr.ip())
+    pub(super) fn is_at(&self, spot: &Spot) -> bool {
+        self.port == spot.port && self.ip == spot.ip && (self.flags & ADDR_V4 != 0) == spot.v4
     }
 
     /// Whether the entry's IP is `ip`.
@@ -262,12 +283,12 @@ mod tests {
                 let e = Entry::new(a, src, 5);
                 assert_eq!(e.addr(), a);
                 assert_eq!(e.source(), src);
-                assert!(e.is_at(&a.addr));
+                assert!(e.is_at(&Spot::of(&a.addr)));
                 assert!(e.has_ip(ip));
                 for &other in ips.iter().filter(|&&o| o != ip) {
                     assert!(!e.has_ip(other), "{ip} is not {other}");
                 }
-                assert!(!e.is_at(&SocketAddr::new(ip, 26657)));
+                assert!(!e.is_at(&Spot::of(&SocketAddr::new(ip, 26657))));
             }
         }
     }
@@ -284,7 +305,7 @@ mod tests {
             0,
         );
         assert_eq!(e.socket(), book_key(&scoped));
-        assert!(e.is_at(&book_key(&scoped)));
+        assert!(e.is_at(&Spot::of(&scoped)));
     }
 
     #[test]

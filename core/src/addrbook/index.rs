@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::{AddrBook, EMPTY, Entry, book_key};
+use super::{AddrBook, EMPTY, Entry, Spot, book_key};
 use crate::ids::NodeId;
 
 /// The three lookup tables (see the module documentation).
@@ -101,12 +101,12 @@ impl Iterator for Chain<'_> {
 impl AddrBook {
     /// The index of the entry at `addr`.
     pub(super) fn idx_of(&self, addr: &SocketAddr) -> Option<u32> {
-        let addr = book_key(addr);
-        let h = self.index.hasher.hash_one(addr);
+        let h = self.index.hasher.hash_one(book_key(addr));
+        let spot = Spot::of(addr);
         let entries = &self.entries;
         self.index
             .by_addr
-            .find(h, |&i| live(entries, i).is_some_and(|e| e.is_at(&addr)))
+            .find(h, |&i| live(entries, i).is_some_and(|e| e.is_at(&spot)))
             .copied()
     }
 

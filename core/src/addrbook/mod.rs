@@ -37,7 +37,7 @@ mod table;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use entry::{Entry, Stamp, book_key};
+use entry::{Entry, Spot, Stamp, book_key};
 use hashbrown::{HashMap, HashSet};
 use index::{Indexes, Key};
 use rand_core::RngCore;
