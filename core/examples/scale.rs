@@ -1,8 +1,8 @@
-//! Scale benchmark of the engine on the simulator: N nodes bootstrap through 5 seed-mode
+//! Scale benchmark of the engine on the simulator: N nodes bootstrap through 5 seed-mode (`seeds=K`: K)
 //! seeds until 95 % of them reach their outbound target (10).
 //!
 //! ```text
-//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled] [cometbft-seeds]
+//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled] [cometbft-seeds] [progress] [seeds=K]
 //! ```
 //!
 //! A third argument `modelled` runs the simulator's modelled-crypto mode
@@ -44,7 +44,11 @@ fn main() {
     // `progress`: every 5 simulated seconds, the nodes at their target and what the seeds
     // serve (vetted addresses, inbound connections), on stderr.
     let progress = rest.iter().any(|a| a == "progress");
-    let seeds = 5;
+    // `seeds=K`: K seeds instead of 5.
+    let seeds = rest
+        .iter()
+        .find_map(|a| a.strip_prefix("seeds=").and_then(|k| k.parse().ok()))
+        .unwrap_or(5);
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
     cfg.check_invariants = false;

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cometmesh_core::ChannelId;
+use cometmesh_core::addr::NetAddr;
 use cometmesh_core::engine::{DisconnectReason, EngineConfig, Event, PeerState, PexViolation};
+use cometmesh_core::ids::NodeId;
 use cometmesh_core::sim::{Sim, SimConfig, node_config};
+use rand_core::SeedableRng;
 
 fn sim(seed: u64) -> Sim {
     let mut cfg = SimConfig::default();
@@ -567,6 +570,51 @@ fn seed_lingers_a_second_after_its_reply() {
     // Its crawl reaches the node afterwards and holds that connection.
     sim.run_for(Duration::from_secs(5), 100_000).unwrap();
     assert!(connected(&sim, s, a), "the seed crawled and holds the node");
+}
+
+/// A seed hangs up on an inbound peer that has not asked for addresses within 1.5 s of its
+/// handshake: a node that learnt the seed's address by PEX and dialled it as an ordinary peer
+/// (with a full book it never asks) would otherwise hold one of the seed's inbound slots for
+/// `seed_disconnect_wait`, 28 h. This node's book holds the 1 000 addresses past which a node
+/// asks no one, and it dials the seed as an application dial.
+#[test]
+fn seed_hangs_up_on_an_inbound_peer_that_does_not_ask() {
+    let mut sim = sim(25);
+    let mut sc = node_config(0);
+    sc.seed_mode = true;
+    let s = add(&mut sim, sc);
+    let a = add(&mut sim, node_config(1));
+    let seed_addr = sim.net_addr(s);
+    sim.with_engine(a, |e, now| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
+        let book = e.addr_book_mut();
+        for i in 0..1_600u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            let id = NodeId::from_public_key(&[b, c, d, 1].repeat(8).try_into().unwrap());
+            let ip = std::net::Ipv4Addr::new(30 + c, b.wrapping_add(d), d, 1);
+            let src = std::net::Ipv4Addr::new(40 + (d % 8), d, 0, 1);
+            let na = NetAddr::new(id, (ip, 26656).into());
+            let _ = book.add(na, src.into(), 1_750_000_000, &mut rng);
+        }
+        assert!(!book.needs_more(), "{} addresses", book.len());
+        e.dial(now, seed_addr).expect("dial starts");
+    });
+    sim.run_until(|x| connected(x, s, a), 100_000).unwrap();
+    let up = sim.elapsed();
+    sim.run_until(|x| !connected(x, s, a), 100_000).unwrap();
+    let held = sim.elapsed() - up;
+    assert!(
+        held >= Duration::from_millis(1400) && held < Duration::from_millis(1700),
+        "{held:?}"
+    );
+    assert!(sim.events().iter().any(|r| r.node == s
+        && matches!(
+            &r.event,
+            Event::PeerDown {
+                reason: DisconnectReason::SeedUnasked,
+                ..
+            }
+        )));
 }
 
 /// A node the seed crawled and holds that asks it again too soon (CometBFT v0.39+ asks a

@@ -65,8 +65,10 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// How long a dial may take before the engine gives up on it.
     pub dial_timeout: Duration,
-    /// Period of the ensure-peers pass, 30 s. It also sets the least interval accepted between
-    /// two PEX requests of one peer (a third of it, as CometBFT's receiver).
+    /// Mean period of the ensure-peers pass, 30 s; each wait is drawn from `[3p/4, 5p/4)` so
+    /// that nodes started together do not stay in step (CometBFT's ticker is fixed). It also
+    /// sets the least interval accepted between two PEX requests of one peer (a third of it, as
+    /// CometBFT's receiver).
     pub ensure_peers_period: Duration,
     /// Seed mode: mean period of the crawl pass (CometBFT's `crawlPeerPeriod`, 30 s); each pass
     /// lands within +/- 25 % of it.

@@ -110,7 +110,10 @@
 //!   up, and crawls the node 0.5 s after its connection is gone. A hang-up is graceful (the
 //!   reply is flushed first) but takes at most 10 s. A node we crawled that asks again too
 //!   soon is ignored, not banned (CometBFT v0.39+ asks a random peer whenever a seed's
-//!   addresses arrive, so it may ask us twice in a row). Details: `switch/seed_reply.rs`.
+//!   addresses arrive, so it may ask us twice in a row). An inbound peer that has not asked
+//!   within 1.5 s of its handshake is hung up ([`DisconnectReason::SeedUnasked`]): one that
+//!   dialled us as an ordinary peer would hold an inbound slot for a day. Details:
+//!   `switch/seed_reply.rs`.
 //! - **Vetted seed replies.** A seed's PEX reply holds only addresses it reached itself within
 //!   `seed_vetted_window` (24 h): a connection *we dialled* (a crawl, or any dial) completed
 //!   the handshake, which proves the node listens there and is on our chain. The one record
@@ -136,7 +139,9 @@
 //!   nodes). With `early_ensure_passes` (default) a node short of its outbound target runs a
 //!   pass 0.5 s after a peer's PEX addresses arrive and 2, 4, 8, 16 s after a short pass
 //!   (seeds are redialled by those only if none answered within the period), instead of
-//!   waiting 30 s per step; a seed's crawler dials the next never-reached address as soon as
+//!   waiting 30 s per step. Each ensure-peers period is drawn from `[3p/4, 5p/4)`, so that
+//!   nodes started together and refused by a full seed do not return in one wave every
+//!   period. A seed's crawler dials the next never-reached address as soon as
 //!   a dial ends, and equally recent vetted addresses are served in a per-reply random order.
 //!   1 000 nodes starting from five young seeds reach their target in 31 s (vetted) and 7 s
 //!   (CometBFT policy) of simulated time, against 241 s and 122 s before (`bench/README.md`).
@@ -415,6 +420,10 @@ pub enum DisconnectReason {
     /// Seed mode: connected for longer than `seed_disconnect_wait`.
     #[error("seed connection expired")]
     SeedExpired,
+    /// Seed mode: an inbound peer did not ask for addresses within 1.5 s of its handshake (it
+    /// dialled the seed as an ordinary peer and would hold an inbound slot that newcomers need).
+    #[error("seed hung up on an inbound peer that did not ask")]
+    SeedUnasked,
     /// The application banned (or, for a persistent peer, only disconnected) it.
     #[error("banned: {0}")]
     Banned(String),

@@ -368,7 +368,13 @@ impl Engine {
                         if self.cfg.pex {
                             self.ensure_peers(now, true);
                         }
-                        now + self.cfg.ensure_peers_period
+                        // Each pass lands at a new phase too (period +/- 25 %, mean one
+                        // period): nodes that started together (a chain upgrade restarts a
+                        // whole network within seconds) would otherwise come back to a full
+                        // seed in one wave every period, and the seed takes only its inbound
+                        // limit of each wave.
+                        let period = self.cfg.ensure_peers_period;
+                        now + period * 3 / 4 + backoff::jitter(&mut self.rng, period / 2)
                     };
                     self.set_ensure(next);
                 }

@@ -171,6 +171,9 @@ impl Engine {
         if self.cfg.pex {
             self.pex_add_peer(now, id, direction, origin, &info, remote);
         }
+        if self.cfg.seed_mode && direction == Direction::Inbound && !persistent && !unconditional {
+            self.seed_await_request(now, id);
+        }
     }
 
     /// Our dial of `a` on `id` completed its handshake (a peer or a feeler): the dial is over,

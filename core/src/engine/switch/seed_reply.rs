@@ -23,6 +23,12 @@
 //!   in a crowd of newcomers (`sim_bootstrap`'s 50 nodes within a second) every deferred reply
 //!   would then go out at once with the same few early nodes, and those drew so many
 //!   connections that one was left with no node to dial.
+//! - **Ask or leave.** An inbound peer that has not asked for addresses within
+//!   [`SEED_ASK_WAIT`] of its handshake is hung up. A node that learnt the seed's address by PEX
+//!   (the crawled nodes spread it) may dial it as an ordinary peer and, with a full book, never
+//!   ask: held until `seed_disconnect_wait` (28 h, as CometBFT's seed does), such peers filled
+//!   every inbound slot of the 5 seeds of a 30 000-node simulation, and nodes still looking for
+//!   their first addresses met full seeds for minutes.
 
 use std::time::{Duration, Instant};
 
@@ -45,10 +51,19 @@ pub(crate) const SEED_REPLY_LINGER: Duration = Duration::from_secs(1);
 /// connection to us by then: it refuses a second one from the same node id).
 pub(crate) const SEED_CRAWL_AFTER_HANGUP: Duration = Duration::from_millis(500);
 
+/// How long a seed holds an inbound peer that has not asked for addresses: a node that dialled
+/// us to ask does so at once (one round trip after its handshake). Shorter than
+/// [`REFUSAL_WINDOW`](crate::engine::backoff::REFUSAL_WINDOW), so that a cometmesh node that
+/// dialled us as an ordinary peer takes the hang-up for a refusal and leaves us alone for a
+/// period.
+pub(crate) const SEED_ASK_WAIT: Duration = Duration::from_millis(1500);
+
 /// Where an inbound connection's PEX reply stands; the deadline of its state is
 /// `Timer::SeedReply` in the engine's timer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SeedReply {
+    /// Up, no request yet; hung up at the timer.
+    Awaiting,
     /// Waiting for the crawler's tests; answered at the timer at the latest.
     Deferred,
     /// Answered; hung up at the timer.
@@ -56,6 +71,11 @@ pub(super) enum SeedReply {
 }
 
 impl Engine {
+    /// An inbound peer is up: it has [`SEED_ASK_WAIT`] to ask for addresses.
+    pub(super) fn seed_await_request(&mut self, now: Instant, id: ConnId) {
+        self.set_seed_reply(id, Some((SeedReply::Awaiting, now + SEED_ASK_WAIT)));
+    }
+
     /// An inbound node's first PEX request to a seed: answered now, or deferred while the
     /// crawler tests never-reached addresses (vetted replies only).
     pub(super) fn seed_request(&mut self, now: Instant, id: ConnId) {
@@ -105,13 +125,17 @@ impl Engine {
     }
 
     /// `Timer::SeedReply(id)` fired (the timer is already out of the set): a deferred reply
-    /// goes out now; a lingering connection is hung up, and crawled once it is gone.
+    /// goes out now; a lingering or silent connection is hung up, and crawled once it is gone.
     pub(super) fn on_seed_reply_timer(&mut self, now: Instant, id: ConnId) {
         match self.seed_replies.remove(&id) {
             Some(SeedReply::Deferred) => self.send_seed_reply(now, id),
             Some(SeedReply::Lingering) => {
                 self.hang_up(now, id, DisconnectReason::SeedDone);
                 // Its crawl is due from now (the close, once flushed, cannot move it later).
+                self.crawl_after_inbound_close(now);
+            }
+            Some(SeedReply::Awaiting) => {
+                self.hang_up(now, id, DisconnectReason::SeedUnasked);
                 self.crawl_after_inbound_close(now);
             }
             None => {}
