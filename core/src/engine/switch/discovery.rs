@@ -233,7 +233,7 @@ impl Engine {
         if window.is_zero() {
             return Vec::new();
         }
-        let live: BTreeSet<SocketAddr> = self
+        let live: Vec<SocketAddr> = self
             .peers
             .values()
             .filter(|p| p.direction == Direction::Outbound)
@@ -241,8 +241,7 @@ impl Engine {
             .map(|a| a.addr)
             .collect();
         let since = unix.saturating_sub(window.as_secs());
-        self.book
-            .vetted_selection(unix, since, |a| live.contains(a), salt)
+        self.book.vetted_selection(unix, since, &live, salt)
     }
 
     /// Groups of automatic outbound peers and automatic dials in progress (G7).

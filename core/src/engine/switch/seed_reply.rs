@@ -33,6 +33,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Engine, Phase, Timer};
+use crate::addr::NetAddr;
 use crate::engine::DisconnectReason;
 use crate::engine::peers::Origin;
 use crate::engine::pex;
@@ -79,19 +80,22 @@ impl Engine {
     /// An inbound node's first PEX request to a seed: answered now, or deferred while the
     /// crawler tests never-reached addresses (vetted replies only).
     pub(super) fn seed_request(&mut self, now: Instant, id: ConnId) {
-        if !self.cfg.seed_vetted_window.is_zero() && self.pex_reply(now).is_empty() {
+        let sel = self.pex_reply(now);
+        if sel.is_empty() && !self.cfg.seed_vetted_window.is_zero() {
             let candidates = self.untested_candidates(now);
             self.crawl_dials(now, candidates);
             if self.tests_pending() {
                 self.set_seed_reply(id, Some((SeedReply::Deferred, now + SEED_REPLY_DEFER)));
                 return;
             }
+            // Nothing to test: whatever the book gives now.
+            return self.send_seed_reply(now, id, None);
         }
-        self.send_seed_reply(now, id);
+        self.send_seed_reply(now, id, Some(sel));
     }
 
-    /// Sends the reply to `id` and starts its linger.
-    fn send_seed_reply(&mut self, now: Instant, id: ConnId) {
+    /// Sends the reply to `id` (`sel`, or the selection as of now) and starts its linger.
+    fn send_seed_reply(&mut self, now: Instant, id: ConnId, sel: Option<Vec<NetAddr>>) {
         if !self
             .conns
             .get(&id)
@@ -100,7 +104,7 @@ impl Engine {
             self.set_seed_reply(id, None);
             return;
         }
-        let sel = self.pex_reply(now);
+        let sel = sel.unwrap_or_else(|| self.pex_reply(now));
         if self
             .send_on(now, id, ChannelId::PEX, pex::encode_addrs(&sel))
             .is_ok()
@@ -128,7 +132,7 @@ impl Engine {
     /// goes out now; a lingering or silent connection is hung up, and crawled once it is gone.
     pub(super) fn on_seed_reply_timer(&mut self, now: Instant, id: ConnId) {
         match self.seed_replies.remove(&id) {
-            Some(SeedReply::Deferred) => self.send_seed_reply(now, id),
+            Some(SeedReply::Deferred) => self.send_seed_reply(now, id, None),
             Some(SeedReply::Lingering) => {
                 self.hang_up(now, id, DisconnectReason::SeedDone);
                 // Its crawl is due from now (the close, once flushed, cannot move it later).
@@ -163,7 +167,7 @@ impl Engine {
             return;
         }
         for id in deferred {
-            self.send_seed_reply(now, id);
+            self.send_seed_reply(now, id, None);
         }
     }
 
