@@ -33,14 +33,25 @@ impl NodeId {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
+
+    /// The 40 lower-case hex characters, without an allocation.
+    #[must_use]
+    pub fn hex(&self) -> [u8; 40] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 40];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out
+    }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One write of the 40 characters, not 20 formatted bytes: PEX replies print up to
         // 250 ids each.
-        let mut hex = [0u8; 40];
-        hex::encode_to_slice(self.0, &mut hex).map_err(|_| fmt::Error)?;
+        let hex = self.hex();
         f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }

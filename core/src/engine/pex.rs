@@ -18,7 +18,7 @@ use crate::ids::{ConnId, NodeId};
 use crate::wire::CodecError;
 use crate::wire::limits::MAX_PEX_ADDRS;
 use crate::wire::messages::{WireError, decode_pex_message};
-use crate::wire::proto::{NetAddress, PexAddrs, PexMessage, PexRequest, pex_message};
+use crate::wire::proto::{PexMessage, PexRequest, pex_message};
 
 /// A peer's provable PEX misbehaviour; each one bans the peer and disconnects it (G14).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,20 +85,75 @@ pub(crate) fn encode_request() -> Bytes {
 }
 
 /// Encodes a `PexAddrs` with at most 250 of `addrs`.
+///
+/// Written field by field, as prost writes the `PexMessage` (test
+/// `encode_addrs_writes_what_prost_writes`), without two formatted strings per address: a seed
+/// writes a reply of up to 250 addresses for every node that asks.
 pub(crate) fn encode_addrs(addrs: &[NetAddr]) -> Bytes {
-    let addrs = addrs
-        .iter()
-        .take(MAX_PEX_ADDRS)
-        .map(|a| NetAddress {
-            id: a.id.to_string(),
-            ip: a.addr.ip().to_string(),
-            port: u32::from(a.addr.port()),
-        })
-        .collect();
-    let msg = PexMessage {
-        sum: Some(pex_message::Sum::PexAddrs(PexAddrs { addrs })),
-    };
-    Bytes::from(msg.encode_to_vec())
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let mut body: Vec<u8> = Vec::with_capacity(addrs.len().min(MAX_PEX_ADDRS) * 64);
+    let mut ip = String::with_capacity(45);
+    for a in addrs.iter().take(MAX_PEX_ADDRS) {
+        ip.clear();
+        write_ip(&mut ip, a.addr.ip());
+        let port = u64::from(a.addr.port());
+        // NetAddress: id (1), ip (2), port (3); proto3 leaves out an empty or zero field.
+        let port_len = if port == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(port)
+        };
+        let ip_len = if ip.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(ip.len() as u64) + ip.len()
+        };
+        let len = 2 + 40 + ip_len + port_len;
+        body.push(0x0a); // PexAddrs.addrs (1), length-delimited
+        encode_varint(len as u64, &mut body);
+        body.extend_from_slice(&[0x0a, 40]);
+        body.extend_from_slice(&a.id.hex());
+        if !ip.is_empty() {
+            body.push(0x12);
+            encode_varint(ip.len() as u64, &mut body);
+            body.extend_from_slice(ip.as_bytes());
+        }
+        if port != 0 {
+            body.push(0x18);
+            encode_varint(port, &mut body);
+        }
+    }
+    // PexMessage.sum = PexAddrs (2), length-delimited.
+    let mut out = Vec::with_capacity(1 + encoded_len_varint(body.len() as u64) + body.len());
+    out.push(0x12);
+    encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+/// Appends `ip` as `IpAddr`'s `Display` writes it (dotted decimal without a formatter for
+/// IPv4, the common case).
+fn write_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// PEX state kept for one connected peer; dropped with the peer (spec 5.2 `RemovePeer`).
@@ -458,11 +513,63 @@ impl Pex {
 #[allow(clippy::disallowed_methods)] // a test needs some Instant as its origin
 mod tests {
     use super::*;
+    use crate::wire::proto::{NetAddress, PexAddrs};
 
     #[test]
     fn request_encodes_as_spec() {
         assert_eq!(&encode_request()[..], &[0x0a, 0x00]);
         assert_eq!(decode(&[0x0a, 0x00]), Ok(PexMsg::Request));
+    }
+
+    /// The hand-written encoder gives prost's bytes: IPv4 and IPv6 (mapped, scoped, short),
+    /// ports of one to three varint bytes and zero (left out), none to 300 addresses (250 kept).
+    #[test]
+    fn encode_addrs_writes_what_prost_writes() {
+        let prost_bytes = |addrs: &[NetAddr]| {
+            let addrs = addrs
+                .iter()
+                .take(MAX_PEX_ADDRS)
+                .map(|a| NetAddress {
+                    id: a.id.to_string(),
+                    ip: a.addr.ip().to_string(),
+                    port: u32::from(a.addr.port()),
+                })
+                .collect();
+            PexMessage {
+                sum: Some(pex_message::Sum::PexAddrs(PexAddrs { addrs })),
+            }
+            .encode_to_vec()
+        };
+        let ips = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.99.100.255",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:1.2.3.4",
+            "fe80::1",
+        ];
+        let ports = [0u16, 1, 127, 128, 16_383, 16_384, 26_656, 65_535];
+        let mut all = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            for (j, port) in ports.iter().enumerate() {
+                let mut id = [0u8; 20];
+                id[0] = u8::try_from(i).unwrap();
+                id[1] = u8::try_from(j).unwrap();
+                id[19] = 0xab;
+                let addr = SocketAddr::new(ip.parse().unwrap(), *port);
+                all.push(NetAddr::new(NodeId(id), addr));
+            }
+        }
+        let many: Vec<NetAddr> = all.iter().cycle().take(300).copied().collect();
+        for addrs in [&[][..], &all[..1], &all[..], &many[..]] {
+            assert_eq!(&encode_addrs(addrs)[..], &prost_bytes(addrs)[..]);
+        }
+        for a in &all {
+            assert_eq!(&encode_addrs(&[*a])[..], &prost_bytes(&[*a])[..], "{a:?}");
+        }
     }
 
     #[test]
