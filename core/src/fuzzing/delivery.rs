@@ -242,8 +242,11 @@ pub fn delivery(data: &[u8]) -> [Vec<u32>; 2] {
         }
         st.check(&sim, id0);
     }
-    // The application consumes everything until nothing more arrives.
-    for _ in 0..64 {
+    // The application consumes everything until nothing more arrives: each round delivers at
+    // least one held message (a window is at least 1), so the rounds are bounded by the
+    // messages accepted, which can exceed 64 (seed `window_of_one`).
+    let rounds = 64 + st.sizes[0].len() + st.sizes[1].len();
+    for _ in 0..rounds {
         let _ = sim.run_for(Duration::from_millis(200), MAX_STEPS);
         st.check(&sim, id0);
         if st.outstanding == [0, 0] {
@@ -290,7 +293,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         0x11, 3, 0, 14, 0, 0, 15, 60, 1, 100, 4, 0, 1, 100, 5, 0, 1, 250, 0, 14, 0, 1, 100, 4, 1,
         1, 200, 2, 14, 5, 0, 3, 200,
     ];
-    vec![("steady", steady), ("slow", slow), ("drops", drops)]
+    // Windows of 1 and nine sends of 8 large messages: 69 accepted, more than 64 rounds of
+    // consumption deliver (found by `fuzz-run` in CI, 2026-12-05).
+    let mut window_of_one = vec![0x00, 0x01, 0x00, 0x4e];
+    window_of_one.extend([0xae; 24]);
+    window_of_one.push(0x28);
+    vec![
+        ("steady", steady),
+        ("slow", slow),
+        ("drops", drops),
+        ("window_of_one", window_of_one),
+    ]
 }
 
 #[cfg(test)]
@@ -311,6 +324,14 @@ mod tests {
             let committed = std::fs::read(dir.join(name)).expect("the seed is committed");
             assert_eq!(committed, input, "fuzz/corpus/delivery/{name} is stale");
         }
+    }
+
+    /// More messages than 64 rounds of consumption deliver one at a time are all delivered.
+    #[test]
+    fn a_window_of_one_delivers_every_accepted_message() {
+        let [a, _] = delivery(&seeds()[3].1);
+        assert!(a.len() > 64, "{} delivered", a.len());
+        assert_eq!(a, (0..a.len() as u32).collect::<Vec<_>>());
     }
 
     /// The steady seed delivers every message, in order, through windows of 2 and 3.
