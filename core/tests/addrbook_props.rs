@@ -26,6 +26,7 @@ enum Op {
     Remove(u8, u8),
     Pick,
     Selection,
+    Untested,
     Reload,
     Wait(u16),
 }
@@ -42,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), 0..6u8).prop_map(|(a, p)| Op::Remove(a, p)),
         1 => Just(Op::Pick),
         1 => Just(Op::Selection),
+        1 => Just(Op::Untested),
         1 => Just(Op::Reload),
         1 => any::<u16>().prop_map(Op::Wait),
     ]
@@ -129,6 +131,15 @@ proptest! {
                     prop_assert!(s.len() <= (b.len() * 23 / 100).min(250));
                     let d: BTreeSet<_> = s.iter().map(|x| x.addr).collect();
                     prop_assert_eq!(d.len(), s.len());
+                }
+                Op::Untested => {
+                    // The first call builds the book's index of never-reached entries;
+                    // `check_full` below holds it to the entries after every later operation.
+                    let u = b.untested(now, 8, |_| true);
+                    prop_assert!(u.len() <= 8);
+                    prop_assert!(u.iter().all(|x| b.contains(&x.addr) && !b.is_tried(&x.addr)));
+                    let d: BTreeSet<_> = u.iter().map(|x| x.addr).collect();
+                    prop_assert_eq!(d.len(), u.len());
                 }
                 Op::Reload => {
                     let bytes = b.encode();

@@ -14,7 +14,7 @@ impl AddrBook {
         if self.key == [0u8; 16] {
             return err("key is zero".into());
         }
-        let live = self.entries.iter().filter(|e| e.is_some()).count();
+        let live = self.entries.slots().filter(Option::is_some).count();
         if live != self.new_list.len() + self.tried_list.len() {
             return err(format!("{live} entries but lists hold {}", self.len()));
         }
@@ -29,6 +29,7 @@ impl AddrBook {
         if self.index_len() != live {
             return err("address index size differs from entry count".into());
         }
+        self.check_untested().map_err(CheckError)?;
         for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
             for (pos, &idx) in list.iter().enumerate() {
                 let Some(e) = self.entry(idx) else {
@@ -40,7 +41,7 @@ impl AddrBook {
             }
         }
         let mut new_refs = 0usize;
-        for (idx, e) in self.entries.iter().enumerate() {
+        for (idx, e) in self.entries.slots().enumerate() {
             let Some(e) = e else { continue };
             let idx = idx as u32;
             if self.idx_of(&e.socket()) != Some(idx) {

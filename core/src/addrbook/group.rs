@@ -24,6 +24,17 @@ pub enum Group {
 }
 
 impl Group {
+    /// The group as two integers, ordered as the group itself: a tag, then the prefix read
+    /// big-endian. Sorting by it compares integers where comparing groups compares bytes.
+    pub(crate) fn sort_key(&self) -> (u8, u128) {
+        match self {
+            Group::Local => (0, 0),
+            Group::Unroutable => (1, 0),
+            Group::V4(p) => (2, u128::from(u32::from_be_bytes(*p))),
+            Group::V6(p) => (3, u128::from_be_bytes(*p)),
+        }
+    }
+
     /// Bytes fed to the keyed placement hash: a tag, then the prefix.
     pub(crate) fn hash_bytes(&self, out: &mut [u8; 17]) -> usize {
         match self {

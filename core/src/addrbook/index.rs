@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use super::slab::Slab;
 use super::{AddrBook, EMPTY, Entry, Spot, book_key};
 use crate::ids::NodeId;
 
@@ -71,13 +72,13 @@ impl Key {
     }
 }
 
-fn live(entries: &[Option<Entry>], idx: u32) -> Option<&Entry> {
-    entries.get(idx as usize).and_then(Option::as_ref)
+fn live(entries: &Slab, idx: u32) -> Option<&Entry> {
+    entries.get(idx)
 }
 
 /// The entries of one chain, in insertion order.
 pub(super) struct Chain<'a> {
-    entries: &'a [Option<Entry>],
+    entries: &'a Slab,
     key: Key,
     next: u32,
     /// Steps left: a chain never holds more entries than the slab.

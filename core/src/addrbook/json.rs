@@ -140,11 +140,13 @@ impl AddrBook {
             let Some(idx) = book.idx_of(&p.addr.addr) else {
                 continue;
             };
+            let place = book.untested_place(idx);
             if let Some(e) = book.entry_mut(idx) {
                 e.set_attempts(p.attempts);
                 e.last_attempt = Stamp::at(p.last_attempt.min(now));
                 e.last_success = Stamp::at(p.last_success.min(now));
             }
+            book.untested_moved(idx, place);
             if p.old {
                 let tpos = book.tried_pos(&p.addr.addr);
                 let fresh = book.entry(idx).is_some_and(|e| !e.tried());

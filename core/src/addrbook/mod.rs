@@ -32,7 +32,9 @@ mod json;
 #[cfg(test)]
 mod limit_tests;
 mod select;
+mod slab;
 mod table;
+mod untested;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -42,10 +44,12 @@ use hashbrown::{HashMap, HashSet};
 use index::{Indexes, Key};
 use rand_core::RngCore;
 use select::uniform;
+use slab::Slab;
 use siphasher::sip::SipHasher24;
 use smallvec::SmallVec;
 use std::hash::Hasher;
 use table::SlotTable;
+use untested::UntestedIndex;
 
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -222,10 +226,12 @@ pub struct AddrBook {
     key: [u8; 16],
     k0: u64,
     k1: u64,
-    entries: Vec<Option<Entry>>,
+    entries: Slab,
     free: Vec<u32>,
     /// Entry by IP:port, entries by IP and by node id.
     index: Indexes,
+    /// The never-reached entries in order, once [`AddrBook::untested`] was asked.
+    untested: UntestedIndex,
     new_table: SlotTable,
     tried_table: SlotTable,
     /// Occupied slots of each table, kept exact by the only two writers of the tables
@@ -268,9 +274,10 @@ impl AddrBook {
             key,
             k0,
             k1,
-            entries: Vec::new(),
+            entries: Slab::default(),
             free: Vec::new(),
             index: Indexes::default(),
+            untested: None,
             new_table: SlotTable::new(NEW_BUCKETS * BUCKET_SIZE),
             tried_table: SlotTable::new(TRIED_BUCKETS * BUCKET_SIZE),
             new_used: 0,
@@ -406,7 +413,7 @@ impl AddrBook {
     }
 
     fn entry(&self, idx: u32) -> Option<&Entry> {
-        self.entries.get(idx as usize).and_then(Option::as_ref)
+        self.entries.get(idx)
     }
 
     /// The entry stored for this IP:port.
@@ -415,7 +422,7 @@ impl AddrBook {
     }
 
     fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
-        self.entries.get_mut(idx as usize).and_then(Option::as_mut)
+        self.entries.get_mut(idx)
     }
 
     /// Whether the entry's id or address is persistent (its address is unpacked only when
@@ -518,10 +525,15 @@ impl AddrBook {
         now: UnixTime,
         rng: &mut impl RngCore,
     ) -> AddOutcome {
+        let place = self.untested_place(idx);
         let Some(e) = self.entry_mut(idx) else {
             return AddOutcome::Known;
         };
         e.last_seen = Stamp::at(e.last_seen.get().max(now));
+        self.untested_moved(idx, place);
+        let Some(e) = self.entry(idx) else {
+            return AddOutcome::Known;
+        };
         if e.tried() || e.new_buckets().len() >= usize::from(MAX_NEW_REFS) {
             return AddOutcome::Known;
         }
@@ -573,10 +585,7 @@ impl AddrBook {
     fn insert_entry(&mut self, mut entry: Entry) -> u32 {
         let idx = match self.free.pop() {
             Some(i) => i,
-            None => {
-                push_with_slack(&mut self.entries, None);
-                (self.entries.len() - 1) as u32
-            }
+            None => self.entries.push_slot(),
         };
         let list = if entry.tried() {
             &mut self.tried_list
@@ -585,8 +594,9 @@ impl AddrBook {
         };
         entry.list_pos = list.len() as u32;
         list.push(idx);
-        self.entries[idx as usize] = Some(entry);
+        self.entries.put(idx, entry);
         self.index_insert(idx);
+        self.untested_moved(idx, None);
         idx
     }
 
@@ -654,8 +664,9 @@ impl AddrBook {
 
     /// Deletes an entry that holds no table reference any more (or detaches it first).
     fn delete_entry(&mut self, idx: u32) {
+        let place = self.untested_place(idx);
         self.index_remove(idx);
-        let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) else {
+        let Some(e) = self.entries.take(idx) else {
             return;
         };
         for &b in e.new_buckets() {
@@ -674,6 +685,7 @@ impl AddrBook {
         self.list_remove(e.tried(), e.list_pos);
         self.collisions.retain(|c| c.entry != idx);
         self.free.push(idx);
+        self.untested_moved(idx, place);
     }
 
     /// Removes the entry at `addr`, if any.
@@ -762,6 +774,7 @@ impl AddrBook {
         let Some(idx) = self.idx_of(&addr) else {
             return GoodOutcome::Unknown;
         };
+        let place = self.untested_place(idx);
         let Some(e) = self.entry_mut(idx) else {
             return GoodOutcome::Unknown;
         };
@@ -769,7 +782,9 @@ impl AddrBook {
         e.last_attempt = Stamp::at(now);
         e.last_seen = Stamp::at(e.last_seen.get().max(now));
         e.set_attempts(0);
-        if e.tried() {
+        let tried = e.tried();
+        self.untested_moved(idx, place);
+        if tried {
             return GoodOutcome::AlreadyTried;
         }
         let tpos = self.tried_pos(&addr);
@@ -978,16 +993,6 @@ impl AddrBook {
             .filter(|e| e.tried())
             .map(|e| self.tried_bucket(&e.socket()))
     }
-}
-
-/// Pushes onto `v`, growing a full vector by a quarter (at least 4) instead of doubling it: the
-/// entry slab is the largest part of a book, and a simulator holds thousands of books, so the
-/// doubling's slack (a third of the slab on average) costs more than the extra copies.
-fn push_with_slack<T>(v: &mut Vec<T>, x: T) {
-    if v.len() == v.capacity() {
-        v.reserve_exact((v.len() / 4).max(4));
-    }
-    v.push(x);
 }
 
 /// Bitcoin's `IsTerrible` (without the persistent-peer exemption).

@@ -1,13 +1,12 @@
 //! Choosing addresses: a dial candidate ([`AddrBook::pick`], G8, G9), a PEX reply
 //! ([`AddrBook::selection`], G19) and a seed's vetted reply ([`AddrBook::vetted_selection`]).
 
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 
 use hashbrown::HashSet;
 use rand_core::RngCore;
 
-use super::{AddrBook, Entry, Group, MAX_SELECTION, RECENT_ATTEMPT, SELECTION_PERCENT, UnixTime};
+use super::{AddrBook, Entry, MAX_SELECTION, RECENT_ATTEMPT, SELECTION_PERCENT, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
@@ -149,34 +148,29 @@ impl AddrBook {
         // entries: no allocation per group, no pass over every group per turn.
         // `entries` is a vector, then sorted: no hash order decides. Keys are unique: the
         // address breaks a tie of time and salt.
-        let mut reached: Vec<Reached> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(idx, slot)| {
-                let e = slot.as_ref()?;
-                if self.private_ids.contains(&e.id) || self.entry_banned(e, now) {
-                    return None;
-                }
-                let t = if held[idx] {
-                    now
-                } else if e.last_success.get() != 0
-                    && e.last_success.get() >= since
-                    && e.attempts() == 0
-                {
-                    e.last_success.get()
-                } else {
-                    return None;
-                };
-                Some(Reached {
-                    rank: 0,
-                    group: self.group_of(&e.ip()),
-                    recent: Reverse(t),
-                    tie: tie_order(salt, &e.id),
-                    idx,
-                })
+        let mut reached: Vec<Reached> = Vec::with_capacity(self.len());
+        reached.extend(self.entries.slots().enumerate().filter_map(|(idx, slot)| {
+            let e = slot?;
+            if self.private_ids.contains(&e.id) || self.entry_banned(e, now) {
+                return None;
+            }
+            let t = if held[idx] {
+                now
+            } else if e.last_success.get() != 0
+                && e.last_success.get() >= since
+                && e.attempts() == 0
+            {
+                e.last_success.get()
+            } else {
+                return None;
+            };
+            Some(Reached {
+                rank: 0,
+                group: self.group_of(&e.ip()).sort_key(),
+                key: (u128::from(u64::MAX - t) << 64) | u128::from(tie_order(salt, &e.id)),
+                idx,
             })
-            .collect();
+        }));
         let total = reached.len();
         let n = (total * SELECTION_PERCENT / 100)
             .max(self.config.min_selection.min(total))
@@ -184,16 +178,15 @@ impl AddrBook {
         if n == 0 {
             return Vec::new();
         }
-        let addr_of = |r: &Reached| self.entries[r.idx].as_ref().map(Entry::addr);
-        let key = |r: &Reached| (r.recent, r.tie);
+        let addr_of = |r: &Reached| self.entry(r.idx as u32).map(Entry::addr);
         let by_key = |a: &Reached, b: &Reached| {
-            key(a)
-                .cmp(&key(b))
+            a.key
+                .cmp(&b.key)
                 .then_with(|| addr_of(a).cmp(&addr_of(b)))
         };
         reached.sort_unstable_by(|a, b| a.group.cmp(&b.group).then_with(|| by_key(a, b)));
         let mut rank = 0u32;
-        let mut prev: Option<Group> = None;
+        let mut prev = None;
         for r in &mut reached {
             rank = if prev == Some(r.group) { rank + 1 } else { 0 };
             r.rank = rank;
@@ -218,10 +211,12 @@ impl AddrBook {
         live: &[SocketAddr],
         salt: u64,
     ) -> Vec<NetAddr> {
+        use super::Group;
+        use std::cmp::Reverse;
         let key = |&(t, a): &(UnixTime, NetAddr)| (Reverse(t), tie_order(salt, &a.id), a);
         let mut reached: Vec<(Reverse<UnixTime>, u64, NetAddr)> = self
             .entries
-            .iter()
+            .slots()
             .flatten()
             .filter(|e| !self.private_ids.contains(&e.id) && !self.entry_banned(e, now))
             .filter_map(|e| {
@@ -271,76 +266,49 @@ impl AddrBook {
     }
 
     /// Up to `limit` entries never reached (no `last_success`) that `accept` takes, most
-    /// recently heard of first (ties by address); never terrible, private or banned ones. A
-    /// seed's crawler tests these first, so that an announced address is served soon after.
-    /// `accept` may be asked more than once about an address and must answer the same.
+    /// recently heard of first (ties by node id, then address); never terrible, private or
+    /// banned ones. A seed's crawler tests these first, so that an announced address is served
+    /// soon after. The first call builds an index of the never-reached entries, which the book
+    /// keeps from then on (see `untested.rs`): a call walks the order from its head and stops
+    /// at the `limit`-th address taken, instead of scanning the book.
     #[must_use]
     pub fn untested(
-        &self,
+        &mut self,
         now: UnixTime,
         limit: usize,
         mut accept: impl FnMut(&NetAddr) -> bool,
     ) -> Vec<NetAddr> {
-        // `entries` is a vector, then sorted: no hash order decides. The candidates are
-        // borrowed, and only the picked ones unpacked.
-        let mut found: Vec<(UnixTime, &Entry)> = self
-            .entries
+        if limit == 0 {
+            return Vec::new();
+        }
+        self.untested_index();
+        let Some(index) = &self.untested else {
+            return Vec::new();
+        };
+        index
             .iter()
-            .flatten()
+            .filter_map(|u| self.entry(u.idx))
             .filter(|e| {
-                e.last_success.get() == 0
-                    && !self.terrible(e, now)
+                !self.terrible(e, now)
                     && !self.private_ids.contains(&e.id)
                     && !self.entry_banned(e, now)
             })
-            .map(|e| (e.last_seen.get(), e))
-            .collect();
-        // Only the head of the order is needed: the newest `head` entries are selected and
-        // sorted (keys are unique, so the result is the same as sorting everything); the head
-        // grows while `accept` refuses too many of it. A seed's book holds thousands of
-        // never-reached entries and asks for a few after every crawl dial.
-        // The order of `(Reverse(last_seen), NetAddr)`: newest first, ties by id, then address.
-        let order = |x: &(UnixTime, &Entry), y: &(UnixTime, &Entry)| {
-            (y.0.cmp(&x.0))
-                .then_with(|| x.1.id.cmp(&y.1.id))
-                .then_with(|| x.1.socket().cmp(&y.1.socket()))
-        };
-        let mut head = limit.saturating_mul(4).max(32);
-        loop {
-            if head >= found.len() {
-                found.sort_unstable_by(order);
-                return found
-                    .into_iter()
-                    .map(|(_, e)| e.addr())
-                    .filter(|a| accept(a))
-                    .take(limit)
-                    .collect();
-            }
-            found.select_nth_unstable_by(head, order);
-            let part = &mut found[..head];
-            part.sort_unstable_by(order);
-            let picked: Vec<NetAddr> = part
-                .iter()
-                .map(|&(_, e)| e.addr())
-                .filter(|a| accept(a))
-                .take(limit)
-                .collect();
-            if picked.len() == limit {
-                return picked;
-            }
-            head = head.saturating_mul(4);
-        }
+            .map(Entry::addr)
+            .filter(|a| accept(a))
+            .take(limit)
+            .collect()
     }
 }
 
 /// A reached entry in [`AddrBook::vetted_selection`]: its rank among the reached entries of
-/// its group, and its key (most recent first, ties in salt order).
+/// its group, its group ([`Group::sort_key`]) and its key: the time it was reached, most
+/// recent first, in the high half, its salted tie order in the low half (the address breaks
+/// what ties remain). Integers all, so that sorting thousands of them compares no bytes.
 #[derive(Clone, Copy)]
 struct Reached {
     rank: u32,
-    group: Group,
-    recent: Reverse<UnixTime>,
-    tie: u64,
+    group: (u8, u128),
+    key: u128,
     idx: usize,
 }
 
@@ -585,10 +553,22 @@ mod tests {
         assert_eq!(b.untested(now, 1, |_| true), vec![skipped]);
     }
 
-    #[test]
-    fn untested_head_selection_equals_a_full_sort() {
+    /// The never-reached entries of `b` sorted as `untested` hands them out, from the entries.
+    fn untested_by_sort(b: &AddrBook) -> Vec<NetAddr> {
+        let mut all: Vec<(UnixTime, NetAddr)> = b
+            .entries
+            .slots()
+            .flatten()
+            .filter(|e| e.last_success.get() == 0)
+            .map(|e| (e.last_seen.get(), e.addr()))
+            .collect();
+        all.sort_by_key(|&(t, a)| (Reverse(t), a));
+        all.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// 600 never-reached addresses, many heard of in the same second (ties by address).
+    fn book_of_untested() -> (AddrBook, ChaCha8Rng) {
         let (mut b, mut rng) = book();
-        // 600 never-reached addresses, many heard of in the same second (ties by address).
         for g in 0..30u8 {
             for n in 0..20u8 {
                 let src = IpAddr::V4(Ipv4Addr::new(9, 9, g, 9));
@@ -596,17 +576,16 @@ mod tests {
                 let _ = b.add(addr(g + 1, n), src, t, &mut rng);
             }
         }
+        (b, rng)
+    }
+
+    #[test]
+    fn untested_equals_a_full_sort() {
+        let (mut b, _) = book_of_untested();
         let now = T0 + 100;
-        let mut all: Vec<(UnixTime, NetAddr)> = b
-            .entries
-            .iter()
-            .flatten()
-            .filter(|e| e.last_success.get() == 0)
-            .map(|e| (e.last_seen.get(), e.addr()))
-            .collect();
+        let all = untested_by_sort(&b);
         assert!(all.len() > 300, "the book kept {} entries", all.len());
-        all.sort_by_key(|&(t, a)| (Reverse(t), a));
-        // Filters that refuse none, most, or all but the oldest few (the head must grow).
+        // Filters that refuse none, most, or all but the oldest few.
         let filters: [&dyn Fn(&NetAddr) -> bool; 4] = [
             &|_| true,
             &|a| a.id.as_bytes()[1] % 5 == 0,
@@ -615,14 +594,45 @@ mod tests {
         ];
         for f in filters {
             for limit in [0, 1, 5, 30, 1000] {
-                let want: Vec<NetAddr> = all
-                    .iter()
-                    .map(|&(_, a)| a)
-                    .filter(|a| f(a))
-                    .take(limit)
-                    .collect();
+                let want: Vec<NetAddr> = all.iter().copied().filter(|a| f(a)).take(limit).collect();
                 assert_eq!(b.untested(now, limit, f), want, "limit {limit}");
             }
+        }
+    }
+
+    #[test]
+    fn the_untested_index_follows_the_book() {
+        let (mut b, mut rng) = book_of_untested();
+        let mut now = T0 + 100;
+        // The first call builds the index; every change after it must move it.
+        assert_eq!(b.untested(now, 1000, |_| true), untested_by_sort(&b));
+        for round in 0..20u8 {
+            now += 7;
+            let src = IpAddr::V4(Ipv4Addr::new(9, 9, round, 9));
+            for n in 0..20u8 {
+                let g = (round * 3 + n) % 30;
+                let a = addr(g + 1, n);
+                match (n + round) % 5 {
+                    // Heard of again (a newer `last_seen`), or a newcomer.
+                    0 => {
+                        let _ = b.add(a, src, now, &mut rng);
+                        let _ = b.add(addr(g + 100, n + round), src, now, &mut rng);
+                    }
+                    // Reached: leaves the index.
+                    1 => {
+                        let _ = b.mark_good(a.addr, now, &mut rng);
+                    }
+                    2 => b.mark_failed(a.addr, now),
+                    3 => b.remove(a.addr),
+                    _ => b.mark_attempt(a.addr, now),
+                }
+            }
+            b.check().unwrap();
+            assert_eq!(
+                b.untested(now, 1000, |_| true),
+                untested_by_sort(&b),
+                "round {round}"
+            );
         }
     }
 }

@@ -83,7 +83,7 @@ fn addr(sel: u8, port: u8, idb: u8) -> NetAddr {
 }
 
 /// Interprets bytes as up to 10^4 book operations (add, attempt, fail, good, ban, reinstate,
-/// resolve collisions, remove, pick, selection, encode/decode) with a clock that moves forward;
+/// resolve collisions, remove, pick, selection and untested, encode/decode) with a clock that moves forward;
 /// `check()` must hold after every one (G23), and a final encode/decode round trip must agree.
 pub fn ops(data: &[u8]) {
     let mut input = Input { data };
@@ -136,6 +136,9 @@ pub fn ops(data: &[u8]) {
                 let _ = book.pick(now, &mut rng, |x| x.addr.port() % 2 == u16::from(c % 2));
                 let s = book.selection(now, &mut rng);
                 assert!(s.len() <= 250 && s.len() <= book.len() * 23 / 100 + 1);
+                // Builds the index of never-reached entries (then held to the book by `check`).
+                let u = book.untested(now, usize::from(c % 16), |x| x.addr.port() % 3 != 0);
+                assert!(u.len() <= usize::from(c % 16));
             }
             _ => {
                 let re = AddrBook::decode(&book.encode(), AddrBookConfig::default());

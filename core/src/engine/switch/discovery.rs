@@ -441,7 +441,7 @@ impl Engine {
 
     /// Addresses the seed never reached, newest first, that may be crawled now (not of a node
     /// connected to us or being dialled: that dial would not start).
-    pub(super) fn untested_candidates(&self, now: Instant) -> Vec<NetAddr> {
+    pub(super) fn untested_candidates(&mut self, now: Instant) -> Vec<NetAddr> {
         let unix = self.unix(now);
         self.book
             .untested(unix, self.pex.max_crawl_inflight(), |a| {
