@@ -179,11 +179,8 @@ impl AddrBook {
             return Vec::new();
         }
         let addr_of = |r: &Reached| self.entry(r.idx as u32).map(Entry::addr);
-        let by_key = |a: &Reached, b: &Reached| {
-            a.key
-                .cmp(&b.key)
-                .then_with(|| addr_of(a).cmp(&addr_of(b)))
-        };
+        let by_key =
+            |a: &Reached, b: &Reached| a.key.cmp(&b.key).then_with(|| addr_of(a).cmp(&addr_of(b)));
         reached.sort_unstable_by(|a, b| a.group.cmp(&b.group).then_with(|| by_key(a, b)));
         let mut rank = 0u32;
         let mut prev = None;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hashbrown::HashMap;
 use prost::Message as _;
 use rand_core::RngCore;
 
@@ -261,8 +262,9 @@ pub(crate) struct Pex {
     max_outbound: usize,
     /// Seed mode: the least time between two crawls of one address.
     min_time_between_crawls: Duration,
-    /// Seed mode: when each address was last crawled.
-    crawled: BTreeMap<SocketAddr, Instant>,
+    /// Seed mode: when each address was last crawled. Only looked up and pruned, never
+    /// iterated for a decision, so a hash map (a seed asks it about every candidate it walks).
+    crawled: HashMap<SocketAddr, Instant>,
     /// Early ensure-peers passes run since the node last had its outbound target.
     short_retries: u32,
     /// When a seed last answered us (node side).
@@ -291,7 +293,7 @@ impl Pex {
             seeds,
             max_outbound,
             min_time_between_crawls,
-            crawled: BTreeMap::new(),
+            crawled: HashMap::new(),
             short_retries: 0,
             seed_answered_at: None,
             seen_dials: 0,
