@@ -2,7 +2,7 @@
 //! seeds until 95 % of them reach their outbound target (10).
 //!
 //! ```text
-//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled] [cometbft-seeds] [progress] [seeds=K]
+//! cargo run --release -p cometmesh-core --features sim --example scale -- 1000 [sim-seed] [modelled] [cometbft-seeds] [progress] [seeds=K] [threads=T]
 //! ```
 //!
 //! A third argument `modelled` runs the simulator's modelled-crypto mode
@@ -11,7 +11,8 @@
 //! `cometbft-seeds` makes the seeds answer as CometBFT's do (a random selection of their book,
 //! `seed_vetted_window = 0s`) instead of serving only the addresses they reached themselves.
 //!
-//! Prints simulated time, wall time, steps and peak resident memory (VmHWM). Run one N per
+//! `threads=T` runs the network in T shards side by side ([`Sim::run_windows`]); the result is
+//! the same for any T. Prints simulated time, wall time, steps and peak resident memory (VmHWM). Run one N per
 //! process so the peak memory is that run's own.
 #![allow(clippy::disallowed_methods)] // wall-clock timing of the benchmark itself
 
@@ -49,8 +50,15 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("seeds=").and_then(|k| k.parse().ok()))
         .unwrap_or(5);
+    // `threads=T`: the network in T shards run side by side (`Sim::run_windows`); the result
+    // is the same for any T.
+    let threads = rest
+        .iter()
+        .find_map(|a| a.strip_prefix("threads=").and_then(|k| k.parse().ok()))
+        .unwrap_or(1);
     let mut cfg = SimConfig::default();
     cfg.seed = seed;
+    cfg.threads = threads;
     cfg.check_invariants = false;
     cfg.modelled_crypto = modelled;
     let wall = Instant::now();
@@ -106,14 +114,8 @@ fn main() {
     let mut first_with_seeds: Option<Duration> = None;
     let mut next_report = Duration::ZERO;
     while reached * 100 < n * 95 && sim.elapsed() < limit {
-        // Checked every 2 000 steps, and at least every 100 ms of simulated time (a quiet
-        // network takes seconds for 2 000 steps, which the reported time would overstate).
-        let from = sim.elapsed();
-        for _ in 0..2_000 {
-            if !sim.step() || sim.elapsed() >= from + Duration::from_millis(100) {
-                break;
-            }
-        }
+        // Checked every 100 ms of simulated time.
+        sim.run_windows(Duration::from_millis(100));
         let (strict, with_seeds) = target(&sim);
         if first_with_seeds.is_none() && with_seeds * 100 >= n * 95 {
             first_with_seeds = Some(sim.elapsed());
@@ -186,7 +188,7 @@ fn main() {
         }
     }
     println!(
-        "crypto={} nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s (counting seed connections: {:.1}s) wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={}",
+        "crypto={} threads={threads} nodes={n} seeds={seeds} reached={reached} ({:.1}%) simulated={:.1}s (counting seed connections: {:.1}s) wall={:.2}s (setup {:.2}s) steps={} steps/s={:.0} peak_rss={} MiB conns={} avg_book={} trace={:016x}",
         if modelled { "modelled" } else { "real" },
         reached as f64 * 100.0 / n as f64,
         sim.elapsed().as_secs_f64(),
@@ -198,5 +200,6 @@ fn main() {
         vm_hwm_kib().map_or(0, |k| k / 1024),
         conns,
         book / sim.len().max(1),
+        sim.trace_hash(),
     );
 }

@@ -13,23 +13,32 @@
 //! (always) that every connection id gets exactly one terminal input and at most one
 //! `Output::Close`, and that an engine forgets a connection at its terminal input.
 //!
-//! Everything random comes from one seeded RNG, so the same seed and the same calls give the
-//! same event trace; [`Sim::trace_hash`] summarises it.
+//! Everything random comes from seeded RNGs (the simulator's for keys and engine seeds, one
+//! per node for what the network does to its connections), and events at the same time run in
+//! an order fixed by who produced them, so the same seed and the same calls give the same
+//! event trace; [`Sim::trace_hash`] summarises it.
+//!
+//! Large networks run on several threads with [`Sim::run_windows`]: the nodes are split into
+//! [`SimConfig::threads`] shards, and within a window shorter than the minimum link latency
+//! no shard's step can affect another's, so the shards of a window run side by side
+//! (conservative parallel discrete-event simulation). The result is the same for any number of
+//! threads.
 
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+mod shard;
+
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use siphasher::sip::SipHasher13;
 
 use crate::addr::NetAddr;
-use crate::engine::{CloseCause, DialFailure, Engine, EngineConfig, Event, Input, Origin, Output};
+use crate::engine::{CloseCause, Engine, EngineConfig, Event, Input, Output};
 use crate::identity::NodeKey;
-use crate::ids::{ConnId, NodeId};
+use crate::ids::NodeId;
+use shard::{Ep, Ev, Node, Queued, Shard, World};
 
 /// The listen address of simulated node `i`: each of the first 50 000 nodes gets its own /16
 /// of public IPv4 space (`20.0.0.1`, `20.1.0.1`, …), so address groups never collide by
@@ -59,7 +68,7 @@ pub fn node_config(i: usize) -> EngineConfig {
 /// A machine the simulator hosts beside engines, such as a [`Crawler`](crate::crawl::Crawler):
 /// it follows the engine's loop contract (same [`Input`]s and [`Output`]s), dials but never
 /// accepts (dials to it are refused). Add one with [`Sim::add_guest`].
-pub trait Guest: std::any::Any {
+pub trait Guest: std::any::Any + Send {
     /// An IO result for one of its connections.
     fn handle_input(&mut self, now: Instant, input: Input);
     /// Its deadline passed.
@@ -74,7 +83,7 @@ pub trait Guest: std::any::Any {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SimConfig {
-    /// Seeds the simulator's RNG (node keys, engine seeds, chunking, latency, faults).
+    /// Seeds the simulator's RNGs (node keys, engine seeds, chunking, latency, faults).
     pub seed: u64,
     /// One-way latency of every link (plus jitter).
     pub latency: Duration,
@@ -96,6 +105,9 @@ pub struct SimConfig {
     /// scale runs measure the engine rather than the curve arithmetic. Figures taken so
     /// are reported beside real-crypto ones, never instead of them.
     pub modelled_crypto: bool,
+    /// Shards of the network, and threads [`Sim::run_windows`] runs them on (default 1). Only
+    /// the speed depends on it.
+    pub threads: usize,
 }
 
 impl Default for SimConfig {
@@ -110,6 +122,7 @@ impl Default for SimConfig {
             record_events: false,
             unix_start: 1_750_000_000,
             modelled_crypto: false,
+            threads: 1,
         }
     }
 }
@@ -137,105 +150,23 @@ pub struct Recorded {
     pub event: Event,
 }
 
-type Ep = (usize, ConnId);
-
-/// An event in the queue, ordered by its time and then by its sequence number (unique), so the
-/// queue pops in one total order whatever the heap's layout.
-#[derive(Debug)]
-struct Queued {
-    at: Instant,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-#[derive(Debug)]
-enum Ev {
-    Connect { from: Ep, to: usize },
-    Connected { ep: Ep },
-    DialFailed { ep: Ep, error: DialFailure },
-    Deliver { ep: Ep, bytes: Bytes },
-    Sent { ep: Ep, len: usize },
-    Closed { ep: Ep, cause: CloseCause },
-}
-
-struct Pipe {
-    to: Ep,
-    latency: Duration,
-    last: Instant,
-    open: bool,
-}
-
-/// A live endpoint (removed at its terminal input).
-#[derive(Default)]
-struct EpState {
-    close_out: bool,
-    /// Bytes in flight to a connection whose engine does not read it now (a full delivery
-    /// window): the socket buffer of a stalled TCP stream.
-    stash: VecDeque<Bytes>,
-    /// The close that arrived behind stashed bytes.
-    close_after: Option<CloseCause>,
-}
-
-struct Node {
-    engine: Option<Engine>,
-    guest: Option<Box<dyn Guest>>,
-    config: EngineConfig,
-    key: NodeKey,
-    addr: SocketAddr,
-    deadline: Option<Instant>,
-    sent_delay: Duration,
-    corrupt: bool,
-    partition: u32,
-    /// PeerUp and PeerDown events emitted so far (see [`Sim::peer_epoch`]).
-    peer_epoch: u64,
-}
-
 /// The simulator.
 pub struct Sim {
-    cfg: SimConfig,
+    w: World,
+    /// Node keys and engine seeds.
     rng: ChaCha20Rng,
-    base: Instant,
     now: Instant,
-    nodes: Vec<Node>,
-    by_addr: hashbrown::HashMap<SocketAddr, usize>,
-    queue: BinaryHeap<Queued>,
-    seq: u64,
-    timers: BTreeSet<(Instant, usize)>,
-    pipes: hashbrown::HashMap<Ep, Pipe>,
-    eps: hashbrown::HashMap<Ep, EpState>,
-    trace: SipHasher13,
+    shards: Vec<Shard>,
     events: Vec<Recorded>,
-    steps: u64,
-    touched: Vec<usize>,
 }
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
-            .field("nodes", &self.nodes.len())
+            .field("nodes", &self.len())
+            .field("shards", &self.shards.len())
             .field("elapsed", &self.elapsed())
-            .field("steps", &self.steps)
+            .field("steps", &self.steps())
             .finish_non_exhaustive()
     }
 }
@@ -245,25 +176,27 @@ impl Sim {
     /// its value.
     #[must_use]
     pub fn new(cfg: SimConfig, origin: Instant) -> Sim {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+        let count = cfg.threads.max(1);
         Sim {
-            rng: ChaCha20Rng::from_seed(seed),
-            cfg,
-            base: origin,
+            rng: ChaCha20Rng::from_seed(Self::rng_seed(cfg.seed)),
+            shards: (0..count).map(|k| Shard::new(k, count, origin)).collect(),
+            w: World {
+                cfg,
+                base: origin,
+                ids: Vec::new(),
+                addrs: Vec::new(),
+                partition: Vec::new(),
+                by_addr: hashbrown::HashMap::new(),
+            },
             now: origin,
-            nodes: Vec::new(),
-            by_addr: hashbrown::HashMap::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
-            timers: BTreeSet::new(),
-            pipes: hashbrown::HashMap::new(),
-            eps: hashbrown::HashMap::new(),
-            trace: SipHasher13::new_with_keys(0, 0),
             events: Vec::new(),
-            steps: 0,
-            touched: Vec::new(),
         }
+    }
+
+    fn rng_seed(seed: u64) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        s
     }
 
     /// A node key drawn from the simulator's RNG (use it to know ids before adding nodes).
@@ -273,25 +206,50 @@ impl Sim {
         NodeKey::from_seed(s)
     }
 
+    fn shard_of(&self, i: usize) -> &Shard {
+        &self.shards[i % self.shards.len()]
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.shard_of(i).node(i)
+    }
+
+    /// Runs `f` on node `i`'s shard at the current time, then hands over what it sent to
+    /// other shards and what it recorded.
+    fn on_shard<R>(&mut self, i: usize, f: impl FnOnce(&mut Shard, &World) -> R) -> R {
+        let k = i % self.shards.len();
+        let shard = &mut self.shards[k];
+        shard.now = self.now;
+        let r = f(shard, &self.w);
+        self.now = self.now.max(shard.now);
+        self.exchange(false);
+        r
+    }
+
+    /// Moves every outbox's events to the shards of their nodes, and the recorded events to
+    /// [`Sim::events`] (`sort`: in time order, then node order, as after a window).
+    fn exchange(&mut self, sort: bool) {
+        let count = self.shards.len();
+        for k in 0..count {
+            let out = std::mem::take(&mut self.shards[k].outbox);
+            for q in out {
+                self.shards[q.ev.node() % count].accept(q);
+            }
+        }
+        let start = self.events.len();
+        for shard in &mut self.shards {
+            self.events.append(&mut shard.events);
+        }
+        if sort {
+            self.events[start..].sort_by_key(|r| (r.at, r.node));
+        }
+    }
+
     /// Adds a node listening on `config.listen_addr` and starts its engine now.
     /// Panics if the address is taken or the config is invalid (a test bug).
     pub fn add_node(&mut self, config: EngineConfig, key: NodeKey) -> usize {
         let addr = config.listen_addr;
-        assert!(!self.by_addr.contains_key(&addr), "address {addr} taken");
-        let idx = self.nodes.len();
-        self.nodes.push(Node {
-            engine: None,
-            guest: None,
-            config,
-            key,
-            addr,
-            deadline: None,
-            sent_delay: Duration::ZERO,
-            corrupt: false,
-            partition: 0,
-            peer_epoch: 0,
-        });
-        self.by_addr.insert(addr, idx);
+        let idx = self.push_node(addr, Node::new(config, key, None, self.node_rng()));
         self.start_node(idx);
         idx
     }
@@ -299,29 +257,38 @@ impl Sim {
     /// Adds a guest machine at `addr` (with `key` as its identity for [`Sim::node_id`]) and
     /// carries out its first outputs. Panics if the address is taken.
     pub fn add_guest(&mut self, addr: SocketAddr, key: NodeKey, guest: Box<dyn Guest>) -> usize {
-        assert!(!self.by_addr.contains_key(&addr), "address {addr} taken");
-        let idx = self.nodes.len();
-        self.nodes.push(Node {
-            engine: None,
-            guest: Some(guest),
-            config: EngineConfig::default(),
-            key,
-            addr,
-            deadline: None,
-            sent_delay: Duration::ZERO,
-            corrupt: false,
-            partition: 0,
-            peer_epoch: 0,
-        });
-        self.by_addr.insert(addr, idx);
-        self.drain(idx);
+        let node = Node::new(EngineConfig::default(), key, Some(guest), self.node_rng());
+        let idx = self.push_node(addr, node);
+        self.on_shard(idx, |s, w| s.drain(w, idx));
+        idx
+    }
+
+    /// The RNG of the next node: the simulator's seed on the node's own stream.
+    fn node_rng(&self) -> ChaCha20Rng {
+        let mut rng = ChaCha20Rng::from_seed(Self::rng_seed(self.w.cfg.seed));
+        rng.set_stream(1 + self.len() as u64);
+        rng
+    }
+
+    fn push_node(&mut self, addr: SocketAddr, node: Node) -> usize {
+        assert!(!self.w.by_addr.contains_key(&addr), "address {addr} taken");
+        let idx = self.len();
+        self.w.ids.push(node.key.node_id());
+        self.w.addrs.push(addr);
+        self.w.partition.push(0);
+        self.w.by_addr.insert(addr, idx);
+        let count = self.shards.len();
+        self.shards[idx % count].nodes.push(node);
         idx
     }
 
     /// Guest `i` (see [`Sim::add_guest`]); downcast it with `as &dyn Any`.
     #[must_use]
     pub fn guest(&self, i: usize) -> Option<&dyn Guest> {
-        self.nodes.get(i).and_then(|n| n.guest.as_deref())
+        if i >= self.len() {
+            return None;
+        }
+        self.node(i).guest.as_deref()
     }
 
     /// Calls `f` on guest `i` at the current time, then carries out its outputs.
@@ -330,15 +297,15 @@ impl Sim {
         i: usize,
         f: impl FnOnce(&mut dyn Guest, Instant) -> R,
     ) -> Option<R> {
-        let now = self.now;
-        let r = self
-            .nodes
-            .get_mut(i)?
-            .guest
-            .as_deref_mut()
-            .map(|g| f(g, now));
-        self.drain(i);
-        r
+        if i >= self.len() {
+            return None;
+        }
+        self.on_shard(i, |s, w| {
+            let now = s.now;
+            let r = s.node_mut(i).guest.as_deref_mut().map(|g| f(g, now));
+            s.drain(w, i);
+            r
+        })
     }
 
     fn start_node(&mut self, idx: usize) {
@@ -349,37 +316,43 @@ impl Sim {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let unix = self.unix_now();
-        let node = &mut self.nodes[idx];
-        let mut engine = Engine::new(node.config.clone(), node.key.clone(), seed, self.now, unix)
-            .expect("valid engine config");
-        setup(&mut engine);
-        node.engine = Some(engine);
-        node.peer_epoch += 1;
-        self.drain(idx);
+        self.on_shard(idx, |s, w| {
+            let now = s.now;
+            let node = s.node_mut(idx);
+            let mut engine = Engine::new(node.config.clone(), node.key.clone(), seed, now, unix)
+                .expect("valid engine config");
+            setup(&mut engine);
+            node.engine = Some(engine);
+            node.peer_epoch += 1;
+            s.drain(w, idx);
+        });
     }
 
     /// The unix time now.
     #[must_use]
     pub fn unix_now(&self) -> u64 {
-        self.cfg.unix_start + self.elapsed().as_secs()
+        self.w.cfg.unix_start + self.elapsed().as_secs()
     }
 
     /// Number of nodes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.w.addrs.len()
     }
 
     /// Whether there are no nodes.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.w.addrs.is_empty()
     }
 
     /// The engine of node `i` (`None` while stopped).
     #[must_use]
     pub fn engine(&self, i: usize) -> Option<&Engine> {
-        self.nodes.get(i).and_then(|n| n.engine.as_ref())
+        if i >= self.len() {
+            return None;
+        }
+        self.node(i).engine.as_ref()
     }
 
     /// Calls `f` on node `i`'s engine at the current time, then carries out its outputs.
@@ -388,67 +361,36 @@ impl Sim {
         i: usize,
         f: impl FnOnce(&mut Engine, Instant) -> R,
     ) -> Option<R> {
-        let now = self.now;
-        let r = self.nodes.get_mut(i)?.engine.as_mut().map(|e| f(e, now));
-        self.drain(i);
-        self.resume_stalled(i);
-        r
-    }
-
-    /// Feeds stashed bytes to node `i`'s connections that read again (after `consumed`).
-    fn resume_stalled(&mut self, i: usize) {
-        // Collected, then sorted: the hash order does not reach any decision.
-        #[allow(clippy::disallowed_methods)]
-        let mut eps: Vec<Ep> = self
-            .eps
-            .iter()
-            .filter(|(ep, s)| ep.0 == i && (!s.stash.is_empty() || s.close_after.is_some()))
-            .map(|(ep, _)| *ep)
-            .collect();
-        eps.sort_unstable();
-        for ep in eps {
-            loop {
-                let stalled = self.nodes[i]
-                    .engine
-                    .as_ref()
-                    .is_none_or(|e| e.delivery_stalled(ep.1));
-                if stalled {
-                    break;
-                }
-                let Some(s) = self.eps.get_mut(&ep) else {
-                    break;
-                };
-                match s.stash.pop_front() {
-                    Some(bytes) => self.input(ep, Input::Received { conn: ep.1, bytes }),
-                    None => {
-                        if let Some(cause) = s.close_after.take() {
-                            self.run_event(Ev::Closed { ep, cause });
-                        }
-                        break;
-                    }
-                }
-            }
+        if i >= self.len() {
+            return None;
         }
+        self.on_shard(i, |s, w| {
+            let now = s.now;
+            let r = s.node_mut(i).engine.as_mut().map(|e| f(e, now));
+            s.drain(w, i);
+            s.resume_stalled(w, i);
+            r
+        })
     }
 
     /// How many `PeerUp` and `PeerDown` events node `i` has emitted (plus its starts and
-    /// stops): while it stays the same, the node's set of peers has not changed (a caller watching many nodes re-reads only
-    /// those whose epoch moved).
+    /// stops): while it stays the same, the node's set of peers has not changed (a caller
+    /// watching many nodes re-reads only those whose epoch moved).
     #[must_use]
     pub fn peer_epoch(&self, i: usize) -> u64 {
-        self.nodes[i].peer_epoch
+        self.node(i).peer_epoch
     }
 
     /// Node `i`'s id.
     #[must_use]
     pub fn node_id(&self, i: usize) -> NodeId {
-        self.nodes[i].key.node_id()
+        self.w.ids[i]
     }
 
     /// Node `i`'s address.
     #[must_use]
     pub fn net_addr(&self, i: usize) -> NetAddr {
-        NetAddr::new(self.node_id(i), self.nodes[i].addr)
+        NetAddr::new(self.node_id(i), self.w.addrs[i])
     }
 
     /// Current virtual time.
@@ -460,69 +402,81 @@ impl Sim {
     /// Virtual time since the start.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.now.saturating_duration_since(self.base)
+        self.now.saturating_duration_since(self.w.base)
     }
 
     /// Steps run so far.
     #[must_use]
     pub fn steps(&self) -> u64 {
-        self.steps
+        self.shards.iter().map(|s| s.steps).sum()
     }
 
-    /// The recorded events (with `record_events`).
+    /// The recorded events (with `record_events`), in the order they ran ([`Sim::step`]) or,
+    /// window by window, in time and node order ([`Sim::run_windows`]).
     #[must_use]
     pub fn events(&self) -> &[Recorded] {
         &self.events
     }
 
-    /// A hash of every engine output so far, in order, with its time and node: events, dials
-    /// (with the address), closes and transmitted bytes. Two runs with the same seed and the
-    /// same calls give the same hash, in any process.
+    /// A hash of every engine output so far, node by node, each in order with its time:
+    /// events, dials (with the address), closes and transmitted bytes. Two runs with the same
+    /// seed and the same calls give the same hash, in any process and on any number of
+    /// threads.
     #[must_use]
     pub fn trace_hash(&self) -> u64 {
-        self.trace.clone().finish()
+        let mut h = SipHasher13::new_with_keys(0, 0);
+        for i in 0..self.len() {
+            h.write_u64(self.node(i).trace.finish());
+        }
+        h.finish()
     }
 
     // ------------------------------------------------------------------ faults
 
     /// Stops node `i`: its connections reset, dials to it are refused until [`Sim::restart`].
     pub fn stop(&mut self, i: usize) {
-        self.nodes[i].engine = None;
-        self.nodes[i].peer_epoch += 1;
-        self.set_timer(i, None);
-        let mut ends: Vec<(Ep, Ep, Duration, Instant)> = Vec::new();
-        for (ep, p) in &mut self.pipes {
-            if ep.0 == i || p.to.0 == i {
+        let now = self.now;
+        // The other end of each of its connections, and when the reset reaches it (after
+        // the bytes `i` sent before).
+        let mut ends: std::collections::BTreeMap<Ep, Instant> = std::collections::BTreeMap::new();
+        for shard in &mut self.shards {
+            #[allow(clippy::disallowed_methods)] // into an ordered map
+            for (ep, p) in &mut shard.pipes {
                 if ep.0 == i && p.open {
-                    ends.push((*ep, p.to, p.latency, p.last));
+                    let at = ends.entry(p.to).or_insert(now + p.latency);
+                    *at = (*at).max(p.last);
+                } else if p.to.0 == i && ep.0 != i && p.open {
+                    ends.entry(*ep).or_insert(now + p.latency);
                 }
-                p.open = false;
+                if ep.0 == i || p.to.0 == i {
+                    p.open = false;
+                }
             }
         }
-        ends.sort_by_key(|e| e.0);
-        for (_, to, latency, last) in ends {
-            let at = (self.now + latency).max(last);
-            self.push(
-                at,
-                Ev::Closed {
-                    ep: to,
-                    cause: CloseCause::Reset,
-                },
-            );
-        }
-        // The stopped engine's connection ids die with it: forget them and anything in flight
-        // to them, so a restarted engine (which numbers connections from 1 again) starts clean.
-        self.pipes.retain(|ep, _| ep.0 != i);
-        self.eps.retain(|ep, _| ep.0 != i);
-        self.queue.retain(|q| match &q.ev {
-            Ev::Connect { from, .. } => from.0 != i,
-            Ev::Connected { ep }
-            | Ev::DialFailed { ep, .. }
-            | Ev::Deliver { ep, .. }
-            | Ev::Sent { ep, .. }
-            | Ev::Closed { ep, .. } => ep.0 != i,
+        self.on_shard(i, |s, w| {
+            let node = s.node_mut(i);
+            node.engine = None;
+            node.peer_epoch += 1;
+            for (to, at) in ends {
+                let cause = CloseCause::Reset;
+                s.push(i, at, Ev::Closed { ep: to, cause });
+            }
+            // The stopped engine's connection ids die with it: forget them and anything in
+            // flight to them, so a restarted engine (which numbers connections from 1 again)
+            // starts clean.
+            s.forget_node(i);
+            s.trace_u64(w, i, &[0xdead]);
         });
-        self.trace_u64(&[0xdead, i as u64]);
+        for shard in &mut self.shards {
+            shard.retain_queued(|q| match &q.ev {
+                Ev::Connect { from, .. } => from.0 != i,
+                Ev::Connected { ep, .. }
+                | Ev::DialFailed { ep, .. }
+                | Ev::Deliver { ep, .. }
+                | Ev::Sent { ep, .. }
+                | Ev::Closed { ep, .. } => ep.0 != i,
+            });
+        }
     }
 
     /// Restarts a stopped node with a fresh engine (same key and config).
@@ -534,25 +488,36 @@ impl Sim {
     /// before its first output, as a driver does at start (load the saved address book,
     /// anchors).
     pub fn restart_with(&mut self, i: usize, setup: impl FnOnce(&mut Engine)) {
-        if self.nodes[i].engine.is_none() {
+        if self.node(i).engine.is_none() {
             self.start_node_with(i, setup);
         }
+    }
+
+    /// The open pipes' sending endpoints, in endpoint order.
+    fn open_pipes(&self, keep: impl Fn(Ep, Ep) -> bool) -> Vec<Ep> {
+        let mut open: Vec<Ep> = Vec::new();
+        for shard in &self.shards {
+            #[allow(clippy::disallowed_methods)] // sorted below
+            open.extend(
+                shard
+                    .pipes
+                    .iter()
+                    .filter(|(ep, p)| p.open && keep(**ep, p.to))
+                    .map(|(ep, _)| *ep),
+            );
+        }
+        open.sort_unstable();
+        open
     }
 
     /// Puts nodes in partition groups: dials between different groups are refused and
     /// existing connections between them reset. Group 0 is the default.
     pub fn partition(&mut self, groups: &[(usize, u32)]) {
         for &(i, g) in groups {
-            self.nodes[i].partition = g;
+            self.w.partition[i] = g;
         }
-        #[allow(clippy::disallowed_methods)] // sorted below
-        let mut cross: Vec<Ep> = self
-            .pipes
-            .iter()
-            .filter(|(ep, p)| p.open && self.nodes[ep.0].partition != self.nodes[p.to.0].partition)
-            .map(|(ep, _)| *ep)
-            .collect();
-        cross.sort();
+        let part = &self.w.partition;
+        let cross = self.open_pipes(|ep, to| part[ep.0] != part[to.0]);
         for ep in cross {
             self.reset_ep(ep);
         }
@@ -560,79 +525,64 @@ impl Sim {
 
     /// Heals every partition.
     pub fn heal(&mut self) {
-        for n in &mut self.nodes {
-            n.partition = 0;
-        }
+        self.w.partition.fill(0);
     }
 
     /// Resets the connection at endpoint `(node, conn)` (both sides see `Closed{Reset}`).
     pub fn reset_ep(&mut self, ep: Ep) {
-        let Some(p) = self.pipes.get_mut(&ep) else {
+        let count = self.shards.len();
+        let Some(p) = self.shards[ep.0 % count].pipes.get_mut(&ep) else {
             return;
         };
         let to = p.to;
         p.open = false;
-        let now = self.now;
-        self.push(
-            now,
-            Ev::Closed {
-                ep,
-                cause: CloseCause::Reset,
-            },
-        );
-        if let Some(back) = self.pipes.get_mut(&to) {
+        if let Some(back) = self.shards[to.0 % count].pipes.get_mut(&to) {
             back.open = false;
         }
-        self.push(
-            now,
-            Ev::Closed {
-                ep: to,
-                cause: CloseCause::Reset,
-            },
-        );
+        self.on_shard(ep.0, |s, _| {
+            let now = s.now;
+            let cause = CloseCause::Reset;
+            s.push(ep.0, now, Ev::Closed { ep, cause });
+            s.push(ep.0, now, Ev::Closed { ep: to, cause });
+        });
     }
 
     /// Resets the `n`-th open connection (modulo their number, in endpoint order); false if
     /// there is none.
     pub fn reset_nth(&mut self, n: usize) -> bool {
-        #[allow(clippy::disallowed_methods)] // sorted below
-        let mut open: Vec<Ep> = self
-            .pipes
-            .iter()
-            .filter(|(_, p)| p.open)
-            .map(|(ep, _)| *ep)
-            .collect();
+        let open = self.open_pipes(|_, _| true);
         if open.is_empty() {
             return false;
         }
-        open.sort();
-        let ep = open[n % open.len()];
-        self.reset_ep(ep);
+        self.reset_ep(open[n % open.len()]);
         true
     }
 
     /// Sets the refusal rate of dials to reachable nodes (per million).
     pub fn set_refuse_ppm(&mut self, ppm: u32) {
-        self.cfg.refuse_ppm = ppm;
+        self.w.cfg.refuse_ppm = ppm;
     }
 
     /// Makes node `i` a slow reader: send credit returns `delay` late.
     pub fn set_slow_reader(&mut self, i: usize, delay: Duration) {
-        self.nodes[i].sent_delay = delay;
+        let count = self.shards.len();
+        self.shards[i % count].node_mut(i).sent_delay = delay;
     }
 
     /// From now on every byte node `i` transmits is garbage.
     pub fn set_corrupt(&mut self, i: usize, on: bool) {
-        self.nodes[i].corrupt = on;
+        let count = self.shards.len();
+        self.shards[i % count].node_mut(i).corrupt = on;
     }
 
     /// Flips one byte of the next pending delivery (fuzzing).
     pub fn corrupt_next_delivery(&mut self, xor: u8) {
-        let mut queued = std::mem::take(&mut self.queue).into_vec();
-        let next = queued
+        let mut queues: Vec<Vec<Queued>> = self.shards.iter_mut().map(Shard::take_queue).collect();
+        let next = queues
             .iter_mut()
+            .flatten()
             .filter(|q| matches!(&q.ev, Ev::Deliver { bytes, .. } if !bytes.is_empty()))
-            .min_by_key(|q| (q.at, q.seq));
+            .min_by_key(|q| (q.at, q.by, q.seq));
         if let Some(Queued {
             ev: Ev::Deliver { bytes, .. },
             ..
@@ -640,9 +590,11 @@ impl Sim {
         {
             let mut v = bytes.to_vec();
             v[0] ^= xor | 1;
-            *bytes = Bytes::from(v);
+            *bytes = bytes::Bytes::from(v);
         }
-        self.queue = BinaryHeap::from(queued);
+        for (shard, q) in self.shards.iter_mut().zip(queues) {
+            shard.restore_queue(q);
+        }
     }
 
     /// Jumps the clock forward by `d` (timers then fire late, as after a suspend).
@@ -652,95 +604,91 @@ impl Sim {
 
     // ------------------------------------------------------------------ running
 
-    fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        });
-    }
-
-    fn set_timer(&mut self, i: usize, at: Option<Instant>) {
-        let old = self.nodes[i].deadline;
-        if old == at {
-            return;
-        }
-        if let Some(t) = old {
-            self.timers.remove(&(t, i));
-        }
-        if let Some(t) = at {
-            self.timers.insert((t, i));
-        }
-        self.nodes[i].deadline = at;
-    }
-
-    fn trace_u64(&mut self, words: &[u64]) {
-        let t = u64::try_from(self.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.trace.write_u64(t);
-        for w in words {
-            self.trace.write_u64(*w);
-        }
-    }
-
-    fn trace_ip(&mut self, ip: std::net::IpAddr) {
-        match ip {
-            std::net::IpAddr::V4(v4) => self.trace.write(&v4.octets()),
-            std::net::IpAddr::V6(v6) => self.trace.write(&v6.octets()),
-        }
-    }
-
-    fn trace_id(&mut self, id: &NodeId) {
-        self.trace.write(id.as_bytes());
+    /// The shard whose next step is the earliest (a delivery before a deadline at the same
+    /// time, then the lowest shard), and that step's time.
+    fn next(&self) -> Option<(usize, Instant)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| s.next().map(|n| (n, k)))
+            .min()
+            .map(|((t, _), k)| (k, t))
     }
 
     /// Runs one step: the earliest delivery or engine deadline. False when nothing is left.
     pub fn step(&mut self) -> bool {
-        crate::crypto::with_modelled_crypto(self.cfg.modelled_crypto, || self.step_once())
+        let Some((k, _)) = self.next() else {
+            return false;
+        };
+        let modelled = self.w.cfg.modelled_crypto;
+        let shard = &mut self.shards[k];
+        shard.now = self.now;
+        let w = &self.w;
+        crate::crypto::with_modelled_crypto(modelled, || shard.step(w));
+        self.now = self.now.max(shard.now);
+        self.exchange(false);
+        true
     }
 
-    fn step_once(&mut self) -> bool {
-        let next_ev = self.queue.peek().map(|q| q.at);
-        let next_timer = self.timers.first().map(|(t, _)| *t);
-        self.touched.clear();
-        let ran = match (next_ev, next_timer) {
-            (None, None) => false,
-            (Some(e), t) if t.is_none_or(|t| e <= t) => {
-                let Some(q) = self.queue.pop() else {
-                    return false;
-                };
-                self.now = self.now.max(q.at);
-                self.run_event(q.ev);
-                true
+    /// Runs everything due within the next `d` of virtual time, window by window: each window
+    /// is shorter than the minimum link latency ([`SimConfig::latency`]), so nothing a node
+    /// does in it reaches another shard within it, and the shards of a window run side by
+    /// side on [`SimConfig::threads`] threads. The clock then stands at the end of `d`.
+    /// Returns the steps run. The result is the same as stepping one by one, and the same for
+    /// any number of threads; with a zero latency the steps run one by one.
+    pub fn run_windows(&mut self, d: Duration) -> u64 {
+        let start = self.steps();
+        let end = self.now + d;
+        let lookahead = self.w.cfg.latency;
+        while let Some((_, t)) = self.next() {
+            if t > end {
+                break;
             }
-            (_, Some(t)) => {
-                let Some((_, i)) = self.timers.pop_first() else {
-                    return false;
-                };
-                self.nodes[i].deadline = None;
-                self.now = self.now.max(t);
-                let now = self.now;
-                if let Some(e) = self.nodes[i].engine.as_mut() {
-                    e.handle_timeout(now);
-                } else if let Some(g) = self.nodes[i].guest.as_deref_mut() {
-                    g.handle_timeout(now);
-                }
-                self.drain(i);
-                true
+            if lookahead.is_zero() {
+                self.step();
+                continue;
             }
-            (Some(_), None) => unreachable!("covered by the guard above"),
-        };
-        if ran {
-            self.steps += 1;
-            if self.cfg.check_invariants {
-                let touched = std::mem::take(&mut self.touched);
-                for &i in &touched {
-                    self.check_node(i);
-                }
-                self.touched = touched;
-            }
+            // What a step at `from` sends to another node arrives at `from + lookahead` or
+            // later: after this window.
+            let from = t.max(self.now);
+            let limit = (from + lookahead - Duration::from_nanos(1)).min(end);
+            self.run_window(limit);
         }
-        ran
+        self.now = self.now.max(end);
+        self.steps() - start
+    }
+
+    /// Runs every shard through `limit`, side by side, then exchanges what they sent.
+    fn run_window(&mut self, limit: Instant) {
+        let now = self.now;
+        let modelled = self.w.cfg.modelled_crypto;
+        let w = &self.w;
+        let mut busy: Vec<&mut Shard> = self
+            .shards
+            .iter_mut()
+            .filter(|s| s.next().is_some_and(|(t, _)| t <= limit))
+            .collect();
+        let run = |s: &mut Shard| {
+            s.now = now;
+            crate::crypto::with_modelled_crypto(modelled, || s.run_through(w, limit));
+        };
+        let last = busy.pop();
+        if busy.is_empty() {
+            last.map(run);
+        } else {
+            std::thread::scope(|scope| {
+                for s in busy {
+                    scope.spawn(move || run(s));
+                }
+                last.map(run);
+            });
+        }
+        self.now = self
+            .shards
+            .iter()
+            .map(|s| s.now)
+            .fold(self.now, Instant::max);
+        self.exchange(true);
     }
 
     /// Steps until `pred` holds (checked before each step), at most `max_steps` steps.
@@ -749,19 +697,21 @@ impl Sim {
         mut pred: impl FnMut(&Sim) -> bool,
         max_steps: u64,
     ) -> Result<u64, SimError> {
-        let start = self.steps;
+        let start = self.steps();
         loop {
+            let done = self.steps() - start;
             if pred(self) {
-                return Ok(self.steps - start);
+                return Ok(done);
             }
-            if self.steps - start >= max_steps {
+            if done >= max_steps {
                 return Err(SimError::Exhausted(max_steps));
             }
             if !self.step() {
+                let done = self.steps() - start;
                 return if pred(self) {
-                    Ok(self.steps - start)
+                    Ok(done)
                 } else {
-                    Err(SimError::Idle(self.steps - start))
+                    Err(SimError::Idle(done))
                 };
             }
         }
@@ -770,455 +720,23 @@ impl Sim {
     /// Runs until `d` of virtual time has passed (or nothing is left), at most `max_steps`.
     pub fn run_for(&mut self, d: Duration, max_steps: u64) -> Result<u64, SimError> {
         let end = self.now + d;
-        let r = self.run_until(
-            |s| {
-                let next = s.queue.peek().map(|q| q.at);
-                let t = s.timers.first().map(|(t, _)| *t);
-                let earliest = match (next, t) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                earliest.is_none_or(|e| e > end)
-            },
-            max_steps,
-        );
+        let r = self.run_until(|s| s.next().is_none_or(|(_, t)| t > end), max_steps);
         if r.is_ok() && self.now < end {
             self.now = end;
         }
         r
     }
 
-    fn terminal(&self, ep: &Ep) -> bool {
-        !self.eps.contains_key(ep)
-    }
-
-    fn input(&mut self, ep: Ep, input: Input) {
-        let now = self.now;
-        if let Some(g) = self.nodes[ep.0].guest.as_deref_mut() {
-            g.handle_input(now, input);
-            self.drain(ep.0);
-            return;
-        }
-        let Some(e) = self.nodes[ep.0].engine.as_mut() else {
-            return;
-        };
-        let terminal = matches!(input, Input::Closed { .. } | Input::DialFailed { .. });
-        if let Err(err) = e.handle_input(now, input) {
-            panic!("engine {} rejected an input for {}: {err}", ep.0, ep.1);
-        }
-        if terminal {
-            assert!(
-                !e.has_conn(ep.1),
-                "node {} still knows {} after its terminal input",
-                ep.0,
-                ep.1
-            );
-        }
-        self.drain(ep.0);
-    }
-
-    fn run_event(&mut self, ev: Ev) {
-        match ev {
-            Ev::Connect { from, to } => {
-                if self.terminal(&from) {
-                    return;
-                }
-                let lat = self.link_latency();
-                let reachable = self.nodes[to].engine.is_some()
-                    && self.nodes[to].partition == self.nodes[from.0].partition
-                    && !(self.cfg.refuse_ppm > 0
-                        && self.rng.next_u32() % 1_000_000 < self.cfg.refuse_ppm);
-                let now = self.now;
-                if !reachable {
-                    self.push(
-                        now + lat,
-                        Ev::DialFailed {
-                            ep: from,
-                            error: DialFailure::Refused,
-                        },
-                    );
-                    return;
-                }
-                let remote = self.nodes[from.0].addr;
-                let accepted = self.nodes[to]
-                    .engine
-                    .as_mut()
-                    .map(|e| e.accept(now, remote));
-                match accepted {
-                    Some(Ok(cj)) => {
-                        let back: Ep = (to, cj);
-                        self.eps.insert(back, EpState::default());
-                        self.pipes.insert(
-                            from,
-                            Pipe {
-                                to: back,
-                                latency: lat,
-                                last: now + lat,
-                                open: true,
-                            },
-                        );
-                        self.pipes.insert(
-                            back,
-                            Pipe {
-                                to: from,
-                                latency: lat,
-                                last: now + lat,
-                                open: true,
-                            },
-                        );
-                        self.push(now + lat, Ev::Connected { ep: from });
-                        self.touched.push(to);
-                        self.drain(to);
-                    }
-                    _ => {
-                        self.push(
-                            now + lat,
-                            Ev::DialFailed {
-                                ep: from,
-                                error: DialFailure::Refused,
-                            },
-                        );
-                    }
-                }
-            }
-            Ev::Connected { ep } => {
-                if self.terminal(&ep) {
-                    return;
-                }
-                self.input(ep, Input::Connected { conn: ep.1 });
-            }
-            Ev::DialFailed { ep, error } => {
-                if self.terminal(&ep) {
-                    return;
-                }
-                self.mark_terminal(ep);
-                self.input(ep, Input::DialFailed { conn: ep.1, error });
-            }
-            Ev::Deliver { ep, bytes } => {
-                if self.terminal(&ep) {
-                    return;
-                }
-                let stalled = self.nodes[ep.0]
-                    .engine
-                    .as_ref()
-                    .is_some_and(|e| e.delivery_stalled(ep.1));
-                if let Some(s) = self.eps.get_mut(&ep)
-                    && (stalled || !s.stash.is_empty())
-                {
-                    s.stash.push_back(bytes);
-                    return;
-                }
-                self.input(ep, Input::Received { conn: ep.1, bytes });
-            }
-            Ev::Sent { ep, len } => {
-                if self.terminal(&ep) {
-                    return;
-                }
-                self.input(ep, Input::Sent { conn: ep.1, len });
-            }
-            Ev::Closed { ep, cause } => {
-                if self.terminal(&ep) {
-                    return;
-                }
-                if let Some(s) = self.eps.get_mut(&ep)
-                    && !s.stash.is_empty()
-                    && cause != CloseCause::Local
-                {
-                    // The remote's close follows the bytes still in the socket buffer.
-                    s.close_after = Some(cause);
-                    return;
-                }
-                self.mark_terminal(ep);
-                if let Some(p) = self.pipes.get_mut(&ep)
-                    && p.open
-                {
-                    p.open = false;
-                    let to = p.to;
-                    let at = (self.now + p.latency).max(p.last);
-                    self.push(
-                        at,
-                        Ev::Closed {
-                            ep: to,
-                            cause: CloseCause::Eof,
-                        },
-                    );
-                }
-                self.input(ep, Input::Closed { conn: ep.1, cause });
-            }
-        }
-    }
-
-    fn mark_terminal(&mut self, ep: Ep) {
-        // Only live endpoints are kept: a second terminal input for `ep` can never be
-        // delivered (`terminal()` is true for unknown endpoints), and an output naming it
-        // afterwards is caught in `drain`.
-        let known = self.eps.remove(&ep).is_some();
-        assert!(known, "{ep:?} got a terminal input but was not live");
-        self.pipes.remove(&ep);
-    }
-
-    fn link_latency(&mut self) -> Duration {
-        let j = u64::try_from(self.cfg.latency_jitter.as_micros()).unwrap_or(0);
-        let extra = if j == 0 { 0 } else { self.rng.next_u64() % j };
-        self.cfg.latency + Duration::from_micros(extra)
-    }
-
-    /// Carries out node `i`'s outputs.
-    fn drain(&mut self, i: usize) {
-        if !self.touched.contains(&i) {
-            self.touched.push(i);
-        }
-        loop {
-            let node = &mut self.nodes[i];
-            let out = match (node.engine.as_mut(), node.guest.as_deref_mut()) {
-                (Some(e), _) => e.poll_output(),
-                (None, Some(g)) => g.poll_output(),
-                (None, None) => None,
-            };
-            let Some(out) = out else {
-                break;
-            };
-            let now = self.now;
-            match out {
-                Output::Transmit { conn, data } => {
-                    self.trace_u64(&[9, i as u64, conn.0, data.len() as u64]);
-                    self.trace.write(&data);
-                    self.transmit(i, conn, data);
-                }
-                // The simulator has no DNS: a dial by name fails as unresolved.
-                Output::DialName { conn, .. } => {
-                    self.eps.insert((i, conn), EpState::default());
-                    let lat = self.link_latency();
-                    self.push(
-                        now + lat,
-                        Ev::DialFailed {
-                            ep: (i, conn),
-                            error: DialFailure::Unresolved,
-                        },
-                    );
-                }
-                Output::Dial { conn, addr } => {
-                    self.trace_u64(&[1, i as u64, conn.0, u64::from(addr.port())]);
-                    self.trace_ip(addr.ip());
-                    if self.cfg.check_invariants {
-                        self.check_dial(i, addr);
-                    }
-                    self.eps.insert((i, conn), EpState::default());
-                    match self.by_addr.get(&addr).copied() {
-                        Some(to) => {
-                            let lat = self.link_latency();
-                            self.push(
-                                now + lat,
-                                Ev::Connect {
-                                    from: (i, conn),
-                                    to,
-                                },
-                            );
-                        }
-                        None => {
-                            let lat = self.link_latency();
-                            self.push(
-                                now + lat,
-                                Ev::DialFailed {
-                                    ep: (i, conn),
-                                    error: DialFailure::Unreachable,
-                                },
-                            );
-                        }
-                    }
-                }
-                Output::Close { conn } => {
-                    self.trace_u64(&[2, i as u64, conn.0]);
-                    let ep = (i, conn);
-                    let Some(s) = self.eps.get_mut(&ep) else {
-                        panic!("node {i} closed {conn}, which is unknown or already closed");
-                    };
-                    assert!(!s.close_out, "node {i} closed {conn} twice");
-                    s.close_out = true;
-                    {
-                        if let Some(p) = self.pipes.get_mut(&ep)
-                            && p.open
-                        {
-                            p.open = false;
-                            let to = p.to;
-                            let at = (now + p.latency).max(p.last);
-                            self.push(
-                                at,
-                                Ev::Closed {
-                                    ep: to,
-                                    cause: CloseCause::Eof,
-                                },
-                            );
-                        }
-                        self.push(
-                            now,
-                            Ev::Closed {
-                                ep,
-                                cause: CloseCause::Local,
-                            },
-                        );
-                    }
-                }
-                Output::Event(ev) => self.record(i, ev),
-            }
-        }
-        let node = &self.nodes[i];
-        let t = match (node.engine.as_ref(), node.guest.as_deref()) {
-            (Some(e), _) => e.poll_timeout(),
-            (None, Some(g)) => g.poll_timeout(),
-            (None, None) => None,
-        };
-        self.set_timer(i, t);
-    }
-
-    fn transmit(&mut self, i: usize, conn: ConnId, data: Bytes) {
-        let ep = (i, conn);
-        let now = self.now;
-        let len = data.len();
-        let delay = self.nodes[i].sent_delay;
-        self.push(now + delay, Ev::Sent { ep, len });
-        let corrupt = self.nodes[i].corrupt;
-        let rechunk = self.cfg.rechunk;
-        let Some(p) = self.pipes.get(&ep) else {
-            return;
-        };
-        if !p.open {
-            return;
-        }
-        let (to, latency, last) = (p.to, p.latency, p.last);
-        let data = if corrupt {
-            let mut v = vec![0u8; len];
-            self.rng.fill_bytes(&mut v);
-            Bytes::from(v)
-        } else {
-            data
-        };
-        let mut pieces = Vec::new();
-        if rechunk && len > 1 {
-            let mut rest = data;
-            let n = 1 + self.rng.next_u32() % 3;
-            for _ in 1..n {
-                if rest.len() <= 1 {
-                    break;
-                }
-                let cut =
-                    1 + usize::try_from(self.rng.next_u64() % (rest.len() as u64 - 1)).unwrap_or(0);
-                pieces.push(rest.split_to(cut));
-            }
-            pieces.push(rest);
-        } else {
-            pieces.push(data);
-        }
-        let mut at = (now + latency).max(last);
-        for piece in pieces {
-            self.push(
-                at,
-                Ev::Deliver {
-                    ep: to,
-                    bytes: piece,
-                },
-            );
-            at += Duration::from_micros(1);
-        }
-        if let Some(p) = self.pipes.get_mut(&ep) {
-            p.last = at;
-        }
-    }
-
-    fn record(&mut self, i: usize, ev: Event) {
-        if matches!(ev, Event::PeerUp { .. } | Event::PeerDown { .. }) {
-            self.nodes[i].peer_epoch += 1;
-        }
-        match &ev {
-            Event::PeerUp { peer, conn, .. } => {
-                self.trace_u64(&[3, i as u64, conn.0]);
-                self.trace_id(&peer.clone());
-            }
-            Event::PeerDown { peer, .. } => {
-                self.trace_u64(&[4, i as u64]);
-                self.trace_id(&peer.clone());
-            }
-            Event::Message { peer, payload, .. } => {
-                self.trace_u64(&[5, i as u64, payload.len() as u64]);
-                self.trace_id(&peer.clone());
-            }
-            Event::DialFailed { addr, .. } => {
-                self.trace_u64(&[6, i as u64]);
-                self.trace_id(&addr.id.clone());
-            }
-            Event::AddrBookDirty => self.trace_u64(&[7, i as u64]),
-            Event::InboundFailed { remote, .. } => {
-                self.trace_u64(&[8, i as u64, u64::from(remote.port())]);
-            }
-            Event::SendReady { peer, channel } => {
-                self.trace_u64(&[9, i as u64, u64::from(channel.0)]);
-                self.trace_id(&peer.clone());
-            }
-        }
-        if self.cfg.record_events {
-            self.events.push(Recorded {
-                at: self.elapsed(),
-                node: i,
-                event: ev,
-            });
-        }
-    }
-
     // ------------------------------------------------------------------ invariants
 
     /// Checks node `i`'s invariants; panics with a description when one is broken.
     pub fn check_node(&self, i: usize) {
-        let Some(e) = self.nodes[i].engine.as_ref() else {
-            return;
-        };
-        let cfg = e.config();
-        let mut conns = BTreeSet::new();
-        let mut groups = BTreeSet::new();
-        let mut auto_out = 0usize;
-        for p in e.peers() {
-            assert!(conns.insert(p.conn), "node {i}: two peers on {}", p.conn);
-            assert_ne!(p.id, e.node_id(), "node {i} is its own peer");
-            if p.origin == Origin::Auto && p.counts_outbound() {
-                auto_out += 1;
-                let g = e.group_of(&p.remote.ip());
-                assert!(
-                    groups.insert(g),
-                    "node {i}: two automatic outbound peers in group {g:?} (G7)"
-                );
-            }
-        }
-        let (inbound, _) = e.num_peers();
-        assert!(
-            inbound <= cfg.max_num_inbound_peers,
-            "node {i}: {inbound} inbound peers > {}",
-            cfg.max_num_inbound_peers
-        );
-        assert!(
-            auto_out <= cfg.max_num_outbound_peers,
-            "node {i}: {auto_out} automatic outbound peers > {}",
-            cfg.max_num_outbound_peers
-        );
-        if let Err(err) = e.addr_book().check() {
-            panic!("node {i}: address book inconsistent: {err:?}");
-        }
-    }
-
-    /// G15: no dial to a banned node id (persistent peers excepted, G18).
-    fn check_dial(&self, i: usize, addr: SocketAddr) {
-        let (Some(e), Some(&to)) = (self.nodes[i].engine.as_ref(), self.by_addr.get(&addr)) else {
-            return;
-        };
-        let id = self.node_id(to);
-        let persistent = e.config().persistent_peers.iter().any(|p| p.id == id);
-        assert!(
-            persistent || !e.is_banned(&id, self.now),
-            "node {i} dials node {to}, which it banned (G15)"
-        );
+        self.shard_of(i).check_node(i);
     }
 
     /// Checks every node's invariants.
     pub fn check_all(&self) {
-        for i in 0..self.nodes.len() {
+        for i in 0..self.len() {
             self.check_node(i);
         }
     }
