@@ -19,10 +19,10 @@
 //! event trace; [`Sim::trace_hash`] summarises it.
 //!
 //! Large networks run on several threads with [`Sim::run_windows`]: the nodes are split into
-//! [`SimConfig::threads`] shards, and within a window shorter than the minimum link latency
-//! no shard's step can affect another's, so the shards of a window run side by side
-//! (conservative parallel discrete-event simulation). The result is the same for any number of
-//! threads.
+//! shards ([`SHARDS_PER_THREAD`] for each of [`SimConfig::threads`]), and within a window
+//! shorter than the minimum link latency no shard's step can affect another's, so the threads
+//! run the shards of a window side by side, each taking the next shard left (conservative
+//! parallel discrete-event simulation). The result is the same for any number of threads.
 
 mod shard;
 
@@ -105,8 +105,8 @@ pub struct SimConfig {
     /// scale runs measure the engine rather than the curve arithmetic. Figures taken so
     /// are reported beside real-crypto ones, never instead of them.
     pub modelled_crypto: bool,
-    /// Shards of the network, and threads [`Sim::run_windows`] runs them on (default 1). Only
-    /// the speed depends on it.
+    /// Threads [`Sim::run_windows`] runs the network's shards on (default 1). Only the speed
+    /// depends on it.
     pub threads: usize,
 }
 
@@ -150,6 +150,11 @@ pub struct Recorded {
     pub event: Event,
 }
 
+/// Shards for each thread of [`Sim::run_windows`] (one in all without threads): with more
+/// shards than threads, a thread that finished its shard of a window takes another instead of
+/// waiting for a busier one.
+pub const SHARDS_PER_THREAD: usize = 4;
+
 /// The simulator.
 pub struct Sim {
     w: World,
@@ -176,7 +181,10 @@ impl Sim {
     /// its value.
     #[must_use]
     pub fn new(cfg: SimConfig, origin: Instant) -> Sim {
-        let count = cfg.threads.max(1);
+        let count = match cfg.threads {
+            0 | 1 => 1,
+            t => t * SHARDS_PER_THREAD,
+        };
         Sim {
             rng: ChaCha20Rng::from_seed(Self::rng_seed(cfg.seed)),
             shards: (0..count).map(|k| Shard::new(k, count, origin)).collect(),
@@ -658,29 +666,37 @@ impl Sim {
         self.steps() - start
     }
 
-    /// Runs every shard through `limit`, side by side, then exchanges what they sent.
+    /// Runs every shard through `limit` on [`SimConfig::threads`] threads, each taking the next
+    /// shard left (the busiest first), then exchanges what they sent.
     fn run_window(&mut self, limit: Instant) {
         let now = self.now;
         let modelled = self.w.cfg.modelled_crypto;
+        let threads = self.w.cfg.threads.max(1);
         let w = &self.w;
         let mut busy: Vec<&mut Shard> = self
             .shards
             .iter_mut()
             .filter(|s| s.next().is_some_and(|(t, _)| t <= limit))
             .collect();
+        busy.sort_by_key(|s| std::cmp::Reverse(s.pending()));
         let run = |s: &mut Shard| {
             s.now = now;
             crate::crypto::with_modelled_crypto(modelled, || s.run_through(w, limit));
         };
-        let last = busy.pop();
-        if busy.is_empty() {
-            last.map(run);
+        if threads == 1 || busy.len() == 1 {
+            busy.into_iter().for_each(run);
         } else {
-            std::thread::scope(|scope| {
-                for s in busy {
-                    scope.spawn(move || run(s));
+            let left = std::sync::Mutex::new(busy.into_iter());
+            let work = || {
+                while let Some(s) = left.lock().ok().and_then(|mut l| l.next()) {
+                    run(s);
                 }
-                last.map(run);
+            };
+            std::thread::scope(|scope| {
+                for _ in 1..threads {
+                    scope.spawn(work);
+                }
+                work();
             });
         }
         self.now = self

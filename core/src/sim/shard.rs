@@ -268,6 +268,11 @@ impl Shard {
         }
     }
 
+    /// Pending events and deadlines.
+    pub(super) fn pending(&self) -> usize {
+        self.queue.len() + self.timers.len()
+    }
+
     /// Removes the pending events `keep` rejects.
     pub(super) fn retain_queued(&mut self, keep: impl FnMut(&Queued) -> bool) {
         self.queue.retain(keep);
