@@ -85,7 +85,8 @@ pub trait Guest: std::any::Any + Send {
 pub struct SimConfig {
     /// Seeds the simulator's RNGs (node keys, engine seeds, chunking, latency, faults).
     pub seed: u64,
-    /// One-way latency of every link (plus jitter).
+    /// One-way latency of every link (plus jitter); also the length of [`Sim::run_windows`]'s
+    /// windows.
     pub latency: Duration,
     /// Each link gets `latency + U[0, latency_jitter)`.
     pub latency_jitter: Duration,
