@@ -322,8 +322,19 @@ impl Engine {
         // (it refuses a second connection from our id meanwhile), not at the next pass: the
         // crawl gives the node our address (an inbound peer's) that its PEX then spreads, and
         // every node that learns it dials us at its next ensure-peers pass unless we already
-        // hold a connection to it.
+        // hold a connection to it. That crawl goes ahead even if we crawled the node lately:
+        // had our crawl connection lasted, the node would not have dialled us (a dial of its
+        // that crossed our crawl can win the duplicate rule on its side, which ends the crawl
+        // connection as the node's hang-up); it would dial us again every period.
         if self.cfg.seed_mode && inbound {
+            let listen = self
+                .peers
+                .get(&peer)
+                .filter(|_| !matches!(reason, DisconnectReason::Duplicate))
+                .and_then(|p| listen_addr_of(&p.info));
+            if let Some(addr) = listen {
+                self.pex.forget_crawl(&addr);
+            }
             self.crawl_after_inbound_close(now);
         }
         if self.peers.get(&peer).is_some_and(|p| p.conn == id) {
