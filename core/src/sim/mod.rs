@@ -67,7 +67,8 @@ pub fn node_config(i: usize) -> EngineConfig {
 
 /// A machine the simulator hosts beside engines, such as a [`Crawler`](crate::crawl::Crawler):
 /// it follows the engine's loop contract (same [`Input`]s and [`Output`]s), dials but never
-/// accepts (dials to it are refused). Add one with [`Sim::add_guest`].
+/// accepts (dials to it are refused). Add one with [`Sim::add_guest`]. `Send`: with
+/// [`SimConfig::threads`] its shard may run on another thread.
 pub trait Guest: std::any::Any + Send {
     /// An IO result for one of its connections.
     fn handle_input(&mut self, now: Instant, input: Input);
