@@ -67,7 +67,7 @@ impl AddrBook {
                 if self.entry_persistent(e) {
                     continue;
                 }
-                saved.push((e.addr(), e.source()));
+                saved.push((e.addr(), self.source(e)));
             }
             self.delete_entry(i);
         }

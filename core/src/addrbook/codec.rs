@@ -183,7 +183,7 @@ impl AddrBook {
             out.extend_from_slice(e.id.as_bytes());
             put_octets(&mut out, e.ip_octets());
             out.extend_from_slice(&e.port().to_be_bytes());
-            put_octets(&mut out, e.source_octets());
+            put_ip(&mut out, &self.source(e));
             for t in [
                 e.last_seen,
                 e.last_attempt,
@@ -194,8 +194,9 @@ impl AddrBook {
             }
             out.extend_from_slice(&e.attempts().to_be_bytes());
             out.push(u8::from(e.tried()));
-            out.push(e.new_buckets().len() as u8);
-            for b in e.new_buckets() {
+            let buckets = self.new_buckets(idx);
+            out.push(buckets.len() as u8);
+            for b in buckets {
                 out.extend_from_slice(&b.to_be_bytes());
             }
         }
@@ -309,15 +310,15 @@ impl AddrBook {
                 return Err(DecodeError::Corrupt("too many ports for one ip"));
             }
             // Times after 2106 saturate (see `Stamp`), as they would in a running book.
-            let mut entry = Entry::new(addr, source, last_seen);
+            let mut entry = Entry::new(addr, last_seen);
             entry.last_attempt = Stamp::at(last_attempt);
             entry.last_success = Stamp::at(last_success);
             entry.last_count_attempt = Stamp::at(last_count_attempt);
             entry.set_attempts(attempts);
             if rebucket {
-                book.load_rebucketed(entry, tried);
+                book.load_rebucketed(entry, source, tried);
             } else {
-                book.load_placed(entry, tried, &buckets)?;
+                book.load_placed(entry, source, tried, &buckets)?;
             }
         }
         for _ in 0..n_bans {
@@ -360,6 +361,7 @@ impl AddrBook {
     fn load_placed(
         &mut self,
         mut entry: Entry,
+        source: IpAddr,
         tried: bool,
         buckets: &[u16],
     ) -> Result<(), DecodeError> {
@@ -370,7 +372,7 @@ impl AddrBook {
             if self.tried_table[pos] != EMPTY {
                 return Err(DecodeError::Corrupt("tried slot clash"));
             }
-            let idx = self.insert_entry(entry);
+            let idx = self.insert_entry(entry, source);
             self.set_tried_slot(pos, idx);
         } else {
             let positions: SmallVec<[usize; 2]> = buckets
@@ -380,7 +382,7 @@ impl AddrBook {
             if positions.iter().any(|&p| self.new_table[p] != EMPTY) {
                 return Err(DecodeError::Corrupt("new slot clash"));
             }
-            let idx = self.insert_entry(entry);
+            let idx = self.insert_entry(entry, source);
             for (&b, &p) in buckets.iter().zip(&positions) {
                 self.place_new(idx, usize::from(b), p);
             }
@@ -390,22 +392,22 @@ impl AddrBook {
 
     /// Loads an entry under a different group map or geometry: tried entries go to their tried
     /// slot (or new on a clash), new ones to their source's bucket; a clash drops the newcomer.
-    fn load_rebucketed(&mut self, entry: Entry, tried: bool) {
+    fn load_rebucketed(&mut self, entry: Entry, source: IpAddr, tried: bool) {
         let addr = entry.socket();
         if tried {
             let pos = self.tried_pos(&addr);
             if self.tried_table[pos] == EMPTY {
                 let mut e = entry;
                 e.set_tried(true);
-                let idx = self.insert_entry(e);
+                let idx = self.insert_entry(e, source);
                 self.set_tried_slot(pos, idx);
                 return;
             }
         }
-        let bucket = self.new_bucket(&addr, &entry.source());
+        let bucket = self.new_bucket(&addr, &source);
         let pos = self.new_pos(bucket, &addr);
         if self.new_table[pos] == EMPTY {
-            let idx = self.insert_entry(entry);
+            let idx = self.insert_entry(entry, source);
             self.place_new(idx, bucket, pos);
         }
     }

@@ -2,10 +2,12 @@
 //! holds thousands of books (10 000 books of ~850 entries each at 10 000 simulated nodes).
 //!
 //! An address keeps its 16 IP bytes, its port and a family flag (18 bytes, where a `SocketAddr`
-//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP
-//! likewise; times are `u32` seconds (until 2106; later times saturate); the new-table
-//! references are an inline array of [`MAX_NEW_REFS`] bucket numbers, never a heap allocation.
-//! 104 bytes where the unpacked form took 144.
+//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP is
+//! a 4-byte handle into the book's pool of sources ([`super::sources`]); times are `u32` seconds
+//! (until 2106; later times saturate). Of its new-table
+//! references the entry keeps only their count and one of their buckets, the *anchor*: most
+//! entries have one reference, and the others are found in the table when they are needed
+//! (see [`super::AddrBook::new_buckets`]). 80 bytes where the unpacked form took 144.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -14,7 +16,6 @@ use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
 const ADDR_V4: u8 = 1;
-const SOURCE_V4: u8 = 2;
 
 /// A time of the book in 32 bits: [`UnixTime`] seconds, saturating at `u32::MAX` (year 2106).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,14 +91,15 @@ pub(super) struct Entry {
     /// The node id expected at the address.
     pub(super) id: NodeId,
     ip: [u8; 16],
-    source: [u8; 16],
+    /// The source's handle in the book's pool ([`super::sources::OWN`]: the entry's own IP).
+    pub(super) source: u32,
     port: u16,
-    /// [`ADDR_V4`] and [`SOURCE_V4`].
+    /// [`ADDR_V4`].
     flags: u8,
     refs: u8,
     tried: bool,
-    /// New buckets referencing the entry: the first `refs` (none when tried).
-    buckets: [u16; MAX_NEW_REFS as usize],
+    /// A new bucket referencing the entry, when `refs > 0` (see the module documentation).
+    anchor: u16,
     /// Last time we heard of the address (add) or connected to it.
     pub(super) last_seen: Stamp,
     pub(super) last_attempt: Stamp,
@@ -114,19 +116,19 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// A fresh entry for `addr` heard from `source`, in neither table yet, never attempted.
-    pub(super) fn new(addr: NetAddr, source: IpAddr, last_seen: UnixTime) -> Entry {
+    /// A fresh entry for `addr`, in neither table yet, never attempted; its source is its own
+    /// IP until the book sets it.
+    pub(super) fn new(addr: NetAddr, last_seen: UnixTime) -> Entry {
         let (ip, ip4) = pack(addr.addr.ip());
-        let (src, src4) = pack(source);
         Entry {
             id: addr.id,
             ip,
-            source: src,
+            source: super::sources::OWN,
             port: addr.addr.port(),
-            flags: if ip4 { ADDR_V4 } else { 0 } | if src4 { SOURCE_V4 } else { 0 },
+            flags: if ip4 { ADDR_V4 } else { 0 },
             refs: 0,
             tried: false,
-            buckets: [0; MAX_NEW_REFS as usize],
+            anchor: 0,
             last_seen: Stamp::at(last_seen),
             last_attempt: Stamp::NEVER,
             last_success: Stamp::NEVER,
@@ -165,12 +167,6 @@ impl Entry {
         octets_of(&self.ip, self.flags & ADDR_V4 != 0)
     }
 
-    /// The source IP's bytes as persisted: 4 for IPv4, 16 for IPv6.
-    #[inline]
-    pub(super) fn source_octets(&self) -> &[u8] {
-        octets_of(&self.source, self.flags & SOURCE_V4 != 0)
-    }
-
     /// The port.
     #[inline]
     pub(super) fn port(&self) -> u16 {
@@ -188,12 +184,6 @@ impl Entry {
     pub(super) fn has_ip(&self, ip: IpAddr) -> bool {
         let (octets, v4) = pack(ip);
         self.ip == octets && (self.flags & ADDR_V4 != 0) == v4
-    }
-
-    /// The IP of the peer that told us (the address's own IP for a self-announcement).
-    #[inline]
-    pub(super) fn source(&self) -> IpAddr {
-        unpack(self.source, self.flags & SOURCE_V4 != 0)
     }
 
     /// Whether the entry is in the tried table.
@@ -217,37 +207,49 @@ impl Entry {
         self.attempts = u16::try_from(n).unwrap_or(u16::MAX);
     }
 
-    /// The new buckets referencing the entry.
+    /// Number of new-table references (0 when tried).
     #[inline]
-    pub(super) fn new_buckets(&self) -> &[u16] {
-        &self.buckets[..usize::from(self.refs)]
+    pub(super) fn new_refs(&self) -> u8 {
+        self.refs
+    }
+
+    /// A new bucket referencing the entry, if any.
+    #[inline]
+    pub(super) fn anchor(&self) -> Option<u16> {
+        (self.refs > 0).then_some(self.anchor)
     }
 
     /// Records a reference from new bucket `b`; `false` (and nothing recorded) when the entry
     /// already holds [`MAX_NEW_REFS`].
     pub(super) fn push_bucket(&mut self, b: u16) -> bool {
-        let Some(slot) = self.buckets.get_mut(usize::from(self.refs)) else {
+        if self.refs >= MAX_NEW_REFS {
             return false;
-        };
-        *slot = b;
+        }
+        if self.refs == 0 {
+            self.anchor = b;
+        }
         self.refs += 1;
         true
     }
 
-    /// Forgets the reference from new bucket `b` (the last one takes its place).
-    pub(super) fn remove_bucket(&mut self, b: u16) {
-        let n = usize::from(self.refs);
-        if let Some(i) = self.buckets[..n].iter().position(|&x| x == b) {
-            self.buckets[i] = self.buckets[n - 1];
-            self.refs -= 1;
+    /// Forgets the reference from new bucket `b`. Returns true when `b` was the anchor and
+    /// references remain: the caller then names another with [`Entry::set_anchor`].
+    pub(super) fn remove_bucket(&mut self, b: u16) -> bool {
+        if self.refs == 0 {
+            return false;
         }
+        self.refs -= 1;
+        self.refs > 0 && self.anchor == b
     }
 
-    /// Forgets every new-table reference, returning them.
-    pub(super) fn take_buckets(&mut self) -> smallvec::SmallVec<[u16; MAX_NEW_REFS as usize]> {
-        let taken = self.new_buckets().iter().copied().collect();
+    /// Names `b`, which references the entry, as its anchor.
+    pub(super) fn set_anchor(&mut self, b: u16) {
+        self.anchor = b;
+    }
+
+    /// Forgets every new-table reference.
+    pub(super) fn clear_buckets(&mut self) {
         self.refs = 0;
-        taken
     }
 }
 
@@ -261,11 +263,11 @@ mod tests {
 
     #[test]
     fn packed_size() {
-        assert_eq!(std::mem::size_of::<Entry>(), 104);
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 104);
+        assert_eq!(std::mem::size_of::<Entry>(), 80);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 80);
     }
 
-    /// Every family and source combination reads back as given, IPv4-mapped IPv6 included.
+    /// Every family reads back as given, IPv4-mapped IPv6 included.
     #[test]
     fn addresses_read_back() {
         let ips: [IpAddr; 4] = [
@@ -275,21 +277,18 @@ mod tests {
             "::".parse().unwrap(),
         ];
         for &ip in &ips {
-            for &src in &ips {
-                let a = NetAddr {
-                    id: id(7),
-                    addr: SocketAddr::new(ip, 26656),
-                };
-                let e = Entry::new(a, src, 5);
-                assert_eq!(e.addr(), a);
-                assert_eq!(e.source(), src);
-                assert!(e.is_at(&Spot::of(&a.addr)));
-                assert!(e.has_ip(ip));
-                for &other in ips.iter().filter(|&&o| o != ip) {
-                    assert!(!e.has_ip(other), "{ip} is not {other}");
-                }
-                assert!(!e.is_at(&Spot::of(&SocketAddr::new(ip, 26657))));
+            let a = NetAddr {
+                id: id(7),
+                addr: SocketAddr::new(ip, 26656),
+            };
+            let e = Entry::new(a, 5);
+            assert_eq!(e.addr(), a);
+            assert!(e.is_at(&Spot::of(&a.addr)));
+            assert!(e.has_ip(ip));
+            for &other in ips.iter().filter(|&&o| o != ip) {
+                assert!(!e.has_ip(other), "{ip} is not {other}");
             }
+            assert!(!e.is_at(&Spot::of(&SocketAddr::new(ip, 26657))));
         }
     }
 
@@ -301,7 +300,6 @@ mod tests {
                 id: id(1),
                 addr: scoped,
             },
-            scoped.ip(),
             0,
         );
         assert_eq!(e.socket(), book_key(&scoped));
@@ -318,7 +316,7 @@ mod tests {
         assert_eq!(Stamp::NEVER.get(), 0);
     }
 
-    /// References fill up to the limit, are removed by value, and are taken all at once.
+    /// References count up to the limit; the anchor is the first bucket until it is removed.
     #[test]
     fn references_up_to_the_limit() {
         let mut e = Entry::new(
@@ -326,23 +324,29 @@ mod tests {
                 id: id(2),
                 addr: "1.2.3.4:1".parse().unwrap(),
             },
-            "5.6.7.8".parse().unwrap(),
             0,
         );
+        assert_eq!(e.anchor(), None);
         for b in 0..u16::from(MAX_NEW_REFS) {
-            assert!(e.push_bucket(b * 3));
+            assert!(e.push_bucket(b * 3 + 1));
         }
         assert!(!e.push_bucket(999), "a ninth reference is refused");
-        assert_eq!(e.new_buckets().len(), usize::from(MAX_NEW_REFS));
-        e.remove_bucket(0);
-        e.remove_bucket(1000);
-        assert_eq!(e.new_buckets(), &[21, 3, 6, 9, 12, 15, 18]);
+        assert_eq!((e.new_refs(), e.anchor()), (MAX_NEW_REFS, Some(1)));
+        assert!(!e.remove_bucket(4), "not the anchor");
+        assert!(e.remove_bucket(1), "the anchor, with references left");
+        e.set_anchor(7);
+        assert_eq!((e.new_refs(), e.anchor()), (MAX_NEW_REFS - 2, Some(7)));
+        e.clear_buckets();
+        assert_eq!((e.new_refs(), e.anchor()), (0, None));
+        assert!(!e.remove_bucket(7));
+        assert!(e.push_bucket(9));
+        assert!(
+            !e.remove_bucket(9),
+            "the last reference leaves no anchor to name"
+        );
         e.set_tried(true);
         assert!(e.tried());
-        assert_eq!(e.take_buckets().as_slice(), &[21, 3, 6, 9, 12, 15, 18]);
-        assert!(e.new_buckets().is_empty());
         e.set_tried(false);
         assert!(!e.tried());
-        assert_eq!(e.source(), "5.6.7.8".parse::<IpAddr>().unwrap());
     }
 }

@@ -176,14 +176,15 @@ impl AddrBook {
             if e.tried() {
                 buckets.push((self.tried_bucket(&e.socket()) % LEGACY_OLD_BUCKETS) as u32);
             } else {
-                for &b in e.new_buckets() {
+                for b in self.new_buckets(idx) {
                     let b = (usize::from(b) % LEGACY_NEW_BUCKETS) as u32;
                     if !buckets.contains(&b) && buckets.len() < LEGACY_MAX_NEW_REFS {
                         buckets.push(b);
                     }
                 }
             }
-            let src_id = if e.source() == e.ip() {
+            let source = self.source(e);
+            let src_id = if source == e.ip() {
                 e.id.to_string()
             } else {
                 "0".repeat(40)
@@ -196,7 +197,7 @@ impl AddrBook {
                 },
                 src: JsonNetAddr {
                     id: src_id,
-                    ip: e.source().to_string(),
+                    ip: source.to_string(),
                     port: 0,
                 },
                 buckets: Some(buckets),

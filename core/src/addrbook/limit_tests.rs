@@ -126,6 +126,48 @@ fn new_references_stop_at_max_new_refs() {
     book.check().unwrap();
 }
 
+/// An entry with several references that loses its anchor's slot to a newcomer names another
+/// of its buckets as anchor; promoting it then clears every remaining reference.
+#[test]
+fn losing_the_anchor_slot_keeps_the_other_references() {
+    let mut r = rng(3);
+    let mut book = AddrBook::new(AddrBookConfig::default(), &mut r);
+    let a = NetAddr::new(node(7), SocketAddr::new(ip(7), 26656));
+    for n in 0..20_000 {
+        let _ = book.add(a, ip(r.next_u32() | n), T0, &mut r);
+    }
+    let before = book.new_buckets_of(&a.addr);
+    assert_eq!(before.len(), usize::from(MAX_NEW_REFS));
+    let idx = book.idx_of(&a.addr).unwrap();
+    let anchor = usize::from(book.entry(idx).unwrap().anchor().unwrap());
+    let target = book.new_pos(anchor, &a.addr);
+    // A newcomer whose keyed slot is the anchor's (one position in 65 536: a bounded search).
+    let (c, src) = (0..2_000_000u32)
+        .map(|n| {
+            let c = NetAddr::new(
+                node(100_000 + n),
+                SocketAddr::new(ip(n % 20_000), 1000 + n as u16 % 50_000),
+            );
+            (c, ip(r.next_u32() % 20_000))
+        })
+        .find(|(c, src)| book.new_pos(book.new_bucket(&c.addr, src), &c.addr) == target)
+        .expect("a colliding newcomer within the bound");
+    book.add(c, src, T0, &mut r).unwrap();
+    let after = book.new_buckets_of(&a.addr);
+    let expected: Vec<usize> = before.iter().copied().filter(|&b| b != anchor).collect();
+    assert_eq!(after, expected, "the anchor's reference alone went");
+    let new_anchor = book.entry(idx).unwrap().anchor().map(usize::from);
+    assert!(new_anchor.is_some_and(|b| after.contains(&b)));
+    book.check_full().unwrap();
+    assert_eq!(
+        book.mark_good(a.addr, T0 + 1, &mut r),
+        GoodOutcome::Promoted
+    );
+    assert!(book.new_buckets_of(&a.addr).is_empty());
+    book.check_full().unwrap();
+    assert_eq!(book.new_buckets_of(&c.addr).len(), 1);
+}
+
 #[test]
 fn tried_collisions_are_capped_at_max_tried_collisions() {
     let mut r = rng(4);

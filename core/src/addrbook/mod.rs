@@ -33,6 +33,7 @@ mod json;
 mod limit_tests;
 mod select;
 mod slab;
+mod sources;
 mod table;
 mod untested;
 
@@ -47,6 +48,7 @@ use select::uniform;
 use siphasher::sip::SipHasher24;
 use slab::Slab;
 use smallvec::SmallVec;
+use sources::Sources;
 use std::hash::Hasher;
 use table::SlotTable;
 use untested::UntestedIndex;
@@ -228,6 +230,8 @@ pub struct AddrBook {
     k1: u64,
     entries: Slab,
     free: Vec<u32>,
+    /// The entries' source IPs, each once.
+    sources: Sources,
     /// Entry by IP:port, entries by IP and by node id.
     index: Indexes,
     /// The never-reached entries in order, once [`AddrBook::untested`] was asked.
@@ -276,6 +280,7 @@ impl AddrBook {
             k1,
             entries: Slab::default(),
             free: Vec::new(),
+            sources: Sources::default(),
             index: Indexes::default(),
             untested: None,
             new_table: SlotTable::new(NEW_BUCKETS * BUCKET_SIZE),
@@ -389,6 +394,29 @@ impl AddrBook {
     }
 
     // ----- small helpers ---------------------------------------------------------------------
+
+    /// The IP of the peer that told us about `e` (its own IP for a self-announcement).
+    fn source(&self, e: &Entry) -> IpAddr {
+        // A handle always names a live slot (`check` verifies it); the entry's own IP is the
+        // fallback a broken pool would give.
+        self.sources.ip(e.source, e.ip()).unwrap_or_else(|| e.ip())
+    }
+
+    /// The new buckets referencing entry `idx`, ascending: its anchor when it has one
+    /// reference, else the buckets of the new-table slots holding it (a scan of the table,
+    /// which only promotions, deletions and exports of entries with several references pay).
+    fn new_buckets(&self, idx: u32) -> SmallVec<[u16; MAX_NEW_REFS as usize]> {
+        match self.entry(idx) {
+            Some(e) if e.new_refs() > 1 => self
+                .new_table
+                .positions_of(idx)
+                .iter()
+                .map(|&p| (p / BUCKET_SIZE) as u16)
+                .collect(),
+            Some(e) => e.anchor().into_iter().collect(),
+            None => SmallVec::new(),
+        }
+    }
 
     /// The only writer of the new table: keeps `new_used` exact.
     fn set_new_slot(&mut self, pos: usize, idx: u32) {
@@ -512,8 +540,8 @@ impl AddrBook {
         if !self.make_room_new(pos, now) {
             return Err(AddRejected::SlotTaken);
         }
-        let entry = Entry::new(addr, source, now);
-        let idx = self.insert_entry(entry);
+        let entry = Entry::new(addr, now);
+        let idx = self.insert_entry(entry, source);
         self.place_new(idx, bucket, pos);
         Ok(AddOutcome::Added)
     }
@@ -534,10 +562,10 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return AddOutcome::Known;
         };
-        if e.tried() || e.new_buckets().len() >= usize::from(MAX_NEW_REFS) {
+        if e.tried() || e.new_refs() >= MAX_NEW_REFS {
             return AddOutcome::Known;
         }
-        let refs = e.new_buckets().len() as u32;
+        let refs = u32::from(e.new_refs());
         let addr = e.socket();
         // One more reference with probability 2^-refs.
         if refs > 0 && rng.next_u32() & ((1u32 << refs) - 1) != 0 {
@@ -575,14 +603,16 @@ impl AddrBook {
         if self.entry_persistent(o) {
             return false;
         }
-        if self.terrible(o, now) || o.new_buckets().len() > 1 {
+        if self.terrible(o, now) || o.new_refs() > 1 {
             self.clear_new_pos(pos);
             return true;
         }
         false
     }
 
-    fn insert_entry(&mut self, mut entry: Entry) -> u32 {
+    /// Puts `entry`, heard from `source`, into a slot, its list and the indexes.
+    fn insert_entry(&mut self, mut entry: Entry, source: IpAddr) -> u32 {
+        entry.source = self.sources.intern(source, entry.ip());
         let idx = match self.free.pop() {
             Some(i) => i,
             None => self.entries.push_slot(),
@@ -619,13 +649,16 @@ impl AddrBook {
         }
         self.set_new_slot(pos, EMPTY);
         let bucket = (pos / BUCKET_SIZE) as u16;
-        let last = match self.entry_mut(idx) {
-            Some(e) => {
-                e.remove_bucket(bucket);
-                e.new_buckets().is_empty()
-            }
-            None => false,
+        let (reanchor, last) = match self.entry_mut(idx) {
+            Some(e) => (e.remove_bucket(bucket), e.new_refs() == 0),
+            None => (false, false),
         };
+        if reanchor {
+            let next = self.new_table.positions_of(idx).first().copied();
+            if let (Some(p), Some(e)) = (next, self.entry_mut(idx)) {
+                e.set_anchor((p / BUCKET_SIZE) as u16);
+            }
+        }
         if last {
             self.delete_entry(idx);
         }
@@ -665,11 +698,13 @@ impl AddrBook {
     /// Deletes an entry that holds no table reference any more (or detaches it first).
     fn delete_entry(&mut self, idx: u32) {
         let place = self.untested_place(idx);
+        let buckets = self.new_buckets(idx);
         self.index_remove(idx);
         let Some(e) = self.entries.take(idx) else {
             return;
         };
-        for &b in e.new_buckets() {
+        self.sources.release(e.source);
+        for b in buckets {
             let pos = self.new_pos(usize::from(b), &e.socket());
             if self.new_table[pos] == idx {
                 self.set_new_slot(pos, EMPTY);
@@ -742,7 +777,7 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return;
         };
-        let (addr, source, list_pos) = (e.socket(), e.source(), e.list_pos);
+        let (addr, source, list_pos) = (e.socket(), self.source(e), e.list_pos);
         let tpos = self.tried_pos(&addr);
         if self.tried_table[tpos] == idx {
             self.set_tried_slot(tpos, EMPTY);
@@ -810,10 +845,11 @@ impl AddrBook {
 
     /// Moves new entry `idx` into the free tried position `tpos`.
     fn promote(&mut self, idx: u32, tpos: usize) {
+        let buckets = self.new_buckets(idx);
         let Some(e) = self.entry_mut(idx) else {
             return;
         };
-        let buckets = e.take_buckets();
+        e.clear_buckets();
         let (addr, list_pos) = (e.socket(), e.list_pos);
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &addr);
@@ -960,7 +996,7 @@ impl AddrBook {
     /// The source IP recorded for this IP:port, if known.
     #[must_use]
     pub fn source_of(&self, addr: &SocketAddr) -> Option<IpAddr> {
-        self.entry_at(addr).map(|e| e.source())
+        self.entry_at(addr).map(|e| self.source(e))
     }
 
     /// True if the entry is terrible at `now` (excluded from PEX replies, first to be replaced).
@@ -981,8 +1017,13 @@ impl AddrBook {
     /// The new buckets referencing this IP:port (empty if tried or unknown).
     #[must_use]
     pub fn new_buckets_of(&self, addr: &SocketAddr) -> Vec<usize> {
-        self.entry_at(addr)
-            .map(|e| e.new_buckets().iter().map(|&b| usize::from(b)).collect())
+        self.idx_of(addr)
+            .map(|idx| {
+                self.new_buckets(idx)
+                    .iter()
+                    .map(|&b| usize::from(b))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

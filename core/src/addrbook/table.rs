@@ -10,6 +10,7 @@
 use std::ops::Index;
 
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use super::EMPTY;
 
@@ -74,12 +75,43 @@ impl SlotTable {
 
     /// Occupied slots, counted by a scan (O(table size) when dense); for `check_full`.
     pub(super) fn count_occupied(&self) -> usize {
+        let mut n = 0;
+        self.for_each_occupied(|_, _| n += 1);
+        n
+    }
+
+    /// Calls `f(position, value)` for every occupied slot, in no defined order (the sparse
+    /// form's is its hash map's): `f` must not let the order matter. O(occupied slots) while
+    /// sparse, O(table size) once dense.
+    pub(super) fn for_each_occupied(&self, mut f: impl FnMut(usize, u32)) {
         match &self.slots {
-            Slots::Dense(v) => v.iter().filter(|&&i| i != EMPTY).count(),
-            // A count does not depend on the order of the values.
+            Slots::Dense(v) => {
+                for (pos, &idx) in v.iter().enumerate() {
+                    if idx != EMPTY {
+                        f(pos, idx);
+                    }
+                }
+            }
+            // Callers make the order irrelevant (see above).
             #[allow(clippy::disallowed_methods)]
-            Slots::Sparse(m) => m.values().filter(|&&i| i != EMPTY).count(),
+            Slots::Sparse(m) => {
+                for (&pos, &idx) in m.iter() {
+                    f(pos as usize, idx);
+                }
+            }
         }
+    }
+
+    /// The positions holding `idx`, ascending (a scan, see [`Self::for_each_occupied`]).
+    pub(super) fn positions_of(&self, idx: u32) -> SmallVec<[usize; 8]> {
+        let mut found = SmallVec::new();
+        self.for_each_occupied(|pos, i| {
+            if i == idx {
+                found.push(pos);
+            }
+        });
+        found.sort_unstable();
+        found
     }
 
     /// Whether the table has turned into the flat array.
@@ -128,6 +160,8 @@ mod tests {
         assert!((0..len).all(|p| t[p] == model[p]));
         let occupied = model.iter().filter(|&&i| i != EMPTY).count();
         assert_eq!(t.count_occupied(), occupied);
+        assert_eq!(t.positions_of(12).as_slice(), &[6]);
+        assert_eq!(t.positions_of(EMPTY - 1).as_slice(), &[] as &[usize]);
     }
 
     /// A table with few occupied slots stays sparse, and clearing removes the slot.
@@ -144,6 +178,12 @@ mod tests {
         assert_eq!(t.count_occupied(), 127);
         t.set(9, 3);
         assert!(!t.is_dense(), "128 of 1024 slots is an eighth");
+        assert_eq!(t.positions_of(3).as_slice(), &[9]);
+        assert_eq!(t.positions_of(7).len(), 127);
+        assert!(
+            t.positions_of(7).windows(2).all(|w| w[0] < w[1]),
+            "ascending"
+        );
         t.set(10, 3);
         assert!(t.is_dense(), "129 of 1024 slots is more than an eighth");
         assert_eq!(t.count_occupied(), 129);
