@@ -1,5 +1,5 @@
-//! Address-book benchmarks with the book at capacity (peer-management.md G24): add, good,
-//! select (full and almost empty), selection(250), untested(30) (a seed's crawl refill), encode,
+//! Address-book benchmarks with the book at capacity (peer-management.md G24): add, good (of
+//! entries with one and with several new references), select (full and almost empty), selection(250), untested(30) (a seed's crawl refill), encode,
 //! decode. The group `addrbook_sizes` repeats add, select, selection(250), untested(30) and
 //! encode on books filled by 4 000, 40 000 and 400 000 offers (the cost curve of
 //! bench/README.md).
@@ -103,6 +103,41 @@ fn bench(c: &mut Criterion) {
             start.elapsed()
         })
     });
+
+    // Addresses heard from several peers hold several new references, as many do in a real
+    // book; promoting one finds its references in the (dense) new table.
+    let mut multi_book = book.clone();
+    let mut multi = Vec::new();
+    for &a in new_entries.iter().take(4000) {
+        let heard = NetAddr::new(NodeId([7; 20]), a);
+        for _ in 0..40 {
+            let _ = multi_book.add(heard, random_ip(&mut r), NOW, &mut r);
+        }
+        if multi_book.new_buckets_of(&a).len() > 1 {
+            multi.push(a);
+        }
+    }
+    eprintln!("{} entries with several new references", multi.len());
+    g.bench_function(
+        "good (new → tried, several references, full book)",
+        |bch| {
+            // Each promotion on a fresh copy (a promoted entry would only be refreshed).
+            bch.iter_custom(|iters| {
+                let mut rr = ChaCha20Rng::seed_from_u64(iters);
+                let mut spent = Duration::ZERO;
+                let mut b = multi_book.clone();
+                for i in 0..iters as usize {
+                    if i > 0 && i % multi.len() == 0 {
+                        b = multi_book.clone();
+                    }
+                    let start = Instant::now();
+                    let _ = black_box(b.mark_good(multi[i % multi.len()], NOW + 60, &mut rr));
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        },
+    );
 
     g.bench_function("select (full book)", |bch| {
         let mut rr = ChaCha20Rng::seed_from_u64(2);

@@ -77,8 +77,10 @@ impl AddrBook {
         }
         let mut source_users = Vec::new();
         for e in self.entries.slots().flatten() {
-            if e.source != super::sources::OWN {
-                let i = e.source as usize;
+            if let Err(handle) = e.source()
+                && handle != super::sources::OWN
+            {
+                let i = handle as usize;
                 if i >= source_users.len() {
                     source_users.resize(i + 1, 0u32);
                 }

@@ -178,6 +178,7 @@ impl AddrBook {
         out.extend_from_slice(&(self.tried_list.len() as u32).to_be_bytes());
         out.extend_from_slice(&(self.bans.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.last_good.to_be_bytes());
+        let multi = self.multi_refs();
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
             out.extend_from_slice(e.id.as_bytes());
@@ -194,9 +195,8 @@ impl AddrBook {
             }
             out.extend_from_slice(&e.attempts().to_be_bytes());
             out.push(u8::from(e.tried()));
-            let buckets = self.new_buckets(idx);
-            out.push(buckets.len() as u8);
-            for b in buckets {
+            out.push(e.new_refs());
+            for b in Self::new_buckets_in(&multi, idx, e) {
                 out.extend_from_slice(&b.to_be_bytes());
             }
         }

@@ -2,8 +2,9 @@
 //! holds thousands of books (10 000 books of ~850 entries each at 10 000 simulated nodes).
 //!
 //! An address keeps its 16 IP bytes, its port and a family flag (18 bytes, where a `SocketAddr`
-//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP is
-//! a 4-byte handle into the book's pool of sources ([`super::sources`]); times are `u32` seconds
+//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP
+//! takes 4 bytes: an IPv4 source itself, an IPv6 one as a handle into the book's pool
+//! ([`super::sources`]); times are `u32` seconds
 //! (until 2106; later times saturate). Of its new-table
 //! references the entry keeps only their count and one of their buckets, the *anchor*: most
 //! entries have one reference, and the others are found in the table when they are needed
@@ -16,6 +17,7 @@ use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
 const ADDR_V4: u8 = 1;
+const SOURCE_V4: u8 = 2;
 
 /// A time of the book in 32 bits: [`UnixTime`] seconds, saturating at `u32::MAX` (year 2106).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,10 +93,10 @@ pub(super) struct Entry {
     /// The node id expected at the address.
     pub(super) id: NodeId,
     ip: [u8; 16],
-    /// The source's handle in the book's pool ([`super::sources::OWN`]: the entry's own IP).
-    pub(super) source: u32,
+    /// With [`SOURCE_V4`]: the IPv4 source; else its handle in the book's pool.
+    source: u32,
     port: u16,
-    /// [`ADDR_V4`].
+    /// [`ADDR_V4`] and [`SOURCE_V4`].
     flags: u8,
     refs: u8,
     tried: bool,
@@ -205,6 +207,28 @@ impl Entry {
     /// Sets the attempt count (saturating at `u16::MAX`, far above every threshold).
     pub(super) fn set_attempts(&mut self, n: u32) {
         self.attempts = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+
+    /// The source: an IPv4 address, or the handle of an IPv6 one in the book's pool.
+    #[inline]
+    pub(super) fn source(&self) -> Result<Ipv4Addr, u32> {
+        if self.flags & SOURCE_V4 != 0 {
+            Ok(Ipv4Addr::from(self.source))
+        } else {
+            Err(self.source)
+        }
+    }
+
+    /// Sets an IPv4 source.
+    pub(super) fn set_source_v4(&mut self, ip: Ipv4Addr) {
+        self.flags |= SOURCE_V4;
+        self.source = u32::from(ip);
+    }
+
+    /// Sets the pool handle of the source.
+    pub(super) fn set_source_handle(&mut self, handle: u32) {
+        self.flags &= !SOURCE_V4;
+        self.source = handle;
     }
 
     /// Number of new-table references (0 when tried).

@@ -170,13 +170,14 @@ impl AddrBook {
             .finalize();
         let key = hex::encode(&digest[..12]);
         let mut addrs = Vec::with_capacity(self.len());
+        let multi = self.multi_refs();
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
             let mut buckets: Vec<u32> = Vec::new();
             if e.tried() {
                 buckets.push((self.tried_bucket(&e.socket()) % LEGACY_OLD_BUCKETS) as u32);
             } else {
-                for b in self.new_buckets(idx) {
+                for b in Self::new_buckets_in(&multi, idx, e) {
                     let b = (usize::from(b) % LEGACY_NEW_BUCKETS) as u32;
                     if !buckets.contains(&b) && buckets.len() < LEGACY_MAX_NEW_REFS {
                         buckets.push(b);

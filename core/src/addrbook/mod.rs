@@ -397,9 +397,12 @@ impl AddrBook {
 
     /// The IP of the peer that told us about `e` (its own IP for a self-announcement).
     fn source(&self, e: &Entry) -> IpAddr {
-        // A handle always names a live slot (`check` verifies it); the entry's own IP is the
-        // fallback a broken pool would give.
-        self.sources.ip(e.source, e.ip()).unwrap_or_else(|| e.ip())
+        match e.source() {
+            Ok(v4) => IpAddr::V4(v4),
+            // A handle always names a live slot (`check` verifies it); the entry's own IP is
+            // the fallback a broken pool would give.
+            Err(handle) => self.sources.ip(handle, e.ip()).unwrap_or_else(|| e.ip()),
+        }
     }
 
     /// The new buckets referencing entry `idx`, ascending: its anchor when it has one
@@ -416,6 +419,50 @@ impl AddrBook {
             Some(e) => e.anchor().into_iter().collect(),
             None => SmallVec::new(),
         }
+    }
+
+    /// `(entry, bucket)` of every new-table reference held by an entry with several, sorted:
+    /// one pass over the table for an export, where [`Self::new_buckets`] per entry would scan
+    /// the table once for each such entry.
+    fn multi_refs(&self) -> Vec<(u32, u16)> {
+        // References per entry, counted by a first pass over the table: reading an entry per
+        // slot instead (the slab is the book's largest part) made a full book's encoding slower.
+        let mut held = vec![0u8; self.entries.len()];
+        self.new_table.for_each_occupied(|_, idx| {
+            if let Some(n) = held.get_mut(idx as usize) {
+                *n = n.saturating_add(1);
+            }
+        });
+        let mut refs = Vec::new();
+        if held.iter().any(|&n| n > 1) {
+            self.new_table.for_each_occupied(|pos, idx| {
+                if held.get(idx as usize).is_some_and(|&n| n > 1) {
+                    refs.push((idx, (pos / BUCKET_SIZE) as u16));
+                }
+            });
+            refs.sort_unstable();
+        }
+        refs
+    }
+
+    /// [`Self::new_buckets`] of entry `e` at `idx`, with the references of entries with several taken from
+    /// `multi` ([`Self::multi_refs`]).
+    fn new_buckets_in<'a>(
+        multi: &'a [(u32, u16)],
+        idx: u32,
+        e: &Entry,
+    ) -> impl Iterator<Item = u16> + 'a {
+        let (one, several) = if e.new_refs() > 1 {
+            let start = multi.partition_point(|&(i, _)| i < idx);
+            let len = multi[start..]
+                .iter()
+                .take_while(|&&(i, _)| i == idx)
+                .count();
+            (None, &multi[start..start + len])
+        } else {
+            (e.anchor(), &[][..])
+        };
+        one.into_iter().chain(several.iter().map(|&(_, b)| b))
     }
 
     /// The only writer of the new table: keeps `new_used` exact.
@@ -612,7 +659,10 @@ impl AddrBook {
 
     /// Puts `entry`, heard from `source`, into a slot, its list and the indexes.
     fn insert_entry(&mut self, mut entry: Entry, source: IpAddr) -> u32 {
-        entry.source = self.sources.intern(source, entry.ip());
+        match source {
+            IpAddr::V4(v4) => entry.set_source_v4(v4),
+            IpAddr::V6(_) => entry.set_source_handle(self.sources.intern(source, entry.ip())),
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None => self.entries.push_slot(),
@@ -703,7 +753,9 @@ impl AddrBook {
         let Some(e) = self.entries.take(idx) else {
             return;
         };
-        self.sources.release(e.source);
+        if let Err(handle) = e.source() {
+            self.sources.release(handle);
+        }
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &e.socket());
             if self.new_table[pos] == idx {

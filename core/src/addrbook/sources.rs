@@ -1,11 +1,11 @@
-//! The source IPs of the book's entries, each kept once.
+//! The IPv6 source IPs of the book's entries, each kept once.
 //!
 //! An entry remembers the IP of the peer that told us about it: it places the entry's first
 //! new-table reference when the book is reloaded under another geometry, and it is persisted and
-//! exported. A book of a thousand entries hears from a few dozen peers, so an entry keeps a
-//! 4-byte handle into this pool instead of the 16 bytes of the IP (a simulator holds thousands
-//! of books). A self-announcement (the source is the address's own IP) takes no slot: its handle
-//! is [`OWN`]. A slot counts the entries naming it and is freed with the last of them.
+//! exported. An entry has 4 bytes for it: an IPv4 source fits, an IPv6 one is kept here and the
+//! entry holds its handle (a book of a thousand entries hears from a few dozen peers). A
+//! self-announcement (the source is the address's own IP) takes no slot: its handle is [`OWN`].
+//! A slot counts the entries naming it and is freed with the last of them.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -166,5 +166,49 @@ mod tests {
         p.release(OWN);
         p.release(999);
         p.check(&[1, 1]).unwrap();
+    }
+
+    /// In a book: IPv4 sources stay in the entries, an IPv6 source takes one shared slot, a
+    /// self-announcement none; the slot goes with its last entry, and encoding keeps them all.
+    #[test]
+    fn a_book_pools_ipv6_sources_only() {
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::SeedableRng;
+
+        use crate::addr::NetAddr;
+        use crate::addrbook::{AddrBook, AddrBookConfig};
+        use crate::ids::NodeId;
+
+        let mut r = ChaCha8Rng::seed_from_u64(1);
+        let mut book = AddrBook::new(AddrBookConfig::default(), &mut r);
+        let at = |n: u8, s: &str| NetAddr::new(NodeId([n; 20]), s.parse().unwrap());
+        let (v4src, v6src): (IpAddr, IpAddr) =
+            ("8.8.4.4".parse().unwrap(), "2a01:4f8::1".parse().unwrap());
+        let own6 = at(2, "[2a01:4f9::2]:26656");
+        let heard = [
+            (at(1, "1.2.3.4:26656"), v4src),
+            (own6, own6.addr.ip()),
+            (at(3, "5.6.7.8:26656"), v6src),
+            (at(4, "[2a01:4fa::3]:26656"), v6src),
+        ];
+        for (a, src) in heard {
+            book.add(a, src, 1_700_000_000, &mut r).unwrap();
+        }
+        assert_eq!(
+            book.sources.len(),
+            1,
+            "one IPv6 source besides the self-announcement"
+        );
+        book.check().unwrap();
+        let copy = AddrBook::decode(&book.encode(), AddrBookConfig::default()).unwrap();
+        for (a, src) in heard {
+            assert_eq!(book.source_of(&a.addr), Some(src));
+            assert_eq!(copy.source_of(&a.addr), Some(src));
+        }
+        book.remove(heard[2].0.addr);
+        assert_eq!(book.sources.len(), 1);
+        book.remove(heard[3].0.addr);
+        assert_eq!(book.sources.len(), 0, "freed with its last entry");
+        book.check().unwrap();
     }
 }
