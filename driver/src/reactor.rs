@@ -26,8 +26,9 @@ use futures::task::AtomicWaker;
 pub struct PeerUp {
     /// Its node id.
     pub peer: NodeId,
-    /// The NodeInfo it sent (its channels, moniker, listen address, ...).
-    pub info: NodeInfo,
+    /// The NodeInfo it sent (its channels, moniker, listen address, ...), shared by every
+    /// reactor and the engine.
+    pub info: Arc<NodeInfo>,
     /// Who dialled.
     pub direction: Direction,
     /// Whether it is one of our persistent peers (never banned, always redialled).
@@ -345,7 +346,7 @@ impl Reactors {
                 for e in self.entries.iter_mut().filter(|e| e.live) {
                     e.push(ReactorEvent::PeerUp(Box::new(PeerUp {
                         peer: *peer,
-                        info: NodeInfo::clone(info),
+                        info: info.clone(),
                         direction: *direction,
                         persistent: *persistent,
                     })));

@@ -262,7 +262,7 @@ impl BlockingConn {
     /// peer's NodeInfo.
     pub fn establish(&mut self, deadline: Instant) -> Result<NodeInfo, String> {
         match self.run_until(deadline, |e| matches!(e, ConnEvent::Established { .. })) {
-            Stop::Event(ConnEvent::Established { remote }) => Ok(*remote),
+            Stop::Event(ConnEvent::Established { remote }) => Ok(NodeInfo::clone(&remote)),
             Stop::Deadline => Err("not established before the deadline".into()),
             _ => Err(format!(
                 "connection ended before establishment: {:?}",

@@ -895,7 +895,9 @@ impl Crawler {
                 return;
             };
             match ev {
-                ConnEvent::Established { remote } => self.on_established(now, id, *remote),
+                ConnEvent::Established { remote } => {
+                    self.on_established(now, id, NodeInfo::clone(&remote));
+                }
                 ConnEvent::Message { channel, payload } if channel == ChannelId::PEX => {
                     self.on_pex(now, id, &payload);
                 }

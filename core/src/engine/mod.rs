@@ -180,6 +180,7 @@ mod switch;
 mod timers;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -328,9 +329,10 @@ pub enum Event {
         peer: NodeId,
         /// Its connection.
         conn: ConnId,
-        /// The NodeInfo it sent (boxed: every output moved through the engine's queues is as
-        /// large as its largest variant, and a NodeInfo is 216 bytes; `Message` is the hot one).
-        info: Box<NodeInfo>,
+        /// The NodeInfo it sent, shared with the engine's [`PeerInfo`] (behind a pointer: every
+        /// output moved through the engine's queues is as large as its largest variant, and a
+        /// NodeInfo is 216 bytes; `Message` is the hot one).
+        info: Arc<NodeInfo>,
         /// Who dialled.
         direction: Direction,
         /// Whether it is one of our persistent peers (never banned, always redialled).

@@ -2,6 +2,7 @@
 //! live in the address book (one persisted list, see `addrbook/bans.rs`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::conn::{Direction, NodeInfo};
@@ -68,8 +69,8 @@ pub struct PeerInfo {
     pub direction: Direction,
     /// Why the connection was made.
     pub origin: Origin,
-    /// The NodeInfo it sent.
-    pub info: NodeInfo,
+    /// The NodeInfo it sent (one copy per peer, shared with its connection and events).
+    pub info: Arc<NodeInfo>,
     /// The remote socket address of the connection.
     pub remote: SocketAddr,
     /// Listed in `persistent_peers`.

@@ -9,7 +9,7 @@ impl Engine {
     pub(super) fn on_conn_event(&mut self, now: Instant, id: ConnId, ev: ConnEvent) {
         #[allow(unreachable_patterns)]
         match ev {
-            ConnEvent::Established { remote } => self.on_established(now, id, *remote),
+            ConnEvent::Established { remote } => self.on_established(now, id, remote),
             ConnEvent::Message { channel, payload } => {
                 let Some(peer) = self.conns.get(&id).and_then(|c| match c.phase {
                     Phase::Up(p) => Some(p),
@@ -56,7 +56,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_established(&mut self, now: Instant, id: ConnId, info: NodeInfo) {
+    pub(super) fn on_established(&mut self, now: Instant, id: ConnId, info: Arc<NodeInfo>) {
         let Some((direction, origin, remote, dialed)) = self
             .conns
             .get(&id)
@@ -164,7 +164,7 @@ impl Engine {
         self.outputs.push_back(Output::Event(Event::PeerUp {
             peer,
             conn: id,
-            info: Box::new(info.clone()),
+            info: info.clone(),
             direction,
             persistent,
         }));
