@@ -27,9 +27,6 @@ impl AddrBook {
                 return err(format!("free index {f} is live"));
             }
         }
-        if self.index_len() != live {
-            return err("address index size differs from entry count".into());
-        }
         self.check_untested().map_err(CheckError)?;
         for (tried, list) in [(false, &self.new_list), (true, &self.tried_list)] {
             for (pos, &idx) in list.iter().enumerate() {

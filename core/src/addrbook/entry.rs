@@ -82,11 +82,6 @@ impl Spot {
     }
 }
 
-/// The form of `addr` the book keys on: without IPv6 flow info and scope id.
-pub(super) fn book_key(addr: &SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip(), addr.port())
-}
-
 /// A book entry (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
@@ -326,7 +321,7 @@ mod tests {
             },
             0,
         );
-        assert_eq!(e.socket(), book_key(&scoped));
+        assert_eq!(e.socket(), SocketAddr::new(scoped.ip(), scoped.port()));
         assert!(e.is_at(&Spot::of(&scoped)));
     }
 

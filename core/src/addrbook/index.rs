@@ -1,11 +1,14 @@
-//! The book's lookup indexes: the entry at an IP:port, the entries at an IP, the entries with a
-//! node id.
+//! The book's lookup indexes: the entries at an IP, the entries with a node id, and through the
+//! first the entry at an IP:port.
 //!
 //! Each index is a hash table of `u32` entry indices (4 bytes and a control byte a slot); the
 //! keys are read from the entries themselves, so no address or id is stored twice. Entries that
 //! share an IP or a node id form a chain through the entries (`next_same_ip`, `next_same_id`) in
-//! insertion order, starting at the entry the table holds. The tables are only looked up, never
-//! iterated for a decision, so their random hash seed cannot change the book's behaviour.
+//! insertion order, starting at the entry the table holds. An IP holds at most
+//! `max_ports_per_ip` entries (4 by default, G5), so the entry at an IP:port is found by walking
+//! its IP's chain: a table of its own would cost a slot per entry. The tables are only looked
+//! up, never iterated for a decision, so their random hash seed cannot change the book's
+//! behaviour.
 
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
@@ -13,15 +16,13 @@ use std::net::{IpAddr, SocketAddr};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::slab::Slab;
-use super::{AddrBook, EMPTY, Entry, Spot, book_key};
+use super::{AddrBook, EMPTY, Entry, Spot};
 use crate::ids::NodeId;
 
-/// The three lookup tables (see the module documentation).
+/// The two lookup tables (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Indexes {
     hasher: DefaultHashBuilder,
-    /// One slot per entry: the entry at an IP:port.
-    by_addr: HashTable<u32>,
     /// One slot per IP: the first entry of that IP's chain.
     by_ip: HashTable<u32>,
     /// One slot per node id: the first entry of that id's chain.
@@ -101,16 +102,22 @@ impl Iterator for Chain<'_> {
 
 impl AddrBook {
     /// The index of the entry at `addr`.
+    #[inline]
     pub(super) fn idx_of(&self, addr: &SocketAddr) -> Option<u32> {
-        let h = self.index.hasher.hash_one(book_key(addr));
         let spot = Spot::of(addr);
-        let entries = &self.entries;
-        self.index
-            .by_addr
-            .find(h, |&i| live(entries, i).is_some_and(|e| e.is_at(&spot)))
-            .copied()
+        let mut idx = self.head(Key::Ip(addr.ip()))?;
+        // A chain never holds more entries than the slab.
+        for _ in 0..self.entries.len() {
+            let e = live(&self.entries, idx)?;
+            if e.is_at(&spot) {
+                return Some(idx);
+            }
+            idx = e.next_same_ip;
+        }
+        None
     }
 
+    #[inline]
     fn head(&self, key: Key) -> Option<u32> {
         let h = key.hash(&self.index.hasher);
         let entries = &self.entries;
@@ -141,8 +148,6 @@ impl AddrBook {
     /// Makes room in the indexes for `n` more entries.
     pub(super) fn index_reserve(&mut self, n: usize) {
         let (hasher, entries) = (&self.index.hasher, &self.entries);
-        let addr_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.socket()));
-        self.index.by_addr.reserve(n, addr_hash);
         let ip_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.ip()));
         self.index.by_ip.reserve(n, ip_hash);
         let id_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.id));
@@ -156,13 +161,8 @@ impl AddrBook {
         };
         e.next_same_ip = EMPTY;
         e.next_same_id = EMPTY;
-        let (addr, id) = (e.socket(), e.id);
-        let (hasher, entries) = (&self.index.hasher, &self.entries);
-        let h = hasher.hash_one(addr);
-        self.index.by_addr.insert_unique(h, idx, |&i| {
-            live(entries, i).map_or(0, |e| hasher.hash_one(e.socket()))
-        });
-        self.chain_append(Key::Ip(addr.ip()), idx);
+        let (ip, id) = (e.ip(), e.id);
+        self.chain_append(Key::Ip(ip), idx);
         self.chain_append(Key::Id(id), idx);
     }
 
@@ -192,12 +192,8 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return;
         };
-        let (addr, id) = (e.socket(), e.id);
-        let h = self.index.hasher.hash_one(addr);
-        if let Ok(o) = self.index.by_addr.find_entry(h, |&i| i == idx) {
-            o.remove();
-        }
-        self.chain_unlink(Key::Ip(addr.ip()), idx);
+        let (ip, id) = (e.ip(), e.id);
+        self.chain_unlink(Key::Ip(ip), idx);
         self.chain_unlink(Key::Id(id), idx);
     }
 
@@ -231,11 +227,6 @@ impl AddrBook {
         {
             *key.next_mut(e) = next;
         }
-    }
-
-    /// Number of entries in the address index.
-    pub(super) fn index_len(&self) -> usize {
-        self.index.by_addr.len()
     }
 
     /// Verifies the chains (for `check`): every chain holds entries of its own key only and is

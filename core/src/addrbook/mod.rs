@@ -40,7 +40,7 @@ mod untested;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use entry::{Entry, Spot, Stamp, book_key};
+use entry::{Entry, Spot, Stamp};
 use hashbrown::{HashMap, HashSet};
 use index::{Indexes, Key};
 use rand_core::RngCore;
