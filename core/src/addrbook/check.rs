@@ -54,7 +54,7 @@ impl AddrBook {
                 if e.new_refs() != 0 {
                     return err(format!("tried {} has new references", e.addr()));
                 }
-                if self.tried_table[self.tried_pos(&e.socket())] != idx {
+                if self.tried_table.get(self.tried_pos(&e.socket())) != idx {
                     return err(format!("tried {} not at its keyed slot", e.addr()));
                 }
             } else {
@@ -63,7 +63,8 @@ impl AddrBook {
                     return err(format!("{} has {n} new references", e.addr()));
                 }
                 let anchor = e.anchor().map_or(NEW_BUCKETS, usize::from);
-                if anchor >= NEW_BUCKETS || self.new_table[self.new_pos(anchor, &e.socket())] != idx
+                if anchor >= NEW_BUCKETS
+                    || self.new_table.get(self.new_pos(anchor, &e.socket())) != idx
                 {
                     return err(format!(
                         "{} not at its keyed slot in bucket {anchor}",

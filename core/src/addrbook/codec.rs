@@ -369,7 +369,7 @@ impl AddrBook {
         entry.set_tried(tried);
         if tried {
             let pos = self.tried_pos(&addr);
-            if self.tried_table[pos] != EMPTY {
+            if self.tried_table.get(pos) != EMPTY {
                 return Err(DecodeError::Corrupt("tried slot clash"));
             }
             let idx = self.insert_entry(entry, source);
@@ -379,7 +379,7 @@ impl AddrBook {
                 .iter()
                 .map(|&b| self.new_pos(usize::from(b), &addr))
                 .collect();
-            if positions.iter().any(|&p| self.new_table[p] != EMPTY) {
+            if positions.iter().any(|&p| self.new_table.get(p) != EMPTY) {
                 return Err(DecodeError::Corrupt("new slot clash"));
             }
             let idx = self.insert_entry(entry, source);
@@ -396,7 +396,7 @@ impl AddrBook {
         let addr = entry.socket();
         if tried {
             let pos = self.tried_pos(&addr);
-            if self.tried_table[pos] == EMPTY {
+            if self.tried_table.get(pos) == EMPTY {
                 let mut e = entry;
                 e.set_tried(true);
                 let idx = self.insert_entry(e, source);
@@ -406,7 +406,7 @@ impl AddrBook {
         }
         let bucket = self.new_bucket(&addr, &source);
         let pos = self.new_pos(bucket, &addr);
-        if self.new_table[pos] == EMPTY {
+        if self.new_table.get(pos) == EMPTY {
             let idx = self.insert_entry(entry, source);
             self.place_new(idx, bucket, pos);
         }

@@ -150,7 +150,7 @@ impl AddrBook {
             if p.old {
                 let tpos = book.tried_pos(&p.addr.addr);
                 let fresh = book.entry(idx).is_some_and(|e| !e.tried());
-                if fresh && book.tried_table[tpos] == EMPTY {
+                if fresh && book.tried_table.get(tpos) == EMPTY {
                     book.promote(idx, tpos);
                 }
             }

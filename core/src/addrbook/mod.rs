@@ -467,7 +467,7 @@ impl AddrBook {
 
     /// The only writer of the new table: keeps `new_used` exact.
     fn set_new_slot(&mut self, pos: usize, idx: u32) {
-        let was = self.new_table[pos] != EMPTY;
+        let was = self.new_table.get(pos) != EMPTY;
         self.new_table.set(pos, idx);
         match (was, idx != EMPTY) {
             (false, true) => self.new_used += 1,
@@ -478,7 +478,7 @@ impl AddrBook {
 
     /// The only writer of the tried table: keeps `tried_used` exact.
     fn set_tried_slot(&mut self, pos: usize, idx: u32) {
-        let was = self.tried_table[pos] != EMPTY;
+        let was = self.tried_table.get(pos) != EMPTY;
         self.tried_table.set(pos, idx);
         match (was, idx != EMPTY) {
             (false, true) => self.tried_used += 1,
@@ -620,10 +620,10 @@ impl AddrBook {
         }
         let bucket = self.new_bucket(&addr, &source);
         let pos = self.new_pos(bucket, &addr);
-        if self.new_table[pos] == idx {
+        if self.new_table.get(pos) == idx {
             return AddOutcome::Known;
         }
-        let occupant = self.new_table[pos];
+        let occupant = self.new_table.get(pos);
         if occupant != EMPTY {
             // Take over only a terrible occupant, or a duplicate reference (never its last one).
             // (Bitcoin's rule: the newcomer already has references, so only a terrible
@@ -640,7 +640,7 @@ impl AddrBook {
 
     /// Frees new-table position `pos` for a newcomer with no references: true if it is free.
     fn make_room_new(&mut self, pos: usize, now: UnixTime) -> bool {
-        let occupant = self.new_table[pos];
+        let occupant = self.new_table.get(pos);
         if occupant == EMPTY {
             return true;
         }
@@ -673,7 +673,7 @@ impl AddrBook {
             &mut self.new_list
         };
         entry.list_pos = list.len() as u32;
-        list.push(idx);
+        slab::push_compact(list, idx);
         self.entries.put(idx, entry);
         self.index_insert(idx);
         self.untested_moved(idx, None);
@@ -693,7 +693,7 @@ impl AddrBook {
 
     /// Removes the reference at new position `pos`; deletes the entry if it was its last.
     fn clear_new_pos(&mut self, pos: usize) {
-        let idx = self.new_table[pos];
+        let idx = self.new_table.get(pos);
         if idx == EMPTY {
             return;
         }
@@ -739,7 +739,7 @@ impl AddrBook {
             &mut self.new_list
         };
         let pos = list.len() as u32;
-        list.push(idx);
+        slab::push_compact(list, idx);
         if let Some(e) = self.entry_mut(idx) {
             e.list_pos = pos;
         }
@@ -758,13 +758,13 @@ impl AddrBook {
         }
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &e.socket());
-            if self.new_table[pos] == idx {
+            if self.new_table.get(pos) == idx {
                 self.set_new_slot(pos, EMPTY);
             }
         }
         if e.tried() {
             let pos = self.tried_pos(&e.socket());
-            if self.tried_table[pos] == idx {
+            if self.tried_table.get(pos) == idx {
                 self.set_tried_slot(pos, EMPTY);
             }
         }
@@ -831,7 +831,7 @@ impl AddrBook {
         };
         let (addr, source, list_pos) = (e.socket(), self.source(e), e.list_pos);
         let tpos = self.tried_pos(&addr);
-        if self.tried_table[tpos] == idx {
+        if self.tried_table.get(tpos) == idx {
             self.set_tried_slot(tpos, EMPTY);
         }
         self.list_remove(true, list_pos);
@@ -875,7 +875,7 @@ impl AddrBook {
             return GoodOutcome::AlreadyTried;
         }
         let tpos = self.tried_pos(&addr);
-        let occupant = self.tried_table[tpos];
+        let occupant = self.tried_table.get(tpos);
         if occupant != EMPTY {
             let incumbent = match self.entry(occupant) {
                 Some(o) => o.addr(),
@@ -905,7 +905,7 @@ impl AddrBook {
         let (addr, list_pos) = (e.socket(), e.list_pos);
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &addr);
-            if self.new_table[pos] == idx {
+            if self.new_table.get(pos) == idx {
                 self.set_new_slot(pos, EMPTY);
             }
         }
@@ -927,7 +927,7 @@ impl AddrBook {
         }
         let c = self.collisions[uniform(rng, self.collisions.len())];
         let e = self.entry(c.entry)?;
-        let occupant = self.tried_table[self.tried_pos(&e.socket())];
+        let occupant = self.tried_table.get(self.tried_pos(&e.socket()));
         self.entry(occupant).map(|o| o.addr())
     }
 
@@ -946,7 +946,7 @@ impl AddrBook {
                 continue;
             }
             let tpos = self.tried_pos(&e.socket());
-            let occupant = self.tried_table[tpos];
+            let occupant = self.tried_table.get(tpos);
             if occupant == EMPTY {
                 self.promote(c.entry, tpos);
                 swapped += 1;
@@ -971,7 +971,7 @@ impl AddrBook {
                 if let Some(tpos) = self
                     .entry(c.entry)
                     .map(|e| self.tried_pos(&e.socket()))
-                    .filter(|&p| self.tried_table[p] == EMPTY)
+                    .filter(|&p| self.tried_table.get(p) == EMPTY)
                 {
                     self.promote(c.entry, tpos);
                     swapped += 1;

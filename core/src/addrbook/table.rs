@@ -2,17 +2,21 @@
 //! entry index or `EMPTY`.
 //!
 //! A fresh or small book uses few of its 81 920 slots, yet a flat array costs 320 KiB per book
-//! (a simulator with 10 000 nodes holds 10 000 books). So the table starts sparse, a hash map of
-//! its occupied slots, and turns into the flat array once the map would cost about as much
-//! (an eighth of the slots occupied); it never turns back. Placement, capacity and every
-//! guarantee of the book are the same in both forms: only the memory differs.
+//! (a simulator with 10 000 nodes holds 10 000 books). So the table starts sparse, a hash table
+//! of its occupied slots (6 bytes each: the 16-bit position and the entry index), and turns
+//! into the flat array once the hash table would cost about as much (an eighth of the slots
+//! occupied); it never turns back. Placement, capacity and every guarantee of the book are the
+//! same in both forms: only the memory differs.
 
-use std::ops::Index;
+use std::hash::BuildHasher;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use super::EMPTY;
+
+/// Most slots a table may have: a position fits 16 bits.
+const MAX_LEN: usize = 1 << 16;
 
 /// One bucket table's slots (see the module documentation).
 #[derive(Clone, Debug)]
@@ -24,19 +28,54 @@ pub(super) struct SlotTable {
 
 #[derive(Clone, Debug)]
 enum Slots {
-    /// Occupied slots only (never an `EMPTY` value).
-    Sparse(HashMap<u32, u32>),
+    /// Occupied slots only (never an `EMPTY` value); only looked up, never iterated for a
+    /// decision.
+    Sparse(DefaultHashBuilder, HashTable<Occupied>),
     /// Every slot.
     Dense(Vec<u32>),
 }
 
+/// An occupied slot of the sparse form: its position and the entry index, packed in 6 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Occupied {
+    pos: u16,
+    idx: [u16; 2],
+}
+
+impl Occupied {
+    fn new(pos: u16, idx: u32) -> Occupied {
+        Occupied {
+            pos,
+            idx: [(idx >> 16) as u16, idx as u16],
+        }
+    }
+
+    fn idx(self) -> u32 {
+        (u32::from(self.idx[0]) << 16) | u32::from(self.idx[1])
+    }
+}
+
 impl SlotTable {
-    /// An empty table of `len` slots.
+    /// An empty table of `len` slots (at most 65 536).
     pub(super) fn new(len: usize) -> SlotTable {
-        debug_assert!(u32::try_from(len).is_ok());
+        assert!(len <= MAX_LEN, "a table has at most {MAX_LEN} slots");
         SlotTable {
             len,
-            slots: Slots::Sparse(HashMap::new()),
+            slots: Slots::Sparse(DefaultHashBuilder::default(), HashTable::new()),
+        }
+    }
+
+    /// The entry index in slot `pos`, or `EMPTY`.
+    pub(super) fn get(&self, pos: usize) -> u32 {
+        assert!(pos < self.len, "slot {pos} out of {}", self.len);
+        match &self.slots {
+            Slots::Dense(v) => v[pos],
+            Slots::Sparse(hasher, t) => {
+                // `pos < len ≤ 2^16` (checked at construction).
+                let pos = pos as u16;
+                t.find(hasher.hash_one(pos), |o| o.pos == pos)
+                    .map_or(EMPTY, |o| o.idx())
+            }
         }
     }
 
@@ -45,15 +84,21 @@ impl SlotTable {
         assert!(pos < self.len, "slot {pos} out of {}", self.len);
         match &mut self.slots {
             Slots::Dense(v) => v[pos] = idx,
-            Slots::Sparse(m) => {
-                // `pos < len ≤ u32::MAX` (checked at construction).
-                let key = pos as u32;
-                if idx == EMPTY {
-                    m.remove(&key);
-                } else {
-                    m.insert(key, idx);
-                    if m.len() > self.len / 8 {
-                        self.densify();
+            Slots::Sparse(hasher, t) => {
+                let pos = pos as u16;
+                let h = hasher.hash_one(pos);
+                let found = t.find_entry(h, |o| o.pos == pos);
+                match (found, idx == EMPTY) {
+                    (Ok(o), true) => {
+                        o.remove();
+                    }
+                    (Ok(mut o), false) => *o.get_mut() = Occupied::new(pos, idx),
+                    (Err(_), true) => {}
+                    (Err(_), false) => {
+                        t.insert_unique(h, Occupied::new(pos, idx), |o| hasher.hash_one(o.pos));
+                        if t.len() > self.len / 8 {
+                            self.densify();
+                        }
                     }
                 }
             }
@@ -63,13 +108,7 @@ impl SlotTable {
     /// Turns the sparse form into the flat array.
     fn densify(&mut self) {
         let mut v = vec![EMPTY; self.len];
-        if let Slots::Sparse(m) = &self.slots {
-            // Each slot is written once; the order of the writes cannot matter.
-            #[allow(clippy::disallowed_methods)]
-            for (&pos, &idx) in m.iter() {
-                v[pos as usize] = idx;
-            }
-        }
+        self.for_each_occupied(|pos, idx| v[pos] = idx);
         self.slots = Slots::Dense(v);
     }
 
@@ -81,7 +120,7 @@ impl SlotTable {
     }
 
     /// Calls `f(position, value)` for every occupied slot, in no defined order (the sparse
-    /// form's is its hash map's): `f` must not let the order matter. O(occupied slots) while
+    /// form's is its hash table's): `f` must not let the order matter. O(occupied slots) while
     /// sparse, O(table size) once dense.
     pub(super) fn for_each_occupied(&self, mut f: impl FnMut(usize, u32)) {
         match &self.slots {
@@ -94,9 +133,9 @@ impl SlotTable {
             }
             // Callers make the order irrelevant (see above).
             #[allow(clippy::disallowed_methods)]
-            Slots::Sparse(m) => {
-                for (&pos, &idx) in m.iter() {
-                    f(pos as usize, idx);
+            Slots::Sparse(_, t) => {
+                for o in t.iter() {
+                    f(usize::from(o.pos), o.idx());
                 }
             }
         }
@@ -121,18 +160,6 @@ impl SlotTable {
     }
 }
 
-impl Index<usize> for SlotTable {
-    type Output = u32;
-
-    fn index(&self, pos: usize) -> &u32 {
-        assert!(pos < self.len, "slot {pos} out of {}", self.len);
-        match &self.slots {
-            Slots::Dense(v) => &v[pos],
-            Slots::Sparse(m) => m.get(&(pos as u32)).unwrap_or(&EMPTY),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +170,7 @@ mod tests {
         let len = 1024;
         let mut t = SlotTable::new(len);
         let mut model = vec![EMPTY; len];
-        assert_eq!(t[5], EMPTY);
+        assert_eq!(t.get(5), EMPTY);
         // Fill every third slot, clearing every ninth again; the table densifies on the way.
         for pos in (0..len).step_by(3) {
             t.set(pos, pos as u32 * 2);
@@ -153,11 +180,11 @@ mod tests {
                 model[pos] = EMPTY;
             }
             for p in [0, 1, pos, len - 1] {
-                assert_eq!(t[p], model[p], "slot {p} after writing {pos}");
+                assert_eq!(t.get(p), model[p], "slot {p} after writing {pos}");
             }
         }
         assert!(t.is_dense());
-        assert!((0..len).all(|p| t[p] == model[p]));
+        assert!((0..len).all(|p| t.get(p) == model[p]));
         let occupied = model.iter().filter(|&&i| i != EMPTY).count();
         assert_eq!(t.count_occupied(), occupied);
         assert_eq!(t.positions_of(12).as_slice(), &[6]);
@@ -174,7 +201,7 @@ mod tests {
         assert!(!t.is_dense());
         assert_eq!(t.count_occupied(), 128);
         t.set(8, EMPTY);
-        assert_eq!(t[8], EMPTY);
+        assert_eq!(t.get(8), EMPTY);
         assert_eq!(t.count_occupied(), 127);
         t.set(9, 3);
         assert!(!t.is_dense(), "128 of 1024 slots is an eighth");
@@ -187,13 +214,13 @@ mod tests {
         t.set(10, 3);
         assert!(t.is_dense(), "129 of 1024 slots is more than an eighth");
         assert_eq!(t.count_occupied(), 129);
-        assert_eq!((t[8], t[9], t[10], t[16]), (EMPTY, 3, 3, 7));
+        assert_eq!((t.get(8), t.get(9), t.get(10), t.get(16)), (EMPTY, 3, 3, 7));
     }
 
     #[test]
     #[should_panic(expected = "out of")]
     fn out_of_range_panics_as_a_slice() {
         let t = SlotTable::new(64);
-        let _ = t[64];
+        let _ = t.get(64);
     }
 }

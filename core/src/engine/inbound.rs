@@ -74,6 +74,17 @@ impl<K: Ord + Copy> RateTable<K> {
         if per_minute == 0 {
             return;
         }
+        // Forget the buckets idle longest while they have refilled: a full bucket says no more
+        // than an absent one, so the table holds little beyond the keys seen within a minute.
+        while let Some(&(t, k)) = self.by_age.first() {
+            let full =
+                Self::level(self.buckets.get(&k), now, per_minute) >= u64::from(per_minute) * COST;
+            if !full {
+                break;
+            }
+            self.by_age.remove(&(t, k));
+            self.buckets.remove(&k);
+        }
         let old = self.buckets.get(&key).copied();
         let level = Self::level(old.as_ref(), now, per_minute);
         if old.is_none() && self.buckets.len() >= MAX_TRACKED {
@@ -324,7 +335,11 @@ mod tests {
                 RATES
             ));
         }
-        assert_eq!(guard.tracked(), (MAX_TRACKED, MAX_TRACKED));
+        // Every IP is still refilling (4 s of the minute), so the IP table is at its bound; the
+        // group buckets refill within 2 s, so the older ones were forgotten as full.
+        let (ips, groups) = guard.tracked();
+        assert_eq!(ips, MAX_TRACKED);
+        assert!(groups < MAX_TRACKED, "{groups}");
     }
 
     fn cand(n: u64, group: u8, age_s: u64, useful: Option<u64>, t0: Instant) -> Candidate {
@@ -379,11 +394,40 @@ mod tests {
             }
             let at = model.get(&key).map_or(now, |t| (*t).max(now));
             model.insert(key, at);
-            table.take(key, now, 10);
+            // One attempt a minute: no bucket refills within the test's 30 s, so none is
+            // forgotten for being full.
+            table.take(key, now, 1);
             assert_eq!(table.len(), model.len());
         }
         let kept: BTreeMap<u32, Instant> = table.buckets.iter().map(|(k, b)| (*k, b.1)).collect();
         assert_eq!(kept, model);
         assert_eq!(table.by_age.len(), table.buckets.len());
+    }
+
+    /// A bucket that has refilled is forgotten by the next take (it says no more than an
+    /// absent one); one still refilling is kept and still limits its key.
+    #[test]
+    fn refilled_buckets_are_forgotten() {
+        let t0 = Instant::now();
+        let mut table = RateTable::<u32>::default();
+        for key in 0..100 {
+            table.take(key, t0, 2);
+        }
+        assert_eq!(table.len(), 100);
+        // Half a minute on, every bucket still misses half a token: all kept.
+        let t1 = t0 + Duration::from_secs(29);
+        table.take(500, t1, 2);
+        assert_eq!(table.len(), 101);
+        table.take(500, t1, 2);
+        assert!(
+            !table.allows(500, t1, 2),
+            "two attempts a minute, both taken"
+        );
+        // A minute on, the first hundred have refilled and go; key 500 stays.
+        let t2 = t0 + Duration::from_secs(31);
+        table.take(7, t2, 2);
+        assert_eq!(table.len(), 2);
+        assert!(!table.allows(500, t2, 2), "key 500 is still limited");
+        assert!(table.allows(7, t2, 2), "key 7 has one attempt left");
     }
 }
