@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use rand_core::RngCore;
 use smallvec::SmallVec;
 
-use super::{AddrBook, Ban, Entry, HOUR, Key, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
+use super::{AddrBook, Ban, Entry, HOUR, MAX_BANS, MAX_SAVED_PER_BAN, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
 
@@ -53,9 +53,9 @@ impl AddrBook {
             return false;
         }
         let until = now.saturating_add(duration.as_secs());
-        let mut victims: Vec<u32> = self.chain(Key::Id(id)).collect();
+        let mut victims: Vec<u32> = self.with_id(id);
         if let Some(ip) = ip {
-            for i in self.chain(Key::Ip(ip)) {
+            for i in self.chain(ip) {
                 if !victims.contains(&i) {
                     victims.push(i);
                 }

@@ -8,7 +8,7 @@
 //! (until 2106; later times saturate). Of its new-table
 //! references the entry keeps only their count and one of their buckets, the *anchor*: most
 //! entries have one reference, and the others are found in the table when they are needed
-//! (see [`super::AddrBook::new_buckets`]). 80 bytes where the unpacked form took 144.
+//! (see [`super::AddrBook::new_buckets`]). 76 bytes where the unpacked form took 144.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -108,8 +108,6 @@ pub(super) struct Entry {
     pub(super) list_pos: u32,
     /// Next entry with the same IP, or `EMPTY` (see [`super::index`]).
     pub(super) next_same_ip: u32,
-    /// Next entry with the same node id, or `EMPTY` (see [`super::index`]).
-    pub(super) next_same_id: u32,
 }
 
 impl Entry {
@@ -133,7 +131,6 @@ impl Entry {
             attempts: 0,
             list_pos: 0,
             next_same_ip: super::EMPTY,
-            next_same_id: super::EMPTY,
         }
     }
 
@@ -282,8 +279,8 @@ mod tests {
 
     #[test]
     fn packed_size() {
-        assert_eq!(std::mem::size_of::<Entry>(), 80);
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 80);
+        assert_eq!(std::mem::size_of::<Entry>(), 76);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 76);
     }
 
     /// Every family reads back as given, IPv4-mapped IPv6 included.

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use entry::{Entry, Spot, Stamp};
 use hashbrown::{HashMap, HashSet};
-use index::{Indexes, Key};
+use index::Indexes;
 use rand_core::RngCore;
 use select::uniform;
 use siphasher::sip::SipHasher24;
@@ -531,7 +531,7 @@ impl AddrBook {
         self.private_ids = ids.iter().copied().collect();
         let drop: Vec<SocketAddr> = ids
             .iter()
-            .flat_map(|&id| self.chain(Key::Id(id)))
+            .flat_map(|&id| self.with_id(id))
             .filter_map(|i| self.entry(i).map(|e| e.socket()))
             .collect();
         for a in drop {
