@@ -1,7 +1,7 @@
 //! Lossless, flow-controlled delivery of application messages (the receive side of reactors).
 //!
 //! A channel with a *delivery window* of `w` messages has at most `w` messages handed to the
-//! application (as [`Event::Message`](super::Event::Message)) and not yet reported consumed
+//! application (as [`Event::Message`]) and not yet reported consumed
 //! with [`Engine::consumed`](super::Engine::consumed). A message that arrives while its channel
 //! has no room is *held* with its connection, in arrival order, and that connection stops
 //! wanting reads ([`Engine::wants_read`](super::Engine::wants_read) is false) until everything

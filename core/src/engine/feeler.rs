@@ -15,7 +15,7 @@
 //!    application traffic. A failed feeler marks the address failed, so an incumbent that did
 //!    not answer is swapped out at the next resolution (after more than a minute).
 //!
-//! [`Feeler`] owns the schedule and the one connection in flight; the engine owns the dial.
+//! `Feeler` owns the schedule and the one connection in flight; the engine owns the dial.
 
 use std::time::{Duration, Instant};
 
