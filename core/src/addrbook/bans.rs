@@ -67,7 +67,7 @@ impl AddrBook {
                 if self.entry_persistent(e) {
                     continue;
                 }
-                saved.push((e.addr(), self.source(e)));
+                saved.push((e.addr(&self.v6), self.source(e)));
             }
             self.delete_entry(i);
         }
@@ -122,7 +122,7 @@ impl AddrBook {
     /// [`Self::is_banned`] for an entry, unpacking its IP only when some IP is banned.
     pub(super) fn entry_banned(&self, e: &Entry, now: UnixTime) -> bool {
         self.is_id_banned(&e.id, now)
-            || (!self.ban_ips.is_empty() && self.is_ip_banned(&e.ip(), now))
+            || (!self.ban_ips.is_empty() && self.is_ip_banned(&e.ip(&self.v6), now))
     }
 
     /// True if node `id` is banned at `now`.

@@ -34,63 +34,69 @@ impl AddrBook {
                     return err(format!("list holds dead index {idx}"));
                 };
                 if e.tried() != tried || e.list_pos as usize != pos {
-                    return err(format!("{} has a wrong list position", e.addr()));
+                    return err(format!("{} has a wrong list position", e.addr(&self.v6)));
                 }
             }
         }
         for (idx, e) in self.entries.slots().enumerate() {
             let Some(e) = e else { continue };
             let idx = idx as u32;
-            if self.idx_of(&e.socket()) != Some(idx) {
-                return err(format!("{} missing from the address index", e.addr()));
+            if self.idx_of(&e.socket(&self.v6)) != Some(idx) {
+                return err(format!(
+                    "{} missing from the address index",
+                    e.addr(&self.v6)
+                ));
             }
-            if !self.chain(e.ip()).any(|i| i == idx) {
-                return err(format!("{} missing from the port index", e.addr()));
+            if !self.chain(e.ip(&self.v6)).any(|i| i == idx) {
+                return err(format!("{} missing from the port index", e.addr(&self.v6)));
             }
             if e.tried() {
                 if e.new_refs() != 0 {
-                    return err(format!("tried {} has new references", e.addr()));
+                    return err(format!("tried {} has new references", e.addr(&self.v6)));
                 }
-                if self.tried_table.get(self.tried_pos(&e.socket())) != idx {
-                    return err(format!("tried {} not at its keyed slot", e.addr()));
+                if self.tried_table.get(self.tried_pos(&e.socket(&self.v6))) != idx {
+                    return err(format!("tried {} not at its keyed slot", e.addr(&self.v6)));
                 }
             } else {
                 let n = e.new_refs();
                 if n == 0 || n > MAX_NEW_REFS {
-                    return err(format!("{} has {n} new references", e.addr()));
+                    return err(format!("{} has {n} new references", e.addr(&self.v6)));
                 }
                 let anchor = e.anchor().map_or(NEW_BUCKETS, usize::from);
                 if anchor >= NEW_BUCKETS
-                    || self.new_table.get(self.new_pos(anchor, &e.socket())) != idx
+                    || self
+                        .new_table
+                        .get(self.new_pos(anchor, &e.socket(&self.v6)))
+                        != idx
                 {
                     return err(format!(
                         "{} not at its keyed slot in bucket {anchor}",
-                        e.addr()
+                        e.addr(&self.v6)
                     ));
                 }
             }
         }
-        let mut source_users = Vec::new();
+        // Every pool slot is used by as many IPv6 addresses and sources as it counts.
+        let mut pool_users = Vec::new();
         for e in self.entries.slots().flatten() {
-            if let Err(handle) = e.source()
-                && handle != super::sources::OWN
-            {
+            let source = e.source().err().filter(|&h| h != super::v6pool::OWN);
+            for handle in [e.packed_ip().handle(), source].into_iter().flatten() {
                 let i = handle as usize;
-                if i >= source_users.len() {
-                    source_users.resize(i + 1, 0u32);
+                if i >= pool_users.len() {
+                    pool_users.resize(i + 1, 0u32);
                 }
-                source_users[i] += 1;
+                pool_users[i] += 1;
             }
         }
-        self.sources.check(&source_users).map_err(CheckError)?;
+        self.v6.check(&pool_users).map_err(CheckError)?;
         // Every occupied new slot holds a new entry at its keyed slot in that bucket, and each
         // entry is held by as many slots as it counts references: one pass over the table.
         let mut held = vec![0u8; self.entries.len()];
         let mut stray = None;
         self.new_table.for_each_occupied(|pos, idx| {
-            let ok = self
-                .entry(idx)
-                .is_some_and(|e| !e.tried() && self.new_pos(pos / BUCKET_SIZE, &e.socket()) == pos);
+            let ok = self.entry(idx).is_some_and(|e| {
+                !e.tried() && self.new_pos(pos / BUCKET_SIZE, &e.socket(&self.v6)) == pos
+            });
             match held.get_mut(idx as usize) {
                 Some(n) if ok => *n = n.saturating_add(1),
                 // The smallest bad position, so the message does not depend on the order.
@@ -106,7 +112,7 @@ impl AddrBook {
             {
                 return err(format!(
                     "{} has {} new references but {} slots hold it",
-                    e.addr(),
+                    e.addr(&self.v6),
                     e.new_refs(),
                     held[idx]
                 ));

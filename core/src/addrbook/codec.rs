@@ -91,12 +91,6 @@ fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
     }
 }
 
-/// An IP as [`put_ip`] writes it, from its 4 or 16 bytes.
-fn put_octets(out: &mut Vec<u8>, octets: &[u8]) {
-    out.push(if octets.len() == 4 { 4 } else { 6 });
-    out.extend_from_slice(octets);
-}
-
 fn put_netaddr(out: &mut Vec<u8>, a: &NetAddr) {
     out.extend_from_slice(a.id.as_bytes());
     put_ip(out, &a.addr.ip());
@@ -182,7 +176,7 @@ impl AddrBook {
         for &idx in self.new_list.iter().chain(self.tried_list.iter()) {
             let Some(e) = self.entry(idx) else { continue };
             out.extend_from_slice(e.id.as_bytes());
-            put_octets(&mut out, e.ip_octets());
+            put_ip(&mut out, &e.ip(&self.v6));
             out.extend_from_slice(&e.port().to_be_bytes());
             put_ip(&mut out, &self.source(e));
             for t in [
@@ -310,15 +304,15 @@ impl AddrBook {
                 return Err(DecodeError::Corrupt("too many ports for one ip"));
             }
             // Times after 2106 saturate (see `Stamp`), as they would in a running book.
-            let mut entry = Entry::new(addr, last_seen);
+            let mut entry = Entry::new(addr.id, addr.addr.port(), last_seen);
             entry.last_attempt = Stamp::at(last_attempt);
             entry.last_success = Stamp::at(last_success);
             entry.last_count_attempt = Stamp::at(last_count_attempt);
             entry.set_attempts(attempts);
             if rebucket {
-                book.load_rebucketed(entry, source, tried);
+                book.load_rebucketed(entry, addr.addr, source, tried);
             } else {
-                book.load_placed(entry, source, tried, &buckets)?;
+                book.load_placed(entry, addr.addr, source, tried, &buckets)?;
             }
         }
         for _ in 0..n_bans {
@@ -361,18 +355,18 @@ impl AddrBook {
     fn load_placed(
         &mut self,
         mut entry: Entry,
+        addr: SocketAddr,
         source: IpAddr,
         tried: bool,
         buckets: &[u16],
     ) -> Result<(), DecodeError> {
-        let addr = entry.socket();
         entry.set_tried(tried);
         if tried {
             let pos = self.tried_pos(&addr);
             if self.tried_table.get(pos) != EMPTY {
                 return Err(DecodeError::Corrupt("tried slot clash"));
             }
-            let idx = self.insert_entry(entry, source);
+            let idx = self.insert_entry(entry, addr.ip(), source);
             self.set_tried_slot(pos, idx);
         } else {
             let positions: SmallVec<[usize; 2]> = buckets
@@ -382,7 +376,7 @@ impl AddrBook {
             if positions.iter().any(|&p| self.new_table.get(p) != EMPTY) {
                 return Err(DecodeError::Corrupt("new slot clash"));
             }
-            let idx = self.insert_entry(entry, source);
+            let idx = self.insert_entry(entry, addr.ip(), source);
             for (&b, &p) in buckets.iter().zip(&positions) {
                 self.place_new(idx, usize::from(b), p);
             }
@@ -392,14 +386,13 @@ impl AddrBook {
 
     /// Loads an entry under a different group map or geometry: tried entries go to their tried
     /// slot (or new on a clash), new ones to their source's bucket; a clash drops the newcomer.
-    fn load_rebucketed(&mut self, entry: Entry, source: IpAddr, tried: bool) {
-        let addr = entry.socket();
+    fn load_rebucketed(&mut self, entry: Entry, addr: SocketAddr, source: IpAddr, tried: bool) {
         if tried {
             let pos = self.tried_pos(&addr);
             if self.tried_table.get(pos) == EMPTY {
                 let mut e = entry;
                 e.set_tried(true);
-                let idx = self.insert_entry(e, source);
+                let idx = self.insert_entry(e, addr.ip(), source);
                 self.set_tried_slot(pos, idx);
                 return;
             }
@@ -407,7 +400,7 @@ impl AddrBook {
         let bucket = self.new_bucket(&addr, &source);
         let pos = self.new_pos(bucket, &addr);
         if self.new_table.get(pos) == EMPTY {
-            let idx = self.insert_entry(entry, source);
+            let idx = self.insert_entry(entry, addr.ip(), source);
             self.place_new(idx, bucket, pos);
         }
     }

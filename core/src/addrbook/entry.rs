@@ -1,17 +1,16 @@
 //! One entry of the book, packed: the entry slab is the largest part of a book, and a simulator
-//! holds thousands of books (10 000 books of ~850 entries each at 10 000 simulated nodes).
+//! holds thousands of books (100 000 books of ~1 400 entries each at 100 000 simulated nodes).
 //!
-//! An address keeps its 16 IP bytes, its port and a family flag (18 bytes, where a `SocketAddr`
-//! takes 32 for its IPv6 flow info and scope id, which the wire never carries); the source IP
-//! takes 4 bytes: an IPv4 source itself, an IPv6 one as a handle into the book's pool
-//! ([`super::sources`]); times are `u32` seconds
-//! (until 2106; later times saturate). Of its new-table
+//! An entry's IP takes 4 bytes: an IPv4 address itself, an IPv6 one as a handle into the book's
+//! pool ([`super::v6pool`]), so reading it back takes the pool. Its source IP takes 4 bytes the
+//! same way. Times are `u32` seconds (until 2106; later times saturate). Of its new-table
 //! references the entry keeps only their count and one of their buckets, the *anchor*: most
 //! entries have one reference, and the others are found in the table when they are needed
-//! (see [`super::AddrBook::new_buckets`]). 76 bytes where the unpacked form took 144.
+//! (see [`super::AddrBook::new_buckets`]). 60 bytes where the unpacked form took 144.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::v6pool::{OWN, V6Pool};
 use super::{MAX_NEW_REFS, UnixTime};
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -38,47 +37,68 @@ impl Stamp {
     }
 }
 
-/// The 16 bytes of `ip` (IPv4 as IPv4-mapped IPv6) and whether it is IPv4.
-#[inline]
-fn pack(ip: IpAddr) -> ([u8; 16], bool) {
-    match ip {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), true),
-        IpAddr::V6(v6) => (v6.octets(), false),
-    }
-}
-
-#[inline]
-fn unpack(octets: [u8; 16], v4: bool) -> IpAddr {
-    if v4 {
-        let [.., a, b, c, d] = octets;
-        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(octets))
-    }
-}
-#[inline]
-fn octets_of(octets: &[u8; 16], v4: bool) -> &[u8] {
-    if v4 { &octets[12..] } else { &octets[..] }
-}
-
-/// An IP:port in the entries' packed form, to compare many entries with (IPv6 flow info and
-/// scope id are not part of it).
-pub(super) struct Spot {
-    ip: [u8; 16],
+/// An IP in the entries' packed form: an IPv4 address, or the pool handle of an IPv6 one. An
+/// IPv6 address is interned once, so two packed IPs are equal exactly when their IPs are
+/// (IPv4 and IPv4-mapped IPv6 differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PackedIp {
+    bits: u32,
     v4: bool,
-    port: u16,
 }
 
-impl Spot {
-    /// The packed form of `addr`.
+impl PackedIp {
+    /// The packed form of `ip` if the pool can give it without a new slot (always for IPv4;
+    /// `None` for an IPv6 address the pool does not hold, which no entry has then).
     #[inline]
-    pub(super) fn of(addr: &SocketAddr) -> Spot {
-        let (ip, v4) = pack(addr.ip());
-        Spot {
-            ip,
-            v4,
-            port: addr.port(),
+    pub(super) fn find(ip: IpAddr, pool: &V6Pool) -> Option<PackedIp> {
+        match ip {
+            IpAddr::V4(v4) => Some(PackedIp {
+                bits: u32::from(v4),
+                v4: true,
+            }),
+            IpAddr::V6(v6) => pool.find(v6).map(|bits| PackedIp { bits, v4: false }),
         }
+    }
+
+    /// The packed form of `ip`, interning an IPv6 address (one more user of its slot, given
+    /// back by [`PackedIp::release`]).
+    pub(super) fn intern(ip: IpAddr, pool: &mut V6Pool) -> PackedIp {
+        match ip {
+            IpAddr::V4(v4) => PackedIp {
+                bits: u32::from(v4),
+                v4: true,
+            },
+            IpAddr::V6(v6) => PackedIp {
+                bits: pool.intern(v6),
+                v4: false,
+            },
+        }
+    }
+
+    /// Gives back the user [`PackedIp::intern`] counted.
+    pub(super) fn release(self, pool: &mut V6Pool) {
+        if !self.v4 {
+            pool.release(self.bits);
+        }
+    }
+
+    /// The IP (the unspecified IPv6 address for a handle the pool does not hold, which `check`
+    /// rules out for a live entry).
+    #[inline]
+    pub(super) fn unpack(self, pool: &V6Pool) -> IpAddr {
+        if self.v4 {
+            IpAddr::V4(Ipv4Addr::from(self.bits))
+        } else {
+            IpAddr::V6(
+                pool.get(self.bits)
+                    .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+            )
+        }
+    }
+
+    /// The pool handle of an IPv6 address.
+    pub(super) fn handle(self) -> Option<u32> {
+        (!self.v4).then_some(self.bits)
     }
 }
 
@@ -87,14 +107,17 @@ impl Spot {
 pub(super) struct Entry {
     /// The node id expected at the address.
     pub(super) id: NodeId,
-    ip: [u8; 16],
-    /// With [`SOURCE_V4`]: the IPv4 source; else its handle in the book's pool.
+    /// With [`ADDR_V4`]: the IPv4 address; else its handle in the book's pool.
+    ip: u32,
+    /// With [`SOURCE_V4`]: the IPv4 source; else its handle in the book's pool, or [`OWN`].
     source: u32,
     port: u16,
     /// [`ADDR_V4`] and [`SOURCE_V4`].
     flags: u8,
     refs: u8,
     tried: bool,
+    /// Failed attempts counted (see [`Entry::attempts`]), saturating.
+    attempts: u8,
     /// A new bucket referencing the entry, when `refs > 0` (see the module documentation).
     anchor: u16,
     /// Last time we heard of the address (add) or connected to it.
@@ -102,8 +125,6 @@ pub(super) struct Entry {
     pub(super) last_attempt: Stamp,
     pub(super) last_success: Stamp,
     pub(super) last_count_attempt: Stamp,
-    /// Failed attempts counted (see [`Entry::attempts`]), saturating.
-    attempts: u16,
     /// Position in `new_list` or `tried_list`.
     pub(super) list_pos: u32,
     /// Next entry with the same IP, or `EMPTY` (see [`super::index`]).
@@ -111,54 +132,62 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// A fresh entry for `addr`, in neither table yet, never attempted; its source is its own
-    /// IP until the book sets it.
-    pub(super) fn new(addr: NetAddr, last_seen: UnixTime) -> Entry {
-        let (ip, ip4) = pack(addr.addr.ip());
+    /// A fresh entry for node `id` at `port`, in neither table yet, never attempted; the book
+    /// sets its IP ([`Entry::set_ip`]) and its source (its own IP until then).
+    pub(super) fn new(id: NodeId, port: u16, last_seen: UnixTime) -> Entry {
         Entry {
-            id: addr.id,
-            ip,
-            source: super::sources::OWN,
-            port: addr.addr.port(),
-            flags: if ip4 { ADDR_V4 } else { 0 },
+            id,
+            ip: 0,
+            source: OWN,
+            port,
+            flags: ADDR_V4,
             refs: 0,
             tried: false,
+            attempts: 0,
             anchor: 0,
             last_seen: Stamp::at(last_seen),
             last_attempt: Stamp::NEVER,
             last_success: Stamp::NEVER,
             last_count_attempt: Stamp::NEVER,
-            attempts: 0,
             list_pos: 0,
             next_same_ip: super::EMPTY,
         }
     }
 
+    /// The IP in packed form.
+    #[inline]
+    pub(super) fn packed_ip(&self) -> PackedIp {
+        PackedIp {
+            bits: self.ip,
+            v4: self.flags & ADDR_V4 != 0,
+        }
+    }
+
+    /// Sets the IP, which the book interned for the entry.
+    pub(super) fn set_ip(&mut self, ip: PackedIp) {
+        self.ip = ip.bits;
+        self.flags = (self.flags & !ADDR_V4) | if ip.v4 { ADDR_V4 } else { 0 };
+    }
+
     /// The node id and address.
     #[inline]
-    pub(super) fn addr(&self) -> NetAddr {
+    pub(super) fn addr(&self, pool: &V6Pool) -> NetAddr {
         NetAddr {
             id: self.id,
-            addr: self.socket(),
+            addr: self.socket(pool),
         }
     }
 
     /// The IP:port.
     #[inline]
-    pub(super) fn socket(&self) -> SocketAddr {
-        SocketAddr::new(self.ip(), self.port)
+    pub(super) fn socket(&self, pool: &V6Pool) -> SocketAddr {
+        SocketAddr::new(self.ip(pool), self.port)
     }
 
     /// The IP.
     #[inline]
-    pub(super) fn ip(&self) -> IpAddr {
-        unpack(self.ip, self.flags & ADDR_V4 != 0)
-    }
-
-    /// The IP's bytes as persisted: 4 for IPv4, 16 for IPv6.
-    #[inline]
-    pub(super) fn ip_octets(&self) -> &[u8] {
-        octets_of(&self.ip, self.flags & ADDR_V4 != 0)
+    pub(super) fn ip(&self, pool: &V6Pool) -> IpAddr {
+        self.packed_ip().unpack(pool)
     }
 
     /// The port.
@@ -167,17 +196,10 @@ impl Entry {
         self.port
     }
 
-    /// Whether the entry is at `spot`.
+    /// Whether the entry is at `ip` (packed) and `port`.
     #[inline]
-    pub(super) fn is_at(&self, spot: &Spot) -> bool {
-        self.port == spot.port && self.ip == spot.ip && (self.flags & ADDR_V4 != 0) == spot.v4
-    }
-
-    /// Whether the entry's IP is `ip`.
-    #[inline]
-    pub(super) fn has_ip(&self, ip: IpAddr) -> bool {
-        let (octets, v4) = pack(ip);
-        self.ip == octets && (self.flags & ADDR_V4 != 0) == v4
+    pub(super) fn is_at(&self, ip: PackedIp, port: u16) -> bool {
+        self.port == port && self.packed_ip() == ip
     }
 
     /// Whether the entry is in the tried table.
@@ -196,9 +218,9 @@ impl Entry {
         u32::from(self.attempts)
     }
 
-    /// Sets the attempt count (saturating at `u16::MAX`, far above every threshold).
+    /// Sets the attempt count (saturating at `u8::MAX`, far above every threshold).
     pub(super) fn set_attempts(&mut self, n: u32) {
-        self.attempts = u16::try_from(n).unwrap_or(u16::MAX);
+        self.attempts = u8::try_from(n).unwrap_or(u8::MAX);
     }
 
     /// The source: an IPv4 address, or the handle of an IPv6 one in the book's pool.
@@ -208,6 +230,16 @@ impl Entry {
             Ok(Ipv4Addr::from(self.source))
         } else {
             Err(self.source)
+        }
+    }
+
+    /// The source IP (the entry's own IP for a self-announcement, or for a handle the pool
+    /// does not hold, which `check` rules out).
+    pub(super) fn source_ip(&self, pool: &V6Pool) -> IpAddr {
+        match self.source() {
+            Ok(v4) => IpAddr::V4(v4),
+            Err(h) if h == OWN => self.ip(pool),
+            Err(h) => pool.get(h).map_or_else(|| self.ip(pool), IpAddr::V6),
         }
     }
 
@@ -279,47 +311,66 @@ mod tests {
 
     #[test]
     fn packed_size() {
-        assert_eq!(std::mem::size_of::<Entry>(), 76);
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 76);
+        assert_eq!(std::mem::size_of::<Entry>(), 60);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 60);
     }
 
-    /// Every family reads back as given, IPv4-mapped IPv6 included.
+    /// Every family reads back as given, IPv4-mapped IPv6 included, and packed IPs are equal
+    /// exactly when the IPs are.
     #[test]
     fn addresses_read_back() {
-        let ips: [IpAddr; 4] = [
+        let ips: [IpAddr; 5] = [
             "1.2.3.4".parse().unwrap(),
             "2001:db8::1".parse().unwrap(),
             "::ffff:1.2.3.4".parse().unwrap(),
             "::".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
         ];
+        let mut pool = V6Pool::default();
         for &ip in &ips {
             let a = NetAddr {
                 id: id(7),
                 addr: SocketAddr::new(ip, 26656),
             };
-            let e = Entry::new(a, 5);
-            assert_eq!(e.addr(), a);
-            assert!(e.is_at(&Spot::of(&a.addr)));
-            assert!(e.has_ip(ip));
+            let packed = PackedIp::intern(ip, &mut pool);
+            let mut e = Entry::new(a.id, a.addr.port(), 5);
+            e.set_ip(packed);
+            assert_eq!(e.addr(&pool), a);
+            assert_eq!(PackedIp::find(ip, &pool), Some(packed));
+            assert!(e.is_at(packed, 26656));
+            assert!(!e.is_at(packed, 26657));
             for &other in ips.iter().filter(|&&o| o != ip) {
-                assert!(!e.has_ip(other), "{ip} is not {other}");
+                let o = PackedIp::intern(other, &mut pool);
+                assert_ne!(o, packed, "{ip} is not {other}");
+                o.release(&mut pool);
             }
-            assert!(!e.is_at(&Spot::of(&SocketAddr::new(ip, 26657))));
         }
+        assert_eq!(pool.len(), 3, "the IPv6 addresses only, each once");
+        let v6 = ips[1];
+        let p = PackedIp::find(v6, &pool).unwrap();
+        assert_eq!(PackedIp::intern(v6, &mut pool), p, "interned once");
+        p.release(&mut pool);
+        p.release(&mut pool);
+        assert_eq!(PackedIp::find(v6, &pool), None, "freed with its last user");
+        assert_eq!(p.unpack(&pool), IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     }
 
+    /// A source reads back from the entry, the pool or the entry's own IP.
     #[test]
-    fn scope_and_flow_info_are_not_part_of_the_key() {
-        let scoped: SocketAddr = "[fe80::1%3]:26656".parse().unwrap();
-        let e = Entry::new(
-            NetAddr {
-                id: id(1),
-                addr: scoped,
-            },
-            0,
-        );
-        assert_eq!(e.socket(), SocketAddr::new(scoped.ip(), scoped.port()));
-        assert!(e.is_at(&Spot::of(&scoped)));
+    fn sources_read_back() {
+        let mut pool = V6Pool::default();
+        let ip: IpAddr = "2001:db8::7".parse().unwrap();
+        let packed = PackedIp::intern(ip, &mut pool);
+        let mut e = Entry::new(id(3), 1, 0);
+        e.set_ip(packed);
+        assert_eq!(e.source_ip(&pool), ip, "a fresh entry names itself");
+        e.set_source_v4("8.8.8.8".parse().unwrap());
+        assert_eq!(e.source_ip(&pool), "8.8.8.8".parse::<IpAddr>().unwrap());
+        let src: std::net::Ipv6Addr = "2001:db8::9".parse().unwrap();
+        e.set_source_handle(pool.intern(src));
+        assert_eq!(e.source_ip(&pool), IpAddr::V6(src));
+        e.set_source_handle(OWN);
+        assert_eq!(e.source_ip(&pool), ip);
     }
 
     #[test]
@@ -335,13 +386,9 @@ mod tests {
     /// References count up to the limit; the anchor is the first bucket until it is removed.
     #[test]
     fn references_up_to_the_limit() {
-        let mut e = Entry::new(
-            NetAddr {
-                id: id(2),
-                addr: "1.2.3.4:1".parse().unwrap(),
-            },
-            0,
-        );
+        let ip = PackedIp::find("1.2.3.4".parse().unwrap(), &V6Pool::default()).unwrap();
+        let mut e = Entry::new(id(2), 1, 0);
+        e.set_ip(ip);
         assert_eq!(e.anchor(), None);
         for b in 0..u16::from(MAX_NEW_REFS) {
             assert!(e.push_bucket(b * 3 + 1));

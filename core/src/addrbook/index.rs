@@ -1,7 +1,8 @@
 //! The book's lookup index: the entries at an IP, and through it the entry at an IP:port.
 //!
 //! The index is a hash table of `u32` entry indices (4 bytes and a control byte a slot), one
-//! per IP; the keys are read from the entries themselves, so no address is stored twice. The
+//! per IP; the keys are the entries' packed IPs ([`PackedIp`]), read from the entries
+//! themselves, so no address is stored twice. The
 //! entries that share an IP form a chain through the entries (`next_same_ip`) in insertion
 //! order, starting at the entry the table holds. An IP holds at most `max_ports_per_ip` entries
 //! (4 by default, G5), so the entry at an IP:port is found by walking its IP's chain: a table of
@@ -15,8 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use super::entry::PackedIp;
 use super::slab::Slab;
-use super::{AddrBook, EMPTY, Entry, Spot};
+use super::{AddrBook, EMPTY, Entry};
 use crate::ids::NodeId;
 
 /// The lookup table (see the module documentation).
@@ -57,12 +59,13 @@ impl AddrBook {
     /// The index of the entry at `addr`.
     #[inline]
     pub(super) fn idx_of(&self, addr: &SocketAddr) -> Option<u32> {
-        let spot = Spot::of(addr);
-        let mut idx = self.head(addr.ip())?;
+        let ip = PackedIp::find(addr.ip(), &self.v6)?;
+        let port = addr.port();
+        let mut idx = self.head(ip)?;
         // A chain never holds more entries than the slab.
         for _ in 0..self.entries.len() {
             let e = live(&self.entries, idx)?;
-            if e.is_at(&spot) {
+            if e.is_at(ip, port) {
                 return Some(idx);
             }
             idx = e.next_same_ip;
@@ -72,20 +75,28 @@ impl AddrBook {
 
     /// The first entry of `ip`'s chain.
     #[inline]
-    fn head(&self, ip: IpAddr) -> Option<u32> {
+    fn head(&self, ip: PackedIp) -> Option<u32> {
         let h = self.index.hasher.hash_one(ip);
         let entries = &self.entries;
         self.index
             .by_ip
-            .find(h, |&i| live(entries, i).is_some_and(|e| e.has_ip(ip)))
+            .find(h, |&i| {
+                live(entries, i).is_some_and(|e| e.packed_ip() == ip)
+            })
             .copied()
     }
 
     /// The entries at `ip`, in insertion order.
     pub(super) fn chain(&self, ip: IpAddr) -> Chain<'_> {
+        let head = PackedIp::find(ip, &self.v6).and_then(|p| self.head(p));
+        self.chain_from(head)
+    }
+
+    /// The entries of the chain starting at `head`.
+    fn chain_from(&self, head: Option<u32>) -> Chain<'_> {
         Chain {
             entries: &self.entries,
-            next: self.head(ip).unwrap_or(EMPTY),
+            next: head.unwrap_or(EMPTY),
             left: self.entries.len(),
         }
     }
@@ -107,7 +118,7 @@ impl AddrBook {
     /// Makes room in the index for `n` more entries.
     pub(super) fn index_reserve(&mut self, n: usize) {
         let (hasher, entries) = (&self.index.hasher, &self.entries);
-        let ip_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.ip()));
+        let ip_hash = |&i: &u32| live(entries, i).map_or(0, |e| hasher.hash_one(e.packed_ip()));
         self.index.by_ip.reserve(n, ip_hash);
     }
 
@@ -117,8 +128,8 @@ impl AddrBook {
             return;
         };
         e.next_same_ip = EMPTY;
-        let ip = e.ip();
-        match self.chain(ip).last() {
+        let ip = e.packed_ip();
+        match self.chain_from(self.head(ip)).last() {
             Some(tail) => {
                 if let Some(t) = self.entry_mut(tail) {
                     t.next_same_ip = idx;
@@ -129,7 +140,7 @@ impl AddrBook {
                 self.index
                     .by_ip
                     .insert_unique(hasher.hash_one(ip), idx, |&i| {
-                        live(entries, i).map_or(0, |e| hasher.hash_one(e.ip()))
+                        live(entries, i).map_or(0, |e| hasher.hash_one(e.packed_ip()))
                     });
             }
         }
@@ -137,7 +148,7 @@ impl AddrBook {
 
     /// Removes the live entry `idx` from its IP's chain (before it leaves the slab).
     pub(super) fn index_remove(&mut self, idx: u32) {
-        let Some((ip, next)) = self.entry(idx).map(|e| (e.ip(), e.next_same_ip)) else {
+        let Some((ip, next)) = self.entry(idx).map(|e| (e.packed_ip(), e.next_same_ip)) else {
             return;
         };
         let Some(head) = self.head(ip) else {
@@ -155,7 +166,7 @@ impl AddrBook {
             return;
         }
         let prev = self
-            .chain(ip)
+            .chain_from(Some(head))
             .find(|&i| self.entry(i).is_some_and(|e| e.next_same_ip == idx));
         if let Some(p) = prev
             && let Some(e) = self.entry_mut(p)
@@ -175,19 +186,20 @@ impl AddrBook {
             let Some(e) = self.entry(head) else {
                 return Err(format!("ip index holds dead index {head}"));
             };
-            let ip = e.ip();
-            if self.head(ip) != Some(head) {
-                return Err(format!("{} heads two ip chains", e.addr()));
+            let ip = e.packed_ip();
+            let addr = e.addr(&self.v6);
+            if self.head(ip) != Some(head) || PackedIp::find(addr.addr.ip(), &self.v6) != Some(ip) {
+                return Err(format!("{addr} heads two ip chains"));
             }
             let mut n = 0usize;
-            for i in self.chain(ip) {
-                if !self.entry(i).is_some_and(|c| c.has_ip(ip)) {
-                    return Err(format!("ip chain of {} holds a stranger", e.addr()));
+            for i in self.chain_from(Some(head)) {
+                if !self.entry(i).is_some_and(|c| c.packed_ip() == ip) {
+                    return Err(format!("ip chain of {addr} holds a stranger"));
                 }
                 n += 1;
             }
             if n > self.config.max_ports_per_ip {
-                return Err(format!("{} is over the per-ip port cap", e.addr()));
+                return Err(format!("{addr} is over the per-ip port cap"));
             }
             total += n;
         }

@@ -175,7 +175,7 @@ impl AddrBook {
             let Some(e) = self.entry(idx) else { continue };
             let mut buckets: Vec<u32> = Vec::new();
             if e.tried() {
-                buckets.push((self.tried_bucket(&e.socket()) % LEGACY_OLD_BUCKETS) as u32);
+                buckets.push((self.tried_bucket(&e.socket(&self.v6)) % LEGACY_OLD_BUCKETS) as u32);
             } else {
                 for b in Self::new_buckets_in(&multi, idx, e) {
                     let b = (usize::from(b) % LEGACY_NEW_BUCKETS) as u32;
@@ -185,7 +185,7 @@ impl AddrBook {
                 }
             }
             let source = self.source(e);
-            let src_id = if source == e.ip() {
+            let src_id = if source == e.ip(&self.v6) {
                 e.id.to_string()
             } else {
                 "0".repeat(40)
@@ -193,8 +193,8 @@ impl AddrBook {
             addrs.push(JsonKnown {
                 addr: JsonNetAddr {
                     id: e.id.to_string(),
-                    ip: e.ip().to_string(),
-                    port: e.socket().port(),
+                    ip: e.ip(&self.v6).to_string(),
+                    port: e.socket(&self.v6).port(),
                 },
                 src: JsonNetAddr {
                     id: src_id,

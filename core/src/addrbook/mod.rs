@@ -33,14 +33,14 @@ mod json;
 mod limit_tests;
 mod select;
 mod slab;
-mod sources;
 mod table;
 mod untested;
+mod v6pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use entry::{Entry, Spot, Stamp};
+use entry::{Entry, PackedIp, Stamp};
 use hashbrown::{HashMap, HashSet};
 use index::Indexes;
 use rand_core::RngCore;
@@ -48,10 +48,10 @@ use select::uniform;
 use siphasher::sip::SipHasher24;
 use slab::Slab;
 use smallvec::SmallVec;
-use sources::Sources;
 use std::hash::Hasher;
 use table::SlotTable;
 use untested::UntestedIndex;
+use v6pool::V6Pool;
 
 use crate::addr::NetAddr;
 use crate::ids::NodeId;
@@ -230,8 +230,8 @@ pub struct AddrBook {
     k1: u64,
     entries: Slab,
     free: Vec<u32>,
-    /// The entries' source IPs, each once.
-    sources: Sources,
+    /// The entries' IPv6 addresses and sources, each once.
+    v6: V6Pool,
     /// Entry by IP:port, entries by IP and by node id.
     index: Indexes,
     /// The never-reached entries in order, once [`AddrBook::untested`] was asked.
@@ -280,7 +280,7 @@ impl AddrBook {
             k1,
             entries: Slab::default(),
             free: Vec::new(),
-            sources: Sources::default(),
+            v6: V6Pool::default(),
             index: Indexes::default(),
             untested: None,
             new_table: SlotTable::new(NEW_BUCKETS * BUCKET_SIZE),
@@ -397,12 +397,7 @@ impl AddrBook {
 
     /// The IP of the peer that told us about `e` (its own IP for a self-announcement).
     fn source(&self, e: &Entry) -> IpAddr {
-        match e.source() {
-            Ok(v4) => IpAddr::V4(v4),
-            // A handle always names a live slot (`check` verifies it); the entry's own IP is
-            // the fallback a broken pool would give.
-            Err(handle) => self.sources.ip(handle, e.ip()).unwrap_or_else(|| e.ip()),
-        }
+        e.source_ip(&self.v6)
     }
 
     /// The new buckets referencing entry `idx`, ascending: its anchor when it has one
@@ -504,7 +499,8 @@ impl AddrBook {
     /// some persistent address is configured).
     fn entry_persistent(&self, e: &Entry) -> bool {
         self.persistent_ids.contains(&e.id)
-            || (!self.persistent_addrs.is_empty() && self.persistent_addrs.contains(&e.socket()))
+            || (!self.persistent_addrs.is_empty()
+                && self.persistent_addrs.contains(&e.socket(&self.v6)))
     }
 
     fn terrible(&self, e: &Entry, now: UnixTime) -> bool {
@@ -532,7 +528,7 @@ impl AddrBook {
         let drop: Vec<SocketAddr> = ids
             .iter()
             .flat_map(|&id| self.with_id(id))
-            .filter_map(|i| self.entry(i).map(|e| e.socket()))
+            .filter_map(|i| self.entry(i).map(|e| e.socket(&self.v6)))
             .collect();
         for a in drop {
             self.remove(a);
@@ -587,8 +583,8 @@ impl AddrBook {
         if !self.make_room_new(pos, now) {
             return Err(AddRejected::SlotTaken);
         }
-        let entry = Entry::new(addr, now);
-        let idx = self.insert_entry(entry, source);
+        let entry = Entry::new(addr.id, addr.addr.port(), now);
+        let idx = self.insert_entry(entry, ip, source);
         self.place_new(idx, bucket, pos);
         Ok(AddOutcome::Added)
     }
@@ -613,7 +609,7 @@ impl AddrBook {
             return AddOutcome::Known;
         }
         let refs = u32::from(e.new_refs());
-        let addr = e.socket();
+        let addr = e.socket(&self.v6);
         // One more reference with probability 2^-refs.
         if refs > 0 && rng.next_u32() & ((1u32 << refs) - 1) != 0 {
             return AddOutcome::Known;
@@ -657,11 +653,13 @@ impl AddrBook {
         false
     }
 
-    /// Puts `entry`, heard from `source`, into a slot, its list and the indexes.
-    fn insert_entry(&mut self, mut entry: Entry, source: IpAddr) -> u32 {
+    /// Puts `entry`, at `ip` and heard from `source`, into a slot, its list and the indexes.
+    fn insert_entry(&mut self, mut entry: Entry, ip: IpAddr, source: IpAddr) -> u32 {
+        entry.set_ip(PackedIp::intern(ip, &mut self.v6));
         match source {
             IpAddr::V4(v4) => entry.set_source_v4(v4),
-            IpAddr::V6(_) => entry.set_source_handle(self.sources.intern(source, entry.ip())),
+            IpAddr::V6(_) if source == ip => entry.set_source_handle(v6pool::OWN),
+            IpAddr::V6(v6) => entry.set_source_handle(self.v6.intern(v6)),
         }
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -753,17 +751,19 @@ impl AddrBook {
         let Some(e) = self.entries.take(idx) else {
             return;
         };
+        let addr = e.socket(&self.v6);
+        e.packed_ip().release(&mut self.v6);
         if let Err(handle) = e.source() {
-            self.sources.release(handle);
+            self.v6.release(handle);
         }
         for b in buckets {
-            let pos = self.new_pos(usize::from(b), &e.socket());
+            let pos = self.new_pos(usize::from(b), &addr);
             if self.new_table.get(pos) == idx {
                 self.set_new_slot(pos, EMPTY);
             }
         }
         if e.tried() {
-            let pos = self.tried_pos(&e.socket());
+            let pos = self.tried_pos(&addr);
             if self.tried_table.get(pos) == idx {
                 self.set_tried_slot(pos, EMPTY);
             }
@@ -829,7 +829,7 @@ impl AddrBook {
         let Some(e) = self.entry(idx) else {
             return;
         };
-        let (addr, source, list_pos) = (e.socket(), self.source(e), e.list_pos);
+        let (addr, source, list_pos) = (e.socket(&self.v6), self.source(e), e.list_pos);
         let tpos = self.tried_pos(&addr);
         if self.tried_table.get(tpos) == idx {
             self.set_tried_slot(tpos, EMPTY);
@@ -878,7 +878,7 @@ impl AddrBook {
         let occupant = self.tried_table.get(tpos);
         if occupant != EMPTY {
             let incumbent = match self.entry(occupant) {
-                Some(o) => o.addr(),
+                Some(o) => o.addr(&self.v6),
                 None => return GoodOutcome::Unknown,
             };
             if !self.collisions.iter().any(|c| c.entry == idx)
@@ -902,7 +902,10 @@ impl AddrBook {
             return;
         };
         e.clear_buckets();
-        let (addr, list_pos) = (e.socket(), e.list_pos);
+        let list_pos = e.list_pos;
+        let Some(addr) = self.entry(idx).map(|e| e.socket(&self.v6)) else {
+            return;
+        };
         for b in buckets {
             let pos = self.new_pos(usize::from(b), &addr);
             if self.new_table.get(pos) == idx {
@@ -927,8 +930,8 @@ impl AddrBook {
         }
         let c = self.collisions[uniform(rng, self.collisions.len())];
         let e = self.entry(c.entry)?;
-        let occupant = self.tried_table.get(self.tried_pos(&e.socket()));
-        self.entry(occupant).map(|o| o.addr())
+        let occupant = self.tried_table.get(self.tried_pos(&e.socket(&self.v6)));
+        self.entry(occupant).map(|o| o.addr(&self.v6))
     }
 
     /// Resolves buffered tried collisions (Bitcoin's `ResolveCollisions`): an incumbent that
@@ -945,7 +948,7 @@ impl AddrBook {
             if e.tried() {
                 continue;
             }
-            let tpos = self.tried_pos(&e.socket());
+            let tpos = self.tried_pos(&e.socket(&self.v6));
             let occupant = self.tried_table.get(tpos);
             if occupant == EMPTY {
                 self.promote(c.entry, tpos);
@@ -970,7 +973,7 @@ impl AddrBook {
                 self.demote(occupant, now);
                 if let Some(tpos) = self
                     .entry(c.entry)
-                    .map(|e| self.tried_pos(&e.socket()))
+                    .map(|e| self.tried_pos(&e.socket(&self.v6)))
                     .filter(|&p| self.tried_table.get(p) == EMPTY)
                 {
                     self.promote(c.entry, tpos);
@@ -1030,7 +1033,7 @@ impl AddrBook {
     /// The stored entry (id and address) for this IP:port.
     #[must_use]
     pub fn get(&self, addr: &SocketAddr) -> Option<NetAddr> {
-        self.entry_at(addr).map(|e| e.addr())
+        self.entry_at(addr).map(|e| e.addr(&self.v6))
     }
 
     /// True if the entry for this IP:port is in tried.
@@ -1063,7 +1066,7 @@ impl AddrBook {
             .iter()
             .chain(self.tried_list.iter())
             .filter_map(|&i| self.entry(i))
-            .map(|e| (e.addr(), e.tried()))
+            .map(|e| (e.addr(&self.v6), e.tried()))
     }
 
     /// The new buckets referencing this IP:port (empty if tried or unknown).
@@ -1084,7 +1087,7 @@ impl AddrBook {
     pub fn tried_bucket_of(&self, addr: &SocketAddr) -> Option<usize> {
         self.entry_at(addr)
             .filter(|e| e.tried())
-            .map(|e| self.tried_bucket(&e.socket()))
+            .map(|e| self.tried_bucket(&e.socket(&self.v6)))
     }
 }
 

@@ -50,8 +50,8 @@ impl AddrBook {
             };
             let p = (factor * chance(e, now)).min(1.0);
             if unit(rng) < p {
-                if accept(&e.addr()) {
-                    return Some(e.addr());
+                if accept(&e.addr(&self.v6)) {
+                    return Some(e.addr(&self.v6));
                 }
             } else {
                 factor *= 1.2;
@@ -70,7 +70,7 @@ impl AddrBook {
                 };
                 self.entry(idx)
             })
-            .map(|e| e.addr())
+            .map(|e| e.addr(&self.v6))
             .find(|a| accept(a))
     }
 
@@ -105,7 +105,7 @@ impl AddrBook {
                 && !self.private_ids.contains(&e.id)
                 && !self.entry_banned(e, now)
             {
-                out.push(e.addr());
+                out.push(e.addr(&self.v6));
             }
         }
         out
@@ -166,7 +166,7 @@ impl AddrBook {
             };
             Some(Reached {
                 rank: 0,
-                group: self.group_of(&e.ip()).sort_key(),
+                group: self.group_of(&e.ip(&self.v6)).sort_key(),
                 key: (u128::from(u64::MAX - t) << 64) | u128::from(tie_order(salt, &e.id)),
                 idx,
             })
@@ -178,7 +178,7 @@ impl AddrBook {
         if n == 0 {
             return Vec::new();
         }
-        let addr_of = |r: &Reached| self.entry(r.idx as u32).map(Entry::addr);
+        let addr_of = |r: &Reached| self.entry(r.idx as u32).map(|e| e.addr(&self.v6));
         let by_key =
             |a: &Reached, b: &Reached| a.key.cmp(&b.key).then_with(|| addr_of(a).cmp(&addr_of(b)));
         reached.sort_unstable_by(|a, b| a.group.cmp(&b.group).then_with(|| by_key(a, b)));
@@ -217,7 +217,7 @@ impl AddrBook {
             .flatten()
             .filter(|e| !self.private_ids.contains(&e.id) && !self.entry_banned(e, now))
             .filter_map(|e| {
-                let t = if live.contains(&e.socket()) {
+                let t = if live.contains(&e.socket(&self.v6)) {
                     now
                 } else if e.last_success.get() != 0
                     && e.last_success.get() >= since
@@ -227,7 +227,7 @@ impl AddrBook {
                 } else {
                     return None;
                 };
-                Some((Reverse(t), tie_order(salt, &e.id), e.addr()))
+                Some((Reverse(t), tie_order(salt, &e.id), e.addr(&self.v6)))
             })
             .collect();
         reached.sort_unstable();
@@ -290,7 +290,7 @@ impl AddrBook {
                     && !self.private_ids.contains(&e.id)
                     && !self.entry_banned(e, now)
             })
-            .map(Entry::addr)
+            .map(|e| e.addr(&self.v6))
             .filter(|a| accept(a))
             .take(limit)
             .collect()
@@ -557,7 +557,7 @@ mod tests {
             .slots()
             .flatten()
             .filter(|e| e.last_success.get() == 0)
-            .map(|e| (e.last_seen.get(), e.addr()))
+            .map(|e| (e.last_seen.get(), e.addr(&b.v6)))
             .collect();
         all.sort_by_key(|&(t, a)| (Reverse(t), a));
         all.into_iter().map(|(_, a)| a).collect()

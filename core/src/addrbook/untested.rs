@@ -12,6 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use super::v6pool::V6Pool;
 use super::{AddrBook, Entry, UnixTime};
 use crate::ids::NodeId;
 
@@ -26,11 +27,11 @@ pub(super) struct Untested {
 
 impl Untested {
     /// The place of `e` (at slot `idx`), if it was never reached.
-    pub(super) fn of(idx: u32, e: &Entry) -> Option<Untested> {
+    pub(super) fn of(idx: u32, e: &Entry, pool: &V6Pool) -> Option<Untested> {
         (e.last_success.get() == 0).then(|| Untested {
             seen: Reverse(e.last_seen.get()),
             id: e.id,
-            addr: e.socket(),
+            addr: e.socket(pool),
             idx,
         })
     }
@@ -46,7 +47,7 @@ impl AddrBook {
         self.untested.get_or_insert_with(|| {
             (0u32..)
                 .zip(entries.slots())
-                .filter_map(|(idx, e)| Untested::of(idx, e?))
+                .filter_map(|(idx, e)| Untested::of(idx, e?, &self.v6))
                 .collect()
         })
     }
@@ -54,7 +55,7 @@ impl AddrBook {
     /// The place of the entry at `idx` while the index is kept, for [`Self::untested_moved`].
     pub(super) fn untested_place(&self, idx: u32) -> Option<Untested> {
         self.untested.as_ref()?;
-        Untested::of(idx, self.entry(idx)?)
+        Untested::of(idx, self.entry(idx)?, &self.v6)
     }
 
     /// Moves the entry at `idx` in the index from `before` (its [`Self::untested_place`] before
@@ -63,7 +64,10 @@ impl AddrBook {
         let Some(index) = self.untested.as_mut() else {
             return;
         };
-        let after = self.entries.get(idx).and_then(|e| Untested::of(idx, e));
+        let after = self
+            .entries
+            .get(idx)
+            .and_then(|e| Untested::of(idx, e, &self.v6));
         if before == after {
             return;
         }
@@ -82,7 +86,7 @@ impl AddrBook {
         };
         let want: BTreeSet<Untested> = (0u32..)
             .zip(self.entries.slots())
-            .filter_map(|(idx, e)| Untested::of(idx, e?))
+            .filter_map(|(idx, e)| Untested::of(idx, e?, &self.v6))
             .collect();
         if *index != want {
             return Err(format!(
