@@ -63,6 +63,7 @@ fn main() {
     cfg.modelled_crypto = modelled;
     let wall = Instant::now();
     let mut sim = Sim::new(cfg, wall);
+    sim.reserve_nodes(seeds + n);
     let mut seed_addrs = Vec::new();
     for i in 0..seeds {
         let mut c = node_config(i);

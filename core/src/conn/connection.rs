@@ -318,6 +318,10 @@ impl PeerConnection {
         if let Phase::Established { sealer, mconn, .. } = &mut self.phase {
             let used = self.in_flight + self.out.len();
             let room = self.config.send_budget.saturating_sub(used);
+            // The ping also trims the connection's empty queues; the event queue is ours.
+            if mconn.ping_due(now) && self.events.is_empty() {
+                self.events = VecDeque::new();
+            }
             let plain = if self.closing {
                 mconn.poll_plaintext_now(now, room)
             } else {

@@ -282,6 +282,26 @@ impl MConnection {
         }
     }
 
+    /// Whether a ping is due: the connection then also gives back the buffers of its empty
+    /// queues ([`Self::trim_idle`]).
+    pub(crate) fn ping_due(&self, now: Instant) -> bool {
+        now >= self.next_ping
+    }
+
+    /// Frees the buffers of empty queues, once a ping interval: a queue keeps the capacity of
+    /// its busiest moment, and ten thousand idle peers would keep theirs for good. A busy queue
+    /// grows again at once, so this costs one allocation per queue and ping interval at most.
+    fn trim_idle(&mut self) {
+        if self.messages.is_empty() {
+            self.messages = VecDeque::new();
+        }
+        for c in &mut self.send {
+            if c.queue.is_empty() {
+                c.queue = VecDeque::new();
+            }
+        }
+    }
+
     /// The next complete message received.
     #[must_use]
     pub fn poll_message(&mut self) -> Option<(ChannelId, Bytes)> {
@@ -350,6 +370,7 @@ impl MConnection {
                 self.pong_deadline = Some(now + self.config.pong_timeout);
             }
             self.next_ping = now + self.config.ping_interval;
+            self.trim_idle();
         }
         if self.pong_pending && self.send_buf.len() + CONTROL_LEN <= room {
             self.write_packet(&Packet {
@@ -599,6 +620,51 @@ mod tests {
         // 60 000 bytes in 60 messages (60 + 60 000 / 1024 = 118 packets at most) → 61 888.
         assert_eq!(plain.capacity(), 60_000 + 118 * 16);
         assert!(plain.len() <= plain.capacity());
+    }
+
+    /// A ping gives back the buffers of the empty queues (received messages, each channel's
+    /// send queue); a queue still holding messages keeps its own, and nothing is trimmed before
+    /// the ping is due.
+    #[test]
+    fn a_ping_frees_the_buffers_of_empty_queues() {
+        let now = base();
+        let config = ConnectionConfig::default();
+        let interval = config.ping_interval;
+        let mut m = mconn(now, config, &[(0x20, 1), (0x21, 1)]);
+        let mut incoming = BytesMut::new();
+        for i in 0..20u8 {
+            let packet = Packet::msg(ChannelId(0x20), true, vec![i; 10].into());
+            encode_delimited(&packet, &mut incoming);
+        }
+        m.handle_plaintext(now, &incoming).unwrap();
+        let mut got = 0;
+        while m.poll_message().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 20);
+        for _ in 0..50 {
+            m.send(ChannelId(0x20), Bytes::from(vec![1; 100])).unwrap();
+        }
+        while m.poll_plaintext_now(now, usize::MAX).is_some() {}
+        assert!(m.messages.capacity() >= 20 && m.send[0].queue.capacity() >= 50);
+        for _ in 0..2 {
+            m.send(ChannelId(0x21), Bytes::from(vec![2; 100])).unwrap();
+        }
+        let before = now + interval - Duration::from_millis(1);
+        assert!(!m.ping_due(before));
+        let _ = m.poll_plaintext(before, 0);
+        assert!(m.messages.capacity() >= 20 && m.send[0].queue.capacity() >= 50);
+        let at = now + interval;
+        assert!(m.ping_due(at));
+        // Room for the ping only: the messages of 0x21 stay queued.
+        let plain = m.poll_plaintext(at, 3).unwrap();
+        assert_eq!(&plain[..], &[0x02, 0x0a, 0x00], "the ping");
+        assert!(!m.ping_due(at));
+        assert_eq!(m.messages.capacity(), 0);
+        assert_eq!(m.send[0].queue.capacity(), 0);
+        assert_eq!(m.send[1].queue.len(), 2, "a busy queue keeps its messages");
+        let mut plain = m.poll_plaintext_now(at, usize::MAX).unwrap();
+        assert_eq!(channels_of(&plain.split_off(0)), [0x21, 0x21]);
     }
 
     #[test]

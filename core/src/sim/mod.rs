@@ -255,6 +255,22 @@ impl Sim {
         }
     }
 
+    /// Makes room for `n` more nodes, so adding them moves no node (a node is over 4 KiB, and
+    /// a vector that doubles keeps up to half of its room spare).
+    pub fn reserve_nodes(&mut self, n: usize) {
+        let count = self.shards.len();
+        let next = self.len();
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            // Node `j` goes to shard `j % count`.
+            let mine = (next..next + n).filter(|j| j % count == i).count();
+            shard.nodes.reserve_exact(mine);
+        }
+        self.w.ids.reserve_exact(n);
+        self.w.addrs.reserve_exact(n);
+        self.w.partition.reserve_exact(n);
+        self.w.by_addr.reserve(n);
+    }
+
     /// Adds a node listening on `config.listen_addr` and starts its engine now.
     /// Panics if the address is taken or the config is invalid (a test bug).
     pub fn add_node(&mut self, config: EngineConfig, key: NodeKey) -> usize {
