@@ -54,8 +54,9 @@ pub(super) struct Conn {
     pub(super) phase: Phase,
     /// Queued in the engine's dirty list.
     pub(super) dirty: bool,
-    /// Why we asked the connection to close after flushing (reported when it closes).
-    pub(super) hangup: Option<DisconnectReason>,
+    /// Why we asked the connection to close after flushing (reported when it closes). Boxed:
+    /// a reason takes 48 bytes and most connections never get one.
+    pub(super) hangup: Option<Box<DisconnectReason>>,
     /// Counted in the table's per-IP map of this slot (changed only by the table).
     ip_slot: IpSlot,
     /// Channels on which a send was refused as full (each gets one `SendReady` when room

@@ -395,7 +395,7 @@ impl Engine {
                 Timer::Hangup(id) => {
                     let reason = self.conns.get_mut(&id).and_then(|c| c.hangup.take());
                     if let Some(reason) = reason {
-                        self.drop_conn(now, id, reason, true);
+                        self.drop_conn(now, id, *reason, true);
                     }
                 }
             }

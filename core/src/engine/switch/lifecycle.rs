@@ -34,7 +34,7 @@ impl Engine {
                     reason,
                     self.conns.get_mut(&id).and_then(|c| c.hangup.take()),
                 ) {
-                    (CloseReason::Local, Some(ours)) => ours,
+                    (CloseReason::Local, Some(ours)) => *ours,
                     (reason, _) => DisconnectReason::Conn(reason),
                 };
                 match phase {
@@ -191,7 +191,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        c.hangup = Some(reason);
+        c.hangup = Some(Box::new(reason));
         if let Some(pc) = c.pc.as_mut() {
             pc.close_after_flush();
         }
