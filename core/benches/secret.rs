@@ -4,6 +4,9 @@
 //!   candidates (`ring` 0.17 and RustCrypto `chacha20poly1305` 0.10, each with the same framing
 //!   work: length prefix, copy, seal in place, tag) and for our `Sealer`/`Opener` (which use the
 //!   winner).
+//! - `seal_frame/*`, `open_frame/*`: one frame (1024 data bytes) per call, as a connection
+//!   seals and opens when one small batch of messages goes out or arrives: `ring` with its key
+//!   object built once, against our `Sealer`/`Opener`, which build it per call.
 //! - `handshake/pair`: a complete handshake of two nodes in memory (both sides' work).
 //!
 //! Every benchmark runs twice: with criterion's wall-clock timer, and (names prefixed `cpu_`)
@@ -220,6 +223,74 @@ fn bench_open<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     g.finish();
 }
 
+fn bench_frame<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
+    let data: Vec<u8> = (0..MIB).map(|i| i as u8).collect();
+    let mut wire = BytesMut::new();
+    Sealer::new(&KEY).seal(&data, &mut wire).unwrap();
+    let frames: Vec<&[u8]> = wire.chunks_exact(SEALED).collect();
+    let mut out = BytesMut::with_capacity(SEALED);
+    let mut g = c.benchmark_group(format!("{prefix}seal_frame"));
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Bytes(DATA as u64));
+    let rk = ring_key();
+    let mut counter = 0u64;
+    g.bench_function("ring", |b| {
+        b.iter(|| {
+            counter += 1;
+            out.clear();
+            out.resize(SEALED, 0);
+            let (body, tag) = out.split_at_mut(PLAIN);
+            body[..4].copy_from_slice(&(DATA as u32).to_le_bytes());
+            body[4..].copy_from_slice(black_box(&data[..DATA]));
+            tag.copy_from_slice(&ring_seal(&rk, nonce(counter), body));
+        })
+    });
+    let mut sealer = Sealer::new(&KEY);
+    g.bench_function("sealer", |b| {
+        b.iter(|| {
+            out.clear();
+            sealer.seal(black_box(&data[..DATA]), &mut out).unwrap();
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group(format!("{prefix}open_frame"));
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Bytes(DATA as u64));
+    let mut work = [0u8; PLAIN];
+    let mut i = 0usize;
+    g.bench_function("ring", |b| {
+        b.iter(|| {
+            let frame = frames[i % frames.len()];
+            work.copy_from_slice(&frame[..PLAIN]);
+            let tag: [u8; 16] = frame[PLAIN..].try_into().unwrap();
+            assert!(ring_open(
+                &rk,
+                nonce((i % frames.len()) as u64),
+                &mut work,
+                &tag
+            ));
+            out.clear();
+            out.extend_from_slice(&work[4..]);
+            i += 1;
+        })
+    });
+    let mut opener = Opener::new(&KEY);
+    let mut i = 0usize;
+    g.bench_function("opener", |b| {
+        b.iter(|| {
+            if i == frames.len() {
+                // The frames were sealed from nonce 0; start over (once per 1024 frames).
+                opener = Opener::new(&KEY);
+                i = 0;
+            }
+            out.clear();
+            opener.open(black_box(frames[i]), &mut out).unwrap();
+            i += 1;
+        })
+    });
+    g.finish();
+}
+
 fn bench_handshake<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     let ka = NodeKey::from_seed([1u8; 32]);
     let kb = NodeKey::from_seed([2u8; 32]);
@@ -250,12 +321,14 @@ fn bench_handshake<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
 fn wall(c: &mut Criterion) {
     bench_seal(c, "");
     bench_open(c, "");
+    bench_frame(c, "");
     bench_handshake(c, "");
 }
 
 fn cpu(c: &mut Criterion<ThreadCpu>) {
     bench_seal(c, "cpu_");
     bench_open(c, "cpu_");
+    bench_frame(c, "cpu_");
     bench_handshake(c, "cpu_");
 }
 

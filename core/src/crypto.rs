@@ -46,10 +46,10 @@ pub(crate) fn frame_nonce(counter: u64) -> [u8; 12] {
 }
 
 #[cfg(all(not(fuzzing), not(any(feature = "sim", feature = "fuzzing"))))]
-pub(crate) use real::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
+pub(crate) use real::{BoundKey, FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 
 #[cfg(fuzzing)]
-pub(crate) use shim::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
+pub(crate) use shim::{BoundKey, FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 
 /// Signs the handshake's challenge with our node key (plain Ed25519).
 #[cfg(not(all(not(fuzzing), any(feature = "sim", feature = "fuzzing"))))]
@@ -62,7 +62,7 @@ pub(crate) use modelled::sign_ed25519;
 #[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
 pub(crate) use modelled::with_modelled_crypto;
 #[cfg(all(not(fuzzing), any(feature = "sim", feature = "fuzzing")))]
-pub(crate) use modelled::{FrameKey, diffie_hellman, verify_ed25519, x25519_public};
+pub(crate) use modelled::{BoundKey, FrameKey, diffie_hellman, verify_ed25519, x25519_public};
 
 /// Under `cfg(fuzzing)` the shim is always in force: nothing to switch.
 #[cfg(all(fuzzing, any(feature = "sim", feature = "fuzzing")))]
@@ -127,14 +127,17 @@ mod modelled {
     }
 
     /// A frame key made while modelled stays modelled (and a real one real) for its life.
-    /// The real key is boxed: `ring`'s key is about 540 bytes, two per connection end, and a
-    /// modelled scale run holds hundreds of thousands of connection ends (the shim's key is
-    /// empty). Real keys in these builds pay one pointer and one indirection per 1 KiB frame;
-    /// builds without the simulator use `real::FrameKey` directly.
     #[derive(Clone)]
     pub(crate) enum FrameKey {
-        Real(Box<real::FrameKey>),
+        Real(real::FrameKey),
         Modelled(shim::FrameKey),
+    }
+
+    /// A [`FrameKey`] ready to seal and open, for the length of one batch of frames.
+    #[allow(clippy::large_enum_variant)] // lives on the stack for one call, never stored
+    pub(crate) enum BoundKey {
+        Real(real::BoundKey),
+        Modelled(shim::BoundKey),
     }
 
     impl FrameKey {
@@ -142,21 +145,30 @@ mod modelled {
             if on() {
                 FrameKey::Modelled(shim::FrameKey::new(key))
             } else {
-                FrameKey::Real(Box::new(real::FrameKey::new(key)))
+                FrameKey::Real(real::FrameKey::new(key))
             }
         }
 
+        pub(crate) fn bind(&self) -> BoundKey {
+            match self {
+                FrameKey::Real(k) => BoundKey::Real(k.bind()),
+                FrameKey::Modelled(k) => BoundKey::Modelled(k.bind()),
+            }
+        }
+    }
+
+    impl BoundKey {
         pub(crate) fn seal(&self, nonce: [u8; 12], buf: &mut [u8]) -> [u8; TAG_LEN] {
             match self {
-                FrameKey::Real(k) => k.seal(nonce, buf),
-                FrameKey::Modelled(k) => k.seal(nonce, buf),
+                BoundKey::Real(k) => k.seal(nonce, buf),
+                BoundKey::Modelled(k) => k.seal(nonce, buf),
             }
         }
 
         pub(crate) fn open(&self, nonce: [u8; 12], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
             match self {
-                FrameKey::Real(k) => k.open(nonce, buf, tag),
-                FrameKey::Modelled(k) => k.open(nonce, buf, tag),
+                BoundKey::Real(k) => k.open(nonce, buf, tag),
+                BoundKey::Modelled(k) => k.open(nonce, buf, tag),
             }
         }
     }
@@ -190,18 +202,32 @@ mod real {
             .is_ok()
     }
 
-    /// One direction's ChaCha20-Poly1305 key (RFC 8439), `ring`'s implementation.
+    /// One direction's ChaCha20-Poly1305 key (RFC 8439): its 32 bytes. `ring`'s key object
+    /// is built by [`FrameKey::bind`] for each batch of frames and dropped after it: ring sizes
+    /// that object for AES-GCM (544 bytes, where ChaCha20 needs the 32), and each connection
+    /// end holds two keys for its whole life, so keeping ring's objects would cost about
+    /// 1 KiB per idle connection end; building one costs a few copies of the key per batch.
     #[derive(Clone)]
-    pub(crate) struct FrameKey(ring::aead::LessSafeKey);
+    pub(crate) struct FrameKey([u8; 32]);
+
+    /// `ring`'s ChaCha20-Poly1305 key, for one batch of frames.
+    pub(crate) struct BoundKey(ring::aead::LessSafeKey);
 
     impl FrameKey {
         /// A key from 32 bytes.
         pub(crate) fn new(key: &[u8; 32]) -> Self {
-            let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key)
-                .expect("ChaCha20-Poly1305 takes a 32-byte key");
-            FrameKey(ring::aead::LessSafeKey::new(unbound))
+            FrameKey(*key)
         }
 
+        /// `ring`'s key object for this key.
+        pub(crate) fn bind(&self) -> BoundKey {
+            let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &self.0)
+                .expect("ChaCha20-Poly1305 takes a 32-byte key");
+            BoundKey(ring::aead::LessSafeKey::new(unbound))
+        }
+    }
+
+    impl BoundKey {
         /// Encrypts `buf` in place (empty AAD) and returns the tag.
         pub(crate) fn seal(&self, nonce: [u8; 12], buf: &mut [u8]) -> [u8; TAG_LEN] {
             let tag = self
@@ -263,12 +289,22 @@ mod shim {
     #[derive(Clone)]
     pub(crate) struct FrameKey;
 
+    /// The shim's key for a batch of frames: the same nothing.
+    pub(crate) struct BoundKey;
+
     impl FrameKey {
         /// Ignores the key.
         pub(crate) fn new(_key: &[u8; 32]) -> Self {
             FrameKey
         }
 
+        /// Nothing to build.
+        pub(crate) fn bind(&self) -> BoundKey {
+            BoundKey
+        }
+    }
+
+    impl BoundKey {
         /// Leaves `buf` as it is; the tag is all zeros.
         pub(crate) fn seal(&self, _nonce: [u8; 12], _buf: &mut [u8]) -> [u8; TAG_LEN] {
             [0u8; TAG_LEN]
@@ -316,7 +352,7 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_and_tamper() {
-        let key = FrameKey::new(&[9u8; 32]);
+        let key = FrameKey::new(&[9u8; 32]).bind();
         let mut buf = *b"hello frame";
         let tag = key.seal(frame_nonce(3), &mut buf);
         let sealed = buf;

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 
-use crate::crypto::{FrameKey, TAG_LEN, frame_nonce};
+use crate::crypto::{BoundKey, FrameKey, TAG_LEN, frame_nonce};
 
 /// Most data bytes in one frame (`dataMaxSize`).
 pub const DATA_MAX_SIZE: usize = 1024;
@@ -103,7 +103,11 @@ impl Sealer {
         if frames_u64 > u64::MAX - self.nonce {
             return Err(FrameError::NonceExhausted);
         }
+        if frames == 0 {
+            return Ok(());
+        }
         out.reserve(frames * SEALED_FRAME_SIZE);
+        let key = self.key.bind();
         for chunk in plaintext.chunks(DATA_MAX_SIZE) {
             let start = out.len();
             // Length prefix, data, zero padding: each byte written once (no zero fill first).
@@ -111,7 +115,7 @@ impl Sealer {
             out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
             out.extend_from_slice(chunk);
             out.resize(start + TOTAL_FRAME_SIZE, 0);
-            let tag = self.key.seal(frame_nonce(self.nonce), &mut out[start..]);
+            let tag = key.seal(frame_nonce(self.nonce), &mut out[start..]);
             out.extend_from_slice(&tag);
             self.nonce += 1;
         }
@@ -204,6 +208,8 @@ impl Opener {
         // that `out` grows at most once per call.
         let whole = (self.partial_len + ciphertext.len()) / SEALED_FRAME_SIZE;
         out.reserve(whole * TOTAL_FRAME_SIZE);
+        // ring's key object, built once per call and only when a frame completes.
+        let key = (whole > 0).then(|| self.key.bind());
         if self.partial_len > 0
             && let Some(mut partial) = self.partial.take()
         {
@@ -213,11 +219,12 @@ impl Opener {
             self.partial_len += take;
             ciphertext = rest;
             let complete = self.partial_len == SEALED_FRAME_SIZE;
-            let result = if complete {
-                self.partial_len = 0;
-                self.open_frame(&partial[..], out)
-            } else {
-                Ok(())
+            let result = match &key {
+                Some(key) if complete => {
+                    self.partial_len = 0;
+                    self.open_frame(key, &partial[..], out)
+                }
+                _ => Ok(()),
             };
             self.partial = Some(partial);
             result?;
@@ -226,8 +233,10 @@ impl Opener {
             }
         }
         let mut frames = ciphertext.chunks_exact(SEALED_FRAME_SIZE);
-        for frame in &mut frames {
-            self.open_frame(frame, out)?;
+        if let Some(key) = &key {
+            for frame in &mut frames {
+                self.open_frame(key, frame, out)?;
+            }
         }
         let rest = frames.remainder();
         if rest.is_empty() {
@@ -256,8 +265,13 @@ impl Opener {
     }
 
     /// Opens one whole sealed frame (`frame.len() == SEALED_FRAME_SIZE`).
-    fn open_frame(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
-        let result = self.try_open_frame(frame, out);
+    fn open_frame(
+        &mut self,
+        key: &BoundKey,
+        frame: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        let result = self.try_open_frame(key, frame, out);
         if let Err(err) = &result {
             self.failed = Some(err.clone());
         }
@@ -269,7 +283,12 @@ impl Opener {
     /// to) 4 bytes already in `out`, which are saved and put back after decryption; when `out`
     /// held fewer than 4 bytes, its front is advanced past the prefix instead (O(1) for a
     /// `BytesMut`). The ciphertext `frame` stays untouched for the failure diagnosis.
-    fn try_open_frame(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+    fn try_open_frame(
+        &mut self,
+        key: &BoundKey,
+        frame: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), FrameError> {
         if self.nonce == u64::MAX {
             return Err(FrameError::NonceExhausted);
         }
@@ -283,13 +302,10 @@ impl Opener {
         saved[..kept].copy_from_slice(&out[base..start]);
         out.truncate(base);
         out.extend_from_slice(body);
-        if !self
-            .key
-            .open(frame_nonce(self.nonce), &mut out[base..], &tag_bytes)
-        {
+        if !key.open(frame_nonce(self.nonce), &mut out[base..], &tag_bytes) {
             out.truncate(base);
             out.extend_from_slice(&saved[..kept]);
-            return Err(self.diagnose(body, &tag_bytes));
+            return Err(self.diagnose(key, body, &tag_bytes));
         }
         self.nonce += 1;
         let prefix = &out[base..base + 4];
@@ -311,20 +327,20 @@ impl Opener {
 
     /// Names a frame that failed to authenticate at the expected nonce by trying a few nonces
     /// before and after it. Runs only on the failure path (the connection then closes).
-    fn diagnose(&mut self, body: &[u8], tag: &[u8; TAG_LEN]) -> FrameError {
+    fn diagnose(&self, key: &BoundKey, body: &[u8], tag: &[u8; TAG_LEN]) -> FrameError {
         let expected = self.nonce;
         let mut work = [0u8; TOTAL_FRAME_SIZE];
         let work = &mut work[..];
         for distance in 1..=DIAGNOSIS_WINDOW {
             if let Some(found) = expected.checked_sub(distance) {
                 work.copy_from_slice(body);
-                if self.key.open(frame_nonce(found), work, tag) {
+                if key.open(frame_nonce(found), work, tag) {
                     return FrameError::Replayed { expected, found };
                 }
             }
             if let Some(found) = expected.checked_add(distance).filter(|n| *n < u64::MAX) {
                 work.copy_from_slice(body);
-                if self.key.open(frame_nonce(found), work, tag) {
+                if key.open(frame_nonce(found), work, tag) {
                     return FrameError::Reordered { expected, found };
                 }
             }
