@@ -2,10 +2,9 @@
 //! address-book saves are tasks joined to it by bounded channels.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,7 +28,7 @@ use crate::io_tasks::{WriterMsg, accept_loop, dial_failure, read_loop, write_loo
 use crate::persist;
 use crate::reactor::Reactors;
 use crate::resolve::{Resolver, SystemResolver};
-use crate::runtime::{Runtime, sleep_until};
+use crate::runtime::{Alarm, Runtime, sleep_until};
 use crate::sends::{Gate, Parked, Queued};
 use crate::slots::{CloseStep, Open, Slots};
 use crate::status::{NodeStatus, PeerStats, PeerStatus};
@@ -110,7 +109,8 @@ struct Driver<R: Runtime> {
     reactors: Reactors,
     tasks: FuturesUnordered<R::JoinHandle>,
     subs: Subscribers,
-    timer: R::Timer,
+    /// Wakes the task at the next deadline.
+    alarm: Alarm<R>,
     book: Option<BookSaver>,
     listener: AbortHandle,
     /// The shared port this node takes connections from, if any.
@@ -146,7 +146,7 @@ pub(crate) fn spawn<R: Runtime>(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(engine.config().chain_id.clone(), io_tx.clone());
     }
-    let timer = rt.timer(rt.now() + Duration::from_secs(3600));
+    let alarm = Alarm::new(&rt, rt.now() + Duration::from_secs(3600));
     let driver = Driver {
         engine,
         subs: Subscribers::new(cfg.event_capacity),
@@ -160,7 +160,7 @@ pub(crate) fn spawn<R: Runtime>(
         mail: VecDeque::new(),
         reactors,
         tasks,
-        timer,
+        alarm,
         book: book_path.map(BookSaver::new),
         listener: listener_abort,
         routes,
@@ -193,7 +193,7 @@ impl<R: Runtime> Driver<R> {
             }
             let deadline = self.next_deadline(now);
             if let Some(at) = deadline {
-                R::reset_timer(&mut self.timer, at);
+                self.alarm.set(at);
             }
             // What was routed to reactors this pass goes out now, one lock and wake per inbox.
             self.reactors.flush();
@@ -258,7 +258,7 @@ impl<R: Runtime> Driver<R> {
         {
             return Poll::Ready(Wake::Cmd(cmd));
         }
-        if timed && Pin::new(&mut self.timer).poll(cx).is_ready() {
+        if timed && self.alarm.poll(cx) {
             return Poll::Ready(Wake::Timer);
         }
         Poll::Pending
