@@ -11,6 +11,7 @@
 #
 #   bench/compare.sh                 # all workloads
 #   RUNS=5 bench/compare.sh
+#   LARGE_MSGS=2048 SMALL_MSGS=200000 BULK_MIB=256 bench/compare.sh   # the sizes used until 2026-12-06
 #   bench/compare.sh secret_bulk     # some workloads
 #   COMETBFT_VERSION=v0.38.26 bench/compare.sh   # against another CometBFT release
 #
@@ -20,9 +21,12 @@
 # module proxy). The committed go.mod is never edited.
 #
 # Workloads (loopback TCP, one connection unless said otherwise):
-#   secret_bulk    256 MiB one way through one SecretConnection             -> secret_bulk_mib_per_s
-#   mconn_64b      200000 64-byte messages, one MConnection channel         -> mconn_64b_{msgs,mib}_per_s, _cpu_us_per_msg
-#   mconn_64kib    2048 65536-byte messages, one MConnection channel        -> mconn_64kib_{msgs,mib}_per_s, _cpu_us_per_msg
+#   secret_bulk    BULK_MIB (default 1024) MiB one way through one SecretConnection
+#                                                                           -> secret_bulk_mib_per_s
+#   mconn_64b      SMALL_MSGS (default 1000000) 64-byte messages, one MConnection channel
+#                                                                           -> mconn_64b_{msgs,mib}_per_s, _cpu_us_per_msg
+#   mconn_64kib    LARGE_MSGS (default 16384) 65536-byte messages, one MConnection channel
+#                                                                           -> mconn_64kib_{msgs,mib}_per_s, _cpu_us_per_msg
 #                  (cometmesh: the reactor API, try_send + Inbox; the extra rows
 #                  mconn_*_send_wait_* are the older send_wait path, compared with the same
 #                  CometBFT figure)
@@ -31,6 +35,9 @@
 #   idle_peer_rss  RSS growth of the accepting process per idle peer (PEERS, default 1000)
 #                  -> idle_peer_rss_kib, idle_connect_seconds, idle_arrival_handshakes_per_s,
 #                     idle_cpu_percent (CPU of the accepting process while its peers idle)
+# The sizes make each run last about a second or more: with the earlier ones (2048 x 64 KiB,
+# 200000 x 64 B, 256 MiB) a run took 70-250 ms, so start-up (connection set-up, TCP windows,
+# first allocations) weighed on the figures and a ratio moved by +-15 % between sittings.
 # Needs Go (tests/interop/install-cometbft.sh installs it from Debian if missing).
 set -euo pipefail
 
@@ -45,6 +52,9 @@ export GOCACHE="${GOCACHE:-$CACHE/go/build}"
 ALL_WORKLOADS=(secret_bulk mconn_64b mconn_64kib handshakes idle_peer_rss)
 COMETBFT_VERSION="${COMETBFT_VERSION:-v0.40.0}"
 PEERS="${PEERS:-1000}"
+SMALL_MSGS="${SMALL_MSGS:-1000000}"
+LARGE_MSGS="${LARGE_MSGS:-16384}"
+BULK_MIB="${BULK_MIB:-1024}"
 # Many peers need many file descriptors (two per peer in the dialling process): raise the soft
 # limit for this benchmark only, as far as the hard limit allows.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -88,7 +98,8 @@ CB_MODFILE="$(cometbft_modfile)"
 (cd "$ROOT/bench/go" && go build -modfile="$CB_MODFILE" -o "$CB_BENCH" .)
 
 cometbft_run() {
-    "$CB_BENCH" -only "$1" -peers "$PEERS"
+    "$CB_BENCH" -only "$1" -peers "$PEERS" -small-msgs "$SMALL_MSGS" -large-msgs "$LARGE_MSGS" \
+        -bulk-mib "$BULK_MIB"
 }
 
 # --- cometmesh side ----------------------------------------------------------------------------
@@ -115,9 +126,10 @@ cometmesh_run() {
         return
     fi
     case "$1" in
-        secret_bulk | handshakes) "$CM_SECRET" --only "$1" ;;
+        secret_bulk | handshakes) "$CM_SECRET" --only "$1" --bulk-mib "$BULK_MIB" ;;
         mconn_64b | mconn_64kib)
-            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1,send_wait_${1#mconn_}" ;;
+            "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1,send_wait_${1#mconn_}" \
+                --small-msgs "$SMALL_MSGS" --large-msgs "$LARGE_MSGS" ;;
         idle_peer_rss)
             "$CM_BENCH" --runtime "${COMETMESH_RUNTIME:-tokio}" --only "$1" --peers "$PEERS" ;;
         *) return 1 ;;
@@ -151,6 +163,7 @@ echo "# start: $START; end: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# cometbft: $(awk '/^require github.com\/cometbft\/cometbft v/ { print $3 }' "$CB_MODFILE"), $(go version | awk '{print $3}')"
 echo "# cometmesh runtime: ${COMETMESH_RUNTIME:-tokio}; peers (idle_peer_rss): $PEERS"
+echo "# sizes: $SMALL_MSGS x 64 B, $LARGE_MSGS x 64 KiB, $BULK_MIB MiB bulk"
 echo "# ratio = cometmesh / cometbft"
 printf '%-26s %16s %16s %8s\n' workload cometmesh_value cometbft_value ratio
 for w in "${WORKLOADS[@]}"; do
