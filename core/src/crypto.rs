@@ -127,9 +127,12 @@ mod modelled {
     }
 
     /// A frame key made while modelled stays modelled (and a real one real) for its life.
+    /// The real key is boxed so that the enum stays a pointer wide: a modelled scale run
+    /// holds hundreds of thousands of connection ends, two keys each, all of them the shim's
+    /// empty one. Builds without the simulator use `real::FrameKey` directly.
     #[derive(Clone)]
     pub(crate) enum FrameKey {
-        Real(real::FrameKey),
+        Real(Box<real::FrameKey>),
         Modelled(shim::FrameKey),
     }
 
@@ -145,7 +148,7 @@ mod modelled {
             if on() {
                 FrameKey::Modelled(shim::FrameKey::new(key))
             } else {
-                FrameKey::Real(real::FrameKey::new(key))
+                FrameKey::Real(Box::new(real::FrameKey::new(key)))
             }
         }
 
